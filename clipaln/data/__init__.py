@@ -1,0 +1,1 @@
+"""Datasets: typographic attacks, gender preference pairs, real datasets, synthetic features."""

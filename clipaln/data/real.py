@@ -1,0 +1,215 @@
+"""Real datasets: one registry of class names and templates, torchvision backends, image folders,
+and loaders for real typographic photo sets.
+
+Downloads are always the user's choice (`download=True`); nothing here downloads by default.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to build one dataset's zero-shot classifier: its template and its torchvision class."""
+
+    name: str
+    template: str  # "{}" stands for the class name
+    torchvision: str | None  # class name in torchvision.datasets, None for folder-only sets
+    split_kw: dict  # torchvision keyword arguments selecting the test split
+
+    def prompt(self, class_name: str) -> str:
+        return self.template.format(class_name)
+
+
+#: The paper's nine evaluation sets plus Food101 (PAPER.md section 4), with their templates.
+DATASETS = {
+    "imagenet100": DatasetSpec("imagenet100", "a photo of a {}.", None, {}),
+    "caltech101": DatasetSpec("caltech101", "a photo of a {}.", "Caltech101", {}),
+    "oxford_pets": DatasetSpec("oxford_pets", "a photo of a {}, a type of pet.", "OxfordIIITPet", {"split": "test"}),
+    "stanford_cars": DatasetSpec("stanford_cars", "a photo of a {}.", "StanfordCars", {"split": "test"}),
+    "flowers102": DatasetSpec("flowers102", "a photo of a {}, a type of flower.", "Flowers102", {"split": "test"}),
+    "fgvc_aircraft": DatasetSpec("fgvc_aircraft", "a photo of a {}, a type of aircraft.", "FGVCAircraft", {"split": "test"}),
+    "dtd": DatasetSpec("dtd", "{} texture.", "DTD", {"split": "test"}),
+    "sun397": DatasetSpec("sun397", "a photo of a {}.", "SUN397", {}),
+    "eurosat": DatasetSpec("eurosat", "a centered satellite photo of a {}.", "EuroSAT", {}),
+    "food101": DatasetSpec("food101", "a photo of a {}, a type of food.", "Food101", {"split": "test"}),
+}
+
+
+def spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _clean_name(name: str) -> str:
+    return re.sub(r"\s+", " ", name.replace("_", " ")).strip().lower()
+
+
+def torchvision_dataset(name: str, root: str | Path, download: bool = False, split_kw: dict | None = None):
+    """The torchvision dataset behind `name` and its readable class names (no download unless asked)."""
+    import torchvision.datasets as tvd
+
+    s = spec(name)
+    if s.torchvision is None:
+        raise ValueError(f"{name} is read from a folder: use ImageFolderDataset(root)")
+    root = Path(root)
+    if not download and not root.exists():
+        raise FileNotFoundError(f"dataset folder does not exist: {root} (pass download=True to fetch {name})")
+    ds = getattr(tvd, s.torchvision)(str(root), download=download, **(split_kw or s.split_kw))
+    classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
+    if classes is None:
+        raise ValueError(f"{name}: torchvision dataset has no class list")
+    return ds, [_clean_name(c) for c in classes]
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class ImageFolderDataset:
+    """root/{class}/*.jpg -> (PIL image, label); class names from the folder names, sorted.
+
+    An unreadable or truncated image raises ValueError naming the file, unless skip_bad=True,
+    in which case such files are dropped at construction (and listed in .skipped).
+    """
+
+    def __init__(self, root: str | Path, skip_bad: bool = False):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset folder does not exist: {root}")
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.samples: list[tuple[Path, int]] = []
+        for i, c in enumerate(classes):
+            self.samples += [(p, i) for p in _images_in(root / c)]
+        if not self.samples:
+            raise ValueError(f"no images found in {root} (expected {root}/<class>/<image>.jpg)")
+        self.classes = [_clean_name(c) for c in classes]
+        self.skipped: list[Path] = []
+        if skip_bad:
+            good = []
+            for p, y in self.samples:
+                try:
+                    _open_image(p)
+                    good.append((p, y))
+                except ValueError:
+                    self.skipped.append(p)
+            self.samples = good
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        return _open_image(path), label
+
+
+_LABEL_TEXT = re.compile(r"^label=(?P<label>.+?)_text=(?P<text>.+)$")
+
+
+class TypographicPhotoFolder:
+    """Real typographic photos named `label=X_text=Y.ext` (the PAINT / RTA-100 convention).
+
+    Items are (PIL image, true label index, written label index or -1 when the written text is
+    not a class name). Classes are the sorted union of the labels, unless given.
+    """
+
+    def __init__(self, root: str | Path, classes: Sequence[str] | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset folder does not exist: {root}")
+        entries = []
+        for p in _images_in(root):
+            m = _LABEL_TEXT.match(p.stem)
+            if m:
+                entries.append((p, _clean_name(m["label"]), _clean_name(m["text"])))
+        if not entries:
+            raise ValueError(f"no images named label=X_text=Y.ext found in {root}")
+        self.classes = list(classes) if classes else sorted({e[1] for e in entries})
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({e[1] for e in entries} - set(index))
+        if unknown:
+            raise ValueError(f"labels not in the class list: {', '.join(unknown)}")
+        self.samples = [(p, index[label], index.get(text, -1), text) for p, label, text in entries]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label, written, _ = self.samples[i]
+        return _open_image(path), label, written
+
+
+class MaterzynskaDataset:
+    """Materzynska et al. (2022) real typographic photos: a folder of images and annotation.json.
+
+    annotation.json maps image file names to {"true object": ..., "typographic attack label": ...}.
+    Items are (PIL image, true label index, written label index or -1).
+    """
+
+    TRUE, ATTACK = "true object", "typographic attack label"
+
+    def __init__(self, root: str | Path, classes: Sequence[str] | None = None):
+        root = Path(root)
+        ann = root / "annotation.json"
+        if not ann.is_file():
+            raise FileNotFoundError(f"annotation file not found: {ann}")
+        try:
+            data = json.loads(ann.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{ann} is not valid JSON: {e}") from None
+        rows = []
+        for fname, a in sorted(data.items()):
+            if not isinstance(a, dict) or self.TRUE not in a or self.ATTACK not in a:
+                raise ValueError(f"{ann}: entry {fname!r} needs '{self.TRUE}' and '{self.ATTACK}'")
+            path = next((root / d / fname for d in ("", "IMG") if (root / d / fname).is_file()), None)
+            if path is None:
+                raise FileNotFoundError(f"{ann} lists {fname}, which is not in {root}")
+            rows.append((path, _clean_name(a[self.TRUE]), _clean_name(a[self.ATTACK])))
+        if not rows:
+            raise ValueError(f"{ann} lists no images")
+        self.classes = list(classes) if classes else sorted({r[1] for r in rows} | {r[2] for r in rows})
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.samples = [(p, index[t], index.get(w, -1)) for p, t, w in rows if t in index]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label, written = self.samples[i]
+        return _open_image(path), label, written
+
+
+class Subset:
+    """The first n items of a dataset (or given indices), for quick runs."""
+
+    def __init__(self, base, indices: Sequence[int]):
+        self.base, self.indices = base, list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.base[self.indices[i]]
+
+
+def class_prompts(names: Sequence[str], template: str | Callable[[str], str] = "a photo of a {}.") -> list[str]:
+    if not names:
+        raise ValueError("the class list is empty")
+    return [template(n) if callable(template) else template.format(n) for n in names]

@@ -1,0 +1,118 @@
+"""Encode images and texts once with a frozen CLIP; everything downstream works on features.
+
+All embeddings returned here are L2-normalised float32 tensors on the CPU.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .models import ClipBundle
+
+
+@torch.no_grad()
+def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """(K, d) normalised text embeddings of `texts`."""
+    if len(texts) == 0:
+        raise ValueError("encode_texts needs at least one text (the class list is empty)")
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = bundle.tokenizer(list(texts[i:i + batch_size])).to(bundle.device)
+        out.append(F.normalize(bundle.model.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_images(bundle: ClipBundle, images: Iterable[Image.Image] | torch.Tensor,
+                  batch_size: int = 256, progress: bool = True, desc: str = "encode images") -> torch.Tensor:
+    """(N, d) normalised image embeddings; `images` are PIL images or a preprocessed (N, 3, H, W) batch."""
+    if isinstance(images, torch.Tensor):
+        batches = images.split(batch_size)
+        total = len(batches)
+    else:
+        images = list(images)
+        batches = (torch.stack([bundle.preprocess(im) for im in images[i:i + batch_size]])
+                   for i in range(0, len(images), batch_size))
+        total = (len(images) + batch_size - 1) // batch_size
+    out = []
+    for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress or total < 2):
+        x = x.to(bundle.device)
+        out.append(F.normalize(bundle.model.encode_image(x).float(), dim=-1).cpu())
+    if not out:
+        raise ValueError("encode_images got no images")
+    return torch.cat(out)
+
+
+# --- the on-disk cache ------------------------------------------------------------------------
+
+def default_cache_dir():
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("CLIPALN_CACHE", Path.home() / ".cache" / "clipaln"))
+
+
+def model_fingerprint(bundle: ClipBundle) -> str:
+    """A hash of the model's weights and preprocessing, computed once per bundle."""
+    import hashlib
+
+    fp = getattr(bundle, "_fingerprint", None)
+    if fp is None:
+        h = hashlib.sha256(bundle.name.encode())
+        for k, v in bundle.model.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(repr(bundle.preprocess).encode())
+        fp = h.hexdigest()[:16]
+        bundle._fingerprint = fp
+    return fp
+
+
+class FeatureCache:
+    """Tensors computed once and stored as safetensors, keyed by model + data + preprocessing.
+
+    `get(bundle, data_key, compute)` returns the stored tensors when the key was seen before and
+    otherwise calls compute() -> dict[str, Tensor], writes the result atomically (temp file +
+    rename, so an interrupted run never leaves a half file) and returns it. `.hits` and
+    `.misses` count what happened.
+    """
+
+    def __init__(self, directory=None, enabled: bool = True):
+        from pathlib import Path
+
+        self.dir = Path(directory) if directory is not None else default_cache_dir()
+        self.enabled = enabled
+        self.hits = self.misses = 0
+
+    def path(self, bundle: ClipBundle, data_key: dict):
+        import hashlib
+        import json
+
+        key = json.dumps({"model": model_fingerprint(bundle), "data": data_key}, sort_keys=True, default=str)
+        return self.dir / f"{bundle.name.replace('/', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+    def get(self, bundle: ClipBundle, data_key: dict, compute) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file, save_file
+
+        if not self.enabled:
+            self.misses += 1
+            return compute()
+        path = self.path(bundle, data_key)
+        if path.is_file():
+            try:
+                out = load_file(str(path))
+                self.hits += 1
+                return out
+            except Exception:  # a damaged cache file is recomputed, never trusted
+                path.unlink(missing_ok=True)
+        self.misses += 1
+        out = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
+        tmp.replace(path)
+        return out

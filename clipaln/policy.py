@@ -1,0 +1,35 @@
+"""CLIP as a one-step policy over a fixed action set of captions (PAPER.md section 1).
+
+    pi(y_k | x) = softmax_k( tau * <I(x), T(y_k)> )
+
+with both embeddings L2-normalised and tau = exp(logit_scale). With a shared projection W,
+both embeddings are projected and re-normalised first.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
+    """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
+    if projection is not None:
+        image_emb, text_emb = projection(image_emb), projection(text_emb)
+    else:
+        image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    return image_emb @ text_emb.T  # (N, K)
+
+
+def logits(image_emb, text_emb, logit_scale: float, projection=None) -> torch.Tensor:
+    """tau * s(y_k, x), (N, K); `logit_scale` is tau itself (CLIP's exp(logit_scale))."""
+    return logit_scale * similarities(image_emb, text_emb, projection)
+
+
+def logprobs(image_emb, text_emb, logit_scale: float, projection=None) -> torch.Tensor:
+    """log pi(y_k | x) = log_softmax_k(tau * s(y_k, x)), (N, K)."""
+    return logits(image_emb, text_emb, logit_scale, projection).log_softmax(dim=-1)
+
+
+def predict(image_emb, text_emb, projection=None) -> torch.Tensor:
+    """The greedy action argmax_k pi(y_k | x), (N,)."""
+    return similarities(image_emb, text_emb, projection).argmax(dim=-1)

@@ -1,0 +1,138 @@
+"""The shared linear transformation W and its SVD scaling W_t = U S^t V^T (PAPER.md section 3).
+
+One matrix W is applied to both image and text embeddings and the results are re-normalised:
+    s_W(y, x) = <W x, W y> / (||W x|| ||W y||).
+With W = U S V^T, scaling the singular values by an exponent t interpolates and extrapolates what
+W learned: t = 0 gives U V^T, an orthogonal map that leaves every cosine unchanged (the original
+model), t = 1 gives W, t > 1 amplifies, t < 0 reverses. Because U is orthogonal,
+    <W_t x, W_t y> = sum_i S_i^(2t) (V^T x)_i (V^T y)_i,
+so once V^T x and V^T y are cached every t costs one weighted matrix product (SpectralScorer).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORMAT = "clipaln.SharedProjection"
+
+
+class SharedProjection(nn.Module):
+    """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e."""
+
+    def __init__(self, dim: int, weight: torch.Tensor | None = None):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"projection dim must be >= 1, got {dim}")
+        w = torch.eye(dim) if weight is None else weight.detach().clone().float()
+        if w.shape != (dim, dim):
+            raise ValueError(f"weight must be {dim}x{dim}, got {tuple(w.shape)}")
+        self.weight = nn.Parameter(w)
+        self.metadata: dict[str, str] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        if emb.shape[-1] != self.dim:
+            raise ValueError(f"embeddings of size {emb.shape[-1]} do not match the projection size {self.dim}")
+        w = self.weight.to(emb.dtype)
+        return F.normalize(emb @ w.T, dim=-1)  # (..., dim): re-normalised W e
+
+    def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """U, S, V^T of W, computed in float64."""
+        return torch.linalg.svd(self.weight.detach().double())
+
+    def scaled(self, t) -> "SharedProjection":
+        """W_t = U S^t V^T; t is a scalar or a vector with one exponent per singular direction."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"t must be finite, got {t.tolist()}")
+        if t.ndim > 1 or (t.ndim == 1 and t.numel() != self.dim):
+            raise ValueError(f"t must be a scalar or a vector of {self.dim} exponents, got shape {tuple(t.shape)}")
+        u, s, vh = self.svd()
+        w_t = u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh
+        out = SharedProjection(self.dim, w_t.float())
+        out.weight.requires_grad_(False)
+        out.metadata = dict(self.metadata)
+        return out
+
+    # --- files: safetensors only, metadata in the header ------------------------------------
+    def save(self, path: str | Path, **metadata) -> Path:
+        """Write W to a safetensors file (atomically); `metadata` values are stored as strings."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {**self.metadata, **{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "dim": str(self.dim)}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"weight": self.weight.detach().float().contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, dim: int | None = None) -> "SharedProjection":
+        """Read a projection written by save(); refuses other files with a clear error."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"projection file not found: {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a safetensors projection file ({e}); "
+                             f"clipaln never unpickles files") from None
+        if meta.get("format") != FORMAT or set(tensors) != {"weight"}:
+            raise ValueError(f"{path} is a safetensors file but not a clipaln projection")
+        w = tensors["weight"]
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or str(w.shape[0]) != meta.get("dim"):
+            raise ValueError(f"{path}: weight of shape {tuple(w.shape)} does not match its header")
+        if not torch.isfinite(w).all():
+            raise ValueError(f"{path}: weight contains NaN or inf")
+        if dim is not None and w.shape[0] != dim:
+            raise ValueError(f"{path}: projection size {w.shape[0]} does not match the model's embedding size {dim}")
+        out = cls(w.shape[0], w)
+        out.metadata = {k: v for k, v in meta.items() if k not in ("format", "dim")}
+        return out
+
+
+class SpectralScorer:
+    """All image-class cosines under W_t for any t, from cached V^T x and V^T y.
+
+    scores(t)[n, k] = sum_i S_i^(2t) a_ni b_ki / (||S^t a_n|| ||S^t b_k||), a = V^T x, b = V^T y.
+    """
+
+    def __init__(self, projection: SharedProjection, image_emb: torch.Tensor, text_emb: torch.Tensor):
+        _, s, vh = projection.svd()
+        self.log_s = s.clamp_min(1e-12).log().float()  # (d,)
+        v = vh.T.float()
+        self.a = image_emb.float() @ v  # (N, d)
+        self.b = text_emb.float() @ v  # (K, d)
+        self.a2, self.b2 = self.a.square(), self.b.square()
+
+    def scores(self, t) -> torch.Tensor:
+        """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if not torch.isfinite(t).all():
+            raise ValueError("t must be finite")
+        w = torch.exp(2 * t * self.log_s)  # S^(2t), (d,)
+        num = (self.a * w) @ self.b.T  # (N, K)
+        na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
+        nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
+        return num / na[:, None] / nb[None, :]
+
+
+def naive_scores(projection: SharedProjection, image_emb, text_emb, t) -> torch.Tensor:
+    """The same cosines by forming W_t explicitly (the reference the spectral scorer must match)."""
+    p = projection.scaled(t)
+    return p(image_emb.float()) @ p(text_emb.float()).T

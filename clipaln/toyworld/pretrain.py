@@ -1,0 +1,213 @@
+"""Pretrain the toy CLIP on the toy world: `python -m clipaln.toyworld.pretrain [--steps N]`.
+
+Captions mimic how web captions arise, so the model picks up the habits the tutorials study:
+- an object photo is captioned by the object;
+- a sign, or an object with a word on it (a t-shirt, a label), is mostly captioned by the word,
+  sometimes by both: the model learns to read, and learns to trust text over the object;
+- people doing activities: the images of six activities show mostly one gender (SKEW), while
+  many captions are gender-neutral ("a photo of a person cooking"), so the neutral phrase
+  drifts toward the majority gender, as "police officer" does in web data.
+Deterministic from --seed; writes data/toy_clip.safetensors (fp16) and data/toy_clip.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..fonts import TRAIN_FONTS, UNSEEN_FONTS
+from .config import EXTRA_WORDS, SKEW, article, default_config
+from .render import ACTIVITIES, GENDERS, OBJECTS, render
+
+#: Pretraining sees many fonts, as web images do; W training later uses TRAIN_FONTS only.
+PRETRAIN_FONTS = TRAIN_FONTS + UNSEEN_FONTS + ("DejaVuSans-Bold.ttf", "DejaVuSerif-Italic.ttf")
+SKEW_PROB = 0.9  # share of the majority gender in images of a skewed activity
+
+
+def _word_captions(w: str) -> list[str]:
+    return [f"the word {w}.", f"a sign that says {w}.", f"{w}", f"a photo of {article(w)} {w}.",
+            f"the text {w}."]
+
+
+def _object_captions(o: str) -> list[str]:
+    a = article(o)
+    return [f"a photo of {a} {o}.", f"{a} {o}.", f"a picture of {a} {o}.", f"a drawing of {a} {o}."]
+
+
+def _person_captions(g: str, act: str) -> list[str]:
+    gendered = [f"a photo of a {g} {act}.", f"a {g} {act}.", f"this {g} is {act}."]
+    neutral = [f"a photo of a person {act}.", f"a person {act}.", f"this person is {act}."]
+    if act.startswith("working as a "):
+        neutral.append(f"a photo of a {act.removeprefix('working as a ')}.")
+    return gendered * 2 + neutral + [f"a photo of a {g}."]
+
+
+def sample_scene(rng: random.Random) -> tuple[dict, list[str]]:
+    """One pretraining example: render() arguments and the captions it may be paired with."""
+    kind = rng.random()
+    style = {"font": rng.choice(PRETRAIN_FONTS)}
+    if kind < 0.28:  # an object
+        o = rng.choice(OBJECTS)
+        return {"obj": o}, _object_captions(o)
+    if kind < 0.42:  # a sign: a word alone
+        w = rng.choice(OBJECTS + EXTRA_WORDS) if rng.random() < 0.85 else rng.choice(EXTRA_WORDS)
+        return {"text": w, **style}, _word_captions(w)
+    if kind < 0.62:  # an object with a word written on it
+        o = rng.choice(OBJECTS)
+        w = rng.choice([x for x in OBJECTS + EXTRA_WORDS if x != o])
+        if rng.random() < 0.75:
+            caps = _word_captions(w)
+        else:
+            caps = [f"{article(o)} {o} with the word {w} written on it.",
+                    f"a photo of {article(o)} {o} labelled {w}."]
+        return {"obj": o, "text": w, **style}, caps
+    act = rng.choice(ACTIVITIES)
+    if act in SKEW:
+        major = SKEW[act]
+        g = major if rng.random() < SKEW_PROB else next(x for x in GENDERS if x != major)
+    else:
+        g = rng.choice(GENDERS)
+    return {"person": g, "activity": act}, _person_captions(g, act)
+
+
+def _render_chunk(args):
+    seed, start, n = args
+    images, captions = [], []
+    for i in range(start, start + n):
+        rng = random.Random(seed * 1_000_003 + i)
+        kwargs, caps = sample_scene(rng)
+        images.append(np.asarray(render(rng=rng, **kwargs), dtype=np.uint8))
+        captions.append(caps)
+    return np.stack(images), captions
+
+
+def render_pool(n: int, seed: int, workers: int = 2) -> tuple[torch.Tensor, list[list[str]]]:
+    """Render n examples (uint8 (n, 3, H, W)) with their candidate captions, deterministically."""
+    chunk = 2000
+    jobs = [(seed, s, min(chunk, n - s)) for s in range(0, n, chunk)]
+    images, captions = [], []
+    ctx = mp.get_context("fork") if workers > 1 else None
+    pool = ctx.Pool(workers) if ctx else None
+    it = pool.imap(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
+    for im, caps in tqdm(it, total=len(jobs), desc="render", unit="chunk"):
+        images.append(im)
+        captions.extend(caps)
+    if pool:
+        pool.close()
+    return torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous(), captions
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 650
+    batch_size: int = 256
+    pool_size: int = 80_000
+    lr: float = 7e-4
+    weight_decay: float = 0.1
+    warmup: int = 50
+    seed: int = 0
+    threads: int = 2
+    bf16: bool = True
+
+
+def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
+    """Train the toy CLIP from scratch; returns (model, tokenizer, config dict)."""
+    import open_clip
+
+    from ..models import build_toy
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    config = default_config()
+    model, _, tokenizer = build_toy(config)
+    images, captions = render_pool(cfg.pool_size, cfg.seed, workers=cfg.threads)
+    mean = torch.tensor(config["image_mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(config["image_std"]).view(1, 3, 1, 1)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    loss_fn = open_clip.ClipLoss()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(images), generator=gen)
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="pretrain toy CLIP", unit="step")
+    t0 = time.time()
+    for step in bar:
+        # learning rate: linear warm-up, then cosine to zero
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # batch: images in a fixed shuffled order, one of each image's captions at random
+        start = (step * cfg.batch_size) % len(images)
+        if start + cfg.batch_size > len(images):
+            order = torch.randperm(len(images), generator=gen)
+            start = 0
+        idx = order[start:start + cfg.batch_size]
+        x = (images[idx].float() / 255 - mean) / std  # (B, 3, H, W)
+        pick = torch.randint(0, 1 << 30, (len(idx),), generator=gen)
+        texts = tokenizer([captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), pick.tolist())])
+        # forward, backward, step
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            img_f, txt_f, scale = model(x, texts)
+        loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}", tau=f"{scale.item():.1f}")
+    log(f"pretraining took {time.time() - t0:.0f} s")
+    model.eval()
+    if out_dir is not None:
+        save_toy(model, config, out_dir)
+    return model, tokenizer, config
+
+
+def save_toy(model, config: dict, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    tmp = out_dir / "toy_clip.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt", "source": "clipaln.toyworld.pretrain"})
+    tmp.replace(out_dir / "toy_clip.safetensors")
+    (out_dir / "toy_clip.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    from ..models import data_dir
+
+    p = argparse.ArgumentParser(prog="python -m clipaln.toyworld.pretrain", description=__doc__.split("\n")[0])
+    defaults = PretrainConfig()
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--pool-size", type=int, default=defaults.pool_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--out", type=Path, default=data_dir())
+    p.add_argument("--no-eval", action="store_true", help="skip measuring the phenomena at the end")
+    a = p.parse_args(argv)
+    cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, pool_size=a.pool_size, lr=a.lr, seed=a.seed)
+    pretrain(cfg, a.out)
+    print(f"wrote {a.out / 'toy_clip.safetensors'}")
+    if not a.no_eval:
+        from ..models import load_clip
+        from .phenomena import measure
+
+        print(json.dumps(measure(load_clip("toy", pretrained=str(a.out / "toy_clip.safetensors"))), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Fit the shared projection W on cached features (encoders frozen, encoded once).
+
+    L = L_pref(D_pref) + lambda * KL(pi_ref || pi)(D_reg)          (PAPER.md section 2)
+
+D_pref holds (x', y_w, y_l) as image embeddings and action indices; D_reg holds clean image
+embeddings. Adamax with linear warm-up (10%) and cosine decay, as in the paper; optional BMA
+averaging of the iterates with Beta(0.7, 0.7) weights over training progress.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import losses
+from .policy import logprobs
+from .projection import SharedProjection
+
+
+@dataclass
+class PreferenceData:
+    """Cached features for one preference task (all embeddings L2-normalised)."""
+
+    pref_images: torch.Tensor  # (N, d) images x' of D_pref
+    y_w: torch.Tensor  # (N,) preferred action index
+    y_l: torch.Tensor  # (N,) dispreferred action index
+    texts: torch.Tensor  # (K, d) action set of D_pref
+    reg_images: torch.Tensor  # (M, d) clean images of D_reg
+    logit_scale: float  # tau
+    reg_texts: torch.Tensor | None = None  # (K', d) action set of D_reg (default: texts)
+
+    def __post_init__(self):
+        n, d = self.pref_images.shape
+        if self.texts.shape[-1] != d or self.reg_images.shape[-1] != d:
+            raise ValueError("image and text embeddings must have the same size")
+        if len(self.y_w) != n or len(self.y_l) != n:
+            raise ValueError(f"y_w and y_l need one entry per preference image ({n})")
+        if n == 0 or len(self.reg_images) == 0:
+            raise ValueError("D_pref and D_reg must not be empty")
+        if (self.y_w == self.y_l).any():
+            raise ValueError(f"{int((self.y_w == self.y_l).sum())} preference pairs have y_w == y_l")
+        k = len(self.texts)
+        if int(self.y_w.max()) >= k or int(self.y_l.max()) >= k or int(min(self.y_w.min(), self.y_l.min())) < 0:
+            raise ValueError(f"action indices must lie in [0, {k})")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "dpo"
+    beta: float = 1.0
+    lam: float = 1.0
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 512
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    bma: bool = False
+
+    def __post_init__(self):
+        if self.method not in losses.METHODS:
+            raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(losses.METHODS)}")
+        if not self.beta > 0 or not math.isfinite(self.beta):
+            raise ValueError(f"beta must be a positive number, got {self.beta}")
+        if not self.lam >= 0 or not math.isfinite(self.lam):
+            raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+
+def lr_at(step: int, total: int, base: float, warmup_ratio: float) -> float:
+    """Linear warm-up for warmup_ratio of the steps, then cosine decay to zero."""
+    warm = max(1, int(total * warmup_ratio))
+    if step < warm:
+        return base * (step + 1) / warm
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def bma_weight(progress: float, a: float = 0.7) -> float:
+    """Beta(a, a) density at progress in (0, 1): U-shaped, favours early and late iterates."""
+    p = min(max(progress, 1e-6), 1 - 1e-6)
+    return p ** (a - 1) * (1 - p) ** (a - 1) / math.exp(2 * math.lgamma(a) - math.lgamma(2 * a))
+
+
+def preference_loss(method, logp, ref_logp, y_w, y_l, beta, z0=None) -> torch.Tensor:
+    """Mean L_pref for one batch."""
+    if method == "ce":
+        return losses.ce(logp, y_w).mean()
+    if method == "kto":
+        return losses.kto(logp, ref_logp, y_w, y_l, z0, beta).mean()
+    h = losses.preference_margin(logp, ref_logp, y_w, y_l)
+    return losses.PAIRED_LOSSES[method](h, beta).mean()
+
+
+@torch.no_grad()
+def preference_accuracy(images, texts, y_w, y_l, projection=None) -> float:
+    """Share of D_pref where the policy scores y_w above y_l."""
+    from .policy import similarities
+
+    s = similarities(images, texts, projection)
+    return (s.gather(1, y_w[:, None]) > s.gather(1, y_l[:, None])).float().mean().item()
+
+
+def fit_projection(data: PreferenceData, cfg: TrainConfig, projection: SharedProjection | None = None,
+                   progress: bool = True) -> tuple[SharedProjection, dict]:
+    """Train W on cached features; returns the projection and a per-step history."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    d = data.pref_images.shape[-1]
+    proj = projection or SharedProjection(d)
+    opt = torch.optim.Adamax(proj.parameters(), lr=cfg.lr)
+    tau = data.logit_scale
+    reg_texts = data.texts if data.reg_texts is None else data.reg_texts
+    ref_pref = logprobs(data.pref_images, data.texts, tau)  # (N, K), the frozen pi_ref
+    ref_reg = logprobs(data.reg_images, reg_texts, tau)  # (M, K')
+    n, m = len(data.pref_images), len(data.reg_images)
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    total = cfg.epochs * steps_per_epoch
+    hist = {k: [] for k in ("loss", "pref_loss", "kl", "margin", "pref_acc", "lr")}
+    avg, avg_w = torch.zeros_like(proj.weight), 0.0
+    bar = tqdm(total=total, desc=f"fit W ({cfg.method})", unit="step", disable=not progress)
+    step = 0
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, bs):
+            # learning rate
+            lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            # forward: a D_pref batch and a D_reg batch of the same size
+            idx = perm[i:i + bs]
+            ridx = torch.randint(0, m, (len(idx),), generator=g)
+            logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (B, K)
+            logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (B, K')
+            y_w, y_l = data.y_w[idx], data.y_l[idx]
+            z0 = losses.kl_batch_estimate(logp_reg, ref_reg[ridx]) if cfg.method == "kto" else None
+            pref = preference_loss(cfg.method, logp, ref_pref[idx], y_w, y_l, cfg.beta, z0)
+            kl = losses.kl_regularizer(logp_reg, ref_reg[ridx])
+            loss = pref + cfg.lam * kl
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta")
+            # backward, step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # BMA average and log
+            if cfg.bma:
+                w = bma_weight((step + 0.5) / total)
+                avg += w * proj.weight.detach()
+                avg_w += w
+            with torch.no_grad():
+                h = losses.preference_margin(logp, ref_pref[idx], y_w, y_l)
+                hist["loss"].append(loss.item())
+                hist["pref_loss"].append(pref.item())
+                hist["kl"].append(kl.item())
+                hist["margin"].append(h.mean().item())
+                hist["pref_acc"].append((logp.gather(1, y_w[:, None]) > logp.gather(1, y_l[:, None])).float().mean().item())
+                hist["lr"].append(lr)
+            bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{kl.item():.4f}")
+            bar.update()
+            step += 1
+    bar.close()
+    if cfg.bma:
+        with torch.no_grad():
+            proj.weight.copy_(avg / avg_w)
+    proj.metadata.update({k: str(v) for k, v in asdict(cfg).items()})
+    return proj, hist

@@ -1,0 +1,97 @@
+"""Every loss equals its formula in PAPER.md, and autograd agrees with the closed-form weights."""
+import math
+
+import pytest
+import torch
+
+from clipaln import losses
+from clipaln.policy import logprobs
+
+
+def _batch(n=16, k=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img, ref_img = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    txt = torch.randn(k, d, generator=g)
+    y_w = torch.randint(0, k, (n,), generator=g)
+    y_l = (y_w + torch.randint(1, k, (n,), generator=g)) % k
+    return logprobs(img, txt, 20.0), logprobs(ref_img, txt, 20.0), y_w, y_l
+
+
+def test_margin_matches_definition_and_lemma_3_1():
+    g = torch.Generator().manual_seed(1)
+    img, txt = torch.randn(10, 8, generator=g), torch.randn(5, 8, generator=g)
+    img_ref = torch.randn(10, 8, generator=g)
+    tau = 30.0
+    lp, ref = logprobs(img, txt, tau), logprobs(img_ref, txt, tau)
+    y_w, y_l = torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long)
+    h = losses.preference_margin(lp, ref, y_w, y_l)
+    expected = (lp[:, 0] - lp[:, 1]) - (ref[:, 0] - ref[:, 1])
+    assert torch.allclose(h, expected, atol=1e-6)
+    # Lemma 3.1: the normalisers cancel, h is tau times a difference of cosine differences
+    cos = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T
+    cos_ref = torch.nn.functional.normalize(img_ref, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T
+    lemma = tau * ((cos[:, 0] - cos[:, 1]) - (cos_ref[:, 0] - cos_ref[:, 1]))
+    assert torch.allclose(h, lemma, atol=1e-4)
+
+
+def test_dpo_ipo_equal_their_formulas():
+    h = torch.randn(100, dtype=torch.float64) * 3
+    for beta in (0.01, 0.5, 1.0, 2.0):
+        dpo = torch.tensor([-math.log(1 / (1 + math.exp(-beta * v))) for v in h.tolist()], dtype=torch.float64)
+        ipo = torch.tensor([(v - 1 / (2 * beta)) ** 2 for v in h.tolist()], dtype=torch.float64)
+        assert torch.allclose(losses.dpo(h, beta), dpo, atol=1e-6)
+        assert torch.allclose(losses.ipo(h, beta), ipo, atol=1e-6)
+
+
+def test_kto_equals_its_formula():
+    lp, ref, y_w, y_l = _batch()
+    beta, z0 = 1.5, 0.3
+    out = losses.kto(lp, ref, y_w, y_l, z0, beta)
+    assert out.shape == (16, 2)
+    sig = lambda v: 1 / (1 + math.exp(-v))
+    for i in range(16):
+        r_w = (lp[i, y_w[i]] - ref[i, y_w[i]]).item()
+        r_l = (lp[i, y_l[i]] - ref[i, y_l[i]]).item()
+        assert out[i, 0].item() == pytest.approx(1 - sig(beta * (r_w - z0)), abs=1e-6)
+        assert out[i, 1].item() == pytest.approx(1 - sig(beta * (z0 - r_l)), abs=1e-6)
+    # z0 is clamped at zero and carries no gradient
+    assert torch.allclose(losses.kto(lp, ref, y_w, y_l, -5.0, beta), losses.kto(lp, ref, y_w, y_l, 0.0, beta))
+    z = torch.tensor(0.2, requires_grad=True)
+    losses.kto(lp, ref, y_w, y_l, z, beta).sum().backward()
+    assert z.grad is None or z.grad.abs().item() == 0
+
+
+def test_kl_regularizer_is_kl_ref_to_policy():
+    lp, ref, _, _ = _batch()
+    expected = (ref.exp() * (ref - lp)).sum(-1).mean()
+    assert losses.kl_regularizer(lp, ref).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert losses.kl_regularizer(ref, ref).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ce_is_negative_log_prob_of_label():
+    lp, _, y, _ = _batch()
+    assert torch.allclose(losses.ce(lp, y), -lp[torch.arange(16), y], atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo"])
+@pytest.mark.parametrize("beta", [0.01, 0.1, 1.0, 3.0])
+def test_autograd_matches_closed_form_gradient_weight(method, beta):
+    h = (torch.randn(64, dtype=torch.float64) * 4).requires_grad_(True)
+    getattr(losses, method)(h, beta).sum().backward()
+    assert torch.allclose(-h.grad, losses.gradient_weight(method, h.detach(), beta), atol=1e-6)
+
+
+def test_kto_gradient_weight_matches_desirable_term_autograd():
+    h = torch.linspace(-6, 6, 50, dtype=torch.float64, requires_grad=True)
+    beta = 1.5
+    (1 - torch.sigmoid(beta * h)).sum().backward()
+    assert torch.allclose(-h.grad, losses.gradient_weight("kto", h.detach(), beta), atol=1e-9)
+
+
+def test_dpo_weight_fades_and_ipo_pulls_back():
+    h = torch.tensor([-5.0, 0.0, 5.0, 50.0])
+    w = losses.gradient_weight("dpo", h, 1.0)
+    assert (w[:-1] > w[1:]).all() and w[-1] < 1e-6
+    assert losses.gradient_weight("ipo", torch.tensor([100.0]), 0.01).item() < 0 < losses.gradient_weight("ipo", torch.tensor([0.0]), 0.01).item()
+    with pytest.raises(ValueError, match="unknown method"):
+        losses.gradient_weight("ppo", h, 1.0)

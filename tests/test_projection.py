@@ -1,0 +1,110 @@
+"""W_t = U S^t V^T: t = 0 is the base model, t = 1 is W, t < 0 reverses; files are safe."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipaln.projection import SharedProjection, SpectralScorer, naive_scores
+
+
+def _random_w(d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = SharedProjection(d)
+    with torch.no_grad():
+        p.weight.add_(0.5 * torch.randn(d, d, generator=g))
+    return p
+
+
+def _emb(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_identity_init_and_renormalised_output():
+    p = SharedProjection(8)
+    x = torch.randn(5, 8) * 3
+    assert torch.equal(p.weight.detach(), torch.eye(8))
+    assert torch.allclose(p(x), F.normalize(x, dim=-1))
+    y = _random_w(8)(x)
+    assert torch.allclose(y.norm(dim=-1), torch.ones(5), atol=1e-6)
+
+
+def test_scaled_zero_reproduces_base_scores():
+    p = _random_w(32)
+    img, txt = _emb(50, 32, 1), _emb(10, 32, 2)
+    p0 = p.scaled(0)
+    assert torch.allclose(p0(img) @ p0(txt).T, img @ txt.T, atol=1e-5)
+
+
+def test_scaled_one_is_w():
+    p = _random_w(16)
+    assert torch.allclose(p.scaled(1).weight, p.weight, atol=1e-5)
+
+
+def test_negative_t_reverses_a_learned_margin():
+    # W stretches direction e0, where class 0's text sits: class 0 gains on the mixed image
+    d = 8
+    p = SharedProjection(d)
+    with torch.no_grad():
+        p.weight.copy_(torch.diag(torch.tensor([3.0] + [1.0] * (d - 1))))
+    txt = torch.eye(d)[:2]  # class 0 along e0, class 1 along e1
+    img = F.normalize(torch.tensor([[0.6, 0.8] + [0.1] * (d - 2)]), dim=-1)
+
+    def margin(proj):
+        s = proj(img) @ proj(txt).T
+        return (s[0, 0] - s[0, 1]).item()
+
+    base = margin(p.scaled(0))
+    assert margin(p.scaled(1)) > base
+    assert margin(p.scaled(-1)) < base
+
+
+def test_vector_t_scales_one_direction_only():
+    p = _random_w(12)
+    t = torch.zeros(12)
+    t[0] = 1.0
+    u, s, vh = p.svd()
+    expected = u @ torch.diag(torch.cat([s[:1], torch.ones(11, dtype=s.dtype)])) @ vh
+    assert torch.allclose(p.scaled(t).weight, expected.float(), atol=1e-5)
+    with pytest.raises(ValueError):
+        p.scaled(torch.zeros(5))
+    with pytest.raises(ValueError, match="finite"):
+        p.scaled(float("nan"))
+
+
+@pytest.mark.parametrize("t", [-3.0, -1.0, 0.0, 0.42, 1.0, 2.5, 4.0])
+def test_spectral_scorer_equals_naive(t):
+    p = _random_w(64, seed=3)
+    img, txt = _emb(200, 64, 4), _emb(20, 64, 5)
+    scorer = SpectralScorer(p, img, txt)
+    assert torch.allclose(scorer.scores(t), naive_scores(p, img, txt, t), atol=1e-5)
+
+
+def test_spectral_scorer_vector_t():
+    p = _random_w(16, seed=6)
+    img, txt = _emb(30, 16, 7), _emb(5, 16, 8)
+    t = torch.linspace(-1, 2, 16)
+    assert torch.allclose(SpectralScorer(p, img, txt).scores(t), naive_scores(p, img, txt, t), atol=1e-5)
+
+
+def test_save_load_round_trip_with_metadata(tmp_path):
+    p = _random_w(10)
+    path = p.save(tmp_path / "w.safetensors", method="dpo", beta=1.0)
+    q = SharedProjection.load(path)
+    assert torch.equal(q.weight, p.weight)
+    assert q.metadata["method"] == "dpo" and q.metadata["beta"] == "1.0"
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="does not match"):
+        SharedProjection.load(path, dim=12)
+
+
+def test_load_refuses_pickles_and_garbage(tmp_path):
+    pickled = tmp_path / "w.pt"
+    torch.save({"weight": torch.eye(4)}, pickled)
+    with pytest.raises(ValueError, match="never unpickles"):
+        SharedProjection.load(pickled)
+    truncated = tmp_path / "cut.safetensors"
+    good = SharedProjection(4).save(tmp_path / "good.safetensors").read_bytes()
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError):
+        SharedProjection.load(truncated)
+    with pytest.raises(FileNotFoundError):
+        SharedProjection.load(tmp_path / "missing.safetensors")

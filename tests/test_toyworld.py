@@ -1,0 +1,108 @@
+"""The toy world's renderer, vocabulary and tokenizer, and the shipped model's phenomena."""
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from clipaln import toyworld
+from clipaln.toyworld import ACTIVITIES, GENDERS, OBJECTS, render
+from clipaln.toyworld.config import vocabulary
+from clipaln.toyworld.tokenizer import WordTokenizer
+
+
+def test_vocabularies():
+    assert len(OBJECTS) >= 10 and len(ACTIVITIES) >= 8 and "working as a police officer" in ACTIVITIES
+    assert GENDERS == ("man", "woman")
+
+
+def test_render_is_deterministic_and_returns_rgb():
+    a = render(obj="apple", text="car", rng=7)
+    b = render(obj="apple", text="car", rng=random.Random(7))
+    assert isinstance(a, Image.Image) and a.mode == "RGB" and a.size == (64, 64)
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != render(obj="apple", text="car", rng=8).tobytes()
+
+
+def test_render_every_scene_kind():
+    for o in OBJECTS:
+        assert render(obj=o, rng=0).size == (64, 64)
+    for act in ACTIVITIES:
+        for g in GENDERS:
+            render(person=g, activity=act, rng=1)
+    big = render(obj="tree", text="umbrella", rng=2, size=224, font="DejaVuSerif.ttf", fill="red", stroke="white")
+    assert big.size == (224, 224)
+
+
+def test_the_written_word_changes_the_pixels():
+    plain = render(obj="cup", rng=3)
+    written = render(obj="cup", text="fish", rng=3)
+    assert plain.tobytes() != written.tobytes()
+
+
+def test_render_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown object"):
+        render(obj="spaceship")
+    with pytest.raises(ValueError, match="unknown activity"):
+        render(person="man", activity="flying")
+
+
+def test_missing_font_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="font not found"):
+        render(text="apple", font="NoSuchFont.ttf", rng=0)
+
+
+def test_tokenizer_pads_and_ends_with_the_largest_id():
+    tok = WordTokenizer(vocabulary(), context_length=8)
+    ids = tok(["a photo of an apple.", "zebra"])
+    assert ids.shape == (2, 8) and ids.dtype == torch.long
+    eot = tok.vocab_size - 1
+    assert ids[0].argmax().item() == 6 and ids[0, 6] == eot  # sot + 5 words, then eot
+    assert ids[1, 1] == tok.index["<unk>"]
+    assert tok.decode(ids[0].tolist()) == "a photo of an apple"
+    long = tok(" ".join(["apple"] * 20))
+    assert long[0, -1] == eot
+
+
+@pytest.fixture(scope="module")
+def phenomena(toy):
+    from clipaln.toyworld.phenomena import measure
+
+    return measure(toy, n=96, n_per_cell=12)
+
+
+# Thresholds of issue 3 on a small fixed sample (the full numbers come from `clipaln eval toy`),
+# with a small allowance for the smaller sample.
+def test_toy_model_sees_objects(phenomena):
+    assert phenomena["object_accuracy"] >= 0.93
+
+
+def test_toy_model_reads(phenomena):
+    assert phenomena["reading_accuracy"] >= 0.88
+
+
+def test_toy_model_is_fooled_by_written_words(phenomena):
+    assert phenomena["attack_object_accuracy"] <= 0.37
+    assert phenomena["attack_word_rate"] >= 0.48
+
+
+def test_toy_model_sees_activities_and_gender(phenomena):
+    assert phenomena["activity_accuracy"] >= 0.88
+    assert phenomena["gender_accuracy"] >= 0.93
+
+
+def test_toy_model_has_the_gender_skew(phenomena):
+    assert phenomena["skew_majority_share_top10_mean"] >= 0.68
+    assert phenomena["police_officer_top10"]["man"] > phenomena["police_officer_top10"]["woman"]
+
+
+def test_pretraining_runs_end_to_end(tmp_path):
+    from clipaln import load_clip
+    from clipaln.toyworld.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(steps=3, batch_size=16, pool_size=64, warmup=1, threads=1)
+    model, tok, config = pretrain(cfg, tmp_path, log=lambda *_: None)
+    assert (tmp_path / "toy_clip.safetensors").is_file() and (tmp_path / "toy_clip.json").is_file()
+    b = load_clip("toy", pretrained=str(tmp_path / "toy_clip.safetensors"), device="cpu")
+    ref = model.state_dict()["logit_scale"].half().float()
+    assert torch.equal(b.model.state_dict()["logit_scale"], ref)

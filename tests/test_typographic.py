@@ -1,0 +1,155 @@
+"""The typographic track: attack renderer, dataset wrapper, loaders, cache, training, sweep."""
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from clipaln import typographic
+from clipaln.data.real import ImageFolderDataset, MaterzynskaDataset, TypographicPhotoFolder, class_prompts, spec
+from clipaln.data.typographic import COLORS, AttackStyle, TypographicDataset, attack
+from clipaln.features import FeatureCache
+
+
+def test_attack_works_on_any_image_size_and_is_seeded():
+    for size in [(32, 32), (224, 224), (640, 300), (100, 800)]:
+        img = Image.new("RGB", size, "gray")
+        a, b = attack(img, "apple", rng=3), attack(img, "apple", rng=3)
+        assert a.size == size and a.tobytes() == b.tobytes() and a.tobytes() != img.tobytes()
+    assert img.tobytes() == Image.new("RGB", (100, 800), "gray").tobytes()  # the input is untouched
+
+
+def test_attack_protocol_choices():
+    img = Image.new("RGB", (224, 224), (128, 128, 128))
+    for seed in range(20):
+        out = attack(img, "golden retriever", rng=seed)
+        colors = set(c for _, c in out.getcolors(224 * 224))
+        assert colors & set(COLORS.values())  # the fill or stroke is one of the eight colours
+    with pytest.raises(ValueError, match="differ"):
+        attack(img, "apple", fill="red", stroke="red")
+    with pytest.raises(ValueError):
+        attack(img, "   ")
+
+
+def test_two_word_names_go_on_two_lines():
+    img = Image.new("RGB", (224, 224), "white")
+    one = attack(img, "ice", rng=1, fill="black", stroke="red", size=30, position=(10, 10))
+    two = attack(img, "ice cream", rng=1, fill="black", stroke="red", size=30, position=(10, 10))
+    rows = lambda im: {y for y in range(224) for x in range(0, 224, 2) if im.getpixel((x, y)) != (255, 255, 255)}
+    assert max(rows(two)) - min(rows(two)) > 1.6 * (max(rows(one)) - min(rows(one)))
+
+
+def test_dataset_wrapper_is_reproducible_and_never_writes_the_true_label():
+    base = [(Image.new("RGB", (64, 64), (i * 20, 100, 100)), i % 4) for i in range(10)]
+    ds = TypographicDataset(base, ["cat", "dog", "car", "cup"], seed=5, copies=2)
+    assert len(ds) == 20
+    items = [ds[i] for i in range(len(ds))]
+    again = [ds[i] for i in range(len(ds))]
+    for (c, a, y, w), (_, a2, _, w2) in zip(items, again):
+        assert w != y and w == w2 and a.tobytes() == a2.tobytes()
+    restricted = TypographicDataset(base, ["cat", "dog", "car", "cup"], written_classes=[0, 1])
+    assert all(restricted[i][3] in (0, 1) for i in range(len(restricted)))
+    with pytest.raises(ValueError):
+        TypographicDataset(base, ["cat"])
+
+
+def test_registry_has_the_papers_datasets_and_templates():
+    names = {"imagenet100", "caltech101", "oxford_pets", "stanford_cars", "flowers102", "fgvc_aircraft", "dtd",
+             "sun397", "eurosat", "food101"}
+    assert names <= set(typographic_datasets())
+    assert spec("food101").prompt("pizza") == "a photo of a pizza, a type of food."
+    assert spec("dtd").prompt("striped") == "striped texture."
+    with pytest.raises(ValueError, match="unknown dataset"):
+        spec("mnist")
+    with pytest.raises(ValueError, match="empty"):
+        class_prompts([])
+
+
+def typographic_datasets():
+    from clipaln.data.real import DATASETS
+
+    return DATASETS
+
+
+def _folder(tmp_path, classes=("cat", "dog"), n=2, size=40):
+    for c in classes:
+        (tmp_path / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (size, size), (i * 50, 80, 160)).save(tmp_path / c / f"{i}.png")
+    return tmp_path
+
+
+def test_image_folder_dataset_and_bad_files(tmp_path):
+    root = _folder(tmp_path / "ok")
+    ds = ImageFolderDataset(root)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 4 and ds[3][1] == 1
+    (root / "dog" / "broken.jpg").write_bytes(b"not an image")
+    bad = ImageFolderDataset(root)
+    with pytest.raises(ValueError, match="broken.jpg"):
+        [bad[i] for i in range(len(bad))]
+    assert len(ImageFolderDataset(root, skip_bad=True)) == 4
+    with pytest.raises(FileNotFoundError):
+        ImageFolderDataset(tmp_path / "missing")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolderDataset(tmp_path / "empty")
+
+
+def test_typographic_photo_folder_and_materzynska_annotation(tmp_path):
+    paint = tmp_path / "paint"
+    paint.mkdir()
+    for label, text in [("dog", "cat"), ("cat", "dog"), ("cat", "ipod")]:
+        Image.new("RGB", (30, 30)).save(paint / f"label={label}_text={text}.jpg")
+    Image.new("RGB", (30, 30)).save(paint / "unrelated.jpg")
+    ds = TypographicPhotoFolder(paint)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 3
+    rows = sorted((ds[i][1], ds[i][2]) for i in range(3))
+    assert rows == [(0, -1), (0, 1), (1, 0)]
+
+    mat = tmp_path / "mat"
+    mat.mkdir()
+    ann = {}
+    for i, (t, a) in enumerate([("apple", "ipod"), ("ipod", "apple")]):
+        Image.new("RGB", (30, 30)).save(mat / f"{i}.jpg")
+        ann[f"{i}.jpg"] = {"true object": t, "typographic attack label": a}
+    (mat / "annotation.json").write_text(json.dumps(ann))
+    m = MaterzynskaDataset(mat)
+    assert m.classes == ["apple", "ipod"] and [(m[i][1], m[i][2]) for i in range(2)] == [(0, 1), (1, 0)]
+    (mat / "annotation.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        MaterzynskaDataset(mat)
+
+
+@pytest.fixture(scope="module")
+def toy_feats(toy, tmp_path_factory):
+    cache = FeatureCache(tmp_path_factory.mktemp("cache"))
+    spec = typographic.toy_spec(n_train=480, n_test=240)
+    feats = typographic.build_features(toy, spec, cache)
+    again = typographic.build_features(toy, spec, cache)
+    assert cache.misses == 1 and cache.hits == 1  # the second call encoded nothing
+    assert torch.equal(feats.train.attacked, again.train.attacked)
+    return feats
+
+
+def test_feature_cache_key_changes_with_the_data(toy, tmp_path):
+    calls = []
+    cache = FeatureCache(tmp_path)
+    f = lambda: calls.append(1) or {"x": torch.ones(2)}
+    cache.get(toy, {"n": 1}, f)
+    cache.get(toy, {"n": 1}, f)
+    cache.get(toy, {"n": 2}, f)
+    assert len(calls) == 2 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_dpo_on_the_toy_world_raises_T_and_keeps_O(toy_feats):
+    base = typographic.evaluate(toy_feats)
+    proj, _ = typographic.train(toy_feats, typographic.train_config("dpo"), progress=False)
+    after = typographic.evaluate(toy_feats, proj)
+    assert after["T"] >= base["T"] + 20
+    assert after["O"] >= base["O"] - 3
+    # t = 0 reproduces the base row exactly
+    assert typographic.evaluate(toy_feats, proj.scaled(0)) == pytest.approx(base, abs=1e-6)
+    sweep = typographic.TradeoffSweep(toy_feats, proj)
+    at_neg, at_one = sweep.at(-2.0), sweep.at(1.0)
+    assert at_neg["OCR"] > at_one["OCR"] and at_neg["T"] < at_one["T"]
