@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 
 from . import baselines, typographic
 from .features import FeatureCache

@@ -1,7 +1,8 @@
-"""The `clipaln` command: eval, tour (and, as the tracks land, train and bench).
+"""The `clipaln` command: tour, train, eval, bench.
 
 Bad arguments exit with status 2 and one line on stderr; library errors (ValueError,
-FileNotFoundError, RuntimeError) are reported the same way, without a traceback.
+FileNotFoundError, RuntimeError, FloatingPointError) are reported the same way, without a
+traceback. Under torchrun, `train` runs distributed and only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -53,7 +54,26 @@ def cmd_tour(a) -> None:
     print(f"  gender (man/woman caption)             {pct(r['gender_accuracy'])}")
     print(f"  majority gender in top-10, skewed activities {pct(r['skew_majority_share_top10_mean'])}")
     print(f"  'a photo of a police officer' top-10: {r['police_officer_top10']}")
-    print("Next: open notebooks/00_the_toy_world.ipynb and notebooks/01_clip_as_a_policy.ipynb.")
+
+    from . import gender_track, typographic
+    from .toyworld.config import SKEW
+
+    print("\nTypographic attacks: train W with DPO on 1,200 attacked toy images (cached features) ...")
+    feats = typographic.build_features(bundle, typographic.toy_spec(n_train=1200, n_test=600, seed=a.seed))
+    W, _ = typographic.train(feats, typographic.train_config("dpo", seed=a.seed, bma=True), progress=False)
+    sweep = typographic.TradeoffSweep(feats, W)
+    print("      t   objects (clean)   objects (attacked)   reading")
+    for t in (-2.0, 0.0, 1.0, 2.0):
+        c = sweep.at(t)
+        print(f"  {t:5.1f}   {c['O']:12.1f}%   {c['T']:15.1f}%   {c['OCR']:8.1f}%" + ("   <- the original model" if t == 0 else ""))
+    print("\nGender bias: train W to reverse gender, then find the neutral point t* ...")
+    g = gender_track.toy_features(bundle, seed=a.seed)
+    Wg, _ = gender_track.train(g, "dpo", progress=False, seed=a.seed)
+    s = gender_track.summary(g, Wg, skewed=list(SKEW))
+    print(f"  share of the majority gender in the top 10 (skewed activities): t=0 {pct(s['t0']['majority_share'])}, "
+          f"t=1 {pct(s['t1']['majority_share'])}, t*={s['t_star']:.2f} {pct(s['t_star_metrics']['majority_share'])}")
+    print(f"  activity precision@10: t=0 {pct(s['t0']['precision'])}, t* {pct(s['t_star_metrics']['precision'])}")
+    print("\nNext: the notebooks, `jupyter lab notebooks/`, from 00_the_toy_world.ipynb on.")
 
 
 def _finite(x: str) -> float:
@@ -102,32 +122,56 @@ def cmd_train(a) -> None:
     import time
     from pathlib import Path
 
+    from . import distributed as dist
     from . import typographic
     from .features import FeatureCache
+    from .io import write_json
 
+    if dist.init() and a.device is None:
+        a.device = dist.local_device()
     if a.task != "typographic":
         from . import gender_track
 
         return gender_track.cli_train(a)
     bundle = _bundle(a)
     spec = _track_spec(a)
-    cfg = typographic.train_config(a.method, beta=a.beta, lam=a.lam, epochs=a.epochs, lr=a.lr, seed=a.seed, bma=a.bma)
+    overrides = dict(beta=a.beta, lam=a.lam, epochs=a.epochs, lr=a.lr, seed=a.seed, bma=a.bma, batch_size=a.batch_size)
+    if a.mode == "full":
+        overrides["lr"] = a.lr or (1e-4 if a.model == "toy" else 2e-5)
+        overrides["epochs"] = a.epochs or 3
+    cfg = typographic.train_config(a.method, **overrides)
     t0 = time.perf_counter()
-    feats = typographic.build_features(bundle, spec, FeatureCache(enabled=not a.no_cache))
-    proj, hist = typographic.train(feats, cfg)
     out = Path(a.out)
-    meta = {"model": a.model, "pretrained": a.pretrained or "", "task": "typographic"}
-    proj.save(out / "projection.safetensors", **meta)
-    metrics = {"base": typographic.evaluate(feats), "trained": typographic.evaluate(feats, proj),
-               "config": {**cfg.__dict__, **meta}, "seconds": round(time.perf_counter() - t0, 1),
-               "final_loss": hist["loss"][-1]}
-    from .io import write_json
+    cache = FeatureCache(enabled=not a.no_cache)
+    feats = typographic.build_features(bundle, spec, cache)
+    meta = {"model": a.model, "pretrained": a.pretrained or "", "task": "typographic", "mode": a.mode}
+    if a.mode == "w":
+        proj, hist = typographic.train(feats, cfg, checkpoint=out / "checkpoint.safetensors",
+                                       checkpoint_every=a.checkpoint_every if dist.is_main() else 0, resume=a.resume)
+        trained = typographic.evaluate(feats, proj)
+    else:
+        tuned, hist = typographic.finetune(bundle, spec, cfg)
+        trained = typographic.evaluate(typographic.build_features(tuned, spec, cache))
+    if not dist.is_main():
+        return
+    if a.mode == "w":
+        proj.save(out / "projection.safetensors", **meta)
+        written = out / "projection.safetensors"
+    else:
+        from safetensors.torch import save_file
 
+        out.mkdir(parents=True, exist_ok=True)
+        written = out / "image_encoder.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tuned.model.visual.state_dict().items()},
+                  str(out / "image_encoder.safetensors.tmp"), metadata={k: str(v) for k, v in meta.items()})
+        (out / "image_encoder.safetensors.tmp").replace(written)
+    metrics = {"base": typographic.evaluate(feats), "trained": trained, "config": {**cfg.__dict__, **meta},
+               "seconds": round(time.perf_counter() - t0, 1), "final_loss": hist["loss"][-1], "world_size": dist.world()}
     write_json(out / "metrics.json", metrics)
     b, t = metrics["base"], metrics["trained"]
     print(f"O {b['O']:.1f} -> {t['O']:.1f}   T {b['T']:.1f} -> {t['T']:.1f}   T_unseen {b['T_unseen']:.1f} -> "
           f"{t['T_unseen']:.1f}   OCR {b['OCR']:.1f} -> {t['OCR']:.1f}   KL {t['KL']:.4f}")
-    print(f"wrote {out / 'projection.safetensors'} and {out / 'metrics.json'}")
+    print(f"wrote {written} and {out / 'metrics.json'}")
 
 
 def cmd_eval_track(a) -> None:
@@ -143,6 +187,9 @@ def cmd_eval_track(a) -> None:
     proj = None
     if a.projection:
         proj = SharedProjection.load(a.projection, dim=bundle.embed_dim)
+        trained_on = proj.metadata.get("model")
+        if trained_on and trained_on != a.model:
+            raise ValueError(f"{a.projection} was trained on model {trained_on!r}, not {a.model!r}")
         if a.t is not None:
             proj = proj.scaled(a.t)
     elif a.t is not None:
@@ -205,8 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lam", type=_nonneg, default=None, help="weight lambda of the KL regulariser")
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--lr", type=_positive, default=None)
+    tr.add_argument("--batch-size", type=int, default=None, help="global batch size (split across torchrun processes)")
     tr.add_argument("--bma", action="store_true", help="average the iterates with Beta(0.7, 0.7) weights")
+    tr.add_argument("--mode", choices=["w", "full"], default="w",
+                    help="w: train the shared projection on cached features; full: fine-tune the image encoder")
     tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--checkpoint-every", type=int, default=20, help="write OUT/checkpoint.safetensors every N steps")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     tr.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`")
@@ -225,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--device", default=None)
     bn.add_argument("--no-cache", action="store_true")
+    bn.add_argument("--n-toy", type=int, default=2000, help="speed: clean (and as many attacked) toy images")
+    bn.add_argument("--n-vit", type=int, default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)")
     bn.add_argument("--json", action="store_true", help="print one JSON object (default for gender and speed)")
     bn.set_defaults(func=cmd_bench)
 
@@ -238,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("n", "n_train", "n_test", "epochs"):
+    for name in ("n", "n_train", "n_test", "epochs", "batch_size"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             print(f"clipaln: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
@@ -247,12 +301,16 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         print(f"clipaln: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clipaln: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from . import distributed
+
+        distributed.cleanup()
     return 0
 
 

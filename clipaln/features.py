@@ -29,7 +29,21 @@ def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512
 @torch.no_grad()
 def encode_images(bundle: ClipBundle, images: Iterable[Image.Image] | torch.Tensor,
                   batch_size: int = 256, progress: bool = True, desc: str = "encode images") -> torch.Tensor:
-    """(N, d) normalised image embeddings; `images` are PIL images or a preprocessed (N, 3, H, W) batch."""
+    """(N, d) normalised image embeddings; `images` are PIL images or a preprocessed (N, 3, H, W) batch.
+
+    Under torchrun each rank encodes every world()-th image and the shards are gathered.
+    """
+    from . import distributed as dist
+
+    if dist.active():
+        images = images if isinstance(images, torch.Tensor) else list(images)
+        n = len(images)
+        if n >= dist.world():
+            idx = dist.shard_indices(n)
+            local = images[idx] if isinstance(images, torch.Tensor) else [images[i] for i in idx]
+            with dist.suspended():
+                out = encode_images(bundle, local, batch_size, progress and dist.is_main(), desc)
+            return dist.gather_rows(out.to(bundle.device), n).cpu()
     if isinstance(images, torch.Tensor):
         batches = images.split(batch_size)
         total = len(batches)
@@ -111,6 +125,10 @@ class FeatureCache:
                 path.unlink(missing_ok=True)
         self.misses += 1
         out = compute()
+        from . import distributed as dist
+
+        if not dist.is_main():
+            return out
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))

@@ -57,7 +57,8 @@ def _encode_labelled(bundle, ds, desc):
 def build_features(bundle: ClipBundle, train_set, gallery_set, genders, activities, cache: FeatureCache | None = None,
                    key: dict | None = None, template: str = GENDER_TEMPLATE, neutral_template: str = NEUTRAL_TEMPLATE,
                    retrieval_template: str = RETRIEVAL_TEMPLATE) -> GenderFeatures:
-    cache = cache or FeatureCache(enabled=False)
+    if cache is None or key is None:  # without a key that names the data, never cache
+        cache = FeatureCache(enabled=False)
 
     def compute():
         tr, tr_l = _encode_labelled(bundle, train_set, "encode train people")
@@ -65,7 +66,7 @@ def build_features(bundle: ClipBundle, train_set, gallery_set, genders, activiti
         enc = lambda labels: torch.tensor([[genders.index(g), activities.index(a)] for g, a in labels])
         return {"train": tr, "train_labels": enc(tr_l), "gallery": ga, "gallery_labels": enc(ga_l)}
 
-    t = cache.get(bundle, {**(key or {"uncached": time.time()}), "track": "gender"}, compute)
+    t = cache.get(bundle, {**(key or {}), "track": "gender"}, compute)
     dec = lambda x: [(genders[g], activities[a]) for g, a in x.tolist()]
     train_labels, gallery_labels = dec(t["train_labels"]), dec(t["gallery_labels"])
     task = reversal_task(train_labels, genders, activities, template, neutral_template)

@@ -10,6 +10,11 @@ import torch.nn.functional as F
 
 
 def _take(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    y = torch.as_tensor(y)
+    if logp.ndim != 2 or y.ndim != 1 or len(y) != len(logp):
+        raise ValueError(f"expected (N, K) log-probabilities and (N,) indices, got {tuple(logp.shape)} and {tuple(y.shape)}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= logp.shape[1]):
+        raise ValueError(f"action indices must lie in [0, {logp.shape[1]})")
     return logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)  # (N,)
 
 
@@ -52,6 +57,8 @@ def kl_batch_estimate(logp, ref_logp) -> torch.Tensor:
 
 def kl_regularizer(logp, ref_logp) -> torch.Tensor:
     """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (PAPER.md section 2), scalar."""
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"policy and reference log-probabilities differ in shape: {tuple(logp.shape)} vs {tuple(ref_logp.shape)}")
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
 
 

@@ -66,6 +66,8 @@ def ndkl(ranking: Sequence[Hashable], values: Sequence[Hashable], target: Mappin
          k: int | None = None) -> float:
     """Normalised discounted KL: (1/Z) sum_i KL(D_top-i || D_target) / log2(i + 1), Z = sum_i 1/log2(i + 1)."""
     k = len(ranking) if k is None else k
+    if k < 1 or k > len(ranking):
+        raise ValueError(f"k must lie in [1, {len(ranking)}], got {k}")
     q = _target(values, target)
     z = sum(1 / math.log2(i + 1) for i in range(1, k + 1))
     return sum(kl_divergence(share_at_k(ranking, i, values), q) / math.log2(i + 1) for i in range(1, k + 1)) / z

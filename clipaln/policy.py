@@ -13,6 +13,15 @@ import torch.nn.functional as F
 
 def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
     """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
+    if image_emb.ndim != 2 or text_emb.ndim != 2:
+        raise ValueError(f"expected (N, d) image and (K, d) text embeddings, got shapes "
+                         f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    if image_emb.shape[-1] != text_emb.shape[-1]:
+        raise ValueError(f"image embeddings have size {image_emb.shape[-1]} but text embeddings {text_emb.shape[-1]}")
+    image_emb = image_emb if image_emb.is_floating_point() else image_emb.float()
+    text_emb = text_emb if text_emb.is_floating_point() else text_emb.float()
+    if image_emb.dtype != text_emb.dtype:
+        image_emb, text_emb = image_emb.float(), text_emb.float()
     if projection is not None:
         image_emb, text_emb = projection(image_emb), projection(text_emb)
     else:

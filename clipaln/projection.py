@@ -68,7 +68,10 @@ class SharedProjection(nn.Module):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**self.metadata, **{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "dim": str(self.dim)}
+        from . import __version__
+
+        meta = {**self.metadata, **{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "dim": str(self.dim),
+                "clipaln_version": __version__}
         tmp = path.with_name(path.name + ".tmp")
         save_file({"weight": self.weight.detach().float().contiguous()}, str(tmp), metadata=meta)
         tmp.replace(path)

@@ -9,11 +9,13 @@ averaging of the iterates with Beta(0.7, 0.7) weights over training progress.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from . import losses
 from .policy import logprobs
 from .projection import SharedProjection
@@ -84,13 +86,13 @@ def bma_weight(progress: float, a: float = 0.7) -> float:
 
 
 def preference_loss(method, logp, ref_logp, y_w, y_l, beta, z0=None) -> torch.Tensor:
-    """Mean L_pref for one batch."""
+    """Per-sample L_pref for one batch, (B,) (KTO: the mean of its two terms)."""
     if method == "ce":
-        return losses.ce(logp, y_w).mean()
+        return losses.ce(logp, y_w)
     if method == "kto":
-        return losses.kto(logp, ref_logp, y_w, y_l, z0, beta).mean()
+        return losses.kto(logp, ref_logp, y_w, y_l, z0, beta).mean(-1)
     h = losses.preference_margin(logp, ref_logp, y_w, y_l)
-    return losses.PAIRED_LOSSES[method](h, beta).mean()
+    return losses.PAIRED_LOSSES[method](h, beta)
 
 
 @torch.no_grad()
@@ -102,10 +104,58 @@ def preference_accuracy(images, texts, y_w, y_l, projection=None) -> float:
     return (s.gather(1, y_w[:, None]) > s.gather(1, y_l[:, None])).float().mean().item()
 
 
+def _generator(*seed_parts: int) -> torch.Generator:
+    """A generator for one epoch or one step, so a resumed run draws exactly what it would have."""
+    seed = 0
+    for part in seed_parts:
+        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def save_checkpoint(path, proj: SharedProjection, opt: torch.optim.Optimizer, step: int, avg: torch.Tensor,
+                    avg_w: float, cfg: TrainConfig) -> None:
+    """W, the optimiser state and the BMA sums at `step`, as safetensors (atomically)."""
+    from safetensors.torch import save_file
+
+    state = opt.state_dict()["state"].get(0, {})
+    tensors = {"weight": proj.weight.detach().clone(), "bma_sum": avg.clone()}
+    tensors.update({f"opt.{k}": torch.as_tensor(v).clone().reshape(-1) if torch.as_tensor(v).ndim == 0 else v.clone()
+                    for k, v in state.items()})
+    meta = {"step": str(step), "bma_weight": repr(avg_w), **{k: str(v) for k, v in asdict(cfg).items()}}
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_checkpoint(path, proj: SharedProjection, opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """Restore what save_checkpoint wrote; returns (step, bma_sum, bma_weight)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for k, v in asdict(cfg).items():
+        if meta.get(k) != str(v):
+            raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
+    with torch.no_grad():
+        proj.weight.copy_(tensors["weight"])
+    state = {k[4:]: (v.reshape(()) if k == "opt.step" else v) for k, v in tensors.items() if k.startswith("opt.")}
+    if state:
+        sd = opt.state_dict()
+        sd["state"] = {0: state}
+        opt.load_state_dict(sd)
+    return int(meta["step"]), tensors["bma_sum"], float(meta["bma_weight"])
+
+
 def fit_projection(data: PreferenceData, cfg: TrainConfig, projection: SharedProjection | None = None,
-                   progress: bool = True) -> tuple[SharedProjection, dict]:
-    """Train W on cached features; returns the projection and a per-step history."""
-    g = torch.Generator().manual_seed(cfg.seed)
+                   progress: bool = True, checkpoint=None, checkpoint_every: int = 0,
+                   resume: bool = False) -> tuple[SharedProjection, dict]:
+    """Train W on cached features; returns the projection and a per-step history.
+
+    checkpoint: a file that receives W and the optimiser state every `checkpoint_every` steps;
+    resume=True continues from it to the same final W as an uninterrupted run.
+    """
     d = data.pref_images.shape[-1]
     proj = projection or SharedProjection(d)
     opt = torch.optim.Adamax(proj.parameters(), lr=cfg.lr)
@@ -118,50 +168,60 @@ def fit_projection(data: PreferenceData, cfg: TrainConfig, projection: SharedPro
     steps_per_epoch = math.ceil(n / bs)
     total = cfg.epochs * steps_per_epoch
     hist = {k: [] for k in ("loss", "pref_loss", "kl", "margin", "pref_acc", "lr")}
-    avg, avg_w = torch.zeros_like(proj.weight), 0.0
-    bar = tqdm(total=total, desc=f"fit W ({cfg.method})", unit="step", disable=not progress)
-    step = 0
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, bs):
-            # learning rate
-            lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            # forward: a D_pref batch and a D_reg batch of the same size
-            idx = perm[i:i + bs]
-            ridx = torch.randint(0, m, (len(idx),), generator=g)
-            logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (B, K)
-            logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (B, K')
-            y_w, y_l = data.y_w[idx], data.y_l[idx]
-            z0 = losses.kl_batch_estimate(logp_reg, ref_reg[ridx]) if cfg.method == "kto" else None
-            pref = preference_loss(cfg.method, logp, ref_pref[idx], y_w, y_l, cfg.beta, z0)
-            kl = losses.kl_regularizer(logp_reg, ref_reg[ridx])
-            loss = pref + cfg.lam * kl
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta")
-            # backward, step
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # BMA average and log
-            if cfg.bma:
-                w = bma_weight((step + 0.5) / total)
-                avg += w * proj.weight.detach()
-                avg_w += w
-            with torch.no_grad():
-                h = losses.preference_margin(logp, ref_pref[idx], y_w, y_l)
-                hist["loss"].append(loss.item())
-                hist["pref_loss"].append(pref.item())
-                hist["kl"].append(kl.item())
-                hist["margin"].append(h.mean().item())
-                hist["pref_acc"].append((logp.gather(1, y_w[:, None]) > logp.gather(1, y_l[:, None])).float().mean().item())
-                hist["lr"].append(lr)
-            bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{kl.item():.4f}")
-            bar.update()
-            step += 1
+    avg, avg_w, start = torch.zeros_like(proj.weight), 0.0, 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        start, avg, avg_w = load_checkpoint(checkpoint, proj, opt, cfg)
+    bar = tqdm(total=total, initial=start, desc=f"fit W ({cfg.method})", unit="step", disable=not progress)
+    for step in range(start, total):
+        epoch, i = divmod(step, steps_per_epoch)
+        # learning rate
+        lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # forward: a D_pref batch (this epoch's shuffle) and a D_reg batch of the same size;
+        # with several processes each takes every world()-th sample of the global batch
+        idx = torch.randperm(n, generator=_generator(cfg.seed, epoch))[i * bs:(i + 1) * bs]
+        ridx = torch.randint(0, m, (len(idx),), generator=_generator(cfg.seed, epoch, i, 1))
+        batch = len(idx)
+        idx, ridx = idx[dist.rank()::dist.world()], ridx[dist.rank()::dist.world()]
+        share = len(idx) / batch  # this rank's part of the global mean
+        logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (b, K)
+        logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (b, K')
+        y_w, y_l = data.y_w[idx], data.y_l[idx]
+        z0 = None
+        if cfg.method == "kto":  # the detached KL estimate z0, over the global batch
+            local = losses.kl_batch_estimate(logp_reg, ref_reg[ridx]) if len(ridx) else torch.zeros(())
+            z0 = dist.all_sum(local * len(ridx)) / batch
+        pref = share * preference_loss(cfg.method, logp, ref_pref[idx], y_w, y_l, cfg.beta, z0).mean() if len(idx) else logp.sum() * 0
+        kl = share * losses.kl_regularizer(logp_reg, ref_reg[ridx]) if len(ridx) else logp.sum() * 0
+        loss = pref + cfg.lam * kl
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta"
+                                     + (f" (the last good checkpoint is {checkpoint})" if checkpoint else ""))
+        # backward, step
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.sum_gradients(proj.parameters())
+        opt.step()
+        # BMA average, log, checkpoint
+        if cfg.bma:
+            w = bma_weight((step + 0.5) / total)
+            avg += w * proj.weight.detach()
+            avg_w += w
+        with torch.no_grad():
+            h = losses.preference_margin(logp, ref_pref[idx], y_w, y_l)
+            hist["loss"].append(dist.all_sum(loss.detach()).item())
+            hist["pref_loss"].append(dist.all_sum(pref.detach()).item())
+            hist["kl"].append(dist.all_sum(kl.detach()).item())
+            hist["margin"].append(h.mean().item())
+            hist["pref_acc"].append((logp.gather(1, y_w[:, None]) > logp.gather(1, y_l[:, None])).float().mean().item())
+            hist["lr"].append(lr)
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and dist.is_main():
+            save_checkpoint(checkpoint, proj, opt, step + 1, avg, avg_w, cfg)
+        bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{kl.item():.4f}")
+        bar.update()
     bar.close()
-    if cfg.bma:
+    if cfg.bma and avg_w > 0:
         with torch.no_grad():
             proj.weight.copy_(avg / avg_w)
     proj.metadata.update({k: str(v) for k, v in asdict(cfg).items()})

@@ -11,7 +11,7 @@ the class names; KL = KL(pi_ref || pi) on clean test images.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -113,7 +113,6 @@ class TrackSpec:
 
 def toy_spec(n_train: int = 2400, n_test: int = 600, seed: int = 0) -> TrackSpec:
     from .toyworld import OBJECTS
-    from .toyworld.config import article
 
     train, unseen = toy_styles()
     held = tuple(OBJECTS.index(w) for w in TOY_HELD_OUT_WORDS)
@@ -205,8 +204,27 @@ def train_config(method: str, **overrides) -> TrainConfig:
     return TrainConfig(method=method, **base)
 
 
-def train(feats: TypographicFeatures, cfg: TrainConfig, progress: bool = True):
-    return fit_projection(feats.preference_data(), cfg, progress=progress)
+def train(feats: TypographicFeatures, cfg: TrainConfig, progress: bool = True, **checkpointing):
+    """Fit W on D_pref / D_reg; `checkpointing` goes to fit_projection (checkpoint, checkpoint_every, resume)."""
+    return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
+
+
+def finetune(bundle: ClipBundle, spec: TrackSpec, cfg: TrainConfig, progress: bool = True):
+    """Full fine-tuning of the image encoder on the experiment's D_pref / D_reg (`--mode full`);
+    returns the fine-tuned bundle (evaluate it with build_features + evaluate) and the history."""
+    from .finetune import finetune_image_encoder
+
+    ds = attacked_datasets(spec)["train"]
+    clean, attacked, y, w = [], [], [], []
+    for i in range(len(ds)):
+        c, a, yy, ww = ds[i]
+        clean.append(bundle.preprocess(c))
+        attacked.append(bundle.preprocess(a))
+        y.append(yy)
+        w.append(ww)
+    texts = encode_texts(bundle, prompts_for(spec))
+    return finetune_image_encoder(bundle, torch.stack(attacked), torch.stack(clean), torch.tensor(y), torch.tensor(w),
+                                  texts, cfg, progress=progress)
 
 
 def _acc(scores: torch.Tensor, labels: torch.Tensor) -> float:

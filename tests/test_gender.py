@@ -1,6 +1,5 @@
 """The gender track: preference pairs, loaders, reversal, the neutral point t*."""
 import pytest
-import torch
 from PIL import Image
 
 from clipaln import gender_track

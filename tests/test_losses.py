@@ -57,8 +57,7 @@ def test_kto_equals_its_formula():
     # z0 is clamped at zero and carries no gradient
     assert torch.allclose(losses.kto(lp, ref, y_w, y_l, -5.0, beta), losses.kto(lp, ref, y_w, y_l, 0.0, beta))
     z = torch.tensor(0.2, requires_grad=True)
-    losses.kto(lp, ref, y_w, y_l, z, beta).sum().backward()
-    assert z.grad is None or z.grad.abs().item() == 0
+    assert not losses.kto(lp, ref, y_w, y_l, z, beta).requires_grad  # z0 is detached
 
 
 def test_kl_regularizer_is_kl_ref_to_policy():

@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from clipaln import toyworld
 from clipaln.toyworld import ACTIVITIES, GENDERS, OBJECTS, render
 from clipaln.toyworld.config import vocabulary
 from clipaln.toyworld.tokenizer import WordTokenizer

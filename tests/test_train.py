@@ -9,7 +9,7 @@ from clipaln.train import PreferenceData, TrainConfig, bma_weight, fit_projectio
 
 CONFIGS = {  # per method: beta, lambda, lr (a linear W needs its own lr, PAPER.md section 2)
     "dpo": dict(beta=1.0, lam=1.0, lr=0.02),
-    "ipo": dict(beta=0.05, lam=1.0, lr=0.02),
+    "ipo": dict(beta=0.04, lam=1.0, lr=0.02),
     "kto": dict(beta=1.5, lam=1.0, lr=0.02),
 }
 
@@ -68,3 +68,42 @@ def test_preference_data_refuses_equal_pairs(problem):
     with pytest.raises(ValueError, match="y_w == y_l"):
         PreferenceData(problem.pref_images, problem.y_w, problem.y_w.clone(), problem.texts,
                        problem.reg_images, problem.logit_scale)
+
+
+def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path):
+    import _thread
+    import threading
+    import time
+
+    from safetensors import safe_open
+
+    cfg = TrainConfig(method="dpo", epochs=40, batch_size=16, lr=0.01, bma=True)
+    full, _ = fit_projection(problem, cfg, progress=False)
+    ckpt = tmp_path / "ckpt.safetensors"
+
+    def interrupt_after_a_few_checkpoints():
+        while not ckpt.exists():
+            time.sleep(0.005)
+        time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_after_a_few_checkpoints, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
+        time.sleep(5)  # the interrupt may land just after the loop: wait for it here
+    with safe_open(str(ckpt), "pt") as f:
+        stopped_at = int(f.metadata()["step"])
+    assert 0 < stopped_at < 40 * 32
+    resumed, hist = fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3, resume=True)
+    assert len(hist["loss"]) == 40 * 32 - stopped_at
+    assert torch.allclose(resumed.weight, full.weight, atol=1e-6)
+    with pytest.raises(ValueError, match="refusing to resume"):
+        fit_projection(problem, TrainConfig(method="ipo", epochs=40, batch_size=16, lr=0.01, bma=True),
+                       progress=False, checkpoint=ckpt, resume=True)
+
+
+def test_nan_loss_stops_with_the_step_named(problem):
+    bad = PreferenceData(problem.pref_images.clone(), problem.y_w, problem.y_l, problem.texts,
+                         problem.reg_images, float("nan"))
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        fit_projection(bad, TrainConfig(epochs=1), progress=False)

@@ -1,6 +1,5 @@
 """The typographic track: attack renderer, dataset wrapper, loaders, cache, training, sweep."""
 import json
-import random
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ from PIL import Image
 
 from clipaln import typographic
 from clipaln.data.real import ImageFolderDataset, MaterzynskaDataset, TypographicPhotoFolder, class_prompts, spec
-from clipaln.data.typographic import COLORS, AttackStyle, TypographicDataset, attack
+from clipaln.data.typographic import COLORS, TypographicDataset, attack
 from clipaln.features import FeatureCache
 
 

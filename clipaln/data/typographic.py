@@ -13,7 +13,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from ..fonts import TRAIN_FONTS, UNSEEN_FONTS, load_font
+from ..fonts import TRAIN_FONTS, load_font
 
 #: The eight colours of the protocol.
 COLORS = {

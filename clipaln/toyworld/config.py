@@ -31,8 +31,7 @@ def default_config() -> dict:
     return {
         "model_cfg": {
             "embed_dim": 128,
-            "vision_cfg": {"image_size": SIZE, "patch_size": 8, "width": 160, "layers": 6,
-                           "head_width": 32, "mlp_ratio": 4.0},
+            "vision_cfg": {"image_size": SIZE, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
             "text_cfg": {"context_length": 16, "vocab_size": len(vocab) + 4, "width": 128,
                          "heads": 4, "layers": 4},
         },

@@ -1,0 +1,106 @@
+"""Full fine-tuning (`--mode full`): the image encoder trains, as in the authors' code.
+
+The text encoder stays frozen (its class embeddings are computed once), and the reference policy
+is the frozen model before training, whose log-probabilities are computed once from cached
+features. On a GPU: bf16 autocast and gradient checkpointing. Under torchrun the encoder is
+wrapped in DistributedDataParallel and each rank takes its share of every global batch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+from . import losses
+from .features import encode_images
+from .models import ClipBundle
+from .policy import logprobs
+from .train import TrainConfig, _generator, bma_weight, lr_at, preference_loss
+
+
+def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: torch.Tensor, y_w: torch.Tensor,
+                           y_l: torch.Tensor, texts: torch.Tensor, cfg: TrainConfig, progress: bool = True,
+                           grad_checkpointing: bool | None = None) -> tuple[ClipBundle, dict]:
+    """Fine-tune a copy of the image encoder on preprocessed images; returns a new frozen bundle.
+
+    attacked (N, 3, H, W) with y_w, y_l: D_pref; clean (M, 3, H, W): D_reg; texts (K, d): the
+    frozen class embeddings.
+    """
+    device = bundle.device
+    cuda = device.type == "cuda"
+    tau = bundle.logit_scale
+    texts = texts.to(device)
+    ref_pref = logprobs(encode_images(bundle, attacked, progress=False).to(device), texts, tau)  # (N, K)
+    ref_reg = logprobs(encode_images(bundle, clean, progress=False).to(device), texts, tau)  # (M, K)
+    model = copy.deepcopy(bundle.model)
+    visual = model.visual
+    visual.train()
+    for p in visual.parameters():
+        p.requires_grad_(True)
+    if grad_checkpointing if grad_checkpointing is not None else cuda:
+        visual.set_grad_checkpointing(True)
+    net = visual
+    if dist.active():
+        net = torch.nn.parallel.DistributedDataParallel(visual, device_ids=[device.index] if cuda else None)
+    params = [p for p in visual.parameters()]
+    opt = torch.optim.Adamax(params, lr=cfg.lr)
+    n, m = len(attacked), len(clean)
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    total = cfg.epochs * steps_per_epoch
+    avg = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in visual.state_dict().items()} if cfg.bma else None
+    avg_w = 0.0
+    hist = {k: [] for k in ("loss", "kl", "lr")}
+    bar = tqdm(range(total), desc=f"fine-tune image encoder ({cfg.method})", disable=not progress or not dist.is_main())
+    for step in bar:
+        epoch, i = divmod(step, steps_per_epoch)
+        # learning rate
+        lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # this rank's share of the global D_pref and D_reg batches
+        idx = torch.randperm(n, generator=_generator(cfg.seed, epoch))[i * bs:(i + 1) * bs]
+        ridx = torch.randint(0, m, (len(idx),), generator=_generator(cfg.seed, epoch, i, 1))
+        batch = len(idx)
+        idx, ridx = idx[dist.rank()::dist.world()], ridx[dist.rank()::dist.world()]
+        share = len(idx) / batch
+        x = torch.cat([attacked[idx], clean[ridx]]).to(device)  # (2b, 3, H, W)
+        # forward
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            emb = F.normalize(net(x).float(), dim=-1)  # (2b, d)
+        logp, logp_reg = logprobs(emb[: len(idx)], texts, tau), logprobs(emb[len(idx):], texts, tau)
+        yw, yl = y_w[idx].to(device), y_l[idx].to(device)
+        z0 = None
+        if cfg.method == "kto":
+            z0 = dist.all_sum(losses.kl_batch_estimate(logp_reg, ref_reg[ridx.to(device)]) * len(ridx)) / batch
+        pref = preference_loss(cfg.method, logp, ref_pref[idx.to(device)], yw, yl, cfg.beta, z0).mean()
+        kl = losses.kl_regularizer(logp_reg, ref_reg[ridx.to(device)])
+        loss = share * (pref + cfg.lam * kl)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr")
+        # backward, step (DDP averages gradients; scale back to a sum of weighted shares)
+        opt.zero_grad(set_to_none=True)
+        (loss * dist.world() if dist.active() else loss).backward()
+        opt.step()
+        # BMA and log
+        if avg is not None:
+            w = bma_weight((step + 0.5) / total)
+            for k, v in visual.state_dict().items():
+                avg[k] += w * v.float()
+            avg_w += w
+        hist["loss"].append(dist.all_sum(loss.detach()).item())
+        hist["kl"].append(kl.item())
+        hist["lr"].append(lr)
+        bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
+    if avg is not None:
+        visual.load_state_dict({k: (avg[k] / avg_w).to(v.dtype) for k, v in visual.state_dict().items()})
+    visual.set_grad_checkpointing(False)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return replace(bundle, model=model), hist

@@ -1,0 +1,46 @@
+"""torchrun with two gloo processes follows one process with the same global batch; full
+fine-tuning improves T like W-only training does."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from clipaln.projection import SharedProjection
+
+ARGS = ["train", "typographic", "--model", "toy", "--n-train", "240", "--n-test", "60", "--epochs", "3",
+        "--batch-size", "64", "--no-cache", "--device", "cpu", "--seed", "1"]
+
+
+def _run(cmd, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+def test_two_gloo_processes_give_the_one_process_w(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable, "-m", "clipaln", *ARGS, "--out", str(one)], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+          "-m", "clipaln", *ARGS, "--out", str(two)], tmp_path)
+    w1 = SharedProjection.load(one / "projection.safetensors").weight
+    w2 = SharedProjection.load(two / "projection.safetensors").weight
+    assert (w1 - torch.eye(w1.shape[0])).abs().max() > 1e-3  # it trained
+    assert torch.allclose(w1, w2, atol=1e-4), (w1 - w2).abs().max()
+    assert not (two / "checkpoint.safetensors.tmp").exists()
+
+
+def test_full_finetuning_improves_T_on_the_toy_model(toy):
+    from clipaln import typographic
+
+    spec = typographic.toy_spec(n_train=480, n_test=240, seed=3)
+    base = typographic.evaluate(typographic.build_features(toy, spec))
+    cfg = typographic.train_config("dpo", lr=1e-4, epochs=3, batch_size=128)
+    tuned, hist = typographic.finetune(toy, spec, cfg, progress=False)
+    after = typographic.evaluate(typographic.build_features(tuned, spec))
+    assert after["T"] >= base["T"] + 10, (base, after)
+    assert after["O"] >= base["O"] - 5
+    assert not any(p.requires_grad for p in tuned.model.parameters())
+    # the original bundle is untouched
+    assert typographic.evaluate(typographic.build_features(toy, spec))["T"] == base["T"]
