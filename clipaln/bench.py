@@ -12,7 +12,7 @@ ROWS = ("base", "CE", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "K
 
 
 def typographic_table(bundle: ClipBundle, spec: typographic.TrackSpec, cache: FeatureCache | None = None,
-                      seed: int = 0, bma: bool = True, progress: bool = False) -> dict:
+                      seed: int = 0, bma: bool = False, progress: bool = False) -> dict:
     """Train every row on the same cached features and evaluate them; returns {row: metrics}."""
     t0 = time.perf_counter()
     feats = typographic.build_features(bundle, spec, cache)
@@ -27,9 +27,11 @@ def typographic_table(bundle: ClipBundle, spec: typographic.TrackSpec, cache: Fe
         return out
 
     ce_cfg = typographic.METHOD_DEFAULTS["ce"]
-    w_ce = timed("CE", lambda: baselines.ce_projection(data, epochs=ce_cfg["epochs"], lr=ce_cfg["lr"], seed=seed, progress=progress))
+    w_ce = timed("CE", lambda: baselines.ce_projection(data, epochs=ce_cfg["epochs"], lr=ce_cfg["lr"], batch_size=ce_cfg["batch_size"],
+                                                       seed=seed, progress=progress))
     rows["CE"] = typographic.evaluate(feats, w_ce)
-    w_m = timed("Materzynska", lambda: baselines.materzynska_projection(data, epochs=ce_cfg["epochs"], lr=ce_cfg["lr"], seed=seed, progress=progress))
+    w_m = timed("Materzynska", lambda: baselines.materzynska_projection(data, epochs=ce_cfg["epochs"], lr=ce_cfg["lr"],
+                                                                        batch_size=ce_cfg["batch_size"], seed=seed, progress=progress))
     rows["Materzynska"] = typographic.evaluate(feats, w_m)
     alpha = baselines.paint_select_alpha(w_ce, data)
     rows["PAINT"] = {**typographic.evaluate(feats, baselines.paint_interpolate(w_ce, alpha)), "alpha": alpha}

@@ -137,7 +137,7 @@ def cmd_train(a) -> None:
     spec = _track_spec(a)
     overrides = dict(beta=a.beta, lam=a.lam, epochs=a.epochs, lr=a.lr, seed=a.seed, bma=a.bma, batch_size=a.batch_size)
     if a.mode == "full":
-        overrides["lr"] = a.lr or (1e-4 if a.model == "toy" else 2e-5)
+        overrides["lr"] = a.lr or (1e-3 if a.model == "toy" else 2e-5)
         overrides["epochs"] = a.epochs or 3
     cfg = typographic.train_config(a.method, **overrides)
     t0 = time.perf_counter()
@@ -227,7 +227,7 @@ def cmd_bench(a) -> None:
         _print_json(gender_track.bench(a))
 
 
-def _add_model_args(p, n_train=2400, n_test=600):
+def _add_model_args(p, n_train=7200, n_test=600):
     p.add_argument("--model", default="toy", help="'toy' or an open_clip model name such as ViT-B-32")
     p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
     p.add_argument("--dataset", default=None, help="toy (default for --model toy), a registry name such as food101, or folder")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="benchmarks printing JSON: typographic (results table), gender, speed")
     bn.add_argument("what", choices=["typographic", "gender", "speed"])
-    bn.add_argument("--n-train", type=int, default=2400)
+    bn.add_argument("--n-train", type=int, default=7200)
     bn.add_argument("--n-test", type=int, default=600)
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--device", default=None)

@@ -19,8 +19,13 @@ from .models import ClipBundle
 from .projection import SharedProjection, SpectralScorer
 from .train import PreferenceData, TrainConfig, fit_projection
 
-#: Defaults for the reversal on the toy world (paper: beta = lambda = 1).
-DEFAULTS = dict(beta=1.0, lam=1.0, lr=2e-3, epochs=20, batch_size=256)
+#: Defaults for the reversal on the toy world: the paper's beta = lambda = 1 for DPO and KTO;
+#: IPO needs a smaller beta (its target margin is 1/(2 beta)) to reverse at all.
+DEFAULTS = {
+    "dpo": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256),
+    "ipo": dict(beta=0.1, lam=1.0, lr=0.01, epochs=30, batch_size=256),
+    "kto": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256),
+}
 RETRIEVAL_TEMPLATE = "a photo of a person {activity}."
 
 
@@ -86,9 +91,9 @@ def toy_features(bundle: ClipBundle, n_train_per_cell: int = 30, n_gallery_per_c
 
 
 def train(feats: GenderFeatures, method: str = "dpo", progress: bool = True, **overrides):
-    cfg = TrainConfig(method=method, **{**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}})
-    if method == "ce":
-        raise ValueError("the gender track trains with dpo, ipo or kto")
+    if method not in DEFAULTS:
+        raise ValueError(f"the gender track trains with dpo, ipo or kto, not {method!r}")
+    cfg = TrainConfig(method=method, **{**DEFAULTS[method], **{k: v for k, v in overrides.items() if v is not None}})
     return fit_projection(feats.preference_data(), cfg, progress=progress)
 
 

@@ -36,10 +36,10 @@ def test_full_finetuning_improves_T_on_the_toy_model(toy):
 
     spec = typographic.toy_spec(n_train=480, n_test=240, seed=3)
     base = typographic.evaluate(typographic.build_features(toy, spec))
-    cfg = typographic.train_config("dpo", lr=1e-4, epochs=3, batch_size=128)
+    cfg = typographic.train_config("dpo", lr=1e-3, epochs=3, batch_size=64)
     tuned, hist = typographic.finetune(toy, spec, cfg, progress=False)
     after = typographic.evaluate(typographic.build_features(tuned, spec))
-    assert after["T"] >= base["T"] + 10, (base, after)
+    assert after["T"] >= base["T"] + 20, (base, after)
     assert after["O"] >= base["O"] - 5
     assert not any(p.requires_grad for p in tuned.model.parameters())
     # the original bundle is untouched

@@ -1,4 +1,6 @@
 """The speed benchmark's pieces run and report consistent numbers (timings are not asserted)."""
+import pytest
+
 from clipaln import speed
 
 
@@ -13,4 +15,4 @@ def test_measure_model_reports_all_three_timings(toy):
     assert r["n_images"] == 48
     for k in ("encode_pass_s", "cached_total_s", "in_loop_total_s"):
         assert r[k] > 0
-    assert r["cached_over_encode"] == round(r["cached_total_s"] / r["encode_pass_s"], 3)
+    assert r["cached_over_encode"] == pytest.approx(r["cached_total_s"] / r["encode_pass_s"], rel=0.05)
