@@ -30,7 +30,7 @@ def ce_projection(data: PreferenceData, epochs: int = 10, lr: float = 2e-3, batc
     return proj
 
 
-def materzynska_projection(data: PreferenceData, mu: float = 1.0, epochs: int = 10, lr: float = 2e-3,
+def materzynska_projection(data: PreferenceData, mu: float = 0.1, epochs: int = 10, lr: float = 2e-3,
                            batch_size: int = 512, seed: int = 0, progress: bool = True) -> SharedProjection:
     """L = CE(attacked, true) + CE(clean, argmax pi_ref) + mu ||I - W W^T||_F^2, W from the identity."""
     g = torch.Generator().manual_seed(seed)

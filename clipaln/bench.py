@@ -12,8 +12,10 @@ ROWS = ("base", "CE", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "K
 
 
 def typographic_table(bundle: ClipBundle, spec: typographic.TrackSpec, cache: FeatureCache | None = None,
-                      seed: int = 0, bma: bool = False, progress: bool = False) -> dict:
-    """Train every row on the same cached features and evaluate them; returns {row: metrics}."""
+                      seed: int = 0, bma: bool | None = None, progress: bool = False) -> dict:
+    """Train every row on the same cached features and evaluate them; returns {row: metrics}.
+
+    bma: force BMA averaging on (True) or off (False) for DPO/IPO/KTO; None keeps each method's default."""
     t0 = time.perf_counter()
     feats = typographic.build_features(bundle, spec, cache)
     data = feats.preference_data()
@@ -42,7 +44,7 @@ def typographic_table(bundle: ClipBundle, spec: typographic.TrackSpec, cache: Fe
     for method in ("dpo", "ipo", "kto"):
         cfg = typographic.train_config(method, seed=seed, bma=bma)
         proj, _ = timed(method.upper(), lambda: typographic.train(feats, cfg, progress=progress))
-        rows[method.upper()] = {**typographic.evaluate(feats, proj), "beta": cfg.beta, "lambda": cfg.lam}
+        rows[method.upper()] = {**typographic.evaluate(feats, proj), "beta": cfg.beta, "lambda": cfg.lam, "bma": cfg.bma}
     return {"rows": rows, "train_seconds": timings, "total_seconds": round(time.perf_counter() - t0, 1),
             "n_train": len(data.pref_images), "n_test": len(feats.test.labels), "model": bundle.name}
 

@@ -56,18 +56,19 @@ def cmd_tour(a) -> None:
     print(f"  'a photo of a police officer' top-10: {r['police_officer_top10']}")
 
     from . import gender_track, typographic
+    from .features import FeatureCache
     from .toyworld.config import SKEW
 
-    print("\nTypographic attacks: train W with DPO on 1,200 attacked toy images (cached features) ...")
-    feats = typographic.build_features(bundle, typographic.toy_spec(n_train=1200, n_test=600, seed=a.seed))
-    W, _ = typographic.train(feats, typographic.train_config("dpo", seed=a.seed, bma=True), progress=False)
+    print("\nTypographic attacks: train W with KTO (the strongest of DPO/IPO/KTO here) on 7,200 attacked images ...")
+    feats = typographic.build_features(bundle, typographic.toy_spec(seed=a.seed), FeatureCache())
+    W, _ = typographic.train(feats, typographic.train_config("kto", seed=a.seed), progress=False)
     sweep = typographic.TradeoffSweep(feats, W)
     print("      t   objects (clean)   objects (attacked)   reading")
     for t in (-2.0, 0.0, 1.0, 2.0):
         c = sweep.at(t)
         print(f"  {t:5.1f}   {c['O']:12.1f}%   {c['T']:15.1f}%   {c['OCR']:8.1f}%" + ("   <- the original model" if t == 0 else ""))
     print("\nGender bias: train W to reverse gender, then find the neutral point t* ...")
-    g = gender_track.toy_features(bundle, seed=a.seed)
+    g = gender_track.toy_features(bundle, seed=a.seed, cache=FeatureCache())
     Wg, _ = gender_track.train(g, "dpo", progress=False, seed=a.seed)
     s = gender_track.summary(g, Wg, skewed=list(SKEW))
     print(f"  share of the majority gender in the top 10 (skewed activities): t=0 {pct(s['t0']['majority_share'])}, "

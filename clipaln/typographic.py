@@ -31,7 +31,7 @@ METHOD_DEFAULTS = {
     # beta and lambda as in the paper for DPO and IPO; KTO's beta lowered from 1.5 to 0.5, which
     # reached higher T on the toy world; lr and epochs tuned for a linear W on cached features
     "dpo": dict(beta=1.0, lam=1.0, lr=0.03, epochs=30, batch_size=256),
-    "ipo": dict(beta=0.01, lam=0.01, lr=0.01, epochs=20, batch_size=256),
+    "ipo": dict(beta=0.01, lam=0.01, lr=0.01, epochs=20, batch_size=256, bma=True),  # BMA keeps O within 2 points
     "kto": dict(beta=0.5, lam=0.01, lr=0.03, epochs=30, batch_size=256),
     "ce": dict(beta=1.0, lam=0.0, lr=0.03, epochs=30, batch_size=256),
 }
@@ -159,18 +159,18 @@ def attacked_datasets(spec: TrackSpec) -> dict[str, TypographicDataset]:
     }
 
 
-def _encode_split(bundle, ds: TypographicDataset, desc: str, batch_size: int) -> Split:
+def _encode_split(bundle, ds: TypographicDataset, desc: str, batch_size: int, progress: bool = True) -> Split:
     clean, attacked, labels, written = [], [], [], []
     for i in range(len(ds)):
         c, a, y, w = ds[i]
         clean.append(c), attacked.append(a), labels.append(y), written.append(w)
-    return Split(encode_images(bundle, clean, batch_size, desc=f"encode {desc} clean"),
-                 encode_images(bundle, attacked, batch_size, desc=f"encode {desc} attacked"),
+    return Split(encode_images(bundle, clean, batch_size, progress, desc=f"encode {desc} clean"),
+                 encode_images(bundle, attacked, batch_size, progress, desc=f"encode {desc} attacked"),
                  torch.tensor(labels), torch.tensor(written))
 
 
 def build_features(bundle: ClipBundle, spec: TrackSpec, cache: FeatureCache | None = None,
-                   batch_size: int = 256) -> TypographicFeatures:
+                   batch_size: int = 256, progress: bool = True) -> TypographicFeatures:
     """Render the attacks and encode every image once (cached on disk by model + data)."""
     if len(spec.class_names) < 2:
         raise ValueError("the typographic track needs at least two classes")
@@ -179,11 +179,11 @@ def build_features(bundle: ClipBundle, spec: TrackSpec, cache: FeatureCache | No
     def compute():
         out = {}
         for name, ds in attacked_datasets(spec).items():
-            s = _encode_split(bundle, ds, name, batch_size)
+            s = _encode_split(bundle, ds, name, batch_size, progress)
             out.update({f"{name}.clean": s.clean, f"{name}.attacked": s.attacked,
                         f"{name}.labels": s.labels, f"{name}.written": s.written})
         imgs, labels = reading_images(spec.class_names, spec.n_reading, spec.reading_size, spec.style, spec.seed)
-        out["reading"] = encode_images(bundle, imgs, batch_size, desc="encode reading")
+        out["reading"] = encode_images(bundle, imgs, batch_size, progress, desc="encode reading")
         out["reading_labels"] = labels
         return out
 
@@ -274,50 +274,15 @@ class TradeoffSweep:
         return [self.at(float(t)) for t in ts]
 
 
-def per_direction_reading(feats: TypographicFeatures, projection: SharedProjection, t: float = -2.0) -> torch.Tensor:
-    """For each singular direction i: change in OCR accuracy (points) when only direction i is
-    scaled by S_i^t (all others at t = 0). Large positive values mark the directions that carry
-    reading."""
+def per_direction_reading(feats: TypographicFeatures, projection: SharedProjection, t: float = 2.0) -> torch.Tensor:
+    """For each singular direction i: the drop in OCR accuracy (points) when only direction i is
+    scaled by S_i^t (all others at t = 0). The directions whose amplification stops the model
+    from reading are the ones that carry reading."""
     sweep = TradeoffSweep(feats, projection)
     base = sweep.at(0.0)["OCR"]
     out = torch.zeros(projection.dim)
     for i in range(projection.dim):
         tv = torch.zeros(projection.dim)
         tv[i] = t
-        out[i] = sweep.at(tv)["OCR"] - base
+        out[i] = base - sweep.at(tv)["OCR"]
     return out
-
-
-def real_spec(dataset: str, root: str, n_train: int = 2000, n_test: int = 1000, seed: int = 0,
-              download: bool = False, image_size: int = 224) -> TrackSpec:
-    """A real dataset: a registry name (torchvision) or "folder" (root/{class}/*.jpg).
-
-    The images are split at random (seeded) into n_train for D_pref/D_reg and n_test for
-    evaluation; attacks follow the protocol (20-40 px at 224 px); held-out written words are a
-    seeded fifth of the classes.
-    """
-    from .data.real import ImageFolderDataset, Subset, spec as dataset_spec, torchvision_dataset
-
-    if dataset == "folder":
-        ds = ImageFolderDataset(root)
-        names, template = ds.classes, "a photo of a {}."
-    else:
-        ds, names = torchvision_dataset(dataset, root, download=download)
-        template = dataset_spec(dataset).template
-    if len(names) < 2:
-        raise ValueError(f"{dataset} at {root} has fewer than two classes")
-    if len(ds) < 2:
-        raise ValueError(f"{dataset} at {root} has fewer than two images")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(ds), generator=g).tolist()
-    n_train = min(n_train, len(ds) // 2)
-    n_test = min(n_test, len(ds) - n_train)
-    held = tuple(sorted(torch.randperm(len(names), generator=g)[: max(1, len(names) // 5)].tolist())) if len(names) >= 5 else ()
-    unseen = AttackStyle(fonts=UNSEEN_FONTS, colors=UNSEEN_COLORS, size_range=(0.15, 0.25), rotation=25.0)
-    return TrackSpec(
-        class_names=list(names), template=template,
-        train_set=Subset(ds, perm[:n_train]), test_set=Subset(ds, perm[n_train:n_train + n_test]),
-        style=AttackStyle(), unseen_style=unseen, held_out=held, n_reading=max(len(names), min(n_test, 500)),
-        reading_size=image_size, seed=seed,
-        key={"world": dataset, "root": str(root), "n": len(ds), "n_train": n_train, "n_test": n_test, "seed": seed, "version": 1},
-    )
