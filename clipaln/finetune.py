@@ -20,7 +20,7 @@ from . import losses
 from .features import encode_images
 from .models import ClipBundle
 from .policy import logprobs
-from .train import TrainConfig, _generator, bma_weight, lr_at, preference_loss
+from .train import TrainConfig, bma_weight, lr_at, preference_loss, rank_batch
 
 
 def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: torch.Tensor, y_w: torch.Tensor,
@@ -58,16 +58,12 @@ def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: to
     hist = {k: [] for k in ("loss", "kl", "lr")}
     bar = tqdm(range(total), desc=f"fine-tune image encoder ({cfg.method})", disable=not progress or not dist.is_main())
     for step in bar:
-        epoch, i = divmod(step, steps_per_epoch)
         # learning rate
         lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        # this rank's share of the global D_pref and D_reg batches
-        idx = torch.randperm(n, generator=_generator(cfg.seed, epoch))[i * bs:(i + 1) * bs]
-        ridx = torch.randint(0, m, (len(idx),), generator=_generator(cfg.seed, epoch, i, 1))
-        batch = len(idx)
-        idx, ridx = idx[dist.rank()::dist.world()], ridx[dist.rank()::dist.world()]
+        # this process's part of the global D_pref and D_reg batches
+        idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
         share = len(idx) / batch
         x = torch.cat([attacked[idx], clean[ridx]]).to(device)  # (2b, 3, H, W)
         # forward

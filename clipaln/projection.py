@@ -129,10 +129,10 @@ class SpectralScorer:
         if not torch.isfinite(t).all():
             raise ValueError("t must be finite")
         w = torch.exp(2 * t * self.log_s)  # S^(2t), (d,)
-        num = (self.a * w) @ self.b.T  # (N, K)
-        na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
-        return num / na[:, None] / nb[None, :]
+        bw = self.b * (w / nb[:, None])  # (K, d): scale the small side, never the (N, d) one
+        na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
+        return (self.a @ bw.T).div_(na[:, None])  # (N, K)
 
 
 def naive_scores(projection: SharedProjection, image_emb, text_emb, t) -> torch.Tensor:

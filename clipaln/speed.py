@@ -60,7 +60,8 @@ def measure_model(bundle, n: int, epochs: int = 3, batch_size: int = 256, seed: 
     tau = bundle.logit_scale
     cfg = TrainConfig(method="dpo", beta=1.0, lam=1.0, lr=2e-3, epochs=epochs, batch_size=batch_size, seed=seed)
 
-    # one encoding pass
+    # one encoding pass (after a warm-up batch, so that one-off start-up costs are not counted)
+    encode_images(bundle, clean[:batch_size], batch_size, progress=False)
     _sync(dev)
     t0 = time.perf_counter()
     encode_images(bundle, torch.cat([clean, attacked]), batch_size, progress=False)

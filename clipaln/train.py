@@ -112,6 +112,18 @@ def _generator(*seed_parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def rank_batch(step: int, n: int, m: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This process's D_pref and D_reg indices at `step`, and the size of the global batch.
+
+    The global batch is the step's slice of the epoch's seeded shuffle (plus as many random D_reg
+    indices); with several processes each takes every world()-th sample of it.
+    """
+    epoch, i = divmod(step, math.ceil(n / batch_size))
+    idx = torch.randperm(n, generator=_generator(seed, epoch))[i * batch_size:(i + 1) * batch_size]
+    ridx = torch.randint(0, m, (len(idx),), generator=_generator(seed, epoch, i, 1))
+    return idx[dist.rank()::dist.world()], ridx[dist.rank()::dist.world()], len(idx)
+
+
 def save_checkpoint(path, proj: SharedProjection, opt: torch.optim.Optimizer, step: int, avg: torch.Tensor,
                     avg_w: float, cfg: TrainConfig) -> None:
     """W, the optimiser state and the BMA sums at `step`, as safetensors (atomically)."""
@@ -173,18 +185,13 @@ def fit_projection(data: PreferenceData, cfg: TrainConfig, projection: SharedPro
         start, avg, avg_w = load_checkpoint(checkpoint, proj, opt, cfg)
     bar = tqdm(total=total, initial=start, desc=f"fit W ({cfg.method})", unit="step", disable=not progress)
     for step in range(start, total):
-        epoch, i = divmod(step, steps_per_epoch)
         # learning rate
         lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        # forward: a D_pref batch (this epoch's shuffle) and a D_reg batch of the same size;
-        # with several processes each takes every world()-th sample of the global batch
-        idx = torch.randperm(n, generator=_generator(cfg.seed, epoch))[i * bs:(i + 1) * bs]
-        ridx = torch.randint(0, m, (len(idx),), generator=_generator(cfg.seed, epoch, i, 1))
-        batch = len(idx)
-        idx, ridx = idx[dist.rank()::dist.world()], ridx[dist.rank()::dist.world()]
-        share = len(idx) / batch  # this rank's part of the global mean
+        # forward: this process's part of a D_pref batch and a D_reg batch of the same size
+        idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
+        share = len(idx) / batch  # this process's part of the global mean
         logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (b, K)
         logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (b, K')
         y_w, y_l = data.y_w[idx], data.y_l[idx]

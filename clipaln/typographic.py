@@ -286,3 +286,38 @@ def per_direction_reading(feats: TypographicFeatures, projection: SharedProjecti
         tv[i] = t
         out[i] = base - sweep.at(tv)["OCR"]
     return out
+
+
+def real_spec(dataset: str, root: str, n_train: int = 2000, n_test: int = 1000, seed: int = 0,
+              download: bool = False, image_size: int = 224) -> TrackSpec:
+    """A real dataset: a registry name (torchvision) or "folder" (root/{class}/*.jpg).
+
+    The images are split at random (seeded) into n_train for D_pref/D_reg and n_test for
+    evaluation; attacks follow the protocol (20-40 px at 224 px); held-out written words are a
+    seeded fifth of the classes.
+    """
+    from .data.real import ImageFolderDataset, Subset, spec as dataset_spec, torchvision_dataset
+
+    if dataset == "folder":
+        ds = ImageFolderDataset(root)
+        names, template = ds.classes, "a photo of a {}."
+    else:
+        ds, names = torchvision_dataset(dataset, root, download=download)
+        template = dataset_spec(dataset).template
+    if len(names) < 2:
+        raise ValueError(f"{dataset} at {root} has fewer than two classes")
+    if len(ds) < 2:
+        raise ValueError(f"{dataset} at {root} has fewer than two images")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(ds), generator=g).tolist()
+    n_train = min(n_train, len(ds) // 2)
+    n_test = min(n_test, len(ds) - n_train)
+    held = tuple(sorted(torch.randperm(len(names), generator=g)[: max(1, len(names) // 5)].tolist())) if len(names) >= 5 else ()
+    unseen = AttackStyle(fonts=UNSEEN_FONTS, colors=UNSEEN_COLORS, size_range=(0.15, 0.25), rotation=25.0)
+    return TrackSpec(
+        class_names=list(names), template=template,
+        train_set=Subset(ds, perm[:n_train]), test_set=Subset(ds, perm[n_train:n_train + n_test]),
+        style=AttackStyle(), unseen_style=unseen, held_out=held, n_reading=max(len(names), min(n_test, 500)),
+        reading_size=image_size, seed=seed,
+        key={"world": dataset, "root": str(root), "n": len(ds), "n_train": n_train, "n_test": n_test, "seed": seed, "version": 1},
+    )

@@ -14,6 +14,17 @@ import torch
 from .projection import SharedProjection, SpectralScorer
 
 
+def _slider(owner, t0: float, t_range, step: float, fmt: str):
+    """A FloatSlider for t wired to owner.update, above an Output that holds the figure."""
+    import ipywidgets as w
+
+    slider = w.FloatSlider(value=t0, min=t_range[0], max=t_range[1], step=step, description="t",
+                           continuous_update=True, readout_format=fmt)
+    out = w.Output()
+    slider.observe(lambda change: owner.update(change["new"]), names="value")
+    return slider, out, w.VBox([slider, out])
+
+
 def _display(fig, out):
     from IPython.display import display
 
@@ -28,8 +39,6 @@ class TradeoffWidget:
 
     def __init__(self, sweep, projection: SharedProjection, examples: Sequence, example_feats: torch.Tensor,
                  example_labels: Sequence[int], class_names: Sequence[str], t_range=(-3.0, 4.0), t0: float = 1.0):
-        import ipywidgets as w
-
         self.names, self.labels = list(class_names), list(example_labels)
         self.scorer = SpectralScorer(projection, example_feats, sweep.feats.texts)
         self.ts = torch.linspace(t_range[0], t_range[1], 71).tolist()
@@ -53,11 +62,7 @@ class TradeoffWidget:
             ax.axis("off")
             self.img_axes.append(ax)
         plt.close(self.fig)
-        self.slider = w.FloatSlider(value=t0, min=t_range[0], max=t_range[1], step=0.1, description="t",
-                                    continuous_update=True, readout_format=".1f")
-        self.out = w.Output()
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
-        self.widget = w.VBox([self.slider, self.out])
+        self.slider, self.out, self.widget = _slider(self, t0, t_range, 0.1, ".1f")
         self.update(t0)
 
     def update(self, t: float) -> float:
@@ -77,8 +82,6 @@ class RetrievalWidget:
     """Slider over t: the top-k gallery images for a prompt, with the gender counts and MaxSkew@k."""
 
     def __init__(self, sweep, gallery_images: Sequence, activity: str, t_range=(-0.5, 1.5), t0: float = 0.0):
-        import ipywidgets as w
-
         self.sweep, self.images, self.activity = sweep, gallery_images, activity
         k = sweep.k
         self.fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 1.9))
@@ -87,11 +90,7 @@ class RetrievalWidget:
             ax.axis("off")
         self.artists = [None] * k
         plt.close(self.fig)
-        self.slider = w.FloatSlider(value=t0, min=t_range[0], max=t_range[1], step=0.02, description="t",
-                                    continuous_update=True, readout_format=".2f")
-        self.out = w.Output()
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
-        self.widget = w.VBox([self.slider, self.out])
+        self.slider, self.out, self.widget = _slider(self, t0, t_range, 0.02, ".2f")
         self.update(t0)
 
     def update(self, t: float) -> float:
