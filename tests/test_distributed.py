@@ -44,3 +44,15 @@ def test_full_finetuning_improves_T_on_the_toy_model(toy):
     assert not any(p.requires_grad for p in tuned.model.parameters())
     # the original bundle is untouched
     assert typographic.evaluate(typographic.build_features(toy, spec))["T"] == base["T"]
+
+
+def test_full_finetuning_runs_under_torchrun(tmp_path):
+    out = tmp_path / "full"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534", "-m", "clipaln",
+          "train", "typographic", "--model", "toy", "--mode", "full", "--n-train", "64", "--n-test", "24", "--epochs", "1",
+          "--batch-size", "32", "--no-cache", "--device", "cpu", "--out", str(out)], tmp_path)
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["config"]["mode"] == "full"
+    assert (out / "image_encoder.safetensors").is_file()

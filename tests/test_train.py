@@ -70,27 +70,28 @@ def test_preference_data_refuses_equal_pairs(problem):
                        problem.reg_images, problem.logit_scale)
 
 
-def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path):
-    import _thread
-    import threading
-    import time
+def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, monkeypatch):
+    import signal
 
     from safetensors import safe_open
+
+    import clipaln.train as train_module
 
     cfg = TrainConfig(method="dpo", epochs=40, batch_size=16, lr=0.01, bma=True)
     full, _ = fit_projection(problem, cfg, progress=False)
     ckpt = tmp_path / "ckpt.safetensors"
+    real_save, saved = train_module.save_checkpoint, []
 
-    def interrupt_after_a_few_checkpoints():
-        while not ckpt.exists():
-            time.sleep(0.005)
-        time.sleep(0.05)
-        _thread.interrupt_main()
+    def save_then_interrupt(*args, **kwargs):  # Ctrl-C arrives right after the 5th checkpoint
+        real_save(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == 5:
+            signal.raise_signal(signal.SIGINT)
 
-    threading.Thread(target=interrupt_after_a_few_checkpoints, daemon=True).start()
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
-        time.sleep(5)  # the interrupt may land just after the loop: wait for it here
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     with safe_open(str(ckpt), "pt") as f:
         stopped_at = int(f.metadata()["step"])
     assert 0 < stopped_at < 40 * 32
