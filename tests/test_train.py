@@ -89,8 +89,13 @@ def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, monke
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    # Ctrl-C raises KeyboardInterrupt as in a terminal, even where the runner started us with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     with safe_open(str(ckpt), "pt") as f:
         stopped_at = int(f.metadata()["step"])
