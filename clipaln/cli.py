@@ -109,8 +109,7 @@ def _track_spec(a):
         raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
     if a.root is None:
         raise ValueError("--dataset needs --root PATH")
-    size = 224
-    return typographic.real_spec(a.dataset, a.root, a.n_train, a.n_test, a.seed, download=a.download, image_size=size)
+    return typographic.real_spec(a.dataset, a.root, a.n_train, a.n_test, a.seed, download=a.download)
 
 
 def _bundle(a):
@@ -126,7 +125,7 @@ def cmd_train(a) -> None:
     from . import distributed as dist
     from . import typographic
     from .features import FeatureCache
-    from .io import write_json
+    from .io import save_tensors, write_json
 
     if dist.init() and a.device is None:
         a.device = dist.local_device()
@@ -151,21 +150,15 @@ def cmd_train(a) -> None:
                                        checkpoint_every=a.checkpoint_every if dist.is_main() else 0, resume=a.resume)
         trained = typographic.evaluate(feats, proj)
     else:
-        tuned, hist = typographic.finetune(bundle, spec, cfg)
-        trained = typographic.evaluate(typographic.build_features(tuned, spec, cache))
+        tuned, hist = typographic.finetune(bundle, spec, cfg, feats=feats)
+        trained = typographic.evaluate(typographic.build_features(tuned, spec, cache, with_train=False))
     if not dist.is_main():
         return
     if a.mode == "w":
         proj.save(out / "projection.safetensors", **meta)
         written = out / "projection.safetensors"
     else:
-        from safetensors.torch import save_file
-
-        out.mkdir(parents=True, exist_ok=True)
-        written = out / "image_encoder.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in tuned.model.visual.state_dict().items()},
-                  str(out / "image_encoder.safetensors.tmp"), metadata={k: str(v) for k, v in meta.items()})
-        (out / "image_encoder.safetensors.tmp").replace(written)
+        written = save_tensors(out / "image_encoder.safetensors", tuned.model.visual.state_dict(), meta)
     metrics = {"base": typographic.evaluate(feats), "trained": trained, "config": {**cfg.__dict__, **meta},
                "seconds": round(time.perf_counter() - t0, 1), "final_loss": hist["loss"][-1], "world_size": dist.world()}
     write_json(out / "metrics.json", metrics)

@@ -100,11 +100,6 @@ def all_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if active():
         dist.destroy_process_group()

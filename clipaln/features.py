@@ -110,7 +110,10 @@ class FeatureCache:
         return self.dir / f"{bundle.name.replace('/', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
     def get(self, bundle: ClipBundle, data_key: dict, compute) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
+
+        from . import distributed as dist
+        from .io import save_tensors
 
         if not self.enabled:
             self.misses += 1
@@ -125,12 +128,6 @@ class FeatureCache:
                 path.unlink(missing_ok=True)
         self.misses += 1
         out = compute()
-        from . import distributed as dist
-
-        if not dist.is_main():
-            return out
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
-        tmp.replace(path)
+        if dist.is_main():
+            save_tensors(path, out)
         return out

@@ -16,27 +16,30 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from . import losses
 from .features import encode_images
 from .models import ClipBundle
 from .policy import logprobs
-from .train import TrainConfig, bma_weight, lr_at, preference_loss, rank_batch
+from .train import TrainConfig, batch_objective, bma_weight, lr_at, rank_batch
 
 
 def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: torch.Tensor, y_w: torch.Tensor,
                            y_l: torch.Tensor, texts: torch.Tensor, cfg: TrainConfig, progress: bool = True,
-                           grad_checkpointing: bool | None = None) -> tuple[ClipBundle, dict]:
+                           grad_checkpointing: bool | None = None, ref_attacked: torch.Tensor | None = None,
+                           ref_clean: torch.Tensor | None = None) -> tuple[ClipBundle, dict]:
     """Fine-tune a copy of the image encoder on preprocessed images; returns a new frozen bundle.
 
     attacked (N, 3, H, W) with y_w, y_l: D_pref; clean (M, 3, H, W): D_reg; texts (K, d): the
-    frozen class embeddings.
+    frozen class embeddings. ref_attacked / ref_clean: the frozen model's embeddings of the same
+    images when they are already cached (otherwise they are encoded here).
     """
     device = bundle.device
     cuda = device.type == "cuda"
     tau = bundle.logit_scale
     texts = texts.to(device)
-    ref_pref = logprobs(encode_images(bundle, attacked, progress=False).to(device), texts, tau)  # (N, K)
-    ref_reg = logprobs(encode_images(bundle, clean, progress=False).to(device), texts, tau)  # (M, K)
+    if ref_attacked is None or ref_clean is None:
+        ref_attacked, ref_clean = encode_images(bundle, attacked, progress=False), encode_images(bundle, clean, progress=False)
+    ref_pref = logprobs(ref_attacked.to(device), texts, tau)  # (N, K)
+    ref_reg = logprobs(ref_clean.to(device), texts, tau)  # (M, K)
     model = copy.deepcopy(bundle.model)
     visual = model.visual
     visual.train()
@@ -47,8 +50,7 @@ def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: to
     net = visual
     if dist.active():
         net = torch.nn.parallel.DistributedDataParallel(visual, device_ids=[device.index] if cuda else None)
-    params = [p for p in visual.parameters()]
-    opt = torch.optim.Adamax(params, lr=cfg.lr)
+    opt = torch.optim.Adamax(visual.parameters(), lr=cfg.lr)
     n, m = len(attacked), len(clean)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
@@ -64,19 +66,13 @@ def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: to
             group["lr"] = lr
         # this process's part of the global D_pref and D_reg batches
         idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
-        share = len(idx) / batch
         x = torch.cat([attacked[idx], clean[ridx]]).to(device)  # (2b, 3, H, W)
         # forward
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             emb = F.normalize(net(x).float(), dim=-1)  # (2b, d)
         logp, logp_reg = logprobs(emb[: len(idx)], texts, tau), logprobs(emb[len(idx):], texts, tau)
-        yw, yl = y_w[idx].to(device), y_l[idx].to(device)
-        z0 = None
-        if cfg.method == "kto":
-            z0 = dist.all_sum(losses.kl_batch_estimate(logp_reg, ref_reg[ridx.to(device)]) * len(ridx)) / batch
-        pref = preference_loss(cfg.method, logp, ref_pref[idx.to(device)], yw, yl, cfg.beta, z0).mean()
-        kl = losses.kl_regularizer(logp_reg, ref_reg[ridx.to(device)])
-        loss = share * (pref + cfg.lam * kl)
+        loss, _, kl = batch_objective(cfg.method, cfg.beta, cfg.lam, logp, ref_pref[idx.to(device)], y_w[idx].to(device),
+                                      y_l[idx].to(device), logp_reg, ref_reg[ridx.to(device)], batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr")
         # backward, step (DDP averages gradients; scale back to a sum of weighted shares)
@@ -90,7 +86,7 @@ def finetune_image_encoder(bundle: ClipBundle, attacked: torch.Tensor, clean: to
                 avg[k] += w * v.float()
             avg_w += w
         hist["loss"].append(dist.all_sum(loss.detach()).item())
-        hist["kl"].append(kl.item())
+        hist["kl"].append(dist.all_sum(kl.detach()).item())
         hist["lr"].append(lr)
         bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
     if avg is not None:

@@ -20,3 +20,16 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:
+    """Write tensors as safetensors, atomically (temp file + rename); metadata values as strings."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    tmp.replace(path)
+    return path

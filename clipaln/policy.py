@@ -18,9 +18,7 @@ def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=Non
                          f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
     if image_emb.shape[-1] != text_emb.shape[-1]:
         raise ValueError(f"image embeddings have size {image_emb.shape[-1]} but text embeddings {text_emb.shape[-1]}")
-    image_emb = image_emb if image_emb.is_floating_point() else image_emb.float()
-    text_emb = text_emb if text_emb.is_floating_point() else text_emb.float()
-    if image_emb.dtype != text_emb.dtype:
+    if image_emb.dtype != text_emb.dtype or not image_emb.is_floating_point():
         image_emb, text_emb = image_emb.float(), text_emb.float()
     if projection is not None:
         image_emb, text_emb = projection(image_emb), projection(text_emb)

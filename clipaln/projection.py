@@ -64,18 +64,11 @@ class SharedProjection(nn.Module):
     # --- files: safetensors only, metadata in the header ------------------------------------
     def save(self, path: str | Path, **metadata) -> Path:
         """Write W to a safetensors file (atomically); `metadata` values are stored as strings."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         from . import __version__
+        from .io import save_tensors
 
-        meta = {**self.metadata, **{k: str(v) for k, v in metadata.items()}, "format": FORMAT, "dim": str(self.dim),
-                "clipaln_version": __version__}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"weight": self.weight.detach().float().contiguous()}, str(tmp), metadata=meta)
-        tmp.replace(path)
-        return path
+        meta = {**self.metadata, **metadata, "format": FORMAT, "dim": self.dim, "clipaln_version": __version__}
+        return save_tensors(path, {"weight": self.weight.float()}, meta)
 
     @classmethod
     def load(cls, path: str | Path, dim: int | None = None) -> "SharedProjection":

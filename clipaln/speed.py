@@ -20,18 +20,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import losses
 from .features import encode_images, encode_texts
 from .models import load_clip
 from .policy import logprobs
 from .projection import SharedProjection, SpectralScorer, naive_scores
-from .train import PreferenceData, TrainConfig, fit_projection, lr_at
+from .train import PreferenceData, TrainConfig, batch_objective, fit_projection, lr_at
 
 
 def _images(bundle, n: int, seed: int = 0):
     """n clean and n attacked preprocessed toy-world objects (the same world for every model)."""
     from .data.typographic import attack
     from .toyworld import OBJECTS, render
+    from .toyworld.render import TEXT_SIZE
 
     clean, attacked, y, w = [], [], [], []
     for i in range(n):
@@ -40,7 +40,7 @@ def _images(bundle, n: int, seed: int = 0):
         written = rng.choice([k for k in range(len(OBJECTS)) if k != label])
         im = render(obj=OBJECTS[label], rng=rng)
         clean.append(bundle.preprocess(im))
-        attacked.append(bundle.preprocess(attack(im, OBJECTS[written], rng, size_range=(0.2, 0.3))))
+        attacked.append(bundle.preprocess(attack(im, OBJECTS[written], rng, size_range=TEXT_SIZE)))
         y.append(label)
         w.append(written)
     return torch.stack(clean), torch.stack(attacked), torch.tensor(y), torch.tensor(w)
@@ -94,10 +94,9 @@ def measure_model(bundle, n: int, epochs: int = 3, batch_size: int = 256, seed: 
             with torch.no_grad():
                 pa, pc = (F.normalize(bundle.model.encode_image(x).float(), dim=-1) for x in (xa, xc))
                 ra, rc = (F.normalize(ref_model.encode_image(x).float(), dim=-1) for x in (xa, xc))
-            logp = logprobs(pa, texts_dev, tau, proj)
-            h = losses.preference_margin(logp, logprobs(ra, texts_dev, tau), y[idx].to(dev), w[idx].to(dev))
-            loss = losses.dpo(h, cfg.beta).mean() + cfg.lam * losses.kl_regularizer(logprobs(pc, texts_dev, tau, proj),
-                                                                                  logprobs(rc, texts_dev, tau))
+            loss, _, _ = batch_objective(cfg.method, cfg.beta, cfg.lam, logprobs(pa, texts_dev, tau, proj),
+                                         logprobs(ra, texts_dev, tau), y[idx].to(dev), w[idx].to(dev),
+                                         logprobs(pc, texts_dev, tau, proj), logprobs(rc, texts_dev, tau), len(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

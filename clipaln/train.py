@@ -95,6 +95,24 @@ def preference_loss(method, logp, ref_logp, y_w, y_l, beta, z0=None) -> torch.Te
     return losses.PAIRED_LOSSES[method](h, beta)
 
 
+def batch_objective(method: str, beta: float, lam: float, logp, ref_logp, y_w, y_l, logp_reg, ref_logp_reg,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This process's part of L = L_pref + lambda KL(pi_ref || pi) for a global batch of `batch`
+    samples, of which it holds len(y_w): summed over processes it is the global batch mean.
+    Returns (loss, pref, kl), each already weighted by this process's share."""
+    z0 = None
+    if method == "kto":  # the detached KL estimate z0, over the global batch (a collective call)
+        local = losses.kl_batch_estimate(logp_reg, ref_logp_reg) if len(y_w) else torch.zeros((), device=logp.device)
+        z0 = dist.all_sum(local * len(y_w)) / batch
+    if not len(y_w):
+        zero = logp.sum() * 0
+        return zero, zero, zero
+    share = len(y_w) / batch
+    pref = share * preference_loss(method, logp, ref_logp, y_w, y_l, beta, z0).mean()
+    kl = share * losses.kl_regularizer(logp_reg, ref_logp_reg)
+    return pref + lam * kl, pref, kl
+
+
 @torch.no_grad()
 def preference_accuracy(images, texts, y_w, y_l, projection=None) -> float:
     """Share of D_pref where the policy scores y_w above y_l."""
@@ -127,17 +145,11 @@ def rank_batch(step: int, n: int, m: int, batch_size: int, seed: int) -> tuple[t
 def save_checkpoint(path, proj: SharedProjection, opt: torch.optim.Optimizer, step: int, avg: torch.Tensor,
                     avg_w: float, cfg: TrainConfig) -> None:
     """W, the optimiser state and the BMA sums at `step`, as safetensors (atomically)."""
-    from safetensors.torch import save_file
+    from .io import save_tensors
 
-    state = opt.state_dict()["state"].get(0, {})
-    tensors = {"weight": proj.weight.detach().clone(), "bma_sum": avg.clone()}
-    tensors.update({f"opt.{k}": torch.as_tensor(v).clone().reshape(-1) if torch.as_tensor(v).ndim == 0 else v.clone()
-                    for k, v in state.items()})
-    meta = {"step": str(step), "bma_weight": repr(avg_w), **{k: str(v) for k, v in asdict(cfg).items()}}
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    state = opt.state_dict()["state"].get(0, {})  # Adamax: step (a scalar), exp_avg, exp_inf
+    tensors = {"weight": proj.weight, "bma_sum": avg, **{f"opt.{k}": torch.atleast_1d(v) for k, v in state.items()}}
+    save_tensors(path, tensors, {"step": step, "bma_weight": repr(avg_w), **asdict(cfg)})
 
 
 def load_checkpoint(path, proj: SharedProjection, opt: torch.optim.Optimizer, cfg: TrainConfig):
@@ -191,17 +203,11 @@ def fit_projection(data: PreferenceData, cfg: TrainConfig, projection: SharedPro
             group["lr"] = lr
         # forward: this process's part of a D_pref batch and a D_reg batch of the same size
         idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
-        share = len(idx) / batch  # this process's part of the global mean
         logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (b, K)
         logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (b, K')
         y_w, y_l = data.y_w[idx], data.y_l[idx]
-        z0 = None
-        if cfg.method == "kto":  # the detached KL estimate z0, over the global batch
-            local = losses.kl_batch_estimate(logp_reg, ref_reg[ridx]) if len(ridx) else torch.zeros(())
-            z0 = dist.all_sum(local * len(ridx)) / batch
-        pref = share * preference_loss(cfg.method, logp, ref_pref[idx], y_w, y_l, cfg.beta, z0).mean() if len(idx) else logp.sum() * 0
-        kl = share * losses.kl_regularizer(logp_reg, ref_reg[ridx]) if len(ridx) else logp.sum() * 0
-        loss = pref + cfg.lam * kl
+        loss, pref, kl = batch_objective(cfg.method, cfg.beta, cfg.lam, logp, ref_pref[idx], y_w, y_l,
+                                         logp_reg, ref_reg[ridx], batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta"
                                      + (f" (the last good checkpoint is {checkpoint})" if checkpoint else ""))

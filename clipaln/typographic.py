@@ -51,7 +51,7 @@ class TypographicFeatures:
     prompts: list[str]
     texts: torch.Tensor  # (K, d)
     logit_scale: float
-    train: Split
+    train: Split | None  # None when built with with_train=False
     test: Split
     unseen: Split
     reading: torch.Tensor  # (R, d) text-only images
@@ -159,19 +159,25 @@ def attacked_datasets(spec: TrackSpec) -> dict[str, TypographicDataset]:
     }
 
 
-def _encode_split(bundle, ds: TypographicDataset, desc: str, batch_size: int, progress: bool = True) -> Split:
+def _encode_split(bundle, ds: TypographicDataset, desc: str, batch_size: int, progress: bool = True,
+                  clean_emb: torch.Tensor | None = None) -> Split:
+    """Encode a split; `clean_emb`: its clean images' embeddings when another split already has them."""
     clean, attacked, labels, written = [], [], [], []
     for i in range(len(ds)):
         c, a, y, w = ds[i]
         clean.append(c), attacked.append(a), labels.append(y), written.append(w)
-    return Split(encode_images(bundle, clean, batch_size, progress, desc=f"encode {desc} clean"),
-                 encode_images(bundle, attacked, batch_size, progress, desc=f"encode {desc} attacked"),
+    if clean_emb is None:
+        clean_emb = encode_images(bundle, clean, batch_size, progress, desc=f"encode {desc} clean")
+    return Split(clean_emb, encode_images(bundle, attacked, batch_size, progress, desc=f"encode {desc} attacked"),
                  torch.tensor(labels), torch.tensor(written))
 
 
 def build_features(bundle: ClipBundle, spec: TrackSpec, cache: FeatureCache | None = None,
-                   batch_size: int = 256, progress: bool = True) -> TypographicFeatures:
-    """Render the attacks and encode every image once (cached on disk by model + data)."""
+                   batch_size: int = 256, progress: bool = True, with_train: bool = True) -> TypographicFeatures:
+    """Render the attacks and encode every image once (cached on disk by model + data).
+
+    with_train=False encodes only what evaluate() needs (the features' .train is then None), e.g.
+    to evaluate a fine-tuned encoder."""
     if len(spec.class_names) < 2:
         raise ValueError("the typographic track needs at least two classes")
     prompts = prompts_for(spec)
@@ -179,9 +185,13 @@ def build_features(bundle: ClipBundle, spec: TrackSpec, cache: FeatureCache | No
     def compute():
         out = {}
         for name, ds in attacked_datasets(spec).items():
-            s = _encode_split(bundle, ds, name, batch_size, progress)
-            out.update({f"{name}.clean": s.clean, f"{name}.attacked": s.attacked,
-                        f"{name}.labels": s.labels, f"{name}.written": s.written})
+            if name == "train" and not with_train:
+                continue
+            # the unseen-style attacks are written on the test images: their clean embeddings are the test ones
+            shared = name == "unseen"
+            s = _encode_split(bundle, ds, name, batch_size, progress, out["test.clean"] if shared else None)
+            out.update({f"{name}.attacked": s.attacked, f"{name}.labels": s.labels, f"{name}.written": s.written,
+                        **({} if shared else {f"{name}.clean": s.clean})})
         imgs, labels = reading_images(spec.class_names, spec.n_reading, spec.reading_size, spec.style, spec.seed)
         out["reading"] = encode_images(bundle, imgs, batch_size, progress, desc="encode reading")
         out["reading_labels"] = labels
@@ -189,11 +199,13 @@ def build_features(bundle: ClipBundle, spec: TrackSpec, cache: FeatureCache | No
 
     cache = cache or FeatureCache(enabled=False)
     key = {**spec.key, "track": "typographic", "template": spec.template, "style": repr(spec.style),
-           "unseen": repr(spec.unseen_style), "held_out": spec.held_out}
+           "unseen": repr(spec.unseen_style), "held_out": spec.held_out, **({} if with_train else {"train": False})}
     t = cache.get(bundle, key, compute)
-    split = lambda n: Split(t[f"{n}.clean"], t[f"{n}.attacked"], t[f"{n}.labels"].long(), t[f"{n}.written"].long())
+    split = lambda n: Split(t.get(f"{n}.clean", t["test.clean"]), t[f"{n}.attacked"], t[f"{n}.labels"].long(),
+                            t[f"{n}.written"].long())
     return TypographicFeatures(list(spec.class_names), prompts, encode_texts(bundle, prompts), bundle.logit_scale,
-                               split("train"), split("test"), split("unseen"), t["reading"], t["reading_labels"].long())
+                               split("train") if with_train else None, split("test"), split("unseen"), t["reading"],
+                               t["reading_labels"].long())
 
 
 # --- training and evaluation ------------------------------------------------------------------
@@ -211,11 +223,14 @@ def train(feats: TypographicFeatures, cfg: TrainConfig, progress: bool = True, *
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
 
-def finetune(bundle: ClipBundle, spec: TrackSpec, cfg: TrainConfig, progress: bool = True):
+def finetune(bundle: ClipBundle, spec: TrackSpec, cfg: TrainConfig, progress: bool = True,
+             feats: TypographicFeatures | None = None):
     """Full fine-tuning of the image encoder on the experiment's D_pref / D_reg (`--mode full`);
-    returns the fine-tuned bundle (evaluate it with build_features + evaluate) and the history."""
+    returns the fine-tuned bundle (evaluate it with build_features(..., with_train=False) +
+    evaluate) and the history. `feats`: the base model's features of `spec`, if already built."""
     from .finetune import finetune_image_encoder
 
+    feats = feats or build_features(bundle, spec, progress=progress)
     ds = attacked_datasets(spec)["train"]
     clean, attacked, y, w = [], [], [], []
     for i in range(len(ds)):
@@ -224,9 +239,9 @@ def finetune(bundle: ClipBundle, spec: TrackSpec, cfg: TrainConfig, progress: bo
         attacked.append(bundle.preprocess(a))
         y.append(yy)
         w.append(ww)
-    texts = encode_texts(bundle, prompts_for(spec))
     return finetune_image_encoder(bundle, torch.stack(attacked), torch.stack(clean), torch.tensor(y), torch.tensor(w),
-                                  texts, cfg, progress=progress)
+                                  feats.texts, cfg, progress=progress, ref_attacked=feats.train.attacked,
+                                  ref_clean=feats.train.clean)
 
 
 def _acc(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -177,14 +177,11 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
 
 
 def save_toy(model, config: dict, out_dir: Path) -> None:
-    from safetensors.torch import save_file
+    from ..io import save_tensors, write_text
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    tmp = out_dir / "toy_clip.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "source": "clipaln.toyworld.pretrain"})
-    tmp.replace(out_dir / "toy_clip.safetensors")
-    (out_dir / "toy_clip.json").write_text(json.dumps(config, indent=1) + "\n")
+    state = {k: v.half() for k, v in model.state_dict().items()}
+    save_tensors(out_dir / "toy_clip.safetensors", state, {"format": "pt", "source": "clipaln.toyworld.pretrain"})
+    write_text(out_dir / "toy_clip.json", json.dumps(config, indent=1) + "\n")
 
 
 def main(argv=None) -> None:
