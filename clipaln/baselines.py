@@ -1,4 +1,4 @@
-"""Baselines that stand beside preference optimisation (PAPER.md section 6), on cached features.
+"""Baselines that stand beside preference optimisation (docs/method.md section 6), on cached features.
 
 - CE: cross-entropy of pi(.|x') to the true label on attacked images (the paper's own baseline).
 - Materzynska et al. 2022: a learned shared projection, orthogonal init, CE on attacked and
@@ -8,58 +8,53 @@
 - Defense-Prefix (Azuma & Matsui 2023): one learned token placed before the class name in every
   prompt; CE on attacked images plus KL to the original predictions on clean images.
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from open_clip.transformer import text_global_pool
 
 from . import losses
-from .policy import logprobs
+from .policy import PreferenceData, logprobs, predict
 from .projection import SharedProjection
-from .train import PreferenceData, TrainConfig, fit_projection, lr_at
+from .train import TrainConfig, fit_projection, loop
 
 
-def ce_projection(data: PreferenceData, epochs: int = 10, lr: float = 2e-3, batch_size: int = 512, seed: int = 0,
-                  progress: bool = True) -> SharedProjection:
-    """W trained with cross-entropy to the true label on attacked images (no regulariser)."""
-    proj, _ = fit_projection(data, TrainConfig(method="ce", lam=0.0, epochs=epochs, lr=lr, batch_size=batch_size,
-                                               seed=seed), progress=progress)
+def ce_projection(data: PreferenceData, cfg: TrainConfig, progress: bool = True) -> SharedProjection:
+    """W trained with cross-entropy to the true label on attacked images (cfg.method "ce")."""
+    if cfg.method != "ce":
+        raise ValueError(f"ce_projection needs a config with method='ce', not {cfg.method!r}")
+    proj, _ = fit_projection(data, cfg, progress=progress)
     return proj
 
 
-def materzynska_projection(data: PreferenceData, mu: float = 0.1, epochs: int = 10, lr: float = 2e-3,
-                           batch_size: int = 512, seed: int = 0, progress: bool = True) -> SharedProjection:
-    """L = CE(attacked, true) + CE(clean, argmax pi_ref) + mu ||I - W W^T||_F^2, W from the identity."""
-    g = torch.Generator().manual_seed(seed)
+def materzynska_projection(
+    data: PreferenceData, cfg: TrainConfig, mu: float = 0.1, progress: bool = True
+) -> SharedProjection:
+    """L = CE(attacked, true) + CE(clean, argmax pi_ref) + mu ||I - W W^T||_F^2, W from the identity;
+    cfg gives the schedule and batches (its method, beta and lambda are not used)."""
     proj = SharedProjection(data.pref_images.shape[-1])
-    opt = torch.optim.Adamax(proj.parameters(), lr=lr)
-    clean_y = logprobs(data.reg_images, data.texts, data.logit_scale).argmax(-1)  # zero-shot labels of clean images
+    tau = data.logit_scale
+    clean_y = logprobs(data.reg_images, data.texts, tau).argmax(-1)  # zero-shot labels of clean images
     eye = torch.eye(proj.dim)
+
+    def objective(idx, ridx, batch):
+        share = len(idx) / batch
+        attacked = losses.ce(logprobs(data.pref_images[idx], data.texts, tau, proj), data.y_w[idx]).mean()
+        clean = losses.ce(logprobs(data.reg_images[ridx], data.texts, tau, proj), clean_y[ridx]).mean()
+        ortho = (eye - proj.weight @ proj.weight.T).square().sum()
+        return share * (attacked + clean + mu * ortho), {"loss/ortho": share * ortho.detach()}
+
+    params = list(proj.parameters())
     n, m = len(data.pref_images), len(data.reg_images)
-    bs = min(batch_size, n)
-    total = epochs * math.ceil(n / bs)
-    step = 0
-    for _ in tqdm(range(epochs), desc="fit W (materzynska)", disable=not progress):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, bs):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, lr, 0.1)
-            idx, ridx = perm[i:i + bs], torch.randint(0, m, (min(bs, n - i),), generator=g)
-            attacked = losses.ce(logprobs(data.pref_images[idx], data.texts, data.logit_scale, proj), data.y_w[idx]).mean()
-            clean = losses.ce(logprobs(data.reg_images[ridx], data.texts, data.logit_scale, proj), clean_y[ridx]).mean()
-            ortho = (eye - proj.weight @ proj.weight.T).square().sum()
-            loss = attacked + clean + mu * ortho
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+    loop(params, objective, n, m, cfg, desc="fit W (materzynska)", progress=progress)
     return proj
 
 
-def paint_interpolate(w_finetuned: SharedProjection, alpha: float, w_zeroshot: SharedProjection | None = None) -> SharedProjection:
+def paint_interpolate(
+    w_finetuned: SharedProjection, alpha: float, w_zeroshot: SharedProjection | None = None
+) -> SharedProjection:
     """PAINT: W_alpha = (1 - alpha) W_zeroshot + alpha W_finetuned (W_zeroshot = I by default)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -70,8 +65,6 @@ def paint_interpolate(w_finetuned: SharedProjection, alpha: float, w_zeroshot: S
 def paint_select_alpha(w_finetuned: SharedProjection, data: PreferenceData, alphas=None, max_drop: float = 1.0):
     """The largest alpha whose clean accuracy (vs. zero-shot labels) drops by at most max_drop points
     on the training images, as PAINT picks its mixing coefficient on held-out data."""
-    from .policy import predict
-
     alphas = [i / 10 for i in range(11)] if alphas is None else alphas
     zs = predict(data.reg_images, data.texts)
     best = 0.0
@@ -89,14 +82,14 @@ PREFIX_MARKER = "X"
 
 def encode_text_with_prefix(model, tokens: torch.Tensor, marker_id: int, prefix: torch.Tensor) -> torch.Tensor:
     """open_clip CLIP.encode_text with the marker token's embedding replaced by `prefix` (width,)."""
-    from open_clip.transformer import text_global_pool
-
     x = model.token_embedding(tokens)  # (K, L, width)
     x = torch.where((tokens == marker_id)[..., None], prefix.to(x.dtype), x)
     x = x + model.positional_embedding[: tokens.shape[1]].to(x.dtype)
     x = model.transformer(x, attn_mask=model.attn_mask)
     x = model.ln_final(x)
-    x = text_global_pool(x, tokens, getattr(model, "text_pool_type", "argmax"), eos_token_id=getattr(model, "text_eos_id", None))
+    x = text_global_pool(
+        x, tokens, getattr(model, "text_pool_type", "argmax"), eos_token_id=getattr(model, "text_eos_id", None)
+    )
     if isinstance(model.text_projection, torch.nn.Linear):
         x = model.text_projection(x)
     else:
@@ -104,12 +97,14 @@ def encode_text_with_prefix(model, tokens: torch.Tensor, marker_id: int, prefix:
     return F.normalize(x, dim=-1)
 
 
-def defense_prefix(bundle, class_names, template: str, data: PreferenceData, lam: float = 1.0, epochs: int = 10,
-                   lr: float = 2e-2, batch_size: int = 512, seed: int = 0, progress: bool = True) -> torch.Tensor:
+def defense_prefix(
+    bundle, class_names, template: str, data: PreferenceData, cfg: TrainConfig, progress: bool = True
+) -> torch.Tensor:
     """Learn one prefix token for "template with 'X {class}'"; returns the (K, d) prompt embeddings.
 
-    `template` contains "{}" for the class name, e.g. "a photo of a {}."; the learned token goes
-    right before the class name. Only the token trains: both encoders stay frozen.
+    L = CE(attacked, true) + cfg.lam KL(pi_ref || pi)(clean). `template` contains "{}" for the
+    class name, e.g. "a photo of a {}."; the learned token goes right before the class name. Only
+    the token trains: both encoders stay frozen.
     """
     model, tok = bundle.model, bundle.tokenizer
     prompts = [template.format(f"{PREFIX_MARKER} {c}") for c in class_names]
@@ -120,26 +115,17 @@ def defense_prefix(bundle, class_names, template: str, data: PreferenceData, lam
     with torch.no_grad():  # start from the embedding of the word "a": a near-neutral token
         init = model.token_embedding(tok(["a"])[:, 1].to(bundle.device))[0].float()
     prefix = torch.nn.Parameter(init.clone())
-    opt = torch.optim.Adamax([prefix], lr=lr)
-    g = torch.Generator().manual_seed(seed)
     tau = data.logit_scale
     ref_reg = logprobs(data.reg_images, data.texts, tau)
+
+    def objective(idx, ridx, batch):
+        share = len(idx) / batch
+        texts = encode_text_with_prefix(model, tokens, marker_id, prefix).float().cpu()  # (K, d)
+        ce = losses.ce(logprobs(data.pref_images[idx], texts, tau), data.y_w[idx]).mean()
+        kl = losses.kl_regularizer(logprobs(data.reg_images[ridx], texts, tau), ref_reg[ridx])
+        return share * (ce + cfg.lam * kl), {"loss/kl": share * kl.detach()}
+
     n, m = len(data.pref_images), len(data.reg_images)
-    bs = min(batch_size, n)
-    total, step = epochs * math.ceil(n / bs), 0
-    for _ in tqdm(range(epochs), desc="fit Defense-Prefix", disable=not progress):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, bs):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, lr, 0.1)
-            texts = encode_text_with_prefix(model, tokens, marker_id, prefix).float().cpu()  # (K, d)
-            idx, ridx = perm[i:i + bs], torch.randint(0, m, (min(bs, n - i),), generator=g)
-            ce = losses.ce(logprobs(data.pref_images[idx], texts, tau), data.y_w[idx]).mean()
-            kl = losses.kl_regularizer(logprobs(data.reg_images[ridx], texts, tau), ref_reg[ridx])
-            loss = ce + lam * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+    loop([prefix], objective, n, m, cfg, desc="fit Defense-Prefix", progress=progress)
     with torch.no_grad():
         return encode_text_with_prefix(model, tokens, marker_id, prefix).float().cpu()

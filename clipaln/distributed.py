@@ -6,6 +6,7 @@ rank holds all features; each training step splits the global batch across ranks
 gradients, weighting each rank by its share of the batch, so N processes follow exactly the
 path of one process with the same global batch. Only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,9 +88,13 @@ def sum_gradients(params) -> None:
     """All-reduce (sum) the gradients of `params` across ranks."""
     if not active():
         return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective call, not one per tensor
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 def all_sum(x: torch.Tensor) -> torch.Tensor:

@@ -2,15 +2,23 @@
 
 All embeddings returned here are L2-normalised float32 tensors on the CPU.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from . import distributed as dist
+from .io import save_tensors
 from .models import ClipBundle
 
 
@@ -21,20 +29,23 @@ def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512
         raise ValueError("encode_texts needs at least one text (the class list is empty)")
     out = []
     for i in range(0, len(texts), batch_size):
-        tokens = bundle.tokenizer(list(texts[i:i + batch_size])).to(bundle.device)
+        tokens = bundle.tokenizer(list(texts[i : i + batch_size])).to(bundle.device)
         out.append(F.normalize(bundle.model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def encode_images(bundle: ClipBundle, images: Iterable[Image.Image] | torch.Tensor,
-                  batch_size: int = 256, progress: bool = True, desc: str = "encode images") -> torch.Tensor:
+def encode_images(
+    bundle: ClipBundle,
+    images: Iterable[Image.Image] | torch.Tensor,
+    batch_size: int = 256,
+    progress: bool = True,
+    desc: str = "encode images",
+) -> torch.Tensor:
     """(N, d) normalised image embeddings; `images` are PIL images or a preprocessed (N, 3, H, W) batch.
 
     Under torchrun each rank encodes every world()-th image and the shards are gathered.
     """
-    from . import distributed as dist
-
     if dist.active():
         images = images if isinstance(images, torch.Tensor) else list(images)
         n = len(images)
@@ -49,8 +60,10 @@ def encode_images(bundle: ClipBundle, images: Iterable[Image.Image] | torch.Tens
         total = len(batches)
     else:
         images = list(images)
-        batches = (torch.stack([bundle.preprocess(im) for im in images[i:i + batch_size]])
-                   for i in range(0, len(images), batch_size))
+        batches = (
+            torch.stack([bundle.preprocess(im) for im in images[i : i + batch_size]])
+            for i in range(0, len(images), batch_size)
+        )
         total = (len(images) + batch_size - 1) // batch_size
     out = []
     for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress or total < 2):
@@ -63,17 +76,13 @@ def encode_images(bundle: ClipBundle, images: Iterable[Image.Image] | torch.Tens
 
 # --- the on-disk cache ------------------------------------------------------------------------
 
-def default_cache_dir():
-    import os
-    from pathlib import Path
 
+def default_cache_dir() -> Path:
     return Path(os.environ.get("CLIPALN_CACHE", Path.home() / ".cache" / "clipaln"))
 
 
 def model_fingerprint(bundle: ClipBundle) -> str:
     """A hash of the model's weights and preprocessing, computed once per bundle."""
-    import hashlib
-
     fp = getattr(bundle, "_fingerprint", None)
     if fp is None:
         h = hashlib.sha256(bundle.name.encode())
@@ -96,25 +105,15 @@ class FeatureCache:
     """
 
     def __init__(self, directory=None, enabled: bool = True):
-        from pathlib import Path
-
         self.dir = Path(directory) if directory is not None else default_cache_dir()
         self.enabled = enabled
         self.hits = self.misses = 0
 
-    def path(self, bundle: ClipBundle, data_key: dict):
-        import hashlib
-        import json
-
+    def path(self, bundle: ClipBundle, data_key: dict) -> Path:
         key = json.dumps({"model": model_fingerprint(bundle), "data": data_key}, sort_keys=True, default=str)
         return self.dir / f"{bundle.name.replace('/', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
     def get(self, bundle: ClipBundle, data_key: dict, compute) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        from . import distributed as dist
-        from .io import save_tensors
-
         if not self.enabled:
             self.misses += 1
             return compute()

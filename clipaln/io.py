@@ -1,4 +1,5 @@
 """Atomic writes: a file is either the old version or the complete new one, never half."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,10 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        str(tmp),
+        metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
+    )
     tmp.replace(path)
     return path

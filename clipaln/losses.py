@@ -1,9 +1,13 @@
-"""Preference losses for a CLIP policy (PAPER.md section 2), each a few lines beside its equation.
+"""Preference losses for a CLIP policy (docs/method.md section 2), each a few lines beside its equation.
 
 Shapes: logp, ref_logp are (N, K) log-probabilities over the action set (policy.logprobs);
 y_w, y_l are (N,) indices of the preferred and dispreferred action; h is (N,).
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +16,9 @@ import torch.nn.functional as F
 def _take(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = torch.as_tensor(y)
     if logp.ndim != 2 or y.ndim != 1 or len(y) != len(logp):
-        raise ValueError(f"expected (N, K) log-probabilities and (N,) indices, got {tuple(logp.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected (N, K) log-probabilities and (N,) indices, got {tuple(logp.shape)} and {tuple(y.shape)}"
+        )
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= logp.shape[1]):
         raise ValueError(f"action indices must lie in [0, {logp.shape[1]})")
     return logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)  # (N,)
@@ -56,9 +62,11 @@ def kl_batch_estimate(logp, ref_logp) -> torch.Tensor:
 
 
 def kl_regularizer(logp, ref_logp) -> torch.Tensor:
-    """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (PAPER.md section 2), scalar."""
+    """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (docs/method.md section 2), scalar."""
     if logp.shape != ref_logp.shape:
-        raise ValueError(f"policy and reference log-probabilities differ in shape: {tuple(logp.shape)} vs {tuple(ref_logp.shape)}")
+        raise ValueError(
+            f"policy and reference log-probabilities differ in shape: {tuple(logp.shape)} vs {tuple(ref_logp.shape)}"
+        )
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
 
 
@@ -67,21 +75,72 @@ def ce(logp, y) -> torch.Tensor:
     return -_take(logp, y)
 
 
-def gradient_weight(method: str, h: torch.Tensor, beta: float) -> torch.Tensor:
-    """-dL/dh per sample: how hard each loss pushes I(x) along T(y_w) - T(y_l).
+def _kto_batch(logp, ref_logp, y_w, y_l, beta, z0):
+    return kto(logp, ref_logp, y_w, y_l, z0, beta).mean(-1)  # the mean of its two terms
 
-    DPO: beta * sigmoid(-beta h), fades once h is large; IPO: 2 (1/(2 beta) - h), a spring
-    to the target margin 1/(2 beta) that pulls back when h overshoots; KTO (desirable half, z0 = 0):
-    beta * sigmoid(beta h) * sigmoid(-beta h), a bump that ignores both easy and hopeless samples.
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the registry: a per-sample loss with one signature, and how it pushes.
+
+    loss(logp, ref_logp, y_w, y_l, beta, z0) -> (N,);  of_margin(h, beta): L as a function of
+    the margin h;  weight(h, beta) = -dL/dh, how hard a sample with margin h pushes I(x) along
+    T(y_w) - T(y_l);  paper: the paper's beta and lambda (docs/method.md section 2).
     """
-    if method == "dpo":
-        return beta * torch.sigmoid(-beta * h)
-    if method == "ipo":
-        return 2 * (1 / (2 * beta) - h)
-    if method == "kto":
-        return beta * torch.sigmoid(beta * h) * torch.sigmoid(-beta * h)
-    raise ValueError(f"unknown method {method!r}; use one of dpo, ipo, kto")
+
+    loss: Callable[..., torch.Tensor]
+    of_margin: Callable[[torch.Tensor, float], torch.Tensor] | None
+    weight: Callable[[torch.Tensor, float], torch.Tensor] | None
+    paper: dict
+    uses_z0: bool = False  # KTO: the loop passes the detached KL estimate z0
 
 
-PAIRED_LOSSES = {"dpo": dpo, "ipo": ipo}
-METHODS = ("dpo", "ipo", "kto", "ce")
+LOSSES: dict[str, Method] = {
+    # DPO: -dL/dh = beta sigmoid(-beta h), fades once h is large
+    "dpo": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: dpo(preference_margin(logp, ref_logp, y_w, y_l), beta),
+        of_margin=dpo,
+        weight=lambda h, beta: beta * torch.sigmoid(-beta * h),
+        paper=dict(beta=1.0, lam=1.0),
+    ),
+    # IPO: -dL/dh = 2 (1/(2 beta) - h), a spring to the target margin that pulls back on overshoot
+    "ipo": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: ipo(preference_margin(logp, ref_logp, y_w, y_l), beta),
+        of_margin=ipo,
+        weight=lambda h, beta: 2 * (1 / (2 * beta) - h),
+        paper=dict(beta=0.01, lam=0.01),
+    ),
+    # KTO, desirable half at z0 = 0: -dL/dh = beta sigmoid(beta h) sigmoid(-beta h), a bump that
+    # ignores both easy and hopeless samples
+    "kto": Method(
+        loss=_kto_batch,
+        of_margin=lambda h, beta: 1 - torch.sigmoid(beta * h),
+        weight=lambda h, beta: beta * torch.sigmoid(beta * h) * torch.sigmoid(-beta * h),
+        paper=dict(beta=1.5, lam=0.01),
+        uses_z0=True,
+    ),
+    # CE on the attacked image to y_w, the paper's baseline: not a function of the margin
+    "ce": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: ce(logp, y_w),
+        of_margin=None,
+        weight=None,
+        paper=dict(beta=1.0, lam=0.0),
+    ),
+}
+METHODS = tuple(LOSSES)
+PREFERENCE_METHODS = tuple(m for m, spec in LOSSES.items() if spec.weight is not None)
+
+
+def method(name: str) -> Method:
+    """The registry entry for `name`, or a one-line error listing the methods."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown method {name!r}; use one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def gradient_weight(name: str, h: torch.Tensor, beta: float) -> torch.Tensor:
+    """-dL/dh per sample for a preference method (see Method.weight)."""
+    entry = method(name)
+    if entry.weight is None:
+        raise ValueError(f"{name} is not a function of the margin h; use one of {', '.join(PREFERENCE_METHODS)}")
+    return entry.weight(h, beta)

@@ -1,15 +1,16 @@
-"""Metrics: classification accuracy, and fairness of ranked retrieval (PAPER.md sections 4, 5).
+"""Metrics: classification accuracy, and fairness of ranked retrieval (docs/method.md sections 4, 5).
 
 Retrieval metrics follow Geyik et al. 2019 ("Fairness-Aware Ranking in Search & Recommendation
 Systems"), as used for CLIP by Berg et al. 2022. A ranking is a sequence of attribute values
 (e.g. genders) in ranked order; the target is a distribution over attribute values (uniform by
 default).
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 
@@ -44,15 +45,18 @@ def share_at_k(ranking: Sequence[Hashable], k: int, values: Sequence[Hashable]) 
     return {v: c[v] / k for v in values}
 
 
-def skew_at_k(ranking: Sequence[Hashable], k: int, value: Hashable, values: Sequence[Hashable],
-              target: Mapping | None = None) -> float:
+def skew_at_k(
+    ranking: Sequence[Hashable], k: int, value: Hashable, values: Sequence[Hashable], target: Mapping | None = None
+) -> float:
     """Skew@k(value) = ln(p_topk(value) / p_target(value)); -inf when the value is absent."""
     p = share_at_k(ranking, k, values)[value]
     q = _target(values, target)[value]
     return math.log(p / q) if p > 0 else -math.inf
 
 
-def max_skew_at_k(ranking: Sequence[Hashable], k: int, values: Sequence[Hashable], target: Mapping | None = None) -> float:
+def max_skew_at_k(
+    ranking: Sequence[Hashable], k: int, values: Sequence[Hashable], target: Mapping | None = None
+) -> float:
     """MaxSkew@k = max over values of Skew@k: how over-represented the most favoured value is."""
     return max(skew_at_k(ranking, k, v, values, target) for v in values)
 
@@ -62,8 +66,9 @@ def kl_divergence(p: Mapping, q: Mapping) -> float:
     return sum(pv * math.log(pv / q[v]) for v, pv in p.items() if pv > 0)
 
 
-def ndkl(ranking: Sequence[Hashable], values: Sequence[Hashable], target: Mapping | None = None,
-         k: int | None = None) -> float:
+def ndkl(
+    ranking: Sequence[Hashable], values: Sequence[Hashable], target: Mapping | None = None, k: int | None = None
+) -> float:
     """Normalised discounted KL: (1/Z) sum_i KL(D_top-i || D_target) / log2(i + 1), Z = sum_i 1/log2(i + 1)."""
     k = len(ranking) if k is None else k
     if k < 1 or k > len(ranking):

@@ -7,29 +7,24 @@
 
 Nothing past this module branches on which world a model comes from.
 """
+
 from __future__ import annotations
 
-import json
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
+import open_clip
 import torch
+
+from .toyworld.model import FINETUNE_LR as TOY_FINETUNE_LR
+from .toyworld.model import load_toy
 
 TOY = "toy"
 HUB_HOST = "huggingface.co"
-
-
-def data_dir() -> Path:
-    """Folder with the shipped toy CLIP (override with the CLIPALN_DATA environment variable)."""
-    return Path(os.environ.get("CLIPALN_DATA", Path(__file__).resolve().parent.parent / "data"))
-
-
-def toy_paths() -> tuple[Path, Path]:
-    return data_dir() / "toy_clip.json", data_dir() / "toy_clip.safetensors"
 
 
 @dataclass
@@ -40,6 +35,7 @@ class ClipBundle:
     preprocess: Callable
     tokenizer: Callable
     name: str
+    finetune_lr: float = 2e-5  # where full fine-tuning starts (the paper's 2e-5 for ViT-B/32)
 
     @property
     def device(self) -> torch.device:
@@ -70,50 +66,14 @@ def _device(device) -> torch.device:
 
 # --- the toy CLIP ---------------------------------------------------------------------------
 
-def toy_config(path: Path | None = None) -> dict[str, Any]:
-    """The toy CLIP's open_clip config, vocabulary and preprocessing (data/toy_clip.json)."""
-    path = path or toy_paths()[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"toy CLIP config not found: {path}")
-    return json.loads(path.read_text())
-
-
-def build_toy(config: dict[str, Any] | None = None):
-    """A randomly initialised toy CLIP (open_clip's CLIP class), its preprocess and tokenizer."""
-    import open_clip
-
-    from .toyworld.tokenizer import WordTokenizer
-
-    config = config or toy_config()
-    model = open_clip.model.CLIP(**config["model_cfg"])
-    tokenizer = WordTokenizer(config["vocab"], config["model_cfg"]["text_cfg"]["context_length"])
-    assert tokenizer.vocab_size == config["model_cfg"]["text_cfg"]["vocab_size"]
-    preprocess = open_clip.image_transform(
-        config["model_cfg"]["vision_cfg"]["image_size"], is_train=False,
-        mean=tuple(config["image_mean"]), std=tuple(config["image_std"]),
-    )
-    return model, preprocess, tokenizer
-
 
 def _load_toy(pretrained: str | None, device) -> ClipBundle:
-    from safetensors.torch import load_file
-
-    weights = Path(pretrained) if pretrained not in (None, "random") else toy_paths()[1]
-    beside = weights.with_suffix(".json")  # a checkpoint carries its config next to it
-    model, preprocess, tokenizer = build_toy(toy_config(beside if beside.is_file() else None))
-    if pretrained == "random":
-        pass
-    elif weights.is_file():
-        state = load_file(str(weights))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-    else:
-        warnings.warn(
-            f"toy CLIP weights not found at {weights}: using a RANDOMLY INITIALISED toy model. "
-            "Regenerate them with `python -m clipaln.toyworld.pretrain`.", stacklevel=3)
-    return ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, TOY)
+    model, preprocess, tokenizer = load_toy(pretrained)
+    return ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, TOY, finetune_lr=TOY_FINETUNE_LR)
 
 
 # --- open_clip models -----------------------------------------------------------------------
+
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
@@ -126,26 +86,29 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
 
 
 def _offline_message(name: str, pretrained: str) -> str:
-    return (f"cannot download {name} weights {pretrained!r}: the model hub is not reachable. "
-            f"Use the built-in toy model (load_clip('toy'), --model toy) or pass a local "
-            f"checkpoint file (pretrained='/path/to/weights.safetensors', --pretrained PATH).")
+    return (
+        f"cannot download {name} weights {pretrained!r}: the model hub is not reachable. "
+        f"Use the built-in toy model (load_clip('toy'), --model toy) or pass a local "
+        f"checkpoint file (pretrained='/path/to/weights.safetensors', --pretrained PATH)."
+    )
 
 
 def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
-    import open_clip
-
     hub_id = name.startswith("hf-hub:")
     if not hub_id and name not in open_clip.list_models():
-        raise ValueError(f"unknown model {name!r}: use 'toy', an open_clip name such as "
-                         f"'ViT-B-32' (see open_clip.list_models()) or 'hf-hub:ORG/REPO'")
+        raise ValueError(
+            f"unknown model {name!r}: use 'toy', an open_clip name such as "
+            f"'ViT-B-32' (see open_clip.list_models()) or 'hf-hub:ORG/REPO'"
+        )
     local = pretrained is not None and Path(pretrained).is_file()
     if pretrained is not None and not local and not hub_id:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             if Path(pretrained).suffix or os.sep in pretrained:
                 raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
-            raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
-                             f"known tags: {', '.join(tags) or 'none'}")
+            raise ValueError(
+                f"unknown pretrained tag {pretrained!r} for {name}; known tags: {', '.join(tags) or 'none'}"
+            )
     needs_hub = hub_id or (pretrained is not None and not local)
     if needs_hub and not _hub_reachable():
         try:  # the weights may already be in the local hub cache
@@ -156,8 +119,10 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     else:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     if pretrained is None and not hub_id:
-        warnings.warn(f"{name} has RANDOM weights (pretrained=None): fine for tests and timing, "
-                      f"meaningless for results.", stacklevel=3)
+        warnings.warn(
+            f"{name} has RANDOM weights (pretrained=None): fine for tests and timing, meaningless for results.",
+            stacklevel=3,
+        )
     tokenizer = open_clip.get_tokenizer(name)
     return ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, name)
 

@@ -1,7 +1,8 @@
 """Small matplotlib helpers shared by the notebooks: image grids, policy bars, loss curves."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -9,8 +10,14 @@ import torch
 from . import losses
 
 
-def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
-               size: float = 1.5, title_colors: Sequence[str] | None = None, suptitle: str | None = None):
+def image_grid(
+    images: Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    size: float = 1.5,
+    title_colors: Sequence[str] | None = None,
+    suptitle: str | None = None,
+):
     """Show PIL images in a grid with optional per-image titles; returns the figure."""
     n = len(images)
     nrows = max(1, (n + ncols - 1) // ncols)
@@ -41,11 +48,14 @@ def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None):
     """Plot each loss and its gradient weight -dL/dh against the margin h; returns the figure."""
     h = torch.linspace(-10, 10, 401) if h is None else h
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    curves = {"dpo": lambda x, beta: losses.dpo(x, beta), "ipo": lambda x, beta: losses.ipo(x, beta),
-              "kto": lambda x, beta: 1 - torch.sigmoid(beta * x)}
     for method, beta in betas.items():
-        a.plot(h, curves[method](h, beta), label=f"{method.upper()} (beta={beta})")
-        b.plot(h, losses.gradient_weight(method, h, beta), label=f"{method.upper()} (beta={beta})")
+        entry = losses.method(method)
+        if entry.weight is None:
+            raise ValueError(
+                f"{method} is not a function of the margin h; plot one of {', '.join(losses.PREFERENCE_METHODS)}"
+            )
+        a.plot(h, entry.of_margin(h, beta), label=f"{method.upper()} (beta={beta})")
+        b.plot(h, entry.weight(h, beta), label=f"{method.upper()} (beta={beta})")
     a.set(xlabel="margin h", ylabel="loss", title="loss against the margin")
     b.set(xlabel="margin h", ylabel="-dL/dh", title="how hard each sample pushes")
     b.axhline(0, color="black", lw=0.5)

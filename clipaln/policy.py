@@ -1,11 +1,15 @@
-"""CLIP as a one-step policy over a fixed action set of captions (PAPER.md section 1).
+"""CLIP as a one-step policy over a fixed action set of captions (docs/method.md section 1), and the
+cached features of a preference task (PreferenceData).
 
     pi(y_k | x) = softmax_k( tau * <I(x), T(y_k)> )
 
 with both embeddings L2-normalised and tau = exp(logit_scale). With a shared projection W,
 both embeddings are projected and re-normalised first.
 """
+
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +18,10 @@ import torch.nn.functional as F
 def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
     """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
     if image_emb.ndim != 2 or text_emb.ndim != 2:
-        raise ValueError(f"expected (N, d) image and (K, d) text embeddings, got shapes "
-                         f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ValueError(
+            f"expected (N, d) image and (K, d) text embeddings, got shapes "
+            f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
     if image_emb.shape[-1] != text_emb.shape[-1]:
         raise ValueError(f"image embeddings have size {image_emb.shape[-1]} but text embeddings {text_emb.shape[-1]}")
     if image_emb.dtype != text_emb.dtype or not image_emb.is_floating_point():
@@ -40,3 +46,30 @@ def logprobs(image_emb, text_emb, logit_scale: float, projection=None) -> torch.
 def predict(image_emb, text_emb, projection=None) -> torch.Tensor:
     """The greedy action argmax_k pi(y_k | x), (N,)."""
     return similarities(image_emb, text_emb, projection).argmax(dim=-1)
+
+
+@dataclass
+class PreferenceData:
+    """Cached features for one preference task (all embeddings L2-normalised)."""
+
+    pref_images: torch.Tensor  # (N, d) images x' of D_pref
+    y_w: torch.Tensor  # (N,) preferred action index
+    y_l: torch.Tensor  # (N,) dispreferred action index
+    texts: torch.Tensor  # (K, d) action set of D_pref
+    reg_images: torch.Tensor  # (M, d) clean images of D_reg
+    logit_scale: float  # tau
+    reg_texts: torch.Tensor | None = None  # (K', d) action set of D_reg (default: texts)
+
+    def __post_init__(self):
+        n, d = self.pref_images.shape
+        if self.texts.shape[-1] != d or self.reg_images.shape[-1] != d:
+            raise ValueError("image and text embeddings must have the same size")
+        if len(self.y_w) != n or len(self.y_l) != n:
+            raise ValueError(f"y_w and y_l need one entry per preference image ({n})")
+        if n == 0 or len(self.reg_images) == 0:
+            raise ValueError("D_pref and D_reg must not be empty")
+        if (self.y_w == self.y_l).any():
+            raise ValueError(f"{int((self.y_w == self.y_l).sum())} preference pairs have y_w == y_l")
+        k = len(self.texts)
+        if int(self.y_w.max()) >= k or int(self.y_l.max()) >= k or int(min(self.y_w.min(), self.y_l.min())) < 0:
+            raise ValueError(f"action indices must lie in [0, {k})")

@@ -1,4 +1,4 @@
-"""The shared linear transformation W and its SVD scaling W_t = U S^t V^T (PAPER.md section 3).
+"""The shared linear transformation W and its SVD scaling W_t = U S^t V^T (docs/method.md section 3).
 
 One matrix W is applied to both image and text embeddings and the results are re-normalised:
     s_W(y, x) = <W x, W y> / (||W x|| ||W y||).
@@ -8,6 +8,7 @@ model), t = 1 gives W, t > 1 amplifies, t < 0 reverses. Because U is orthogonal,
     <W_t x, W_t y> = sum_i S_i^(2t) (V^T x)_i (V^T y)_i,
 so once V^T x and V^T y are cached every t costs one weighted matrix product (SpectralScorer).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
+
+from ._version import __version__
+from .io import save_tensors
 
 FORMAT = "clipaln.SharedProjection"
 
@@ -47,7 +53,7 @@ class SharedProjection(nn.Module):
         """U, S, V^T of W, computed in float64."""
         return torch.linalg.svd(self.weight.detach().double())
 
-    def scaled(self, t) -> "SharedProjection":
+    def scaled(self, t) -> SharedProjection:
         """W_t = U S^t V^T; t is a scalar or a vector with one exponent per singular direction."""
         t = torch.as_tensor(t, dtype=torch.float64)
         if not torch.isfinite(t).all():
@@ -64,30 +70,23 @@ class SharedProjection(nn.Module):
     # --- files: safetensors only, metadata in the header ------------------------------------
     def save(self, path: str | Path, **metadata) -> Path:
         """Write W to a safetensors file (atomically); `metadata` values are stored as strings."""
-        from . import __version__
-        from .io import save_tensors
-
         meta = {**self.metadata, **metadata, "format": FORMAT, "dim": self.dim, "clipaln_version": __version__}
         return save_tensors(path, {"weight": self.weight.float()}, meta)
 
     @classmethod
-    def load(cls, path: str | Path, dim: int | None = None) -> "SharedProjection":
+    def load(cls, path: str | Path, dim: int | None = None) -> SharedProjection:
         """Read a projection written by save(); refuses other files with a clear error."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"projection file not found: {path}")
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a safetensors projection file ({e}); "
-                             f"clipaln never unpickles files") from None
+            raise ValueError(
+                f"{path} is not a safetensors projection file ({e}); clipaln never unpickles files"
+            ) from None
         if meta.get("format") != FORMAT or set(tensors) != {"weight"}:
             raise ValueError(f"{path} is a safetensors file but not a clipaln projection")
         w = tensors["weight"]

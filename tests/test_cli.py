@@ -1,4 +1,5 @@
 """The `clipaln` command: outputs, files, and one clear line for bad input."""
+
 import json
 import subprocess
 import sys
@@ -18,16 +19,22 @@ def run(args, capsys):
 
 
 def test_bad_arguments_exit_2_with_one_line():
-    for args in (["train", "typographic", "--method", "ppo", "--out", "x"], ["train", "typographic", "--beta", "0", "--out", "x"],
-                 ["train", "typographic", "--lam", "-1", "--out", "x"], ["eval", "typographic", "--t", "nan"],
-                 ["frobnicate"]):
+    for args in (
+        ["train", "typographic", "--method", "ppo", "--out", "x"],
+        ["train", "typographic", "--beta", "0", "--out", "x"],
+        ["train", "typographic", "--lam", "-1", "--out", "x"],
+        ["eval", "typographic", "--t", "nan"],
+        ["frobnicate"],
+    ):
         p = subprocess.run([sys.executable, "-m", "clipaln", *args], capture_output=True, text=True)
         assert p.returncode == 2, args
         assert len(p.stderr.strip().splitlines()) == 1 and "error" in p.stderr, p.stderr
 
 
 def test_library_errors_become_one_line(capsys, tmp_path):
-    code, _, err = run(["eval", "typographic", "--model", "toy", "--projection", str(tmp_path / "none.safetensors")], capsys)
+    code, _, err = run(
+        ["eval", "typographic", "--model", "toy", "--projection", str(tmp_path / "none.safetensors")], capsys
+    )
     assert code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(["train", "typographic", "--model", "ViT-B-32", "--out", str(tmp_path)], capsys)
     assert code == 2 and "--dataset" in err
@@ -36,22 +43,58 @@ def test_library_errors_become_one_line(capsys, tmp_path):
 def test_eval_toy_json(capsys):
     code, out, _ = run(["eval", "toy", "--json", "--n", "24"], capsys)
     r = json.loads(out)
-    assert code == 0 and {"object_accuracy", "reading_accuracy", "attack_word_rate", "gender_accuracy"} <= set(r)
+    assert code == 0 and {"objects/clean", "reading/text_only", "attack/word_rate", "people/gender"} <= set(r)
 
 
 def test_train_and_eval_typographic_toy(capsys, tmp_path):
     out = tmp_path / "run"
-    code, _, _ = run(["train", "typographic", "--model", "toy", "--method", "dpo", "--epochs", "2", "--n-train", "240",
-                      "--n-test", "120", "--no-cache", "--out", str(out)], capsys)
+    code, _, _ = run(
+        [
+            "train",
+            "typographic",
+            "--model",
+            "toy",
+            "--method",
+            "dpo",
+            "--epochs",
+            "2",
+            "--n-train",
+            "240",
+            "--n-test",
+            "120",
+            "--no-cache",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert {"O", "T", "OCR", "KL"} <= set(m["trained"]) and m["config"]["method"] == "dpo"
+    assert {"accuracy/clean", "accuracy/attacked", "accuracy/reading", "kl/clean"} <= set(m["trained"])
+    assert m["config"]["method"] == "dpo"
     proj = SharedProjection.load(out / "projection.safetensors")
     assert proj.metadata["method"] == "dpo" and proj.metadata["model"] == "toy"
-    code, text, _ = run(["eval", "typographic", "--model", "toy", "--projection", str(out / "projection.safetensors"),
-                         "--t", "0", "--n-train", "240", "--n-test", "120", "--no-cache", "--json"], capsys)
+    code, text, _ = run(
+        [
+            "eval",
+            "typographic",
+            "--model",
+            "toy",
+            "--projection",
+            str(out / "projection.safetensors"),
+            "--t",
+            "0",
+            "--n-train",
+            "240",
+            "--n-test",
+            "120",
+            "--no-cache",
+            "--json",
+        ],
+        capsys,
+    )
     r = json.loads(text)
-    assert code == 0 and r["T"] == pytest.approx(m["base"]["T"])  # t = 0 is the base model
+    assert code == 0 and r["accuracy/attacked"] == pytest.approx(m["base"]["accuracy/attacked"])  # t = 0 is the base
 
 
 def test_the_whole_track_runs_on_vit_b_32_at_random_init(capsys, tmp_path):
@@ -61,10 +104,32 @@ def test_the_whole_track_runs_on_vit_b_32_at_random_init(capsys, tmp_path):
         for i in range(2):
             Image.new("RGB", (96 + 40 * i, 80), col).save(root / c / f"{i}.jpg")
     out = tmp_path / "vit"
-    code, _, err = run(["train", "typographic", "--model", "ViT-B-32", "--dataset", "folder", "--root", str(root),
-                        "--n-train", "4", "--n-test", "4", "--epochs", "2", "--no-cache", "--device", "cpu", "--out", str(out)], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "typographic",
+            "--model",
+            "ViT-B-32",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--n-train",
+            "4",
+            "--n-test",
+            "4",
+            "--epochs",
+            "2",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     proj = SharedProjection.load(out / "projection.safetensors", dim=512)
     assert proj.weight.dtype == torch.float32 and torch.isfinite(proj.weight).all()
     m = json.loads((out / "metrics.json").read_text())
-    assert 0 <= m["trained"]["O"] <= 100 and m["config"]["model"] == "ViT-B-32"
+    assert 0 <= m["trained"]["accuracy/clean"] <= 1 and m["config"]["model"] == "ViT-B-32"

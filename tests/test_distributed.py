@@ -1,5 +1,6 @@
 """torchrun with two gloo processes follows one process with the same global batch; full
 fine-tuning improves T like W-only training does."""
+
 import os
 import subprocess
 import sys
@@ -8,8 +9,25 @@ import torch
 
 from clipaln.projection import SharedProjection
 
-ARGS = ["train", "typographic", "--model", "toy", "--n-train", "240", "--n-test", "60", "--epochs", "3",
-        "--batch-size", "64", "--no-cache", "--device", "cpu", "--seed", "1"]
+ARGS = [
+    "train",
+    "typographic",
+    "--model",
+    "toy",
+    "--n-train",
+    "240",
+    "--n-test",
+    "60",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--no-cache",
+    "--device",
+    "cpu",
+    "--seed",
+    "1",
+]
 
 
 def _run(cmd, tmp_path):
@@ -22,8 +40,21 @@ def _run(cmd, tmp_path):
 def test_two_gloo_processes_give_the_one_process_w(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "clipaln", *ARGS, "--out", str(one)], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-          "-m", "clipaln", *ARGS, "--out", str(two)], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "clipaln",
+            *ARGS,
+            "--out",
+            str(two),
+        ],
+        tmp_path,
+    )
     w1 = SharedProjection.load(one / "projection.safetensors").weight
     w2 = SharedProjection.load(two / "projection.safetensors").weight
     assert (w1 - torch.eye(w1.shape[0])).abs().max() > 1e-3  # it trained
@@ -32,25 +63,53 @@ def test_two_gloo_processes_give_the_one_process_w(tmp_path):
 
 
 def test_full_finetuning_improves_T_on_the_toy_model(toy):
-    from clipaln import typographic
+    from clipaln.tracks import typographic
 
     spec = typographic.toy_spec(n_train=480, n_test=240, seed=3)
     base = typographic.evaluate(typographic.build_features(toy, spec))
     cfg = typographic.train_config("dpo", lr=1e-3, epochs=3, batch_size=64)
     tuned, hist = typographic.finetune(toy, spec, cfg, progress=False)
     after = typographic.evaluate(typographic.build_features(tuned, spec, with_train=False))
-    assert after["T"] >= base["T"] + 20, (base, after)
-    assert after["O"] >= base["O"] - 5
+    assert after["accuracy/attacked"] >= base["accuracy/attacked"] + 0.2, (base, after)
+    assert after["accuracy/clean"] >= base["accuracy/clean"] - 0.05
     assert not any(p.requires_grad for p in tuned.model.parameters())
     # the original bundle is untouched
-    assert typographic.evaluate(typographic.build_features(toy, spec))["T"] == base["T"]
+    assert typographic.evaluate(typographic.build_features(toy, spec)) == base
 
 
 def test_full_finetuning_runs_under_torchrun(tmp_path):
     out = tmp_path / "full"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534", "-m", "clipaln",
-          "train", "typographic", "--model", "toy", "--mode", "full", "--n-train", "64", "--n-test", "24", "--epochs", "1",
-          "--batch-size", "32", "--no-cache", "--device", "cpu", "--out", str(out)], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29534",
+            "-m",
+            "clipaln",
+            "train",
+            "typographic",
+            "--model",
+            "toy",
+            "--mode",
+            "full",
+            "--n-train",
+            "64",
+            "--n-test",
+            "24",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+    )
     import json
 
     m = json.loads((out / "metrics.json").read_text())

@@ -1,5 +1,6 @@
 """Fuzz the public functions: each call either works or raises a documented error (ValueError,
 FileNotFoundError). Over 500 generated examples in all."""
+
 import math
 
 import torch
@@ -32,8 +33,16 @@ def works_or_documented(fn):
 
 
 @FUZZ
-@given(n=st.integers(0, 6), k=st.integers(0, 5), d=st.integers(1, 8), d2=st.integers(1, 8), dtype=dtypes,
-       nan=st.booleans(), tau=st.floats(0.01, 200), use_w=st.booleans())
+@given(
+    n=st.integers(0, 6),
+    k=st.integers(0, 5),
+    d=st.integers(1, 8),
+    d2=st.integers(1, 8),
+    dtype=dtypes,
+    nan=st.booleans(),
+    tau=st.floats(0.01, 200),
+    use_w=st.booleans(),
+)
 def test_policy_and_projection(n, k, d, d2, dtype, nan, tau, use_w):
     img, txt = tensor((n, d), dtype, nan), tensor((k, d2), dtype, seed=1)
     proj = SharedProjection(d) if use_w else None
@@ -45,8 +54,15 @@ def test_policy_and_projection(n, k, d, d2, dtype, nan, tau, use_w):
 
 
 @FUZZ
-@given(n=st.integers(0, 6), k=st.integers(1, 5), beta=st.floats(1e-3, 10), z0=st.floats(-5, 5),
-       shift=st.integers(-2, 6), nan=st.booleans(), method=st.sampled_from(["dpo", "ipo", "kto", "ce", "kl", "ppo"]))
+@given(
+    n=st.integers(0, 6),
+    k=st.integers(1, 5),
+    beta=st.floats(1e-3, 10),
+    z0=st.floats(-5, 5),
+    shift=st.integers(-2, 6),
+    nan=st.booleans(),
+    method=st.sampled_from(["dpo", "ipo", "kto", "ce", "kl", "ppo"]),
+)
 def test_losses(n, k, beta, z0, shift, nan, method):
     logp = tensor((n, k), torch.float32, nan).log_softmax(-1) if n else torch.zeros(0, k)
     ref = tensor((n, k), torch.float32, seed=2).log_softmax(-1) if n else torch.zeros(0, k)
@@ -69,8 +85,13 @@ def test_losses(n, k, beta, z0, shift, nan, method):
 
 
 @FUZZ
-@given(d=st.integers(1, 10), t=st.one_of(st.floats(-4, 4), st.just(math.inf), st.just(math.nan)),
-       vec=st.booleans(), n=st.integers(0, 5), noise=st.floats(0, 2))
+@given(
+    d=st.integers(1, 10),
+    t=st.one_of(st.floats(-4, 4), st.just(math.inf), st.just(math.nan)),
+    vec=st.booleans(),
+    n=st.integers(0, 5),
+    noise=st.floats(0, 2),
+)
 def test_scaling_and_spectral_scores(d, t, vec, n, noise):
     g = torch.Generator().manual_seed(d)
     w = SharedProjection(d, torch.eye(d) + noise * torch.randn(d, d, generator=g))
@@ -85,8 +106,12 @@ def test_scaling_and_spectral_scores(d, t, vec, n, noise):
 
 
 @FUZZ
-@given(size=st.tuples(st.integers(1, 300), st.integers(1, 300)), mode=st.sampled_from(["RGB", "L", "RGBA", "P", "1", "I;16"]),
-       text=st.text(min_size=0, max_size=20), seed=st.integers(0, 2**16))
+@given(
+    size=st.tuples(st.integers(1, 300), st.integers(1, 300)),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "1", "I;16"]),
+    text=st.text(min_size=0, max_size=20),
+    seed=st.integers(0, 2**16),
+)
 def test_attack_on_odd_images(size, mode, text, seed):
     img = Image.new(mode, size)
     out = works_or_documented(lambda: attack(img, text, rng=seed))
@@ -101,7 +126,11 @@ def test_attack_on_odd_images(size, mode, text, seed):
 def test_retrieval_metrics(ranking, k):
     values = ["a", "b"]
     valid = 0 < k <= len(ranking)
-    for fn in (lambda: metrics.share_at_k(ranking, k, values), lambda: metrics.max_skew_at_k(ranking, k, values),
-               lambda: metrics.ndkl(ranking, values, k=k), lambda: metrics.precision_at_k(ranking, k, "a")):
+    for fn in (
+        lambda: metrics.share_at_k(ranking, k, values),
+        lambda: metrics.max_skew_at_k(ranking, k, values),
+        lambda: metrics.ndkl(ranking, values, k=k),
+        lambda: metrics.precision_at_k(ranking, k, "a"),
+    ):
         out = works_or_documented(fn)
         assert (out is not None) == valid

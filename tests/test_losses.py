@@ -1,4 +1,5 @@
-"""Every loss equals its formula in PAPER.md, and autograd agrees with the closed-form weights."""
+"""Every loss equals its formula in docs/method.md, and autograd agrees with the closed-form weights."""
+
 import math
 
 import pytest
@@ -91,6 +92,10 @@ def test_dpo_weight_fades_and_ipo_pulls_back():
     h = torch.tensor([-5.0, 0.0, 5.0, 50.0])
     w = losses.gradient_weight("dpo", h, 1.0)
     assert (w[:-1] > w[1:]).all() and w[-1] < 1e-6
-    assert losses.gradient_weight("ipo", torch.tensor([100.0]), 0.01).item() < 0 < losses.gradient_weight("ipo", torch.tensor([0.0]), 0.01).item()
+    assert (
+        losses.gradient_weight("ipo", torch.tensor([100.0]), 0.01).item()
+        < 0
+        < losses.gradient_weight("ipo", torch.tensor([0.0]), 0.01).item()
+    )
     with pytest.raises(ValueError, match="unknown method"):
         losses.gradient_weight("ppo", h, 1.0)

@@ -1,4 +1,5 @@
 """Retrieval fairness metrics against values computed by hand."""
+
 import math
 
 import pytest
@@ -26,8 +27,12 @@ def test_max_skew_with_a_given_target():
 def test_ndkl_by_hand():
     # top-1 {1, 0}: KL = ln 2; top-2 {1, 0}: ln 2; top-3 {2/3, 1/3}: 2/3 ln(4/3) + 1/3 ln(2/3);
     # top-4 {3/4, 1/4}: 3/4 ln(3/2) + 1/4 ln(1/2); discounts 1/log2(i + 1)
-    kls = [math.log(2), math.log(2), 2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3),
-           0.75 * math.log(1.5) + 0.25 * math.log(0.5)]
+    kls = [
+        math.log(2),
+        math.log(2),
+        2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3),
+        0.75 * math.log(1.5) + 0.25 * math.log(0.5),
+    ]
     w = [1 / math.log2(i + 2) for i in range(4)]
     expected = sum(a * b for a, b in zip(kls, w)) / sum(w)
     assert expected == pytest.approx(0.474363, abs=1e-5)

@@ -1,4 +1,5 @@
 """load_clip: the toy model offline, real open_clip architectures at random init, fast hub errors."""
+
 import time
 
 import pytest

@@ -1,8 +1,9 @@
 """pyproject.toml and environment.yml list the same dependencies; the README has two commands."""
+
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
 """W_t = U S^t V^T: t = 0 is the base model, t = 1 is W, t < 0 reverses; files are safe."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """The toy world's renderer, vocabulary and tokenizer, and the shipped model's phenomena."""
+
 import random
 
 import pytest
@@ -65,7 +66,7 @@ def test_tokenizer_pads_and_ends_with_the_largest_id():
 
 @pytest.fixture(scope="module")
 def phenomena(toy):
-    from clipaln.toyworld.phenomena import measure
+    from clipaln.tracks.phenomena import measure
 
     return measure(toy, n=96, n_per_cell=12)
 
@@ -73,26 +74,26 @@ def phenomena(toy):
 # Thresholds of issue 3 on a small fixed sample (the full numbers come from `clipaln eval toy`),
 # with a small allowance for the smaller sample.
 def test_toy_model_sees_objects(phenomena):
-    assert phenomena["object_accuracy"] >= 0.93
+    assert phenomena["objects/clean"] >= 0.93
 
 
 def test_toy_model_reads(phenomena):
-    assert phenomena["reading_accuracy"] >= 0.88
+    assert phenomena["reading/text_only"] >= 0.88
 
 
 def test_toy_model_is_fooled_by_written_words(phenomena):
-    assert phenomena["attack_object_accuracy"] <= 0.37
-    assert phenomena["attack_word_rate"] >= 0.48
+    assert phenomena["attack/object_accuracy"] <= 0.37
+    assert phenomena["attack/word_rate"] >= 0.48
 
 
 def test_toy_model_sees_activities_and_gender(phenomena):
-    assert phenomena["activity_accuracy"] >= 0.88
-    assert phenomena["gender_accuracy"] >= 0.93
+    assert phenomena["people/activity"] >= 0.88
+    assert phenomena["people/gender"] >= 0.93
 
 
 def test_toy_model_has_the_gender_skew(phenomena):
-    assert phenomena["skew_majority_share_top10_mean"] >= 0.68
-    assert phenomena["police_officer_top10"]["man"] > phenomena["police_officer_top10"]["woman"]
+    assert phenomena["retrieval/majority_share_top10_mean"] >= 0.68
+    assert phenomena["retrieval/police_officer_top10"]["man"] > phenomena["retrieval/police_officer_top10"]["woman"]
 
 
 def test_pretraining_runs_end_to_end(tmp_path):

@@ -1,4 +1,5 @@
 """Training W on a synthetic problem with a known answer, and the training loop's contracts."""
+
 import pytest
 import torch
 
@@ -7,7 +8,7 @@ from clipaln.data.synthetic import typographic_features
 from clipaln.policy import logprobs
 from clipaln.train import PreferenceData, TrainConfig, bma_weight, fit_projection, lr_at, preference_accuracy
 
-CONFIGS = {  # per method: beta, lambda, lr (a linear W needs its own lr, PAPER.md section 2)
+CONFIGS = {  # per method: beta, lambda, lr (a linear W needs its own lr, docs/method.md section 2)
     "dpo": dict(beta=1.0, lam=1.0, lr=0.02),
     "ipo": dict(beta=0.04, lam=1.0, lr=0.02),
     "kto": dict(beta=1.5, lam=1.0, lr=0.02),
@@ -23,14 +24,17 @@ def problem():
 def test_each_method_fixes_the_synthetic_attack_with_small_kl(problem, method):
     d = problem
     before = preference_accuracy(d.pref_images, d.texts, d.y_w, d.y_l)
-    proj, hist = fit_projection(d, TrainConfig(method=method, epochs=30, batch_size=128, **CONFIGS[method]), progress=False)
+    proj, hist = fit_projection(
+        d, TrainConfig(method=method, epochs=30, batch_size=128, **CONFIGS[method]), progress=False
+    )
     after = preference_accuracy(d.pref_images, d.texts, d.y_w, d.y_l, proj)
-    kl = losses.kl_regularizer(logprobs(d.reg_images, d.texts, d.logit_scale, proj),
-                               logprobs(d.reg_images, d.texts, d.logit_scale)).item()
+    kl = losses.kl_regularizer(
+        logprobs(d.reg_images, d.texts, d.logit_scale, proj), logprobs(d.reg_images, d.texts, d.logit_scale)
+    ).item()
     assert before < 0.2
     assert after > 0.9, f"{method}: preference accuracy {after:.3f}"
     assert kl < 0.05
-    assert len(hist["loss"]) == 30 * 4 and hist["margin"][-1] > hist["margin"][0]
+    assert len(hist["loss"]) == 30 * 4 and hist["rewards/margins"][-1] > hist["rewards/margins"][0]
 
 
 def test_training_is_reproducible_from_the_seed(problem):
@@ -55,10 +59,16 @@ def test_schedule_warms_up_then_decays():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.01
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(method="ppo"), "unknown method"), (dict(beta=0.0), "beta"), (dict(beta=-1.0), "beta"),
-    (dict(lam=-0.1), "lambda"), (dict(beta=float("nan")), "beta"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(method="ppo"), "unknown method"),
+        (dict(beta=0.0), "beta"),
+        (dict(beta=-1.0), "beta"),
+        (dict(lam=-0.1), "lambda"),
+        (dict(beta=float("nan")), "beta"),
+    ],
+)
 def test_bad_config_is_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
@@ -66,8 +76,14 @@ def test_bad_config_is_refused(bad, match):
 
 def test_preference_data_refuses_equal_pairs(problem):
     with pytest.raises(ValueError, match="y_w == y_l"):
-        PreferenceData(problem.pref_images, problem.y_w, problem.y_w.clone(), problem.texts,
-                       problem.reg_images, problem.logit_scale)
+        PreferenceData(
+            problem.pref_images,
+            problem.y_w,
+            problem.y_w.clone(),
+            problem.texts,
+            problem.reg_images,
+            problem.logit_scale,
+        )
 
 
 def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, monkeypatch):
@@ -104,12 +120,18 @@ def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, monke
     assert len(hist["loss"]) == 40 * 32 - stopped_at
     assert torch.allclose(resumed.weight, full.weight, atol=1e-6)
     with pytest.raises(ValueError, match="refusing to resume"):
-        fit_projection(problem, TrainConfig(method="ipo", epochs=40, batch_size=16, lr=0.01, bma=True),
-                       progress=False, checkpoint=ckpt, resume=True)
+        fit_projection(
+            problem,
+            TrainConfig(method="ipo", epochs=40, batch_size=16, lr=0.01, bma=True),
+            progress=False,
+            checkpoint=ckpt,
+            resume=True,
+        )
 
 
 def test_nan_loss_stops_with_the_step_named(problem):
-    bad = PreferenceData(problem.pref_images.clone(), problem.y_w, problem.y_l, problem.texts,
-                         problem.reg_images, float("nan"))
+    bad = PreferenceData(
+        problem.pref_images.clone(), problem.y_w, problem.y_l, problem.texts, problem.reg_images, float("nan")
+    )
     with pytest.raises(FloatingPointError, match="at step 0"):
         fit_projection(bad, TrainConfig(epochs=1), progress=False)

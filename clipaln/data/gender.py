@@ -1,19 +1,20 @@
-"""Gender preference data (PAPER.md section 5): reverse the model's notion of gender.
+"""Gender preference data (docs/method.md section 5): reverse the model's notion of gender.
 
 From images labelled (gender, activity):
 - D_pref: action set {"this {g} is {a}."} over genders x activities; for an image of gender g
   doing a: y_w = "this {other gender} is {a}.", y_l = "this {g} is {a}.";
 - D_reg: the same images with the action set {"this person is {a}."}.
-Templates are configurable. Loaders: the toy world, a folder root/{activity}/{gender}/*.jpg, and
-a CSV with columns path, gender, activity (such as one exported from VL-Bias or FairFace).
+Templates are configurable. Loaders: a folder root/{activity}/{gender}/*.jpg, and
+a CSV with columns path, gender, activity (such as one exported from VL-Bias or FairFace);
+the toy world's people are clipaln.toyworld.datasets.ToyPeople.
 """
+
 from __future__ import annotations
 
 import csv
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -35,8 +36,13 @@ class GenderTask:
     y_l: torch.Tensor
 
 
-def reversal_task(labels: Sequence[tuple[str, str]], genders: Sequence[str], activities: Sequence[str],
-                  template: str = GENDER_TEMPLATE, neutral_template: str = NEUTRAL_TEMPLATE) -> GenderTask:
+def reversal_task(
+    labels: Sequence[tuple[str, str]],
+    genders: Sequence[str],
+    activities: Sequence[str],
+    template: str = GENDER_TEMPLATE,
+    neutral_template: str = NEUTRAL_TEMPLATE,
+) -> GenderTask:
     """Build the action sets and (y_w, y_l) for images labelled (gender, activity)."""
     genders, activities = list(genders), list(activities)
     if len(genders) != 2:
@@ -54,26 +60,6 @@ def reversal_task(labels: Sequence[tuple[str, str]], genders: Sequence[str], act
         y_w.append(ai[a] * 2 + (1 - gi[g]))
         y_l.append(ai[a] * 2 + gi[g])
     return GenderTask(genders, activities, pref, reg, torch.tensor(y_w), torch.tensor(y_l))
-
-
-class ToyPeople:
-    """n_per_cell toy-world images for every (activity, gender): (PIL image, gender, activity)."""
-
-    def __init__(self, n_per_cell: int = 30, seed: int = 0, split: str = "train"):
-        from ..toyworld import ACTIVITIES, GENDERS
-
-        self.cells = [(g, a) for a in ACTIVITIES for g in GENDERS]
-        self.n, self.seed, self.split = n_per_cell, seed, split
-        self.genders, self.activities = list(GENDERS), list(ACTIVITIES)
-
-    def __len__(self):
-        return self.n * len(self.cells)
-
-    def __getitem__(self, i):
-        from ..toyworld import render
-
-        g, a = self.cells[i // self.n]
-        return render(person=g, activity=a, rng=random.Random(f"people-{self.split}-{self.seed}-{i}")), g, a
 
 
 class GenderFolder:

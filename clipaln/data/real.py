@@ -3,13 +3,14 @@ and loaders for real typographic photo sets.
 
 Downloads are always the user's choice (`download=True`); nothing here downloads by default.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
@@ -29,14 +30,16 @@ class DatasetSpec:
         return self.template.format(class_name)
 
 
-#: The paper's nine evaluation sets plus Food101 (PAPER.md section 4), with their templates.
+#: The paper's nine evaluation sets plus Food101 (docs/method.md section 4), with their templates.
 DATASETS = {
     "imagenet100": DatasetSpec("imagenet100", "a photo of a {}.", None, {}),
     "caltech101": DatasetSpec("caltech101", "a photo of a {}.", "Caltech101", {}),
     "oxford_pets": DatasetSpec("oxford_pets", "a photo of a {}, a type of pet.", "OxfordIIITPet", {"split": "test"}),
     "stanford_cars": DatasetSpec("stanford_cars", "a photo of a {}.", "StanfordCars", {"split": "test"}),
     "flowers102": DatasetSpec("flowers102", "a photo of a {}, a type of flower.", "Flowers102", {"split": "test"}),
-    "fgvc_aircraft": DatasetSpec("fgvc_aircraft", "a photo of a {}, a type of aircraft.", "FGVCAircraft", {"split": "test"}),
+    "fgvc_aircraft": DatasetSpec(
+        "fgvc_aircraft", "a photo of a {}, a type of aircraft.", "FGVCAircraft", {"split": "test"}
+    ),
     "dtd": DatasetSpec("dtd", "{} texture.", "DTD", {"split": "test"}),
     "sun397": DatasetSpec("sun397", "a photo of a {}.", "SUN397", {}),
     "eurosat": DatasetSpec("eurosat", "a centered satellite photo of a {}.", "EuroSAT", {}),

@@ -6,16 +6,24 @@ image of class c is [u_c, 0]; an attacked image with word w written on it is [u_
 with gamma > 1, so the frozen model prefers the written word. A W that turns the reading block
 down fixes the attack: the direction that separates y_w from y_l is known.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..train import PreferenceData
+from ..policy import PreferenceData
 
 
-def typographic_features(n: int = 512, k: int = 8, block: int = 16, gamma: float = 1.6,
-                         noise: float = 0.15, logit_scale: float = 30.0, seed: int = 0) -> PreferenceData:
+def typographic_features(
+    n: int = 512,
+    k: int = 8,
+    block: int = 16,
+    gamma: float = 1.6,
+    noise: float = 0.15,
+    logit_scale: float = 30.0,
+    seed: int = 0,
+) -> PreferenceData:
     g = torch.Generator().manual_seed(seed)
     u = F.normalize(torch.randn(k, block, generator=g), dim=-1)  # (K, b) class codes
     texts = F.normalize(torch.cat([u, u], dim=-1), dim=-1)  # (K, 2b)
@@ -25,6 +33,7 @@ def typographic_features(n: int = 512, k: int = 8, block: int = 16, gamma: float
     read = gamma * u[w] + noise * torch.randn(n, block, generator=g)
     attacked = F.normalize(torch.cat([obj, read], dim=-1), dim=-1)
     clean_y = torch.randint(0, k, (n,), generator=g)
-    clean = torch.cat([u[clean_y] + noise * torch.randn(n, block, generator=g),
-                       noise * torch.randn(n, block, generator=g)], dim=-1)
+    clean = torch.cat(
+        [u[clean_y] + noise * torch.randn(n, block, generator=g), noise * torch.randn(n, block, generator=g)], dim=-1
+    )
     return PreferenceData(attacked, y, w, texts, F.normalize(clean, dim=-1), logit_scale)

@@ -1,24 +1,32 @@
-"""Typographic attacks: write a word on any image (PAPER.md section 4), and a dataset wrapper.
+"""Typographic attacks: write a word on any image (docs/method.md section 4), and a dataset wrapper.
 
 The protocol of the Defense-Prefix line of work: a random class name other than the true one;
 one of three fonts; size 20-40 px on a 224 px image (here a fraction of the image side, so it
 scales to any size), shrunk until it fits; a random position; fill and stroke from eight colours,
 fill != stroke, stroke width 1; names of two or more words split over two lines.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
+import torch
 from PIL import Image, ImageDraw
 
-from ..fonts import TRAIN_FONTS, load_font
+from .fonts import TRAIN_FONTS, load_font
 
 #: The eight colours of the protocol.
 COLORS = {
-    "white": (255, 255, 255), "blue": (20, 40, 230), "green": (20, 170, 40), "red": (220, 20, 20),
-    "magenta": (220, 20, 220), "cyan": (20, 210, 220), "yellow": (250, 230, 20), "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "blue": (20, 40, 230),
+    "green": (20, 170, 40),
+    "red": (220, 20, 20),
+    "magenta": (220, 20, 220),
+    "cyan": (20, 210, 220),
+    "yellow": (250, 230, 20),
+    "black": (0, 0, 0),
 }
 #: 20-40 px on a 224 px image, as a fraction of the image side.
 PROTOCOL_SIZE = (20 / 224, 40 / 224)
@@ -34,13 +42,24 @@ class AttackStyle:
     rotation: float = 0.0  # maximum absolute rotation in degrees
 
     def kwargs(self) -> dict:
-        return {"fonts": self.fonts, "colors": self.colors, "size_range": self.size_range, "max_rotation": self.rotation}
+        return {
+            "fonts": self.fonts,
+            "colors": self.colors,
+            "size_range": self.size_range,
+            "max_rotation": self.rotation,
+        }
 
 
 #: Unseen styles for evaluation: other fonts, other (non-protocol) colours, rotation.
 UNSEEN_COLORS = ("orange", "purple", "gray", "brown", "pink", "navy")
-_EXTRA = {"orange": (250, 140, 0), "purple": (110, 30, 160), "gray": (120, 120, 120), "brown": (110, 60, 20),
-          "pink": (250, 150, 200), "navy": (10, 20, 90)}
+_EXTRA = {
+    "orange": (250, 140, 0),
+    "purple": (110, 30, 160),
+    "gray": (120, 120, 120),
+    "brown": (110, 60, 20),
+    "pink": (250, 150, 200),
+    "navy": (10, 20, 90),
+}
 
 
 def _rgb(c):
@@ -53,17 +72,30 @@ def _rgb(c):
     return tuple(c)
 
 
-def _rng(rng) -> random.Random:
+def make_rng(rng) -> random.Random:
+    """A random.Random from None (fresh), a seed, or a random.Random (returned as is)."""
     if rng is None:
         return random.Random()
     return rng if isinstance(rng, random.Random) else random.Random(int(rng))
 
 
-def attack(image: Image.Image, text: str, rng=None, *, font: str | None = None, size: int | None = None,
-           fill=None, stroke=None, position: tuple[float, float] | None = None, stroke_width: int = 1,
-           rotation: float | None = None, fonts: Sequence[str] = TRAIN_FONTS,
-           colors: Sequence[str] = tuple(COLORS), size_range: tuple[float, float] = PROTOCOL_SIZE,
-           max_rotation: float = 0.0) -> Image.Image:
+def attack(
+    image: Image.Image,
+    text: str,
+    rng=None,
+    *,
+    font: str | None = None,
+    size: int | None = None,
+    fill=None,
+    stroke=None,
+    position: tuple[float, float] | None = None,
+    stroke_width: int = 1,
+    rotation: float | None = None,
+    fonts: Sequence[str] = TRAIN_FONTS,
+    colors: Sequence[str] = tuple(COLORS),
+    size_range: tuple[float, float] = PROTOCOL_SIZE,
+    max_rotation: float = 0.0,
+) -> Image.Image:
     """Return a copy of `image` with `text` written on it (any PIL image, any size).
 
     Every choice not given explicitly (font, size in px, fill, stroke, position, rotation) is
@@ -71,7 +103,7 @@ def attack(image: Image.Image, text: str, rng=None, *, font: str | None = None, 
     """
     if not text or not text.strip():
         raise ValueError("attack text must be a non-empty string")
-    rng = _rng(rng)
+    rng = make_rng(rng)
     img = image.convert("RGB").copy()
     side = min(img.size)
     font = font or rng.choice(list(fonts))
@@ -81,7 +113,11 @@ def attack(image: Image.Image, text: str, rng=None, *, font: str | None = None, 
     if fill == stroke:
         raise ValueError("fill and stroke colours must differ")
     words = text.split()
-    text = " ".join(words) if len(words) < 2 else " ".join(words[: len(words) // 2]) + "\n" + " ".join(words[len(words) // 2:])
+    text = (
+        " ".join(words)
+        if len(words) < 2
+        else " ".join(words[: len(words) // 2]) + "\n" + " ".join(words[len(words) // 2 :])
+    )
     d = ImageDraw.Draw(img)
     while True:  # shrink until it fits
         f = load_font(font, size)
@@ -95,7 +131,9 @@ def attack(image: Image.Image, text: str, rng=None, *, font: str | None = None, 
     else:
         px, py = position[0] - x0, position[1] - y0
     angle = rotation if rotation is not None else (rng.uniform(-max_rotation, max_rotation) if max_rotation else 0.0)
-    style = dict(font=f, fill=_rgb(fill), stroke_width=stroke_width, stroke_fill=_rgb(stroke), spacing=0, align="center")
+    style = dict(
+        font=f, fill=_rgb(fill), stroke_width=stroke_width, stroke_fill=_rgb(stroke), spacing=0, align="center"
+    )
     if not angle:
         d.multiline_text((px, py), text, **style)
         return img
@@ -149,3 +187,15 @@ class TypographicDataset:
         written = wrong_label(int(label), len(self.class_names), rng, self.written_classes)
         text = self.text_for(written) if self.text_for else self.class_names[written]
         return image, attack(image, text, rng, **self.style.kwargs()), int(label), written
+
+
+def reading_images(class_names: Sequence[str], n: int, size: int, style: AttackStyle, seed: int = 0):
+    """n images carrying only a class name, on plain light canvases, classes in turn; and the labels."""
+    images, labels = [], []
+    for i in range(n):
+        rng = random.Random(f"reading-{seed}-{i}")
+        shade = tuple(rng.randint(170, 250) for _ in range(3))
+        y = i % len(class_names)
+        images.append(attack(Image.new("RGB", (size, size), shade), class_names[y], rng, **style.kwargs()))
+        labels.append(y)
+    return images, torch.tensor(labels)

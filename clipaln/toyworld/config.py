@@ -1,12 +1,17 @@
 """The toy CLIP's architecture, vocabulary and caption language."""
+
 from __future__ import annotations
 
 from .render import ACTIVITIES, GENDERS, OBJECTS, SIZE
 
 #: Activities that pretraining shows mostly with one gender (the bias the tutorials undo).
 SKEW = {
-    "cooking": "woman", "cleaning": "woman", "working as a nurse": "woman",
-    "repairing a car": "man", "playing football": "man", "working as a police officer": "man",
+    "cooking": "woman",
+    "cleaning": "woman",
+    "working as a nurse": "woman",
+    "repairing a car": "man",
+    "playing football": "man",
+    "working as a police officer": "man",
 }
 #: Words that appear written on signs in pretraining besides the object names.
 EXTRA_WORDS = ("stop", "open", "sale", "hello", "exit", "book", "love", "coffee")
@@ -32,8 +37,7 @@ def default_config() -> dict:
         "model_cfg": {
             "embed_dim": 128,
             "vision_cfg": {"image_size": SIZE, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
-            "text_cfg": {"context_length": 16, "vocab_size": len(vocab) + 4, "width": 128,
-                         "heads": 4, "layers": 4},
+            "text_cfg": {"context_length": 16, "vocab_size": len(vocab) + 4, "width": 128, "heads": 4, "layers": 4},
         },
         "vocab": vocab,
         "image_mean": [0.5, 0.5, 0.5],

@@ -9,6 +9,7 @@ Captions mimic how web captions arise, so the model picks up the habits the tuto
   drifts toward the majority gender, as "police officer" does in web data.
 Deterministic from --seed; writes data/toy_clip.safetensors (fp16) and data/toy_clip.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from ..fonts import TRAIN_FONTS, UNSEEN_FONTS
+from ..data.fonts import TRAIN_FONTS, UNSEEN_FONTS
+from ..train import TrainConfig, generator, loop
 from .config import EXTRA_WORDS, SKEW, article, default_config
+from .model import build_toy, data_dir, save_toy
 from .render import ACTIVITIES, GENDERS, OBJECTS, render
 
 #: Pretraining sees many fonts, as web images do; W training later uses TRAIN_FONTS only.
@@ -34,8 +38,7 @@ SKEW_PROB = 0.9  # share of the majority gender in images of a skewed activity
 
 
 def _word_captions(w: str) -> list[str]:
-    return [f"the word {w}.", f"a sign that says {w}.", f"{w}", f"a photo of {article(w)} {w}.",
-            f"the text {w}."]
+    return [f"the word {w}.", f"a sign that says {w}.", f"{w}", f"a photo of {article(w)} {w}.", f"the text {w}."]
 
 
 def _object_captions(o: str) -> list[str]:
@@ -67,8 +70,7 @@ def sample_scene(rng: random.Random) -> tuple[dict, list[str]]:
         if rng.random() < 0.8:
             caps = _word_captions(w)
         else:
-            caps = [f"{article(o)} {o} with the word {w} written on it.",
-                    f"a photo of {article(o)} {o} labelled {w}."]
+            caps = [f"{article(o)} {o} with the word {w} written on it.", f"a photo of {article(o)} {o} labelled {w}."]
         return {"obj": o, "text": w, **style}, caps
     act = rng.choice(ACTIVITIES)
     if act in SKEW:
@@ -120,11 +122,7 @@ class PretrainConfig:
 
 
 def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
-    """Train the toy CLIP from scratch; returns (model, tokenizer, config dict)."""
-    import open_clip
-
-    from ..models import build_toy
-
+    """Train the toy CLIP from scratch with clipaln.train.loop; returns (model, tokenizer, config dict)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     config = default_config()
@@ -135,40 +133,49 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n) and n != "logit_scale"]
     # the temperature gets a 10x learning rate: a short schedule must still let it sharpen
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-                             {"params": rest, "weight_decay": 0.0, "lr_mult": 1.0},
-                             {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": 10.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+            {"params": rest, "weight_decay": 0.0, "lr_mult": 1.0},
+            {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": 10.0},
+        ],
+        lr=cfg.lr,
+    )
     loss_fn = open_clip.ClipLoss()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(images), generator=gen)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain toy CLIP", unit="step")
-    t0 = time.time()
-    for step in bar:
-        # learning rate: linear warm-up, then cosine to zero
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for group in opt.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        # batch: images in a fixed shuffled order, one of each image's captions at random
-        start = (step * cfg.batch_size) % len(images)
-        if start + cfg.batch_size > len(images):
-            order = torch.randperm(len(images), generator=gen)
-            start = 0
-        idx = order[start:start + cfg.batch_size]
+    step = [0]
+
+    def objective(idx, ridx, batch):
+        # the step's images, each with one of its captions drawn from a per-step generator
         x = (images[idx].float() / 255 - mean) / std  # (B, 3, H, W)
-        pick = torch.randint(0, 1 << 30, (len(idx),), generator=gen)
+        pick = torch.randint(0, 1 << 30, (len(idx),), generator=generator(cfg.seed, step[0]))
+        step[0] += 1
         texts = tokenizer([captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), pick.tolist())])
-        # forward, backward, step
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             img_f, txt_f, scale = model(x, texts)
-        loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        return loss_fn(img_f.float(), txt_f.float(), scale.float()), {"tau": scale.detach().float()}
+
+    def clamp_temperature():
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        bar.set_postfix(loss=f"{loss.item():.3f}", tau=f"{scale.item():.1f}")
+
+    schedule = TrainConfig(
+        method="ce", lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, warmup_ratio=cfg.warmup / cfg.steps
+    )
+    params = [p for group in opt.param_groups for p in group["params"]]
+    t0 = time.time()
+    loop(
+        params,
+        objective,
+        len(images),
+        len(images),
+        schedule,
+        desc="pretrain toy CLIP",
+        steps=cfg.steps,
+        optimizer=opt,
+        clip_grad=1.0,
+        after_step=clamp_temperature,
+    )
     log(f"pretraining took {time.time() - t0:.0f} s")
     model.eval()
     if out_dir is not None:
@@ -176,17 +183,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     return model, tokenizer, config
 
 
-def save_toy(model, config: dict, out_dir: Path) -> None:
-    from ..io import save_tensors, write_text
-
-    state = {k: v.half() for k, v in model.state_dict().items()}
-    save_tensors(out_dir / "toy_clip.safetensors", state, {"format": "pt", "source": "clipaln.toyworld.pretrain"})
-    write_text(out_dir / "toy_clip.json", json.dumps(config, indent=1) + "\n")
-
-
 def main(argv=None) -> None:
-    from ..models import data_dir
-
     p = argparse.ArgumentParser(prog="python -m clipaln.toyworld.pretrain", description=__doc__.split("\n")[0])
     defaults = PretrainConfig()
     p.add_argument("--steps", type=int, default=defaults.steps)
@@ -200,9 +197,9 @@ def main(argv=None) -> None:
     cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, pool_size=a.pool_size, lr=a.lr, seed=a.seed)
     pretrain(cfg, a.out)
     print(f"wrote {a.out / 'toy_clip.safetensors'}")
-    if not a.no_eval:
+    if not a.no_eval:  # the one place toyworld reaches up: the script measures what it made
         from ..models import load_clip
-        from .phenomena import measure
+        from ..tracks.phenomena import measure
 
         print(json.dumps(measure(load_clip("toy", pretrained=str(a.out / "toy_clip.safetensors"))), indent=1))
 

@@ -6,10 +6,11 @@ or a list of strings it returns a (N, context_length) LongTensor, start token fi
 last; the end token has the largest id, so open_clip's default 'argmax' text pooling finds it.
 Words outside the vocabulary map to <unk>.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -3,6 +3,7 @@
 No system font is assumed: matplotlib ships the DejaVu, STIX and Computer Modern families, so
 every machine that installs clipaln has them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from PIL import ImageFont
 
-#: The three fonts of the attack protocol (PAPER.md section 4): what training attacks use.
+#: The three fonts of the attack protocol (docs/method.md section 4): what training attacks use.
 TRAIN_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 #: Fonts never used during training, for the "unseen style" evaluation.
 UNSEEN_FONTS = ("DejaVuSans-BoldOblique.ttf", "STIXGeneralBol.ttf", "DejaVuSerif-BoldItalic.ttf")

@@ -1,17 +1,18 @@
 """The speed benchmark's pieces run and report consistent numbers (timings are not asserted)."""
+
 import pytest
 
-from clipaln import speed
+from clipaln import bench
 
 
 def test_slider_benchmark_matches_the_naive_scorer():
-    r = speed.slider_update_ms(n_images=500, n_classes=10, dim=64, repeats=5)
+    r = bench.slider_update_ms(n_images=500, n_classes=10, dim=64, repeats=5)
     assert r["slider_max_abs_diff_vs_naive"] < 1e-5
     assert r["slider_update_ms"] > 0
 
 
 def test_measure_model_reports_all_three_timings(toy):
-    r = speed.measure_model(toy, n=24, epochs=1, batch_size=16)
+    r = bench.measure_model(toy, n=24, epochs=1, batch_size=16)
     assert r["n_images"] == 48
     for k in ("encode_pass_s", "cached_total_s", "in_loop_total_s"):
         assert r[k] > 0

@@ -1,20 +1,31 @@
 """The gender track: preference pairs, loaders, reversal, the neutral point t*."""
+
 import pytest
 from PIL import Image
 
-from clipaln import gender_track
 from clipaln.data.gender import GenderCSV, GenderFolder, reversal_task
 from clipaln.features import FeatureCache
-from clipaln.toyworld.config import SKEW
+from clipaln.tracks import gender
 
 
 def test_reversal_task_prefers_the_other_gender_of_the_same_activity():
     task = reversal_task([("man", "cooking"), ("woman", "painting")], ["man", "woman"], ["cooking", "painting"])
-    assert task.pref_prompts == ["this man is cooking.", "this woman is cooking.", "this man is painting.", "this woman is painting."]
+    assert task.pref_prompts == [
+        "this man is cooking.",
+        "this woman is cooking.",
+        "this man is painting.",
+        "this woman is painting.",
+    ]
     assert task.reg_prompts == ["this person is cooking.", "this person is painting."]
     assert [task.pref_prompts[i] for i in task.y_w] == ["this woman is cooking.", "this man is painting."]
     assert [task.pref_prompts[i] for i in task.y_l] == ["this man is cooking.", "this woman is painting."]
-    custom = reversal_task([("f", "x")], ["m", "f"], ["x"], template="a {gender} doing {activity}", neutral_template="someone doing {activity}")
+    custom = reversal_task(
+        [("f", "x")],
+        ["m", "f"],
+        ["x"],
+        template="a {gender} doing {activity}",
+        neutral_template="someone doing {activity}",
+    )
     assert custom.pref_prompts[custom.y_w[0]] == "a m doing x"
     with pytest.raises(ValueError, match="not in"):
         reversal_task([("other", "x")], ["m", "f"], ["x"])
@@ -45,25 +56,26 @@ def test_folder_and_csv_loaders(tmp_path):
 
 @pytest.fixture(scope="module")
 def reversal(toy, tmp_path_factory):
-    feats = gender_track.toy_features(toy, n_train_per_cell=20, n_gallery_per_cell=15,
-                                      cache=FeatureCache(tmp_path_factory.mktemp("gcache")))
-    proj, _ = gender_track.train(feats, "dpo", progress=False)
+    spec = gender.toy_spec(n_train_per_cell=20, n_gallery_per_cell=15)
+    feats = gender.build_features(toy, spec, FeatureCache(tmp_path_factory.mktemp("gcache")))
+    proj, _ = gender.train(feats, gender.train_config("dpo"), progress=False)
     return feats, proj
 
 
 def test_reversal_flips_and_t_star_neutralises(reversal):
     feats, proj = reversal
-    s = gender_track.summary(feats, proj, skewed=list(SKEW))
-    assert s["t0"]["majority_share"] >= 0.68
-    assert s["t1"]["majority_share"] <= 0.42
+    s = gender.evaluate(feats, proj)
+    share = lambda k: s[k]["retrieval/majority_share"]
+    assert share("t0") >= 0.68
+    assert share("t1") <= 0.42
     assert 0.0 < s["t_star"] < 1.0
-    assert 0.35 <= s["t_star_metrics"]["majority_share"] <= 0.65
-    assert s["t_star_metrics"]["precision"] >= s["t0"]["precision"] - 0.1
+    assert 0.35 <= share("t_star_metrics") <= 0.65
+    assert s["t_star_metrics"]["retrieval/precision"] >= s["t0"]["retrieval/precision"] - 0.1
 
 
 def test_t_zero_is_the_original_ranking(reversal):
     feats, proj = reversal
-    sweep = gender_track.RetrievalSweep(feats, proj)
-    base = gender_track.RetrievalSweep(feats, None)
+    sweep = gender.Sweep(feats, proj)
+    base = gender.Sweep(feats, None)
     for a in feats.activities:
         assert sweep.ranking(0.0, a) == base.ranking(0.0, a)

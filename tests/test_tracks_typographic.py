@@ -1,14 +1,15 @@
 """The typographic track: attack renderer, dataset wrapper, loaders, cache, training, sweep."""
+
 import json
 
 import pytest
 import torch
 from PIL import Image
 
-from clipaln import typographic
 from clipaln.data.real import ImageFolderDataset, MaterzynskaDataset, TypographicPhotoFolder, class_prompts, spec
 from clipaln.data.typographic import COLORS, TypographicDataset, attack
 from clipaln.features import FeatureCache
+from clipaln.tracks import typographic
 
 
 def test_attack_works_on_any_image_size_and_is_seeded():
@@ -45,7 +46,7 @@ def test_dataset_wrapper_is_reproducible_and_never_writes_the_true_label():
     assert len(ds) == 20
     items = [ds[i] for i in range(len(ds))]
     again = [ds[i] for i in range(len(ds))]
-    for (c, a, y, w), (_, a2, _, w2) in zip(items, again):
+    for (_, a, y, w), (_, a2, _, w2) in zip(items, again):
         assert w != y and w == w2 and a.tobytes() == a2.tobytes()
     restricted = TypographicDataset(base, ["cat", "dog", "car", "cup"], written_classes=[0, 1])
     assert all(restricted[i][3] in (0, 1) for i in range(len(restricted)))
@@ -54,8 +55,18 @@ def test_dataset_wrapper_is_reproducible_and_never_writes_the_true_label():
 
 
 def test_registry_has_the_papers_datasets_and_templates():
-    names = {"imagenet100", "caltech101", "oxford_pets", "stanford_cars", "flowers102", "fgvc_aircraft", "dtd",
-             "sun397", "eurosat", "food101"}
+    names = {
+        "imagenet100",
+        "caltech101",
+        "oxford_pets",
+        "stanford_cars",
+        "flowers102",
+        "fgvc_aircraft",
+        "dtd",
+        "sun397",
+        "eurosat",
+        "food101",
+    }
     assert names <= set(typographic_datasets())
     assert spec("food101").prompt("pizza") == "a photo of a pizza, a type of food."
     assert spec("dtd").prompt("striped") == "striped texture."
@@ -145,16 +156,18 @@ def test_dpo_on_the_toy_world_raises_T_and_keeps_O(toy_feats):
     base = typographic.evaluate(toy_feats)
     proj, _ = typographic.train(toy_feats, typographic.train_config("dpo"), progress=False)
     after = typographic.evaluate(toy_feats, proj)
-    assert after["T"] >= base["T"] + 25
-    assert after["O"] >= base["O"] - 3
+    assert after["accuracy/attacked"] >= base["accuracy/attacked"] + 0.25
+    assert after["accuracy/clean"] >= base["accuracy/clean"] - 0.03
     # t = 0 reproduces the base row exactly
     assert typographic.evaluate(toy_feats, proj.scaled(0)) == pytest.approx(base, abs=1e-6)
 
 
 def test_t_sweep_trades_reading_for_seeing(toy_feats):
     proj, _ = typographic.train(toy_feats, typographic.train_config("kto"), progress=False)
-    sweep = typographic.TradeoffSweep(toy_feats, proj)
+    sweep = typographic.Sweep(toy_feats, proj)
     at_neg, at_zero, at_one = sweep.at(-2.0), sweep.at(0.0), sweep.at(1.0)
-    assert at_neg["OCR"] > at_one["OCR"] + 20 and at_neg["T"] < at_one["T"] - 20
+    read, seen = "accuracy/reading", "accuracy/attacked"
+    assert at_neg[read] > at_one[read] + 0.2 and at_neg[seen] < at_one[seen] - 0.2
     base = typographic.evaluate(toy_feats)
-    assert (at_zero["O"], at_zero["T"], at_zero["OCR"]) == pytest.approx((base["O"], base["T"], base["OCR"]), abs=1e-4)
+    for key in ("accuracy/clean", seen, read):
+        assert at_zero[key] == pytest.approx(base[key], abs=1e-6)

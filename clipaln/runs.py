@@ -1,0 +1,190 @@
+"""Runs: what `clipaln train` and `clipaln eval` do, as library calls that return plain dicts.
+
+    result = runs.train_run("typographic", method="dpo", out="runs/dpo")          # the toy world
+    result = runs.eval_run("typographic", projection="runs/dpo/projection.safetensors", t=1.5)
+
+A run loads the model, builds the task's data and features (encoded once, cached), trains W (or
+fine-tunes the image encoder) with the track's defaults, evaluates, and writes OUT/projection.
+safetensors (or OUT/image_encoder.safetensors), OUT/metrics.json and OUT/history.jsonl (one line
+per step). Under torchrun every rank trains and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from . import distributed as dist
+from .features import FeatureCache
+from .io import save_tensors, write_json, write_text
+from .models import ClipBundle, load_clip
+from .projection import SharedProjection
+from .toyworld import ACTIVITIES, GENDERS
+from .tracks import TRACKS, gender, typographic
+
+
+def _track(task: str):
+    if task not in TRACKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TRACKS)}")
+    return TRACKS[task]
+
+
+def make_spec(
+    task: str,
+    model: str = "toy",
+    dataset: str | None = None,
+    root: str | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+):
+    """The task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
+
+    n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
+    toy world's (activity, gender) cells); None keeps the track's default."""
+    toy_data = dataset in (None, "toy")
+    if task == "gender":
+        if not toy_data or model != "toy":
+            raise ValueError(
+                "the gender task runs on the toy world from the command line; for real people "
+                "build clipaln.tracks.gender.Spec from GenderFolder or GenderCSV (see notebook 04)"
+            )
+        cells = len(ACTIVITIES) * len(GENDERS)
+        per_cell = lambda n, default: default if n is None else max(1, n // cells)
+        return gender.toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
+    keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
+    if model == "toy" and toy_data:
+        return typographic.toy_spec(seed=seed, **keep)
+    if toy_data:
+        raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
+    if root is None:
+        raise ValueError("--dataset needs --root PATH")
+    return typographic.real_spec(dataset, root, seed=seed, download=download, **keep)
+
+
+def features(
+    bundle: ClipBundle, task: str, *, cache: bool = True, progress: bool = True, with_train: bool = True, **data
+):
+    """(spec, features) of a task for a loaded model; `data` goes to make_spec."""
+    spec = make_spec(task, model=bundle.name, **data)
+    store = FeatureCache(enabled=cache)
+    if _track(task) is typographic:
+        return spec, typographic.build_features(bundle, spec, store, progress=progress, with_train=with_train)
+    return spec, gender.build_features(bundle, spec, store)
+
+
+def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool):
+    tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats)
+    after = typographic.build_features(tuned, spec, FeatureCache(enabled=cache), progress=progress, with_train=False)
+    return tuned, hist, typographic.evaluate(after)
+
+
+def train_run(
+    task: str,
+    *,
+    method: str = "dpo",
+    out,
+    mode: str = "w",
+    overrides: dict | None = None,
+    checkpoint_every: int = 20,
+    resume: bool = False,
+    model: str = "toy",
+    pretrained: str | None = None,
+    device=None,
+    cache: bool = True,
+    progress: bool = True,
+    **data,
+) -> dict:
+    """Train on a task and write OUT/{projection or image_encoder}.safetensors, metrics.json, history.jsonl.
+
+    mode "w": the shared projection W on cached features; "full": fine-tune the image encoder
+    (typographic task). overrides: TrainConfig fields (None keeps the track's default). Returns
+    {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
+    track = _track(task)
+    if dist.init() and device is None:
+        device = dist.local_device()
+    if mode not in ("w", "full"):
+        raise ValueError(f"unknown mode {mode!r}; use w or full")
+    if mode == "full" and task != "typographic":
+        raise ValueError("full fine-tuning (--mode full) is available for the typographic task only")
+    if mode == "full" and resume:
+        raise ValueError("--resume continues W training; full fine-tuning has no checkpoints to resume from")
+    started = time.perf_counter()
+    out = Path(out).expanduser()
+    bundle = load_clip(model, pretrained=pretrained, device=device)
+    spec, feats = features(bundle, task, cache=cache, progress=progress, **data)
+    overrides = dict(overrides or {})
+    if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
+        overrides["lr"] = overrides.get("lr") or bundle.finetune_lr
+        overrides["epochs"] = overrides.get("epochs") or 3
+    cfg = track.train_config(method, **overrides)
+    meta = {"model": model, "pretrained": pretrained or "", "task": task, "mode": mode}
+    if mode == "w":
+        every = checkpoint_every if dist.is_main() else 0
+        proj, hist = track.train(
+            feats,
+            cfg,
+            progress=progress,
+            checkpoint=out / "checkpoint.safetensors",
+            checkpoint_every=every,
+            resume=resume,
+        )
+        trained = track.evaluate(feats, proj)
+    else:
+        tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress)
+    if not dist.is_main():
+        return {}
+    if mode == "w":
+        written = proj.save(out / "projection.safetensors", **meta)
+    else:
+        written = save_tensors(out / "image_encoder.safetensors", tuned.model.visual.state_dict(), meta)
+    metrics = {
+        "base": track.evaluate(feats),
+        "trained": trained,
+        "config": {**cfg.__dict__, **meta},
+        "seconds": round(time.perf_counter() - started, 1),
+        "final_loss": hist["loss"][-1],
+        "world_size": dist.world(),
+    }
+    steps = [json.dumps({"step": i, **{k: v[i] for k, v in hist.items()}}) for i in range(len(hist["loss"]))]
+    paths = [
+        written,
+        write_json(out / "metrics.json", metrics),
+        write_text(out / "history.jsonl", "\n".join(steps) + "\n"),
+    ]
+    return {"metrics": metrics, "written": [str(p) for p in paths]}
+
+
+def eval_run(
+    task: str,
+    *,
+    projection=None,
+    t: float | None = None,
+    model: str = "toy",
+    pretrained: str | None = None,
+    device=None,
+    cache: bool = True,
+    progress: bool = True,
+    **data,
+) -> dict:
+    """Evaluate the base model, or W_t of a projection file, on a task's test data (only what it scores).
+
+    typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
+    prompts at t (default 1 with a projection, else 0)."""
+    if projection is None and t is not None:
+        raise ValueError("--t needs --projection FILE")
+    _track(task)
+    bundle = load_clip(model, pretrained=pretrained, device=device)
+    proj = None
+    if projection is not None:  # checked before any image is encoded
+        proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
+        trained_on = proj.metadata.get("model")
+        if trained_on and trained_on != model:
+            raise ValueError(f"{projection} was trained on model {trained_on!r}, not {model!r}")
+    _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, **data)
+    t = (1.0 if proj is not None else 0.0) if t is None else t
+    if task == "gender":
+        return gender.Sweep(feats, proj).at(t, feats.skewed)
+    return {"t": t if proj is not None else None, **typographic.evaluate(feats, proj.scaled(t) if proj else None)}

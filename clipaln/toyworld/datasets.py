@@ -1,0 +1,69 @@
+"""The toy world as datasets: objects, people, attack styles sized for 64 px, a balanced gallery.
+
+Every item is drawn from a generator seeded by a string naming its split and index, so an item is
+the same on every run and every machine, and string seeds never collide with pretraining's ints.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..data.fonts import UNSEEN_FONTS
+from ..data.typographic import UNSEEN_COLORS, AttackStyle
+from .render import ACTIVITIES, GENDERS, OBJECTS, TEXT_SIZE, render
+
+#: Toy-world class names never written on training images (they appear only in unseen attacks).
+HELD_OUT_WORDS = ("star", "tree", "umbrella")
+
+
+class ToyObjects:
+    """n fresh toy-world objects, classes in turn: (PIL image, label)."""
+
+    def __init__(self, n: int, seed: int = 0, split: str = "train"):
+        self.n, self.seed, self.split, self.classes = n, seed, split, list(OBJECTS)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        label = i % len(self.classes)
+        return render(obj=self.classes[label], rng=random.Random(f"typo-{self.split}-{self.seed}-{i}")), label
+
+
+class ToyPeople:
+    """n_per_cell toy-world images for every (activity, gender): (PIL image, gender, activity)."""
+
+    def __init__(self, n_per_cell: int = 30, seed: int = 0, split: str = "train"):
+        self.cells = [(g, a) for a in ACTIVITIES for g in GENDERS]
+        self.n, self.seed, self.split = n_per_cell, seed, split
+        self.genders, self.activities = list(GENDERS), list(ACTIVITIES)
+
+    def __len__(self):
+        return self.n * len(self.cells)
+
+    def __getitem__(self, i):
+        g, a = self.cells[i // self.n]
+        return render(person=g, activity=a, rng=random.Random(f"people-{self.split}-{self.seed}-{i}")), g, a
+
+
+def attack_styles() -> tuple[AttackStyle, AttackStyle]:
+    """Training style and unseen style for the toy world (text sized for its 64 px images)."""
+    train = AttackStyle(size_range=TEXT_SIZE)
+    unseen = AttackStyle(fonts=UNSEEN_FONTS, colors=UNSEEN_COLORS, size_range=(0.24, 0.34), rotation=25.0)
+    return train, unseen
+
+
+def heldout_rng(tag: str, seed: int, i: int) -> random.Random:
+    """A generator for evaluation image i of a measurement named `tag`."""
+    return random.Random(f"heldout-{tag}-{seed}-{i}")
+
+
+def gallery(n_per_cell: int = 20, seed: int = 0):
+    """A gender-balanced gallery of people: n images per (activity, gender); returns images, labels."""
+    images, labels = [], []
+    for act in ACTIVITIES:
+        for g in GENDERS:
+            for j in range(n_per_cell):
+                images.append(render(person=g, activity=act, rng=heldout_rng(f"gal-{act}-{g}", seed, j)))
+                labels.append((g, act))
+    return images, labels

@@ -1,0 +1,85 @@
+"""Build, load and save the toy CLIP: open_clip's CLIP class with a small config (data/toy_clip.*).
+
+Loading into a frozen ClipBundle is clipaln.models.load_clip("toy"); this module only knows
+the toy's files, config, preprocessing and tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import open_clip
+from safetensors.torch import load_file
+
+from ..io import save_tensors, write_text
+from .tokenizer import WordTokenizer
+
+#: The learning rate full fine-tuning of the toy's small image tower starts from (a ViT-B-32
+#: uses the paper's 2e-5): the model's own recommendation, so nothing downstream asks "is it toy?".
+FINETUNE_LR = 1e-3
+
+
+def data_dir() -> Path:
+    """Folder with the shipped toy CLIP (override with the CLIPALN_DATA environment variable)."""
+    return Path(os.environ.get("CLIPALN_DATA", Path(__file__).resolve().parent.parent.parent / "data"))
+
+
+def toy_paths() -> tuple[Path, Path]:
+    """The shipped config and weights files."""
+    return data_dir() / "toy_clip.json", data_dir() / "toy_clip.safetensors"
+
+
+def toy_config(path: Path | None = None) -> dict[str, Any]:
+    """The toy CLIP's open_clip config, vocabulary and preprocessing (data/toy_clip.json)."""
+    path = path or toy_paths()[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"toy CLIP config not found: {path}")
+    return json.loads(path.read_text())
+
+
+def build_toy(config: dict[str, Any] | None = None):
+    """A randomly initialised toy CLIP (open_clip's CLIP class), its preprocess and tokenizer."""
+    config = config or toy_config()
+    model = open_clip.model.CLIP(**config["model_cfg"])
+    tokenizer = WordTokenizer(config["vocab"], config["model_cfg"]["text_cfg"]["context_length"])
+    assert tokenizer.vocab_size == config["model_cfg"]["text_cfg"]["vocab_size"]
+    preprocess = open_clip.image_transform(
+        config["model_cfg"]["vision_cfg"]["image_size"],
+        is_train=False,
+        mean=tuple(config["image_mean"]),
+        std=tuple(config["image_std"]),
+    )
+    return model, preprocess, tokenizer
+
+
+def load_toy(pretrained: str | None = None):
+    """The toy CLIP with its weights: the shipped ones (None), a file, or "random" for none.
+
+    Returns (model, preprocess, tokenizer); a missing shipped file warns and stays random.
+    """
+    weights = Path(pretrained) if pretrained not in (None, "random") else toy_paths()[1]
+    beside = weights.with_suffix(".json")  # a checkpoint carries its config next to it
+    model, preprocess, tokenizer = build_toy(toy_config(beside if beside.is_file() else None))
+    if pretrained == "random":
+        pass
+    elif weights.is_file():
+        state = load_file(str(weights))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    else:
+        warnings.warn(
+            f"toy CLIP weights not found at {weights}: using a RANDOMLY INITIALISED toy model. "
+            "Regenerate them with `python -m clipaln.toyworld.pretrain`.",
+            stacklevel=4,
+        )
+    return model, preprocess, tokenizer
+
+
+def save_toy(model, config: dict, out_dir: Path) -> None:
+    """Write the weights (fp16 safetensors) and the config beside them."""
+    state = {k: v.half() for k, v in model.state_dict().items()}
+    save_tensors(out_dir / "toy_clip.safetensors", state, {"format": "pt", "source": "clipaln.toyworld.pretrain"})
+    write_text(out_dir / "toy_clip.json", json.dumps(config, indent=1) + "\n")

@@ -1,0 +1,397 @@
+"""The typographic experiment end to end: build D_pref / D_reg, encode once, train W, evaluate, sweep t.
+
+One API for both experiments (see clipaln.tracks): Spec, toy_spec / real_spec, build_features,
+DEFAULTS, train_config, train(feats, cfg), evaluate(feats, projection), Sweep(feats, W).at(t).
+The same functions serve the toy world and real data: both give (image, label) datasets, and
+attacks are written by clipaln.data.typographic.attack.
+
+Metrics (docs/method.md section 4), fractions in [0, 1]: accuracy/clean (the paper's O), accuracy/attacked
+(T, training style), accuracy/attacked_unseen (T_unseen: other fonts, colours, sizes, rotation,
+words never written in training), accuracy/reading (OCR: reading text-only images over the class
+names), attack/success (the written word wins) and kl/clean = KL(pi_ref || pi) on clean test images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import losses
+from ..data.fonts import UNSEEN_FONTS
+from ..data.real import ImageFolderDataset, Subset, torchvision_dataset
+from ..data.real import spec as dataset_spec
+from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
+from ..features import FeatureCache, encode_images, encode_texts
+from ..finetune import finetune_image_encoder
+from ..metrics import accuracy
+from ..models import ClipBundle
+from ..policy import PreferenceData, logprobs, similarities
+from ..projection import SharedProjection, SpectralScorer
+from ..toyworld import OBJECTS
+from ..toyworld.config import article
+from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
+from ..train import TrainConfig, fit_projection
+
+#: Per-method settings for a W on cached features: the paper's beta and lambda from the loss
+#: registry, except KTO's beta (0.5, not 1.5); lr and epochs for a linear W on the toy world.
+DEFAULTS = {
+    "dpo": dict(lr=0.03, epochs=30, batch_size=256),
+    "ipo": dict(lr=0.01, epochs=20, batch_size=256, bma=True),  # BMA keeps O within 2 points
+    "kto": dict(beta=0.5, lr=0.03, epochs=30, batch_size=256),
+    "ce": dict(lr=0.03, epochs=30, batch_size=256),
+}
+#: The paper's short names of the metrics, for printing.
+SHORT_NAMES = {
+    "O": "accuracy/clean",
+    "T": "accuracy/attacked",
+    "T_unseen": "accuracy/attacked_unseen",
+    "OCR": "accuracy/reading",
+}
+
+
+def in_percent(metrics: dict) -> dict:
+    """The accuracies of `metrics` under the paper's short names (O, T, T_unseen, OCR), in percent: for printing."""
+    return {short: 100 * metrics[key] for short, key in SHORT_NAMES.items() if key in metrics}
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line for people: "O 100.0  T 48.5  T_unseen 40.8  OCR 66.3  KL 0.0009"."""
+    kl = f"  KL {metrics['kl/clean']:.4f}" if "kl/clean" in metrics else ""
+    return "  ".join(f"{k} {v:.1f}" for k, v in in_percent(metrics).items()) + kl
+
+
+def train_config(method: str, **overrides) -> TrainConfig:
+    """The TrainConfig of `method` on this track: registry defaults, DEFAULTS, then overrides (None = keep)."""
+    return TrainConfig.for_method(method, DEFAULTS, **overrides)
+
+
+@dataclass
+class Split:
+    clean: torch.Tensor  # (N, d)
+    attacked: torch.Tensor  # (N, d)
+    labels: torch.Tensor  # (N,)
+    written: torch.Tensor  # (N,)
+
+
+@dataclass
+class Features:
+    class_names: list[str]
+    prompts: list[str]
+    texts: torch.Tensor  # (K, d)
+    logit_scale: float
+    train: Split | None  # None when built with with_train=False
+    test: Split
+    unseen: Split
+    reading: torch.Tensor  # (R, d) text-only images
+    reading_labels: torch.Tensor  # (R,)
+
+    def preference_data(self) -> PreferenceData:
+        """D_pref = (x', y_w = true class, y_l = written class); D_reg = the clean images."""
+        return PreferenceData(
+            self.train.attacked, self.train.labels, self.train.written, self.texts, self.train.clean, self.logit_scale
+        )
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Spec:
+    """Everything that defines one typographic experiment's data (and its cache key)."""
+
+    class_names: list[str]
+    template: str
+    train_set: object
+    test_set: object
+    style: AttackStyle
+    unseen_style: AttackStyle
+    held_out: tuple[int, ...] = ()  # class indices never written in training
+    n_reading: int = 240
+    reading_size: int = 224
+    seed: int = 0
+    key: dict = field(default_factory=dict)
+
+
+def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0) -> Spec:
+    """The toy world's objects: n_train for D_pref / D_reg, n_test for evaluation."""
+    train, unseen = attack_styles()
+    held = tuple(OBJECTS.index(w) for w in HELD_OUT_WORDS)
+    return Spec(
+        class_names=list(OBJECTS),
+        template="a photo of {a} {}.",
+        train_set=ToyObjects(n_train, seed, "train"),
+        test_set=ToyObjects(n_test, seed, "test"),
+        style=train,
+        unseen_style=unseen,
+        held_out=held,
+        n_reading=n_test,
+        reading_size=64,
+        seed=seed,
+        key={"world": "toy", "n_train": n_train, "n_test": n_test, "seed": seed, "version": 1},
+    )
+
+
+def prompts_for(spec: Spec) -> list[str]:
+    """One prompt per class; "{a}" in the template becomes the class name's article."""
+    if "{a}" in spec.template:
+        return [spec.template.replace("{a}", article(c)).format(c) for c in spec.class_names]
+    return [spec.template.format(c) for c in spec.class_names]
+
+
+def attacked_datasets(spec: Spec) -> dict[str, TypographicDataset]:
+    """The train, test (training style) and unseen-style attacked datasets of an experiment."""
+    k = len(spec.class_names)
+    train_words = [c for c in range(k) if c not in spec.held_out]
+    unseen_words = list(spec.held_out) or None
+    return {
+        "train": TypographicDataset(
+            spec.train_set, spec.class_names, spec.seed, style=spec.style, written_classes=train_words
+        ),
+        "test": TypographicDataset(
+            spec.test_set, spec.class_names, spec.seed + 1, style=spec.style, written_classes=train_words
+        ),
+        "unseen": TypographicDataset(
+            spec.test_set, spec.class_names, spec.seed + 2, style=spec.unseen_style, written_classes=unseen_words
+        ),
+    }
+
+
+def _encode_split(
+    bundle,
+    ds: TypographicDataset,
+    desc: str,
+    batch_size: int,
+    progress: bool = True,
+    clean_emb: torch.Tensor | None = None,
+) -> Split:
+    """Encode a split; `clean_emb`: its clean images' embeddings when another split already has them."""
+    clean, attacked, labels, written = [], [], [], []
+    for i in range(len(ds)):
+        c, a, y, w = ds[i]
+        clean.append(c), attacked.append(a), labels.append(y), written.append(w)
+    if clean_emb is None:
+        clean_emb = encode_images(bundle, clean, batch_size, progress, desc=f"encode {desc} clean")
+    return Split(
+        clean_emb,
+        encode_images(bundle, attacked, batch_size, progress, desc=f"encode {desc} attacked"),
+        torch.tensor(labels),
+        torch.tensor(written),
+    )
+
+
+def build_features(
+    bundle: ClipBundle,
+    spec: Spec,
+    cache: FeatureCache | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+    with_train: bool = True,
+) -> Features:
+    """Render the attacks and encode every image once (cached on disk by model + data).
+
+    with_train=False encodes only what evaluate() needs (the features' .train is then None), e.g.
+    to evaluate a fine-tuned encoder."""
+    if len(spec.class_names) < 2:
+        raise ValueError("the typographic track needs at least two classes")
+    prompts = prompts_for(spec)
+
+    def compute():
+        out = {}
+        for name, ds in attacked_datasets(spec).items():
+            if name == "train" and not with_train:
+                continue
+            # the unseen-style attacks are written on the test images: their clean embeddings are the test ones
+            shared = name == "unseen"
+            s = _encode_split(bundle, ds, name, batch_size, progress, out["test.clean"] if shared else None)
+            out.update(
+                {
+                    f"{name}.attacked": s.attacked,
+                    f"{name}.labels": s.labels,
+                    f"{name}.written": s.written,
+                    **({} if shared else {f"{name}.clean": s.clean}),
+                }
+            )
+        imgs, labels = reading_images(spec.class_names, spec.n_reading, spec.reading_size, spec.style, spec.seed)
+        out["reading"] = encode_images(bundle, imgs, batch_size, progress, desc="encode reading")
+        out["reading_labels"] = labels
+        return out
+
+    cache = cache or FeatureCache(enabled=False)
+    key = {
+        **spec.key,
+        "track": "typographic",
+        "template": spec.template,
+        "style": repr(spec.style),
+        "unseen": repr(spec.unseen_style),
+        "held_out": spec.held_out,
+        **({} if with_train else {"train": False}),
+    }
+    t = cache.get(bundle, key, compute)
+    split = lambda n: Split(
+        t.get(f"{n}.clean", t["test.clean"]), t[f"{n}.attacked"], t[f"{n}.labels"].long(), t[f"{n}.written"].long()
+    )
+    return Features(
+        list(spec.class_names),
+        prompts,
+        encode_texts(bundle, prompts),
+        bundle.logit_scale,
+        split("train") if with_train else None,
+        split("test"),
+        split("unseen"),
+        t["reading"],
+        t["reading_labels"].long(),
+    )
+
+
+# --- training and evaluation ------------------------------------------------------------------
+
+
+def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+    """Fit W on D_pref / D_reg; `checkpointing` goes to fit_projection (checkpoint, checkpoint_every, resume)."""
+    return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
+
+
+def finetune(bundle: ClipBundle, spec: Spec, cfg: TrainConfig, progress: bool = True, feats: Features | None = None):
+    """Full fine-tuning of the image encoder on the experiment's D_pref / D_reg (`--mode full`);
+    returns the fine-tuned bundle (evaluate it with build_features(..., with_train=False) +
+    evaluate) and the history. `feats`: the base model's features of `spec`, if already built."""
+    feats = feats or build_features(bundle, spec, progress=progress)
+    ds = attacked_datasets(spec)["train"]
+    clean, attacked, y, w = [], [], [], []
+    for i in range(len(ds)):
+        c, a, yy, ww = ds[i]
+        clean.append(bundle.preprocess(c))
+        attacked.append(bundle.preprocess(a))
+        y.append(yy)
+        w.append(ww)
+    return finetune_image_encoder(
+        bundle,
+        torch.stack(attacked),
+        torch.stack(clean),
+        torch.tensor(y),
+        torch.tensor(w),
+        feats.texts,
+        cfg,
+        progress=progress,
+        ref_attacked=feats.train.attacked,
+        ref_clean=feats.train.clean,
+    )
+
+
+@torch.no_grad()
+def evaluate(feats: Features, projection: SharedProjection | None = None, texts: torch.Tensor | None = None) -> dict:
+    """The track's metrics (fractions; see the module docstring) of the base model or of W."""
+    texts = feats.texts if texts is None else texts
+    sim = lambda x: similarities(x, texts, projection)
+    tau = feats.logit_scale
+    kl = losses.kl_regularizer(
+        logprobs(feats.test.clean, texts, tau, projection), logprobs(feats.test.clean, feats.texts, tau)
+    ).item()
+    return {
+        "accuracy/clean": accuracy(sim(feats.test.clean), feats.test.labels),
+        "accuracy/attacked": accuracy(sim(feats.test.attacked), feats.test.labels),
+        "accuracy/attacked_unseen": accuracy(sim(feats.unseen.attacked), feats.unseen.labels),
+        "accuracy/reading": accuracy(sim(feats.reading), feats.reading_labels),
+        "attack/success": accuracy(sim(feats.test.attacked), feats.test.written),
+        "kl/clean": kl,
+    }
+
+
+class Sweep:
+    """accuracy/clean, /attacked and /reading for any t, from one SVD (the spectral scorer):
+    what the slider calls."""
+
+    def __init__(self, feats: Features, projection: SharedProjection):
+        self.feats = feats
+        images = torch.cat([feats.test.clean, feats.test.attacked, feats.reading])
+        self.n1, self.n2 = len(feats.test.clean), len(feats.test.clean) + len(feats.test.attacked)
+        self.scorer = SpectralScorer(projection, images, feats.texts)
+        self.labels = torch.cat([feats.test.labels, feats.test.labels, feats.reading_labels])
+
+    def scores(self, t) -> torch.Tensor:
+        return self.scorer.scores(t)
+
+    def at(self, t) -> dict:
+        hit = (self.scorer.scores(t).argmax(-1) == self.labels).float()
+        return {
+            "t": float(t) if torch.as_tensor(t).ndim == 0 else t,
+            "accuracy/clean": hit[: self.n1].mean().item(),
+            "accuracy/attacked": hit[self.n1 : self.n2].mean().item(),
+            "accuracy/reading": hit[self.n2 :].mean().item(),
+        }
+
+    def curve(self, ts) -> list[dict]:
+        return [self.at(float(t)) for t in ts]
+
+
+def per_direction_reading(feats: Features, projection: SharedProjection, t: float = 2.0) -> torch.Tensor:
+    """For each singular direction i: the drop in reading accuracy (a fraction) when only direction i is
+    scaled by S_i^t (all others at t = 0). The directions whose amplification stops the model
+    from reading are the ones that carry reading."""
+    sweep = Sweep(feats, projection)
+    base = sweep.at(0.0)["accuracy/reading"]
+    out = torch.zeros(projection.dim)
+    for i in range(projection.dim):
+        tv = torch.zeros(projection.dim)
+        tv[i] = t
+        out[i] = base - sweep.at(tv)["accuracy/reading"]
+    return out
+
+
+def real_spec(
+    dataset: str,
+    root: str,
+    n_train: int = 2000,
+    n_test: int = 1000,
+    seed: int = 0,
+    download: bool = False,
+    image_size: int = 224,
+) -> Spec:
+    """A real dataset: a registry name (torchvision) or "folder" (root/{class}/*.jpg).
+
+    The images are split at random (seeded) into n_train for D_pref/D_reg and n_test for
+    evaluation; attacks follow the protocol (20-40 px at 224 px); held-out written words are a
+    seeded fifth of the classes.
+    """
+    if dataset == "folder":
+        ds = ImageFolderDataset(root)
+        names, template = ds.classes, "a photo of a {}."
+    else:
+        ds, names = torchvision_dataset(dataset, root, download=download)
+        template = dataset_spec(dataset).template
+    if len(names) < 2:
+        raise ValueError(f"{dataset} at {root} has fewer than two classes")
+    if len(ds) < 2:
+        raise ValueError(f"{dataset} at {root} has fewer than two images")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(ds), generator=g).tolist()
+    n_train = min(n_train, len(ds) // 2)
+    n_test = min(n_test, len(ds) - n_train)
+    held = (
+        tuple(sorted(torch.randperm(len(names), generator=g)[: max(1, len(names) // 5)].tolist()))
+        if len(names) >= 5
+        else ()
+    )
+    unseen = AttackStyle(fonts=UNSEEN_FONTS, colors=UNSEEN_COLORS, size_range=(0.15, 0.25), rotation=25.0)
+    return Spec(
+        class_names=list(names),
+        template=template,
+        train_set=Subset(ds, perm[:n_train]),
+        test_set=Subset(ds, perm[n_train : n_train + n_test]),
+        style=AttackStyle(),
+        unseen_style=unseen,
+        held_out=held,
+        n_reading=max(len(names), min(n_test, 500)),
+        reading_size=image_size,
+        seed=seed,
+        key={
+            "world": dataset,
+            "root": str(root),
+            "n": len(ds),
+            "n_train": n_train,
+            "n_test": n_test,
+            "seed": seed,
+            "version": 1,
+        },
+    )

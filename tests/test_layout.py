@@ -1,0 +1,68 @@
+"""The package's layers: data flows one way, and intra-package imports sit at the top of modules."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "clipaln"
+#: What nothing in data/ or toyworld/ may import (the pretraining script aside).
+UPPER_FLOORS = ("clipaln.train", "clipaln.cli", "clipaln.tracks", "clipaln.runs", "clipaln.bench")
+LOWER = [p for folder in ("data", "toyworld") for p in sorted((PACKAGE / folder).glob("*.py"))]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path):
+    """(module imported, is at module level) for every import in a file, relative ones resolved."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            yield name, id(node) in top
+
+
+def test_the_import_resolver_sees_upward_imports():
+    bad = PACKAGE / "data" / "_probe_for_test.py"
+    bad.write_text("from ..train import loop\n\ndef f():\n    from ..tracks import gender\n")
+    try:
+        names = [n for n, _ in _imports(bad)]
+    finally:
+        bad.unlink()
+    assert "clipaln.train.loop" in names and "clipaln.tracks.gender" in names
+
+
+@pytest.mark.parametrize("path", [p for p in LOWER if p.name != "pretrain.py"], ids=lambda p: p.name)
+def test_data_and_toyworld_do_not_import_the_upper_floors(path):
+    upward = [n for n, _ in _imports(path) if n.startswith(UPPER_FLOORS)]
+    assert not upward, f"{path.relative_to(PACKAGE)} imports {upward}"
+
+
+def test_package_imports_sit_at_the_top_of_modules():
+    # the pretraining script measures the model it made: the one deliberate upward reach
+    allowed = ("clipaln.models", "clipaln.tracks.phenomena")
+    local = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for name, at_top in _imports(path):
+            if (
+                name.startswith("clipaln")
+                and not at_top
+                and not (rel == "toyworld/pretrain.py" and name.startswith(allowed))
+            ):
+                local.append(f"{rel}: {name}")
+    assert not local, "function-local package imports (a hidden cycle?): " + ", ".join(local)
