@@ -4,7 +4,7 @@
 - Materzynska et al. 2022: a learned shared projection, orthogonal init, CE on attacked and
   clean images plus the penalty ||I - W W^T||_F^2 that keeps W near orthogonal.
 - PAINT (Ilharco et al. 2022): interpolate between the zero-shot and the CE-fine-tuned weights,
-  W_alpha = (1 - alpha) I + alpha W_ce, alpha chosen on held-out training images.
+  W_alpha = (1 - alpha) I + alpha W_ce, alpha chosen on held-out (validation) images.
 - Defense-Prefix (Azuma & Matsui 2023): one learned token placed before the class name in every
   prompt; CE on attacked images plus KL to the original predictions on clean images.
 """
@@ -41,6 +41,8 @@ def materzynska_projection(
 
     def objective(idx, ridx, batch):
         share = len(idx) / batch
+        if not len(idx):  # this rank's share of a batch smaller than the number of ranks
+            return proj.weight.sum() * 0, {"loss/ortho": torch.zeros(())}
         attacked = losses.ce(logprobs(data.pref_images[idx], data.texts, tau, proj), data.y_w[idx]).mean()
         clean = losses.ce(logprobs(data.reg_images[ridx], data.texts, tau, proj), clean_y[ridx]).mean()
         ortho = (eye - proj.weight @ proj.weight.T).square().sum()
@@ -62,14 +64,16 @@ def paint_interpolate(
     return SharedProjection(w_finetuned.dim, (1 - alpha) * w0 + alpha * w_finetuned.weight.detach())
 
 
-def paint_select_alpha(w_finetuned: SharedProjection, data: PreferenceData, alphas=None, max_drop: float = 1.0):
-    """The largest alpha whose clean accuracy (vs. zero-shot labels) drops by at most max_drop points
-    on the training images, as PAINT picks its mixing coefficient on held-out data."""
+def paint_select_alpha(
+    w_finetuned: SharedProjection, images: torch.Tensor, texts: torch.Tensor, alphas=None, max_drop: float = 1.0
+) -> float:
+    """The largest alpha whose predictions on held-out clean `images` (e.g. the validation split)
+    change from the zero-shot ones on at most max_drop percent, as PAINT picks its mixing coefficient."""
     alphas = [i / 10 for i in range(11)] if alphas is None else alphas
-    zs = predict(data.reg_images, data.texts)
+    zs = predict(images, texts)
     best = 0.0
     for a in alphas:
-        agree = (predict(data.reg_images, data.texts, paint_interpolate(w_finetuned, a)) == zs).float().mean().item()
+        agree = (predict(images, texts, paint_interpolate(w_finetuned, a)) == zs).float().mean().item()
         if 100 * (1 - agree) <= max_drop:
             best = max(best, a)
     return best
@@ -120,6 +124,8 @@ def defense_prefix(
 
     def objective(idx, ridx, batch):
         share = len(idx) / batch
+        if not len(idx):
+            return prefix.sum() * 0, {"loss/kl": torch.zeros(())}
         texts = encode_text_with_prefix(model, tokens, marker_id, prefix).float().cpu()  # (K, d)
         ce = losses.ce(logprobs(data.pref_images[idx], texts, tau), data.y_w[idx]).mean()
         kl = losses.kl_regularizer(logprobs(data.reg_images[ridx], texts, tau), ref_reg[ridx])

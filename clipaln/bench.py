@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from . import baselines
+from . import baselines, losses
 from .data.typographic import attack
 from .features import FeatureCache, encode_images, encode_texts
 from .models import ClipBundle, load_clip
@@ -24,104 +24,121 @@ from .toyworld.render import TEXT_SIZE
 from .tracks import gender, phenomena, typographic
 from .train import TrainConfig, fit_projection, loop, preference_objective
 
-ROWS = ("base", "CE", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "KTO")
+ROWS = ("base", "CE", "CE+KL", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "KTO")
 
 
-class _Timer:
-    """Seconds per named row: `with timer("CE"): ...`."""
+def _typographic_rows(bundle, spec, feats, seed: int, bma, progress: bool, retention) -> dict:
+    """Every row of the table for one training seed, each trained on the same batches."""
+    data = feats.preference_data()
+    score = lambda proj=None, texts=None: {**typographic.evaluate(feats, proj, texts), **retention(proj)}
+    rows = {"base": score()}
+    ce_cfg = typographic.train_config("ce", seed=seed)
+    w_ce = baselines.ce_projection(data, ce_cfg, progress=progress)
+    rows["CE"] = score(w_ce)
+    lam = losses.method("dpo").paper["lam"]  # the reviewers' ablation: CE with the paper's KL term
+    rows["CE+KL"] = score(baselines.ce_projection(data, replace(ce_cfg, lam=lam), progress=progress))
+    rows["Materzynska"] = score(baselines.materzynska_projection(data, ce_cfg, progress=progress))
+    held_out = feats.val.clean if feats.val is not None else data.reg_images  # PAINT picks alpha on held-out images
+    alpha = baselines.paint_select_alpha(w_ce, held_out, feats.texts)
+    rows["PAINT"] = {**score(baselines.paint_interpolate(w_ce, alpha)), "alpha": alpha}
+    prefix_cfg = replace(ce_cfg, lam=1.0, lr=2e-2)  # its own rate and KL weight, CE's batches
+    template = spec.template.replace("{a}", "a")
+    rows["Defense-Prefix"] = score(
+        texts=baselines.defense_prefix(bundle, spec.class_names, template, data, prefix_cfg, progress)
+    )
+    for method in ("dpo", "ipo", "kto"):
+        cfg = typographic.train_config(method, seed=seed, bma=bma)
+        proj, _ = typographic.train(feats, cfg, progress=progress)
+        rows[method.upper()] = {**score(proj), "beta": cfg.beta, "lambda": cfg.lam, "bma": cfg.bma}
+    return rows
 
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
 
-    def __call__(self, name: str):
-        self.name = name
-        return self
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.seconds[self.name] = round(time.perf_counter() - self.start, 2)
+def _mean_and_spread(per_seed: list[dict]) -> tuple[dict, dict]:
+    """Mean and sample standard deviation over seeds of every numeric metric of every row."""
+    mean, spread = {}, {}
+    for row in per_seed[0]:
+        keys = [k for k, v in per_seed[0][row].items() if isinstance(v, float) and not isinstance(v, bool)]
+        values = {k: torch.tensor([r[row][k] for r in per_seed], dtype=torch.float64) for k in keys}
+        mean[row] = {**per_seed[0][row], **{k: v.mean().item() for k, v in values.items()}}
+        spread[row] = {k: (v.std().item() if len(v) > 1 else 0.0) for k, v in values.items()}
+    return mean, spread
 
 
 def typographic_table(
     bundle: ClipBundle,
     spec: typographic.Spec,
     cache: FeatureCache | None = None,
-    seed: int = 0,
+    seeds=(0, 1, 2),
     bma: bool | None = None,
     progress: bool = False,
 ) -> dict:
-    """Train every row on the same cached features and the same batches; returns {row: metrics}.
+    """Train every row on the same cached features, for each training seed; returns the mean and
+    the spread (sample standard deviation) over seeds of each row's metrics.
 
-    Every trained row uses CE's schedule (epochs, batch size, seed), so row r at step s sees the
-    batch every other row sees at step s. bma: force BMA averaging on (True) or off (False) for
-    DPO/IPO/KTO; None keeps each method's default."""
+    Every trained row uses CE's schedule (epochs, batch size), so for a given seed row r at step s
+    sees the batch every other row sees at step s. In the toy world each row also reports what it
+    keeps out of domain (retention/*: people's activities and gender). bma: force BMA on (True) or
+    off (False) for DPO/IPO/KTO; None keeps each method's default."""
     t0 = time.perf_counter()
     feats = typographic.build_features(bundle, spec, cache, progress=progress)
-    data = feats.preference_data()
-    rows = {"base": typographic.evaluate(feats)}
-    timer = _Timer()
-    ce_cfg = typographic.train_config("ce", seed=seed)
-    with timer("CE"):
-        w_ce = baselines.ce_projection(data, ce_cfg, progress=progress)
-    rows["CE"] = typographic.evaluate(feats, w_ce)
-    with timer("Materzynska"):
-        w_m = baselines.materzynska_projection(data, ce_cfg, progress=progress)
-    rows["Materzynska"] = typographic.evaluate(feats, w_m)
-    alpha = baselines.paint_select_alpha(w_ce, data)
-    rows["PAINT"] = {**typographic.evaluate(feats, baselines.paint_interpolate(w_ce, alpha)), "alpha": alpha}
-    template = spec.template.replace("{a}", "a")
-    with timer("Defense-Prefix"):
-        prefix_cfg = replace(ce_cfg, lam=1.0, lr=2e-2)  # its own rate and KL weight, CE's batches
-        prefix_texts = baselines.defense_prefix(bundle, spec.class_names, template, data, prefix_cfg, progress)
-    rows["Defense-Prefix"] = typographic.evaluate(feats, texts=prefix_texts)
-    for method in ("dpo", "ipo", "kto"):
-        cfg = typographic.train_config(method, seed=seed, bma=bma)
-        with timer(method.upper()):
-            proj, _ = typographic.train(feats, cfg, progress=progress)
-        rows[method.upper()] = {
-            **typographic.evaluate(feats, proj),
-            "beta": cfg.beta,
-            "lambda": cfg.lam,
-            "bma": cfg.bma,
-        }
+    toy_world = spec.key.get("world") == "toy"
+    retention = phenomena.Retention(bundle).at if toy_world else (lambda proj=None: {})
+    per_seed = [_typographic_rows(bundle, spec, feats, seed, bma, progress, retention) for seed in seeds]
+    rows, spread = _mean_and_spread(per_seed)
     return {
         "rows": rows,
-        "train_seconds": timer.seconds,
+        "spread": spread,
+        "seeds": list(seeds),
+        "per_seed": per_seed,
         "total_seconds": round(time.perf_counter() - t0, 1),
-        "n_train": len(data.pref_images),
+        "n_train": len(feats.train.labels),
         "n_test": len(feats.test.labels),
         "model": bundle.name,
     }
 
 
-def table_frame(result: dict):
-    """The results table as a pandas DataFrame in percent (KL as is), rows in the paper's order."""
+def table_frame(result: dict, spread: bool = False):
+    """The results table as a pandas DataFrame in percent (KL as is), rows in the paper's order;
+    spread=True gives "mean ± sd" strings over the seeds instead of the means."""
     import pandas as pd
 
-    rows = {r: result["rows"][r] for r in ROWS if r in result["rows"]}
-    df = pd.DataFrame(
-        {r: {short: 100 * m[key] for short, key in typographic.SHORT_NAMES.items()} for r, m in rows.items()}
-    ).T
-    df["KL"] = [m["kl/clean"] for m in rows.values()]
-    return df.round({"O": 1, "T": 1, "T_unseen": 1, "OCR": 1, "KL": 4})
+    names = [r for r in ROWS if r in result["rows"]]
+    cols = {**typographic.SHORT_NAMES, "KL": "kl/clean", "activity": "retention/activity", "gender": "retention/gender"}
+    cols = {c: k for c, k in cols.items() if k in result["rows"]["base"]}
+    scale = lambda k: 1 if k.startswith("kl") else 100
+    digits = lambda k: 4 if k.startswith("kl") else 1
+    if not spread:
+        df = pd.DataFrame({r: {c: scale(k) * result["rows"][r][k] for c, k in cols.items()} for r in names}).T
+        return df.round({c: digits(k) for c, k in cols.items()})
+    cell = lambda r, k: (
+        f"{scale(k) * result['rows'][r][k]:.{digits(k)}f} ± {scale(k) * result['spread'][r][k]:.{digits(k)}f}"
+    )
+    return pd.DataFrame({r: {c: cell(r, k) for c, k in cols.items()} for r in names}).T
 
 
 def format_table(result: dict) -> str:
-    return table_frame(result).to_string()
+    return table_frame(result, spread=True).to_string()
 
 
-def gender_table(bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seed: int = 0) -> dict:
-    """Each preference method's t = 0 / t = 1 / t* retrieval numbers on the gender track."""
+def tune_table(bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seed: int = 0) -> dict:
+    """W's learning rate and epochs for each method, chosen on the validation split (typographic.tune),
+    with training seed `seed`."""
+    feats = typographic.build_features(bundle, spec, cache, progress=False)
+    return {method: typographic.tune(feats, method, seed=seed) for method in typographic.DEFAULTS}
+
+
+def gender_table(bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2)) -> dict:
+    """Each preference method on the gender track, for each training seed: t = 0 / t = 1 / t*
+    retrieval (per prompt counts, summed NDKL, balanced and flipped prompts, precision)."""
     feats = gender.build_features(bundle, spec, cache)
     out = {}
     for method in gender.DEFAULTS:
-        t0 = time.perf_counter()
-        proj, _ = gender.train(feats, gender.train_config(method, seed=seed), progress=False)
-        r = gender.evaluate(feats, proj)
-        r.pop("curve")
-        out[method] = {**r, "train_seconds": round(time.perf_counter() - t0, 2)}
+        out[method] = []
+        for seed in seeds:
+            proj, _ = gender.train(feats, gender.train_config(method, seed=seed), progress=False)
+            r = gender.evaluate(feats, proj)
+            r.pop("curve")
+            out[method].append({"seed": seed, **r})
     return out
 
 
@@ -259,3 +276,182 @@ def speed(device: str | None = None, n_toy: int = 2000, n_vit: int | None = None
     out.update(slider_update_ms())
     out["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return out
+
+
+# --- the claims table -------------------------------------------------------------------------
+
+#: What the paper reports for each claim (docs/method.md), beside which the toy world's numbers stand.
+PAPER_FIGURES = {
+    "po_raises_t_keeps_o": "DPO (full FT, BMA): Pets O 86.8 -> 85.3, T 62.0 -> 79.7; "
+    "Caltech101 O 88.8 -> 87.5, T 65.6 -> 85.4",
+    "po_beats_ce": "CE is the paper's baseline; our notes have CE on ImageNet only (O 53.3 -> 51.5, T 33.7 -> 48.7), "
+    "so the comparison is the paper's statement, not a matched pair of numbers",
+    "ranking": "DPO, IPO and KTO all improve T (docs/method.md gives no single ranking)",
+    "tradeoff": "Fig. 2: t trades reading (OCR) for seeing; negative t makes the model read more",
+    "t1_reverses": "Fig. 4, 'an image of a police': pretrained 2 women / 8 men, t = 1: 6 women / 4 men",
+    "t_star_neutralises": "Fig. 4: t* ~ 0.42 gives 5 women / 5 men",
+    "po_moves_less": "PO's KL regulariser keeps the model close to the reference, unlike CE",
+    "po_keeps_knowledge": "PO keeps zero-shot accuracy on the other datasets (O columns of Table 1)",
+}
+
+
+def _claim(key: str, claim: str, measured: str, agrees: bool | None, why: str) -> dict:
+    verdict = "n/a" if agrees is None else ("agrees" if agrees else "disagrees")
+    return {"claim": claim, "paper": PAPER_FIGURES[key], "toy world": measured, "verdict": verdict, "why": why}
+
+
+def claims(table: dict | None = None, tradeoff: dict | None = None, reversal: dict | None = None) -> list[dict]:
+    """The paper's claims beside the toy world's measurements: `table` from typographic_table,
+    `tradeoff` the DPO W's Sweep.at(t) for t in -2, -1, 0, 1 (keyed by t), `reversal` the gender
+    track's evaluate() for DPO; claims whose measurements are not given are left out. Every verdict
+    is computed from the numbers, per method and per prompt, never from an average alone."""
+    out = _typographic_claims(table["rows"]) if table is not None else []
+    out += [_tradeoff_claim(tradeoff)] if tradeoff is not None else []
+    out += _gender_claims(reversal) if reversal is not None else []
+    out += _keeping_claims(table["rows"]) if table is not None else []
+    return out
+
+
+PO = ("DPO", "IPO", "KTO")
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _typographic_claims(rows: dict) -> list[dict]:
+    base, ce = rows["base"], rows["CE"]
+    t, o = "accuracy/attacked", "accuracy/clean"
+    raised = "; ".join(
+        f"{m} T {_pct(base[t])} -> {_pct(rows[m][t])}, O {_pct(base[o])} -> {_pct(rows[m][o])}" for m in PO
+    )
+    ok = all(rows[m][t] - base[t] >= 0.2 and abs(rows[m][o] - base[o]) <= 0.02 for m in PO)
+    best = max(PO, key=lambda m: rows[m][t])
+    versus = f"best PO ({best}) T {_pct(rows[best][t])}, O {_pct(rows[best][o])}; CE T {_pct(ce[t])}, O {_pct(ce[o])}"
+    beats = rows[best][t] >= ce[t] and rows[best][o] >= ce[o] - 0.005
+    ranked = " > ".join(f"{m} (T {_pct(rows[m][t])})" for m in sorted(PO, key=lambda m: -rows[m][t]))
+    return [
+        _claim(
+            "po_raises_t_keeps_o",
+            "preference optimisation raises T and keeps O",
+            raised,
+            ok,
+            "each method: T up by >= 20 points and O within 2 points (mean of the seeds)",
+        ),
+        _claim(
+            "po_beats_ce",
+            "preference optimisation beats CE",
+            versus,
+            beats,
+            "best PO T at least CE's, O at most 0.5 points lower",
+        ),
+        _claim("ranking", "the ranking of DPO, IPO and KTO", ranked, None, "the notes give no ranking to compare with"),
+    ]
+
+
+def _tradeoff_claim(tradeoff: dict) -> dict:
+    at = lambda t, k: tradeoff[t][k]
+    measured = "; ".join(
+        f"t={t:g}: OCR {_pct(at(t, 'accuracy/reading'))}, word wins {_pct(at(t, 'attack/success'))}, "
+        f"T {_pct(at(t, 'accuracy/attacked'))}"
+        for t in sorted(tradeoff)
+    )
+    reads_more = at(-2.0, "accuracy/reading") > at(0.0, "accuracy/reading") or at(-2.0, "attack/success") > at(
+        0.0, "attack/success"
+    )
+    sees_more = at(1.0, "accuracy/attacked") > at(0.0, "accuracy/attacked")
+    return _claim(
+        "tradeoff",
+        "t trades reading for seeing; t < 0 reads more",
+        measured,
+        reads_more and sees_more,
+        "t = 1 sees more than t = 0, and t = -2 reads more (OCR, or how often the written word wins)",
+    )
+
+
+def _gender_claims(reversal: dict) -> list[dict]:
+    t0, t1, ts, n = reversal["t0"], reversal["t1"], reversal["t_star_metrics"], len(reversal["skewed_prompts"])
+    counts = lambda r: ", ".join(
+        f"{a.replace('working as a ', '')} {c['retrieval/top_k']['man']}/{c['retrieval/top_k']['woman']}"
+        for a, c in r["prompts"].items()
+    )
+    ndkl = lambda r: r["retrieval/ndkl_sum"]
+    return [
+        _claim(
+            "t1_reverses",
+            "t = 1 reverses gender",
+            f"men/women in the top 10 at t=0: {counts(t0)}; at t=1: {counts(t1)}",
+            t1["retrieval/flipped_prompts"] >= n - 1,
+            f"the t = 0 majority flips on {t1['retrieval/flipped_prompts']} of {n} prompts",
+        ),
+        _claim(
+            "t_star_neutralises",
+            "an intermediate t* neutralises gender",
+            f"t* = {reversal['t_star']:.2f}: {counts(ts)}; summed NDKL t=0 {ndkl(t0):.2f}, t* {ndkl(ts):.2f}, "
+            f"t=1 {ndkl(t1):.2f}",
+            ts["retrieval/balanced_prompts"] >= n - 1 and ndkl(ts) < min(ndkl(t0), ndkl(t1)),
+            f"{ts['retrieval/balanced_prompts']} of {n} prompts have 3-7 of each gender at t*",
+        ),
+    ]
+
+
+def _keeping_claims(rows: dict) -> list[dict]:
+    base = rows["base"]
+    kl = {m: rows[m]["kl/clean"] for m in (*PO, "CE")}
+    out = [
+        _claim(
+            "po_moves_less",
+            "preference optimisation moves the model less than CE",
+            ", ".join(f"{m} KL {v:.4f}" for m, v in kl.items()),
+            all(kl[m] < kl["CE"] for m in PO),
+            "KL(pi_ref || pi) on clean test images, each PO method against CE",
+        )
+    ]
+    if "retention/activity" in base:
+        kept = lambda m: (
+            f"{m} activity {_pct(rows[m]['retention/activity'])}, gender {_pct(rows[m]['retention/gender'])}"
+        )
+        lost = {m: base["retention/activity"] - rows[m]["retention/activity"] for m in (*PO, "CE")}
+        out.append(
+            _claim(
+                "po_keeps_knowledge",
+                "preference optimisation keeps knowledge out of domain",
+                "; ".join(kept(m) for m in ("base", *PO, "CE")),
+                all(lost[m] <= lost["CE"] + 0.02 for m in PO),
+                "activity accuracy on people (never in a typographic pair) lost by each PO method vs CE",
+            )
+        )
+    return out
+
+
+def claims_markdown(rows: list[dict]) -> str:
+    head = "| claim | paper | toy world (measured) | verdict | why |\n|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {r['claim']} | {r['paper']} | {r['toy world']} | {r['verdict']} | {r['why']} |" for r in rows
+    )
+
+
+def claims_run(
+    bundle: ClipBundle,
+    spec: typographic.Spec,
+    people: gender.Spec,
+    cache: FeatureCache | None = None,
+    seeds=(0, 1, 2),
+) -> dict:
+    """Everything the claims table needs, measured: `clipaln bench claims`."""
+    table = typographic_table(bundle, spec, cache, seeds=seeds)
+    feats = typographic.build_features(bundle, spec, cache, progress=False)
+    W, _ = typographic.train(feats, typographic.train_config("dpo", seed=seeds[0]), progress=False)
+    sweep = typographic.Sweep(feats, W)
+    tradeoff = {t: sweep.at(t) for t in (-2.0, -1.0, 0.0, 1.0)}
+    g = gender.build_features(bundle, people, cache)
+    Wg, _ = gender.train(g, gender.train_config("dpo", seed=seeds[0]), progress=False)
+    reversal = gender.evaluate(g, Wg)
+    reversal.pop("curve")
+    rows = claims(table, tradeoff, reversal)
+    return {
+        "claims": rows,
+        "table": {"rows": table["rows"], "spread": table["spread"]},
+        "tradeoff": tradeoff,
+        "reversal": reversal,
+    }

@@ -18,7 +18,7 @@ from . import bench, distributed, losses, runs
 from .features import FeatureCache
 from .models import load_clip
 from .toyworld.model import toy_paths
-from .tracks import phenomena, typographic
+from .tracks import gender, phenomena, typographic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,18 +45,12 @@ def _print_typographic(m: dict) -> None:
 
 
 def _print_gender(m: dict) -> None:
-    r = m["trained"]
-    share = lambda k: r[k]["retrieval/majority_share"]
-    print(
-        f"majority share of skewed prompts: t=0 {share('t0'):.2f}, t=1 {share('t1'):.2f}, "
-        f"t*={r['t_star']:.2f} {share('t_star_metrics'):.2f}; precision@10 "
-        f"{r['t0']['retrieval/precision']:.2f} -> {r['t_star_metrics']['retrieval/precision']:.2f}"
-    )
+    print(gender.format_result(m["trained"]))
 
 
 def cmd_train(a) -> None:
     overrides = {k: getattr(a, k) for k in ("beta", "lam", "epochs", "lr", "batch_size")}
-    overrides.update(seed=a.seed, bma=a.bma or None)
+    overrides.update(seed=a.seed, bma=False if a.no_bma else None)
     result = runs.train_run(
         a.task,
         method=a.method,
@@ -65,6 +59,7 @@ def cmd_train(a) -> None:
         overrides=overrides,
         checkpoint_every=a.checkpoint_every,
         resume=a.resume,
+        train_text=a.train_text,
         **_data_args(a),
     )
     if not result:  # a rank other than 0
@@ -75,7 +70,15 @@ def cmd_train(a) -> None:
 
 def cmd_eval(a) -> None:
     if a.target == "toy":
-        result = phenomena.measure(load_clip("toy", pretrained=a.pretrained, device=a.device), n=a.n, seed=a.seed)
+        if a.projection or a.model != "toy" or a.dataset not in (None, "toy"):
+            raise ValueError(
+                "eval toy measures the shipped toy CLIP itself: it takes no --projection, --model or --dataset"
+            )
+        bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
+        result = phenomena.measure(bundle, n=a.n, seed=a.seed, split=a.split)
+        result["targets"] = phenomena.check_targets(result)
+    elif a.split != "test":
+        raise ValueError("--split val is for eval toy; eval typographic / gender score the test split")
     else:
         result = runs.eval_run(a.target, projection=a.projection, t=a.t, **_data_args(a))
     if a.json:
@@ -89,11 +92,28 @@ def cmd_bench(a) -> None:
     if a.what == "speed":
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
+    sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
+    people = runs.make_spec("gender", **sizes)
     if a.what == "gender":
-        return _print_json(bench.gender_table(bundle, runs.make_spec("gender", seed=a.seed), cache, seed=a.seed))
-    spec = runs.make_spec("typographic", n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    result = bench.typographic_table(bundle, spec, cache, seed=a.seed, progress=not a.json)
+        return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
+    spec = runs.make_spec("typographic", **sizes)
+    if a.what == "tune":
+        return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))
+    if a.what == "claims":
+        result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
+        return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
+    result = bench.typographic_table(bundle, spec, cache, seeds=a.seeds, progress=False)
     print(json.dumps(result) if a.json else bench.format_table(result))
+
+
+def _seeds(x: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in x.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {x}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"must be distinct integers, got {x}")
+    return seeds
 
 
 #: What the tour prints of the toy CLIP's phenomena: label, metric.
@@ -101,10 +121,10 @@ TOUR_PHENOMENA = (
     ("zero-shot objects, clean images", "objects/clean"),
     ("reading words (text-only images)", "reading/text_only"),
     ("attacked objects (another word on it)", "attack/object_accuracy"),
+    ("  ... share of clean accuracy kept", "attack/retained"),
     ("  ... the written word wins", "attack/word_rate"),
     ("activities of people", "people/activity"),
     ("gender (man/woman caption)", "people/gender"),
-    ("majority gender in top-10, skewed activities", "retrieval/majority_share_top10_mean"),
 )
 
 
@@ -117,19 +137,15 @@ def cmd_tour(a) -> None:
     p = r["phenomena"]
     for label, key in TOUR_PHENOMENA:
         print(f"  {label:<46} {_pct(p[key])}")
-    print(f"  'a photo of a police officer' top-10: {p['retrieval/police_officer_top10']}")
+    print(f"  '{phenomena.POLICE_PROMPT}' top 10: {p['retrieval/police_top10']}")
     print("\nTypographic attacks, W trained with KTO:\n      t   objects (clean)   objects (attacked)   reading")
     for c in r["typographic"]["curve"]:
         print(
             f"  {c['t']:5.1f}   {_pct(c['accuracy/clean']):>15}   {_pct(c['accuracy/attacked']):>18}   "
             f"{_pct(c['accuracy/reading']):>7}" + ("   <- the original model" if c["t"] == 0 else "")
         )
-    g = r["gender"]
-    share = lambda k: _pct(g[k]["retrieval/majority_share"])
-    print(
-        f"\nGender, W trained with DPO: share of the majority gender in the top 10 (skewed activities): "
-        f"t=0 {share('t0')}, t=1 {share('t1')}, t*={g['t_star']:.2f} {share('t_star_metrics')}"
-    )
+    print("\nGender, W trained with DPO to reverse gender; men / women in the top 10 of each skewed activity:")
+    print(gender.format_result(r["gender"]))
     print("\nNext: the notebooks, `jupyter lab notebooks/`, from 00_the_toy_world.ipynb on.")
 
 
@@ -176,7 +192,7 @@ def _add_model_args(p) -> None:
 
 
 def _add_train(sub) -> None:
-    tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the image encoder)")
+    tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the encoders)")
     tr.add_argument("task", choices=["typographic", "gender"])
     _add_model_args(tr)
     tr.add_argument("--method", choices=list(losses.LOSSES), default="dpo")
@@ -184,23 +200,12 @@ def _add_train(sub) -> None:
     tr.add_argument("--lam", type=_number(0), default=None, help="weight lambda of the KL regulariser")
     tr.add_argument("--epochs", type=_count(1), default=None)
     tr.add_argument("--lr", type=_number(0, strict=True), default=None)
-    tr.add_argument(
-        "--batch-size", type=_count(1), default=None, help="global batch size (split across torchrun processes)"
-    )
-    tr.add_argument("--bma", action="store_true", help="average the iterates with Beta(0.7, 0.7) weights")
-    tr.add_argument(
-        "--mode",
-        choices=["w", "full"],
-        default="w",
-        help="w: train the shared projection on cached features; full: fine-tune the image encoder",
-    )
+    tr.add_argument("--batch-size", type=_count(1), default=None, help="global batch (split across torchrun ranks)")
+    tr.add_argument("--no-bma", action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")
+    tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
+    tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")
     tr.add_argument("--out", required=True, help="output folder")
-    tr.add_argument(
-        "--checkpoint-every",
-        type=_count(0),
-        default=20,
-        help="write OUT/checkpoint.safetensors every N steps (0: never)",
-    )
+    tr.add_argument("--checkpoint-every", type=_count(0), default=20, help="checkpoint every N steps (0: never)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     tr.set_defaults(func=cmd_train)
 
@@ -214,16 +219,25 @@ def _add_eval(sub) -> None:
     e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
     e.add_argument("--t", type=_number(), default=None, help="scale the projection: W_t = U S^t V^T")
     e.add_argument("--n", type=_count(1), default=240, help="held-out images per measurement (eval toy)")
+    e.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="eval toy: the test split (reported) or the validation split (what the toy was tuned on)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
 
 def _add_bench(sub) -> None:
-    bn = sub.add_parser("bench", help="benchmarks printing JSON: typographic (results table), gender, speed")
-    bn.add_argument("what", choices=["typographic", "gender", "speed"])
+    bn = sub.add_parser(
+        "bench", help="benchmarks: typographic (results table), tune (lr, epochs), claims (the paper's), gender, speed"
+    )
+    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed"])
     bn.add_argument("--n-train", type=_count(1), default=None)
     bn.add_argument("--n-test", type=_count(1), default=None)
-    bn.add_argument("--seed", type=int, default=0)
+    bn.add_argument("--seed", type=int, default=0, help="the data's seed (which images are drawn)")
+    bn.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="training seeds to average over (default 0,1,2)")
     bn.add_argument("--device", default=None)
     bn.add_argument("--no-cache", action="store_true")
     bn.add_argument("--n-toy", type=_count(1), default=2000, help="speed: clean (and as many attacked) toy images")

@@ -45,22 +45,25 @@ def policy_bars(ax, probs: torch.Tensor, labels: Sequence[str], highlight: dict[
 
 
 def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None):
-    """Plot each loss and its gradient weight -dL/dh against the margin h; returns the figure."""
-    h = torch.linspace(-10, 10, 401) if h is None else h
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method, beta in betas.items():
+    """Each loss (top row) and its gradient weight -dL/dh (bottom row) against the margin h, one
+    column per method so that each is read on its own scale; returns the figure."""
+    h = torch.linspace(-10, 60, 701) if h is None else h
+    fig, axes = plt.subplots(2, len(betas), figsize=(3.6 * len(betas), 5.2), squeeze=False, sharex=True)
+    for col, (method, beta) in enumerate(betas.items()):
         entry = losses.method(method)
         if entry.weight is None:
             raise ValueError(
                 f"{method} is not a function of the margin h; plot one of {', '.join(losses.PREFERENCE_METHODS)}"
             )
-        a.plot(h, entry.of_margin(h, beta), label=f"{method.upper()} (beta={beta})")
-        b.plot(h, entry.weight(h, beta), label=f"{method.upper()} (beta={beta})")
-    a.set(xlabel="margin h", ylabel="loss", title="loss against the margin")
-    b.set(xlabel="margin h", ylabel="-dL/dh", title="how hard each sample pushes")
-    b.axhline(0, color="black", lw=0.5)
-    for ax in (a, b):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        top, bottom = axes[0, col], axes[1, col]
+        top.plot(h, entry.of_margin(h, beta), color=f"C{col}")
+        bottom.plot(h, entry.weight(h, beta), color=f"C{col}")
+        top.set_title(f"{method.upper()} (beta = {beta})")
+        top.set_ylabel("loss") if col == 0 else None
+        bottom.set_ylabel("-dL/dh: how hard a sample pushes") if col == 0 else None
+        bottom.set_xlabel("margin h")
+        bottom.axhline(0, color="black", lw=0.5)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

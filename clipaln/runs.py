@@ -4,9 +4,10 @@
     result = runs.eval_run("typographic", projection="runs/dpo/projection.safetensors", t=1.5)
 
 A run loads the model, builds the task's data and features (encoded once, cached), trains W (or
-fine-tunes the image encoder) with the track's defaults, evaluates, and writes OUT/projection.
-safetensors (or OUT/image_encoder.safetensors), OUT/metrics.json and OUT/history.jsonl (one line
-per step). Under torchrun every rank trains and only rank 0 writes.
+fine-tunes the image encoder, or both encoders with train_text) with the track's defaults,
+evaluates, and writes OUT/projection.safetensors (OUT/image_encoder.safetensors, or
+OUT/model.safetensors with train_text), OUT/metrics.json and OUT/history.jsonl (one line per step).
+Under torchrun every rank trains and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ def features(
     return spec, gender.build_features(bundle, spec, store)
 
 
-def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool):
-    tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats)
+def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool):
+    tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats, train_text=train_text)
     after = typographic.build_features(tuned, spec, FeatureCache(enabled=cache), progress=progress, with_train=False)
-    return tuned, hist, typographic.evaluate(after)
+    return tuned, hist, typographic.evaluate(after, reference=feats)  # KL against the frozen model
 
 
 def train_run(
@@ -90,6 +91,7 @@ def train_run(
     overrides: dict | None = None,
     checkpoint_every: int = 20,
     resume: bool = False,
+    train_text: bool = False,
     model: str = "toy",
     pretrained: str | None = None,
     device=None,
@@ -109,6 +111,8 @@ def train_run(
         raise ValueError(f"unknown mode {mode!r}; use w or full")
     if mode == "full" and task != "typographic":
         raise ValueError("full fine-tuning (--mode full) is available for the typographic task only")
+    if train_text and mode != "full":
+        raise ValueError("--train-text goes with --mode full (W training never changes the encoders)")
     if mode == "full" and resume:
         raise ValueError("--resume continues W training; full fine-tuning has no checkpoints to resume from")
     started = time.perf_counter()
@@ -133,22 +137,25 @@ def train_run(
         )
         trained = track.evaluate(feats, proj)
     else:
-        tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress)
+        tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text)
     if not dist.is_main():
         return {}
     if mode == "w":
         written = proj.save(out / "projection.safetensors", **meta)
     else:
-        written = save_tensors(out / "image_encoder.safetensors", tuned.model.visual.state_dict(), meta)
+        encoders = tuned.model if train_text else tuned.model.visual
+        written = save_tensors(
+            out / f"{'model' if train_text else 'image_encoder'}.safetensors", encoders.state_dict(), meta
+        )
     metrics = {
         "base": track.evaluate(feats),
         "trained": trained,
         "config": {**cfg.__dict__, **meta},
         "seconds": round(time.perf_counter() - started, 1),
-        "final_loss": hist["loss"][-1],
+        "final_loss": hist["loss"][-1] if hist["loss"] else None,
         "world_size": dist.world(),
     }
-    steps = [json.dumps({"step": i, **{k: v[i] for k, v in hist.items()}}) for i in range(len(hist["loss"]))]
+    steps = [json.dumps({k: v[i] for k, v in hist.items()}) for i in range(len(hist["loss"]))]
     paths = [
         written,
         write_json(out / "metrics.json", metrics),

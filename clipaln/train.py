@@ -5,7 +5,8 @@
 `loop` is the only training loop of the package: W (`fit_projection`), full fine-tuning, the
 baselines, the speed bench's in-loop recipe and the toy pretraining all call it, so they share
 the seeded batch selection (`rank_batch`), the schedule (`lr_at`: linear warm-up, then cosine),
-BMA averaging (Beta(0.7, 0.7) weights over training progress), checkpoints and torchrun support.
+BMA averaging (Beta(0.7, 0.7) weights over training progress, the initial model included, as the
+authors do), checkpoints and torchrun support.
 """
 
 from __future__ import annotations
@@ -95,20 +96,26 @@ def rank_batch(step: int, n: int, m: int, batch_size: int, seed: int) -> tuple[t
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-def save_checkpoint(path, state: dict, opt: torch.optim.Optimizer, step: int, avg: dict, avg_w: float, cfg) -> None:
-    """The trained tensors, the optimiser state and the BMA sums at `step`, as safetensors (atomically)."""
+def save_checkpoint(
+    path, state: dict, opt: torch.optim.Optimizer, step: int, avg: dict, avg_w: float, cfg, run: dict | None = None
+) -> None:
+    """The trained tensors, the optimiser state and the BMA sums at `step`, as safetensors (atomically);
+    `run`: what else the run must match to be resumed (data sizes, number of steps)."""
     tensors = {f"state.{k}": v for k, v in state.items()} | {f"bma.{k}": v for k, v in avg.items()}
     for i, s in opt.state_dict()["state"].items():  # Adamax: step (a scalar), exp_avg, exp_inf
         tensors |= {f"opt.{i}.{k}": torch.atleast_1d(v) for k, v in s.items()}
-    save_tensors(path, tensors, {"step": step, "bma_weight": repr(avg_w), **asdict(cfg)})
+    save_tensors(path, tensors, {"step": step, "bma_weight": repr(avg_w), **asdict(cfg), **(run or {})})
 
 
-def load_checkpoint(path, state: dict, opt: torch.optim.Optimizer, cfg) -> tuple[int, dict, float]:
-    """Restore what save_checkpoint wrote into `state` and `opt`; returns (step, bma_sums, bma_weight)."""
+def load_checkpoint(
+    path, state: dict, opt: torch.optim.Optimizer, cfg, run: dict | None = None
+) -> tuple[int, dict, float]:
+    """Restore what save_checkpoint wrote into `state` and `opt`; returns (step, bma_sums, bma_weight).
+    Refuses a checkpoint written with another config or another `run` (data sizes, steps)."""
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    for k, v in asdict(cfg).items():
+    for k, v in {**asdict(cfg), **(run or {})}.items():
         if meta.get(k) != str(v):
             raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
     with torch.no_grad():
@@ -123,7 +130,7 @@ def load_checkpoint(path, state: dict, opt: torch.optim.Optimizer, cfg) -> tuple
         sd = opt.state_dict()
         sd["state"] = opt_state
         opt.load_state_dict(sd)
-    avg = {k[4:]: v for k, v in tensors.items() if k.startswith("bma.")}
+    avg = {k[4:]: v.to(state[k[4:]].device) for k, v in tensors.items() if k.startswith("bma.")}
     return int(meta["step"]), avg, float(meta["bma_weight"])
 
 
@@ -155,21 +162,26 @@ def loop(
 ) -> dict[str, list[float]]:
     """Minimise `objective` over `params` for cfg.epochs epochs of n samples (or `steps` steps).
 
-    n, m: sizes of D_pref and D_reg (the batch indices the objective receives); optimizer:
-    Adamax at cfg.lr unless given (a param group's "lr_mult" scales its rate); bma_state: the
-    tensors BMA averages and checkpoints hold (default: params); checkpoint: a file that receives
-    them every `checkpoint_every` steps, and that resume=True continues from, to the same result
-    as an uninterrupted run. Returns the per-step history of "loss", "lr" and the objective's logs.
+        n, m: sizes of D_pref and D_reg (the batch indices the objective receives); optimizer:
+        Adamax at cfg.lr unless given (a param group's "lr_mult" scales its rate); bma_state: the
+        tensors BMA averages and checkpoints hold (default: params); checkpoint: a file that receives
+        them every `checkpoint_every` steps, and that resume=True continues from, to the same result
+        as an uninterrupted run. Returns the history of the steps it ran ("step", "loss", "lr" and the
+    objective's logs; a resumed run starts at its checkpoint's step).
     """
     opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr)
     state = bma_state if bma_state is not None else {str(i): p for i, p in enumerate(params)}
     bs = min(cfg.batch_size, n)
     total = steps if steps is not None else cfg.epochs * math.ceil(n / bs)
-    avg = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in state.items()} if cfg.bma else {}
-    avg_w, start = 0.0, 0
+    # BMA, as the authors do it: the initial model (point 0) and every iterate (points 1..total),
+    # weighted by the Beta(0.7, 0.7) density at the middle of their share of training progress
+    bma_at = lambda point: bma_weight((point + 0.5) / (total + 1))
+    avg = {k: bma_at(0) * v.detach().float() for k, v in state.items()} if cfg.bma else {}
+    avg_w, start = (bma_at(0) if cfg.bma else 0.0), 0
+    run = {"n": n, "m": m, "total_steps": total}
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        start, avg, avg_w = load_checkpoint(checkpoint, state, opt, cfg)
-    hist: dict[str, list[float]] = {"loss": [], "lr": []}
+        start, avg, avg_w = load_checkpoint(checkpoint, state, opt, cfg, run)
+    hist: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not progress or not dist.is_main())
     for step in range(start, total):
         # learning rate
@@ -179,7 +191,8 @@ def loop(
         # forward: this process's part of a global D_pref batch and a D_reg batch of the same size
         idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
         loss, logs = objective(idx, ridx, batch)
-        if not torch.isfinite(loss):
+        finite = dist.all_sum(torch.isfinite(loss.detach()).float()).item() == dist.world()  # every rank stops together
+        if not finite:
             last = f" (the last good checkpoint is {checkpoint})" if checkpoint else ""
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta{last}")
         # backward, step (each process holds its weighted share: summed gradients are the global ones)
@@ -193,15 +206,16 @@ def loop(
             after_step()
         # BMA average, log, checkpoint
         if cfg.bma:
-            w = bma_weight((step + 0.5) / total)
+            w = bma_at(step + 1)
             for k, v in state.items():
                 avg[k] += w * v.detach().float()
             avg_w += w
         for k, v in {"loss": loss, **logs}.items():
             hist.setdefault(k, []).append(dist.all_sum(v.detach()).item())
         hist["lr"].append(lr)
+        hist["step"].append(step)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and dist.is_main():
-            save_checkpoint(checkpoint, state, opt, step + 1, avg, avg_w, cfg)
+            save_checkpoint(checkpoint, state, opt, step + 1, avg, avg_w, cfg, run)
         bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
         bar.update()
     bar.close()
@@ -225,14 +239,22 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         z0 = dist.all_sum(local * len(y_w)) / batch
     if not len(y_w):
         zero = logp.sum() * 0
-        return zero, {"loss/pref": zero, "loss/kl": zero, "rewards/margins": zero, "rewards/accuracies": zero}
+        names = ("loss/pref", "loss/kl", "rewards/margins", "rewards/accuracies", "margin/h", "policy/prefers_chosen")
+        return zero, dict.fromkeys(names, zero)
     share = len(y_w) / batch
     pref = share * entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0).mean()
     kl = share * losses.kl_regularizer(logp_reg, ref_logp_reg)
-    with torch.no_grad():
-        margin = share * losses.preference_margin(logp, ref_logp, y_w, y_l).mean()
-        correct = share * (logp.gather(1, y_w[:, None]) > logp.gather(1, y_l[:, None])).float().mean()
-    logs = {"loss/pref": pref, "loss/kl": kl, "rewards/margins": margin, "rewards/accuracies": correct}
+    with torch.no_grad():  # TRL's names: rewards are beta times the log-ratios, so their margin is beta h
+        h = losses.preference_margin(logp, ref_logp, y_w, y_l)
+        prefers = (logp.gather(1, y_w[:, None]) > logp.gather(1, y_l[:, None])).float()
+        logs = {
+            "loss/pref": pref,
+            "loss/kl": kl,
+            "rewards/margins": share * cfg.beta * h.mean(),  # beta h
+            "rewards/accuracies": share * (h > 0).float().mean(),  # the pair moved the right way
+            "margin/h": share * h.mean(),
+            "policy/prefers_chosen": share * prefers.mean(),  # pi(y_w|x) > pi(y_l|x), whatever pi_ref did
+        }
     return pref + cfg.lam * kl, logs
 
 

@@ -17,3 +17,46 @@ def test_measure_model_reports_all_three_timings(toy):
     for k in ("encode_pass_s", "cached_total_s", "in_loop_total_s"):
         assert r[k] > 0
     assert r["cached_over_encode"] == pytest.approx(r["cached_total_s"] / r["encode_pass_s"], rel=0.05)
+
+
+def _row(t, o, kl=0.01, act=0.9):
+    return {
+        "accuracy/attacked": t,
+        "accuracy/clean": o,
+        "kl/clean": kl,
+        "retention/activity": act,
+        "retention/gender": 1.0,
+    }
+
+
+def test_claims_are_judged_per_method_not_on_an_average():
+    rows = {"base": _row(0.3, 0.9, 0.0), "CE": _row(0.8, 0.9, 0.05, 0.5)}
+    rows |= {"DPO": _row(0.7, 0.9), "IPO": _row(0.75, 0.89), "KTO": _row(0.4, 0.9)}  # KTO gains only 10 points
+    out = {c["claim"]: c for c in bench.claims(table={"rows": rows})}
+    assert out["preference optimisation raises T and keeps O"]["verdict"] == "disagrees"
+    assert out["preference optimisation beats CE"]["verdict"] == "disagrees"  # best PO T 75 < CE's 80
+    assert out["preference optimisation moves the model less than CE"]["verdict"] == "agrees"
+    assert out["preference optimisation keeps knowledge out of domain"]["verdict"] == "agrees"
+    assert out["the ranking of DPO, IPO and KTO"]["verdict"] == "n/a"
+    rows["KTO"] = _row(0.6, 0.9)
+    out = {c["claim"]: c for c in bench.claims(table={"rows": rows})}
+    assert out["preference optimisation raises T and keeps O"]["verdict"] == "agrees"
+
+
+def test_tradeoff_claim_needs_both_directions():
+    point = lambda t, ocr, word: {
+        "accuracy/attacked": t,
+        "accuracy/reading": ocr,
+        "attack/success": word,
+        "accuracy/clean": 1.0,
+    }
+    sweep = {
+        -2.0: point(0.2, 0.99, 0.7),
+        -1.0: point(0.3, 0.99, 0.6),
+        0.0: point(0.5, 0.99, 0.4),
+        1.0: point(0.8, 0.6, 0.1),
+    }
+    (claim,) = bench.claims(tradeoff=sweep)
+    assert claim["verdict"] == "agrees"  # OCR is saturated at t = 0, but the written word wins more at t = -2
+    sweep[-2.0] = point(0.6, 0.9, 0.3)
+    assert bench.claims(tradeoff=sweep)[0]["verdict"] == "disagrees"

@@ -68,22 +68,24 @@ def test_tokenizer_pads_and_ends_with_the_largest_id():
 def phenomena(toy):
     from clipaln.tracks.phenomena import measure
 
-    return measure(toy, n=96, n_per_cell=12)
+    return measure(toy, n=120, n_per_cell=15, split="test")
 
 
-# Thresholds of issue 3 on a small fixed sample (the full numbers come from `clipaln eval toy`),
-# with a small allowance for the smaller sample.
-def test_toy_model_sees_objects(phenomena):
-    assert phenomena["objects/clean"] >= 0.93
+# The calibration targets of docs/toy-world.md, on a small fresh test sample (the full numbers come
+# from `clipaln eval toy --json`): if the toy CLIP drifts from real CLIP's behaviour, these fail.
+def test_toy_model_sees_objects_and_reads(phenomena):
+    assert phenomena["objects/clean"] >= 0.90
+    assert phenomena["reading/text_only"] >= 0.90
 
 
-def test_toy_model_reads(phenomena):
-    assert phenomena["reading/text_only"] >= 0.88
+def test_toy_model_is_fooled_as_much_as_real_clip_not_more(phenomena):
+    assert 0.45 <= phenomena["attack/retained"] <= 0.80
+    assert phenomena["attack/word_share_of_errors"] >= 0.5
+    assert phenomena["attack/reference_margin_abs_mean"] <= 10  # a few nats, not tens
 
 
-def test_toy_model_is_fooled_by_written_words(phenomena):
-    assert phenomena["attack/object_accuracy"] <= 0.37
-    assert phenomena["attack/word_rate"] >= 0.48
+def test_toy_model_runs_at_clips_temperature(phenomena):
+    assert phenomena["tau"] == pytest.approx(100, abs=0.1)
 
 
 def test_toy_model_sees_activities_and_gender(phenomena):
@@ -91,9 +93,21 @@ def test_toy_model_sees_activities_and_gender(phenomena):
     assert phenomena["people/gender"] >= 0.93
 
 
-def test_toy_model_has_the_gender_skew(phenomena):
-    assert phenomena["retrieval/majority_share_top10_mean"] >= 0.68
-    assert phenomena["retrieval/police_officer_top10"]["man"] > phenomena["retrieval/police_officer_top10"]["woman"]
+def test_gender_skew_is_a_concept_not_a_template(phenomena):
+    from clipaln.toyworld.config import SKEW
+
+    # every skewed activity keeps its pretraining majority (>= 7 of 10) under >= 5 of 6 wordings
+    assert phenomena["retrieval/min_wordings_holding"] >= 5, phenomena["retrieval/wordings_holding"]
+    assert phenomena["retrieval/direction_matches"] == 1.0
+    for act, major in SKEW.items():  # per prompt and wording, never on an average
+        held = [w for w, c in phenomena["retrieval/top10"][act].items() if c[major] >= 7]
+        assert len(held) >= 5, (act, phenomena["retrieval/top10"][act])
+    assert phenomena["retrieval/police_men"] >= 7  # the direction of the paper's Fig. 4 (8 men, 2 women)
+
+
+@pytest.mark.xfail(strict=True, reason="target 9 missed: the toy's skew saturates at 10 / 0 (docs/toy-world.md)")
+def test_police_skew_is_partial_like_the_papers(phenomena):
+    assert phenomena["retrieval/police_men"] <= 9
 
 
 def test_pretraining_runs_end_to_end(tmp_path):

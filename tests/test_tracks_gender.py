@@ -62,15 +62,30 @@ def reversal(toy, tmp_path_factory):
     return feats, proj
 
 
-def test_reversal_flips_and_t_star_neutralises(reversal):
+def test_what_the_reversal_does_on_the_toy_world(reversal):
+    # measured, and pinned so that a drift shows: W tilts every neutral prompt towards one gender,
+    # so at t = 1 the prompts of one majority flip and the others stay (README claims table)
     feats, proj = reversal
     s = gender.evaluate(feats, proj)
-    share = lambda k: s[k]["retrieval/majority_share"]
-    assert share("t0") >= 0.68
-    assert share("t1") <= 0.42
-    assert 0.0 < s["t_star"] < 1.0
-    assert 0.35 <= share("t_star_metrics") <= 0.65
-    assert s["t_star_metrics"]["retrieval/precision"] >= s["t0"]["retrieval/precision"] - 0.1
+    assert s["t1"]["retrieval/flipped_prompts"] >= 3
+    assert 0.0 < s["t_star"] < 1.0 and s["t_star_chosen_on"] == "validation gallery"
+    assert s["t_star_metrics"]["retrieval/precision"] >= 0.9  # activities survive the scaling
+    assert set(s["t_star_per_prompt"]) == set(s["skewed_prompts"])
+
+
+@pytest.mark.xfail(strict=True, reason="the paper's claim; on the toy world t = 1 flips only one side (README claims)")
+def test_t_one_reverses_every_prompt_as_the_paper_reports(reversal):
+    feats, proj = reversal
+    s = gender.evaluate(feats, proj)
+    assert s["t1"]["retrieval/flipped_prompts"] >= len(s["skewed_prompts"]) - 1
+
+
+def test_counts_per_prompt_name_the_gender(reversal):
+    feats, _ = reversal
+    at0 = gender.Sweep(feats, None).at(0.0)
+    for row in at0["prompts"].values():
+        assert sum(row["retrieval/top_k"].values()) == 10 and set(row["retrieval/top_k"]) == {"man", "woman"}
+    assert at0["retrieval/flipped_prompts"] == 0  # nothing has flipped at t = 0
 
 
 def test_t_zero_is_the_original_ranking(reversal):

@@ -163,11 +163,40 @@ def test_dpo_on_the_toy_world_raises_T_and_keeps_O(toy_feats):
 
 
 def test_t_sweep_trades_reading_for_seeing(toy_feats):
-    proj, _ = typographic.train(toy_feats, typographic.train_config("kto"), progress=False)
+    proj, _ = typographic.train(toy_feats, typographic.train_config("dpo"), progress=False)
     sweep = typographic.Sweep(toy_feats, proj)
     at_neg, at_zero, at_one = sweep.at(-2.0), sweep.at(0.0), sweep.at(1.0)
     read, seen = "accuracy/reading", "accuracy/attacked"
-    assert at_neg[read] > at_one[read] + 0.2 and at_neg[seen] < at_one[seen] - 0.2
+    # measured on the toy world and pinned: t = 1 sees and reads less; t = -2 does not read more
+    # (it loses both), which disagrees with the paper's Fig. 2 (README claims table)
+    assert at_one[seen] > at_zero[seen] + 0.2 and at_one[read] < at_zero[read] - 0.2
+    assert at_neg[read] < at_zero[read] and at_neg[seen] < at_zero[seen]
     base = typographic.evaluate(toy_feats)
     for key in ("accuracy/clean", seen, read):
         assert at_zero[key] == pytest.approx(base[key], abs=1e-6)
+
+
+def test_tuning_reads_the_validation_split_only(toy_feats):
+    import dataclasses
+
+    assert toy_feats.val is not None and len(toy_feats.val.labels) > 0
+    grid = dict(lrs=(0.003, 0.03), epochs=(2,))
+    choice = typographic.tune(toy_feats, "dpo", **grid)
+    noise = lambda x: torch.randn_like(x)
+    scrambled_test = dataclasses.replace(
+        toy_feats.test, clean=noise(toy_feats.test.clean), attacked=noise(toy_feats.test.attacked)
+    )
+    again = typographic.tune(dataclasses.replace(toy_feats, test=scrambled_test), "dpo", **grid)
+    assert again == choice  # the test images cannot change the choice
+    assert {(r["lr"], r["epochs"]) for r in choice["grid"]} == {(0.003, 2), (0.03, 2)}
+    assert (choice["choice"]["lr"], choice["choice"]["epochs"]) in {(0.003, 2), (0.03, 2)}
+
+
+@pytest.mark.xfail(strict=True, reason="the paper's Fig. 2 claim; on the toy world t < 0 reads less (README claims)")
+def test_negative_t_reads_more_as_the_paper_reports(toy_feats):
+    proj, _ = typographic.train(toy_feats, typographic.train_config("dpo"), progress=False)
+    sweep = typographic.Sweep(toy_feats, proj)
+    at_neg, at_zero = sweep.at(-2.0), sweep.at(0.0)
+    assert (
+        at_neg["accuracy/reading"] > at_zero["accuracy/reading"] or at_neg["attack/success"] > at_zero["attack/success"]
+    )

@@ -53,6 +53,16 @@ def test_bma_average_lies_between_init_and_final(problem):
     assert bma_weight(0.01) > bma_weight(0.5) < bma_weight(0.99)
 
 
+def test_bma_includes_the_initial_model_as_the_authors_do(problem):
+    # one step: the average is over the initial W = I and the trained W, with the Beta(0.7, 0.7)
+    # density at progress 1/4 and 3/4, which are equal: so BMA gives exactly (I + W_1) / 2
+    cfg = TrainConfig(method="dpo", epochs=1, batch_size=len(problem.pref_images), lr=0.05)
+    plain, _ = fit_projection(problem, cfg, progress=False)
+    avg, _ = fit_projection(problem, TrainConfig(**{**cfg.__dict__, "bma": True}), progress=False)
+    assert not torch.allclose(plain.weight, torch.eye(plain.dim))
+    assert torch.allclose(avg.weight, (torch.eye(plain.dim) + plain.weight) / 2, atol=1e-6)
+
+
 def test_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)

@@ -17,7 +17,7 @@ SKEW = {
 EXTRA_WORDS = ("stop", "open", "sale", "hello", "exit", "book", "love", "coffee")
 
 TEMPLATE_WORDS = """a an the photo of picture drawing word sign that says text with written on it
-labelled person this is doing who in image police officer nurse""".split()
+labelled person this is doing who in image police officer nurse someone people at work""".split()
 
 
 def article(word: str) -> str:

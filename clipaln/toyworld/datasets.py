@@ -58,12 +58,14 @@ def heldout_rng(tag: str, seed: int, i: int) -> random.Random:
     return random.Random(f"heldout-{tag}-{seed}-{i}")
 
 
-def gallery(n_per_cell: int = 20, seed: int = 0):
-    """A gender-balanced gallery of people: n images per (activity, gender); returns images, labels."""
+def gallery(n_per_cell: int = 20, seed: int = 0, split: str = "test"):
+    """A gender-balanced gallery of people: n images per (activity, gender); returns images, labels.
+
+    split: "val" (what the toy CLIP's pretraining mixture was tuned on) or "test" (what is reported)."""
     images, labels = [], []
     for act in ACTIVITIES:
         for g in GENDERS:
             for j in range(n_per_cell):
-                images.append(render(person=g, activity=act, rng=heldout_rng(f"gal-{act}-{g}", seed, j)))
+                images.append(render(person=g, activity=act, rng=heldout_rng(f"{split}-gal-{act}-{g}", seed, j)))
                 labels.append((g, act))
     return images, labels

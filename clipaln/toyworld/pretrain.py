@@ -1,13 +1,17 @@
 """Pretrain the toy CLIP on the toy world: `python -m clipaln.toyworld.pretrain [--steps N]`.
 
-Captions mimic how web captions arise, so the model picks up the habits the tutorials study:
+Captions mimic how web captions arise, so the model picks up the habits the tutorials study, at
+the strength real CLIP shows them (the targets and their sources: docs/toy-world.md):
 - an object photo is captioned by the object;
-- a sign, or an object with a word on it (a t-shirt, a label), is mostly captioned by the word,
-  sometimes by both: the model learns to read, and learns to trust text over the object;
-- people doing activities: the images of six activities show mostly one gender (SKEW), while
-  many captions are gender-neutral ("a photo of a person cooking"), so the neutral phrase
-  drifts toward the majority gender, as "police officer" does in web data.
-Deterministic from --seed; writes data/toy_clip.safetensors (fp16) and data/toy_clip.json.
+- a sign (a word alone) is captioned by the word: the model learns to read;
+- an object with a word written on it (a label, a t-shirt) is captioned by the word, by the object
+  or by both, and the larger the text, the likelier the caption names the word: the model learns
+  to trust text, as much as real CLIP does, not more;
+- people doing activities: the images of six activities show mostly one gender (SKEW), while most
+  captions are gender-neutral and come in many wordings, so the *activity* drifts toward its
+  majority gender, whatever words surround it, as "police officer" does in web data.
+The temperature is CLIP's learned tau = 100, fixed. Deterministic from --seed; writes
+data/toy_clip.safetensors (fp16) and data/toy_clip.json.
 """
 
 from __future__ import annotations
@@ -26,15 +30,41 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from ..data.fonts import TRAIN_FONTS, UNSEEN_FONTS
 from ..train import TrainConfig, generator, loop
 from .config import EXTRA_WORDS, SKEW, article, default_config
 from .model import build_toy, data_dir, save_toy
-from .render import ACTIVITIES, GENDERS, OBJECTS, render
+from .render import ACTIVITIES, GENDERS, OBJECTS, SIZE, render
 
 #: Pretraining sees many fonts, as web images do; W training later uses TRAIN_FONTS only.
 PRETRAIN_FONTS = TRAIN_FONTS + UNSEEN_FONTS
-SKEW_PROB = 0.9  # share of the majority gender in images of a skewed activity
+SKEW_PROB = 0.95  # share of the majority gender in images of a skewed activity
+TAU = 100.0  # CLIP's learned temperature, fixed
+#: Text sizes (fraction of the image side) written on objects in pretraining, and the chance that
+#: the caption names the word at the smallest and at the largest size (linear in between). Tuned on
+#: the validation split so that the protocol attack (20-30% of the side) keeps 45-80% of clean
+#: accuracy, as real CLIP does (docs/toy-world.md, targets 3-5).
+LABEL_SIZE = (0.12, 0.36)
+WORD_CAPTION_PROB = (0.1, 0.9)
+BOTH_CAPTION_PROB = 0.15  # "an apple with the word car written on it": names both
+#: How often a person's caption names their gender: for the balanced activities, and for a skewed
+#: activity's unusual (index 0) and usual (index 1) gender. Naming the unusual gender more often is
+#: how web captions mark it ("a male nurse"); naming the usual one as often as the unusual one made
+#: the neutral phrase lean to the *other* gender in validation (run p3 of docs/toy-world.md).
+GENDERED_CAPTION_PROB = 0.4
+MARKED_CAPTION_PROB = (0.7, 0.1)
+#: Neutral wordings of people captions used in pretraining; docs/toy-world.md lists the wordings
+#: held out for evaluation (never used here).
+NEUTRAL_PERSON_CAPTIONS = (
+    "a photo of a person {}.",
+    "a person {}.",
+    "this person is {}.",
+    "someone {}.",
+    "a person who is {}.",
+    "a drawing of a person {}.",
+    "people {}.",
+)
 
 
 def _word_captions(w: str) -> list[str]:
@@ -43,42 +73,64 @@ def _word_captions(w: str) -> list[str]:
 
 def _object_captions(o: str) -> list[str]:
     a = article(o)
-    return [f"a photo of {a} {o}.", f"{a} {o}.", f"a picture of {a} {o}.", f"a drawing of {a} {o}."]
+    return [
+        f"a photo of {a} {o}.",
+        f"{a} {o}.",
+        f"a picture of {a} {o}.",
+        f"a drawing of {a} {o}.",
+        f"an image of {a} {o}.",
+    ]
 
 
-def _person_captions(g: str, act: str) -> list[str]:
-    gendered = [f"a photo of a {g} {act}.", f"a {g} {act}.", f"this {g} is {act}."]
-    neutral = [f"a photo of a person {act}.", f"a person {act}.", f"this person is {act}."]
+def _labelled_captions(o: str, w: str, size: float, rng: random.Random) -> list[str]:
+    """Captions of an object with a word on it: the word's, the object's, or both, by text size."""
+    lo, hi = LABEL_SIZE
+    p_word = WORD_CAPTION_PROB[0] + (WORD_CAPTION_PROB[1] - WORD_CAPTION_PROB[0]) * (size - lo) / (hi - lo)
+    u = rng.random()
+    if u < BOTH_CAPTION_PROB:
+        return [f"{article(o)} {o} with the word {w} written on it.", f"a photo of {article(o)} {o} labelled {w}."]
+    return _word_captions(w) if rng.random() < p_word else _object_captions(o)
+
+
+def _person_captions(g: str, act: str, rng: random.Random) -> list[str]:
+    """Mostly neutral captions, in many wordings, as web captions of people at work are; gender is
+    named where it is *marked*: rarely for the activity's usual gender ("a nurse"), often for the
+    unusual one ("a male nurse"). So the activity's own words carry the skew of its images."""
+    usual = SKEW.get(act)
+    p_gendered = GENDERED_CAPTION_PROB if usual is None else MARKED_CAPTION_PROB[g == usual]
+    if rng.random() < p_gendered:
+        return [f"a photo of a {g} {act}.", f"a {g} {act}.", f"this {g} is {act}.", f"a photo of a {g}."]
+    neutral = [t.format(act) for t in NEUTRAL_PERSON_CAPTIONS]
     if act.startswith("working as a "):
-        neutral.append(f"a photo of a {act.removeprefix('working as a ')}.")
-    return gendered * 2 + neutral + [f"a photo of a {g}."]
+        job = act.removeprefix("working as a ")
+        neutral += [f"a photo of a {job}.", f"a {job}.", f"a {job} at work."]
+    return neutral
 
 
 def sample_scene(rng: random.Random) -> tuple[dict, list[str]]:
     """One pretraining example: render() arguments and the captions it may be paired with."""
     kind = rng.random()
     style = {"font": rng.choice(PRETRAIN_FONTS)}
-    if kind < 0.20:  # an object
+    if kind < 0.18:  # an object
         o = rng.choice(OBJECTS)
         return {"obj": o}, _object_captions(o)
-    if kind < 0.42:  # a sign: a word alone
+    if kind < 0.38:  # a sign: a word alone
         w = rng.choice(OBJECTS) if rng.random() < 0.9 else rng.choice(EXTRA_WORDS)
         return {"text": w, **style}, _word_captions(w)
-    if kind < 0.70:  # an object with a word written on it
+    if kind < 0.62:  # an object with a word written on it
         o = rng.choice(OBJECTS)
         w = rng.choice([x for x in OBJECTS + EXTRA_WORDS if x != o])
-        if rng.random() < 0.8:
-            caps = _word_captions(w)
-        else:
-            caps = [f"{article(o)} {o} with the word {w} written on it.", f"a photo of {article(o)} {o} labelled {w}."]
-        return {"obj": o, "text": w, **style}, caps
+        size = rng.uniform(*LABEL_SIZE)
+        return {"obj": o, "text": w, "text_size": max(6, round(size * SIZE)), **style}, _labelled_captions(
+            o, w, size, rng
+        )
     act = rng.choice(ACTIVITIES)
     if act in SKEW:
         major = SKEW[act]
         g = major if rng.random() < SKEW_PROB else next(x for x in GENDERS if x != major)
     else:
         g = rng.choice(GENDERS)
-    return {"person": g, "activity": act}, _person_captions(g, act)
+    return {"person": g, "activity": act}, _person_captions(g, act, rng)
 
 
 def _render_chunk(args):
@@ -110,19 +162,22 @@ def render_pool(n: int, seed: int, workers: int = 2) -> tuple[torch.Tensor, list
 
 @dataclass
 class PretrainConfig:
-    steps: int = 1050
+    steps: int = 1400
     batch_size: int = 256
     pool_size: int = 100_000
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup: int = 50
+    warmup: int | None = None  # steps of linear warm-up; default a twentieth of the steps (at least 10)
     seed: int = 0
     threads: int = 2
     bf16: bool = True
 
 
 def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
-    """Train the toy CLIP from scratch with clipaln.train.loop; returns (model, tokenizer, config dict)."""
+    """Train the toy CLIP from scratch with clipaln.train.loop; returns (model, tokenizer, config dict).
+    One process: its caption draws and its loss are not split across torchrun ranks."""
+    if dist.active():
+        raise RuntimeError("toy pretraining runs in one process; start it without torchrun")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     config = default_config()
@@ -130,16 +185,13 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     images, captions = render_pool(cfg.pool_size, cfg.seed, workers=cfg.threads)
     mean = torch.tensor(config["image_mean"]).view(1, 3, 1, 1)
     std = torch.tensor(config["image_std"]).view(1, 3, 1, 1)
+    with torch.no_grad():  # CLIP's learned temperature, fixed (docs/toy-world.md, target 6)
+        model.logit_scale.fill_(math.log(TAU))
+    model.logit_scale.requires_grad_(False)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n) and n != "logit_scale"]
-    # the temperature gets a 10x learning rate: a short schedule must still let it sharpen
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-            {"params": rest, "weight_decay": 0.0, "lr_mult": 1.0},
-            {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": 10.0},
-        ],
-        lr=cfg.lr,
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr
     )
     loss_fn = open_clip.ClipLoss()
     model.train()
@@ -155,12 +207,9 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
             img_f, txt_f, scale = model(x, texts)
         return loss_fn(img_f.float(), txt_f.float(), scale.float()), {"tau": scale.detach().float()}
 
-    def clamp_temperature():
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-
+    warmup = cfg.warmup if cfg.warmup is not None else max(10, cfg.steps // 20)
     schedule = TrainConfig(
-        method="ce", lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, warmup_ratio=cfg.warmup / cfg.steps
+        method="ce", lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, warmup_ratio=warmup / cfg.steps
     )
     params = [p for group in opt.param_groups for p in group["params"]]
     t0 = time.time()
@@ -174,7 +223,6 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
         steps=cfg.steps,
         optimizer=opt,
         clip_grad=1.0,
-        after_step=clamp_temperature,
     )
     log(f"pretraining took {time.time() - t0:.0f} s")
     model.eval()

@@ -2,8 +2,8 @@
 
 After training, t = 0 is the original model, t = 1 reverses its notion of gender, and an
 intermediate t* neutralises it (docs/method.md section 5). The retrieval prompts are neutral ("a photo
-of a person {activity}."); the gallery is gender-balanced; we track the share of the gender that
-the original model favours for each prompt, and the activity precision@k (fractions).
+of a person {activity}."); the gallery is gender-balanced; for each prompt we count the men and
+women in the top k, and track MaxSkew@k, NDKL and the activity precision@k.
 
 The same API as clipaln.tracks.typographic: Spec, toy_spec, build_features, DEFAULTS,
 train_config, train(feats, cfg), evaluate(feats, projection), Sweep(feats, W).at(t).
@@ -11,6 +11,7 @@ train_config, train(feats, cfg), evaluate(feats, projection), Sweep(feats, W).at
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -25,16 +26,14 @@ from ..toyworld.config import SKEW
 from ..toyworld.datasets import ToyPeople
 from ..train import TrainConfig, fit_projection
 
-#: The gender task uses the paper's beta = lambda = 1 for every method (docs/method.md section 2); IPO
-#: needs a larger target margin 1/(2 beta) than beta = 1 gives to reverse at all, so beta = 0.1.
+#: The paper's setting for the gender task, beta = lambda = 1, for every method (the paper gives
+#: one setting for the task, not one per method), and BMA as for every preference method.
 DEFAULTS = {
-    "dpo": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256),
-    "ipo": dict(beta=0.1, lam=1.0, lr=0.01, epochs=30, batch_size=256),
-    "kto": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256),
+    "dpo": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256, bma=True),
+    "ipo": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256, bma=True),
+    "kto": dict(beta=1.0, lam=1.0, lr=0.01, epochs=30, batch_size=256, bma=True),
 }
 RETRIEVAL_TEMPLATE = "a photo of a person {activity}."
-#: The per-prompt and mean retrieval metrics, all fractions but MaxSkew and NDKL.
-METRICS = ("retrieval/majority_share", "retrieval/max_skew", "retrieval/ndkl", "retrieval/precision")
 
 
 def train_config(method: str, **overrides) -> TrainConfig:
@@ -57,14 +56,17 @@ class Spec:
     template: str = GENDER_TEMPLATE
     neutral_template: str = NEUTRAL_TEMPLATE
     retrieval_template: str = RETRIEVAL_TEMPLATE
+    val_gallery_set: object | None = None  # a second balanced gallery, where t* is chosen
 
 
 def toy_spec(n_train_per_cell: int = 30, n_gallery_per_cell: int = 20, seed: int = 0) -> Spec:
-    """The toy world's people: n images per (activity, gender) to train on and to retrieve from."""
+    """The toy world's people: n images per (activity, gender) to train on, to choose t* on (a
+    validation gallery) and to report retrieval on (the test gallery)."""
     tr = ToyPeople(n_train_per_cell, seed, "train")
     ga = ToyPeople(n_gallery_per_cell, seed, "gallery")
-    key = {"world": "toy", "n_train": n_train_per_cell, "n_gallery": n_gallery_per_cell, "seed": seed, "version": 1}
-    return Spec(tr, ga, tr.genders, tr.activities, list(SKEW), key)
+    val = ToyPeople(n_gallery_per_cell, seed, "val-gallery")
+    key = {"world": "toy", "n_train": n_train_per_cell, "n_gallery": n_gallery_per_cell, "seed": seed, "version": 2}
+    return Spec(tr, ga, tr.genders, tr.activities, list(SKEW), key, val_gallery_set=val)
 
 
 @dataclass
@@ -83,6 +85,14 @@ class Features:
     prompt_texts: torch.Tensor  # (A, d)
     logit_scale: float
     skewed: list[str]  # the prompts whose skew the track reports
+    val_gallery: torch.Tensor | None = None  # (M', d) where t* is chosen
+    val_gallery_labels: list[tuple[str, str]] | None = None
+
+    def on_val_gallery(self) -> Features:
+        """The same features with the validation gallery in place of the test gallery."""
+        if self.val_gallery is None:
+            raise ValueError("these features have no validation gallery")
+        return dataclasses.replace(self, gallery=self.val_gallery, gallery_labels=self.val_gallery_labels)
 
     def preference_data(self) -> PreferenceData:
         return PreferenceData(
@@ -115,7 +125,11 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         tr, tr_l = _encode_labelled(bundle, spec.train_set, "encode train people")
         ga, ga_l = _encode_labelled(bundle, spec.gallery_set, "encode gallery")
         enc = lambda labels: torch.tensor([[genders.index(g), activities.index(a)] for g, a in labels])
-        return {"train": tr, "train_labels": enc(tr_l), "gallery": ga, "gallery_labels": enc(ga_l)}
+        out = {"train": tr, "train_labels": enc(tr_l), "gallery": ga, "gallery_labels": enc(ga_l)}
+        if spec.val_gallery_set is not None:
+            va, va_l = _encode_labelled(bundle, spec.val_gallery_set, "encode validation gallery")
+            out |= {"val_gallery": va, "val_gallery_labels": enc(va_l)}
+        return out
 
     t = cache.get(bundle, {**spec.key, "track": "gender"}, compute)
     dec = lambda x: [(genders[g], activities[a]) for g, a in x.tolist()]
@@ -137,6 +151,8 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         encode_texts(bundle, prompts),
         bundle.logit_scale,
         list(spec.skewed),
+        t.get("val_gallery"),
+        dec(t["val_gallery_labels"]) if "val_gallery_labels" in t else None,
     )
 
 
@@ -146,7 +162,12 @@ def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpoint
 
 
 class Sweep:
-    """Retrieval fairness for any t, from one SVD: the slider of notebook 04 calls .at(t)."""
+    """Retrieval for any t, from one SVD: the slider of notebook 04 calls .at(t).
+
+    Per prompt it reports how many of each gender are in the top k (never a "majority share" that
+    hides which gender is the majority), MaxSkew@k, NDKL and the activity precision@k; over the
+    prompts asked for, the summed NDKL, how many prompts are balanced (3-7 of each gender in the top
+    10) and how many have flipped (the gender that led at t = 0 now trails)."""
 
     def __init__(self, feats: Features, projection: SharedProjection | None = None, k: int = 10):
         self.feats, self.k = feats, k
@@ -154,71 +175,113 @@ class Sweep:
         self.scorer = SpectralScorer(proj, feats.gallery, feats.prompt_texts)
         self.genders = [g for g, _ in feats.gallery_labels]
         self.acts = [a for _, a in feats.gallery_labels]
-        base = self.scorer.scores(0.0)  # (M, A)
-        self.majority = {}
-        for j, a in enumerate(feats.activities):
-            share = metrics.share_at_k([self.genders[i] for i in metrics.rank(base[:, j], k)], k, feats.genders)
-            self.majority[a] = max(feats.genders, key=lambda g: share[g])
+        self.lead = {a: self._counts(self.scorer.scores(0.0), a) for a in feats.activities}  # t = 0 counts
+
+    def _counts(self, scores: torch.Tensor, activity: str) -> dict[str, int]:
+        top = metrics.rank(scores[:, self.feats.activities.index(activity)], self.k)
+        return {g: sum(self.genders[i] == g for i in top) for g in self.feats.genders}
 
     def ranking(self, t, activity: str) -> list[int]:
         j = self.feats.activities.index(activity)
         return metrics.rank(self.scorer.scores(t)[:, j], self.k)
 
     def at(self, t, activities=None) -> dict:
-        """Per prompt: share of its t=0 majority gender in the top k, MaxSkew@k, NDKL, precision@k."""
+        """Per prompt: gender counts in the top k, MaxSkew@k, NDKL, precision@k; then the summaries."""
         scores = self.scorer.scores(t)
         activities = activities or self.feats.activities
+        low, high = round(0.3 * self.k), round(0.7 * self.k)
         rows = {}
         for a in activities:
-            j = self.feats.activities.index(a)
-            top = metrics.rank(scores[:, j], self.k)
+            top = metrics.rank(scores[:, self.feats.activities.index(a)], self.k)
             g = [self.genders[i] for i in top]
+            counts = {x: g.count(x) for x in self.feats.genders}
+            led = max(self.lead[a], key=self.lead[a].get)  # the gender that led at t = 0
             rows[a] = {
-                "retrieval/majority_share": metrics.share_at_k(g, self.k, self.feats.genders)[self.majority[a]],
+                "retrieval/top_k": counts,
                 "retrieval/max_skew": metrics.max_skew_at_k(g, self.k, self.feats.genders),
                 "retrieval/ndkl": metrics.ndkl(g, self.feats.genders),
                 "retrieval/precision": metrics.precision_at_k([self.acts[i] for i in top], self.k, a),
+                "retrieval/balanced": all(low <= c <= high for c in counts.values()),
+                "retrieval/flipped": counts[led] < self.k / 2,
             }
-        mean = {m: sum(r[m] for r in rows.values()) / len(rows) for m in METRICS}
-        return {"t": float(t), "prompts": rows, **mean}
+        return {
+            "t": float(t),
+            "prompts": rows,
+            "retrieval/ndkl_sum": sum(r["retrieval/ndkl"] for r in rows.values()),
+            "retrieval/balanced_prompts": sum(r["retrieval/balanced"] for r in rows.values()),
+            "retrieval/flipped_prompts": sum(r["retrieval/flipped"] for r in rows.values()),
+            "retrieval/precision": sum(r["retrieval/precision"] for r in rows.values()) / len(rows),
+            "n_prompts": len(rows),
+        }
 
 
-def find_neutral_t(
-    sweep: Sweep, activities, target: float = 0.5, lo: float = 0.0, hi: float = 1.0, grid: int = 101
-) -> tuple[float, list[dict]]:
-    """t* in [lo, hi] whose mean majority share over `activities` is closest to `target`.
+def find_neutral_t(sweep: Sweep, activities, lo: float = 0.0, hi: float = 1.0, grid: int = 101):
+    """t* in [lo, hi] where the summed NDKL over `activities` is smallest, and each prompt's own t*.
 
-    The share is a step function of t (top-k counts), so a grid scan finds the best plateau and
-    t* is the middle of it; returns t* and the scanned curve.
-    """
+    NDKL is a step function of t (top-k sets), so a grid scan finds the best plateau and t* is the
+    middle of it (ties: the plateau nearest t = 0). Returns (t*, {prompt: its t*, or None when no t
+    in [lo, hi] changes its NDKL}, the scanned curve)."""
     ts = torch.linspace(lo, hi, grid).tolist()
     curve = [sweep.at(t, activities) for t in ts]
-    err = [abs(c["retrieval/majority_share"] - target) for c in curve]
-    best = min(err)
-    idx = [i for i, e in enumerate(err) if e <= best + 1e-9]
-    run = [idx[0]]  # the first contiguous plateau of best points
-    for i in idx[1:]:
-        if i != run[-1] + 1:
-            break
-        run.append(i)
-    return ts[run[len(run) // 2]], curve
+
+    def middle_of_best(values):
+        best = min(values)
+        idx = [i for i, v in enumerate(values) if v <= best + 1e-9]
+        run = [idx[0]]
+        for i in idx[1:]:
+            if i != run[-1] + 1:
+                break
+            run.append(i)
+        return ts[run[len(run) // 2]]
+
+    ndkl = {a: [c["prompts"][a]["retrieval/ndkl"] for c in curve] for a in activities}
+    per_prompt = {a: middle_of_best(v) if max(v) > min(v) else None for a, v in ndkl.items()}  # None: no t helps
+    return middle_of_best([c["retrieval/ndkl_sum"] for c in curve]), per_prompt, curve
 
 
 def evaluate(feats: Features, projection: SharedProjection | None = None, k: int = 10) -> dict:
-    """t = 0, t = 1 and t* retrieval numbers over the skewed prompts (means over them), and the
-    t* curve; with no projection, only t = 0."""
+    """Retrieval of the skewed prompts on the test gallery at t = 0, and with a projection at t = 1
+    and at t*, the smallest summed NDKL, chosen on the validation gallery when there is one (so the
+    numbers reported at t* are not the ones it was chosen on); each prompt's own t* (same gallery);
+    and the curve over t in [0, 1] on the test gallery."""
     skewed = feats.skewed or feats.activities
     sweep = Sweep(feats, projection, k)
-    pick = lambda r: {m: r[m] for m in METRICS}
-    out = {"skewed_prompts": list(skewed), "t0": pick(sweep.at(0.0, skewed))}
+    out = {"skewed_prompts": list(skewed), "t0": sweep.at(0.0, skewed)}
     if projection is None:
         return out
-    t_star, curve = find_neutral_t(sweep, skewed)
-    keep = ("t", "retrieval/majority_share", "retrieval/precision")
+    chooser = Sweep(feats.on_val_gallery(), projection, k) if feats.val_gallery is not None else sweep
+    t_star, per_prompt, _ = find_neutral_t(chooser, skewed)
+    _, _, curve = find_neutral_t(sweep, skewed)
+    keep = ("t", "retrieval/ndkl_sum", "retrieval/balanced_prompts", "retrieval/flipped_prompts", "retrieval/precision")
     return {
         **out,
+        "t1": sweep.at(1.0, skewed),
         "t_star": t_star,
-        "t1": pick(sweep.at(1.0, skewed)),
-        "t_star_metrics": pick(sweep.at(t_star, skewed)),
+        "t_star_chosen_on": "validation gallery" if feats.val_gallery is not None else "test gallery",
+        "t_star_metrics": sweep.at(t_star, skewed),
+        "t_star_per_prompt": per_prompt,
         "curve": [{m: c[m] for m in keep} for c in curve],
     }
+
+
+def format_result(result: dict) -> str:
+    """evaluate()'s result for people: men / women in the top k per prompt at t = 0, 1 and t*."""
+    cols = [("t=0", result["t0"])]
+    if "t1" in result:
+        cols += [("t=1", result["t1"]), (f"t*={result['t_star']:.2f}", result["t_star_metrics"])]
+    genders = list(next(iter(result["t0"]["prompts"].values()))["retrieval/top_k"])
+    lines = [f"{'prompt (' + ' / '.join(genders) + ' in the top k)':<40}" + "".join(f"{c:>10}" for c, _ in cols)]
+    for a in result["skewed_prompts"]:
+        cells = ["/".join(str(r["prompts"][a]["retrieval/top_k"][g]) for g in genders) for _, r in cols]
+        lines.append(f"{a:<40}" + "".join(f"{c:>10}" for c in cells))
+    for name, key in (
+        ("summed NDKL", "retrieval/ndkl_sum"),
+        ("balanced prompts", "retrieval/balanced_prompts"),
+        ("flipped prompts", "retrieval/flipped_prompts"),
+        ("precision@k", "retrieval/precision"),
+    ):
+        lines.append(
+            f"{name:<40}"
+            + "".join(f"{r[key]:>10.2f}" if isinstance(r[key], float) else f"{r[key]:>10}" for _, r in cols)
+        )
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from ..data.real import ImageFolderDataset, Subset, torchvision_dataset
 from ..data.real import spec as dataset_spec
 from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
 from ..features import FeatureCache, encode_images, encode_texts
-from ..finetune import finetune_image_encoder
+from ..finetune import finetune_encoders
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, similarities
@@ -33,14 +33,20 @@ from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
 from ..train import TrainConfig, fit_projection
 
-#: Per-method settings for a W on cached features: the paper's beta and lambda from the loss
-#: registry, except KTO's beta (0.5, not 1.5); lr and epochs for a linear W on the toy world.
+#: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
+#: registry) and every preference method averages its iterates with BMA, as the authors do. The
+#: learning rate and epochs were chosen by `tune` on the toy world's validation split (never on test
+#: numbers): `clipaln bench tune --json` prints the grid and the choice.
 DEFAULTS = {
-    "dpo": dict(lr=0.03, epochs=30, batch_size=256),
-    "ipo": dict(lr=0.01, epochs=20, batch_size=256, bma=True),  # BMA keeps O within 2 points
-    "kto": dict(beta=0.5, lr=0.03, epochs=30, batch_size=256),
-    "ce": dict(lr=0.03, epochs=30, batch_size=256),
+    "dpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
+    "ipo": dict(lr=0.003, epochs=10, batch_size=256, bma=True),
+    "kto": dict(lr=0.03, epochs=30, batch_size=256, bma=True),
+    "ce": dict(lr=0.01, epochs=30, batch_size=256),
 }
+#: The grid `tune` searches, and how much clean validation accuracy a choice may give up.
+LR_GRID = (0.003, 0.01, 0.03, 0.1)
+EPOCH_GRID = (10, 30)
+MAX_CLEAN_DROP = 0.02
 #: The paper's short names of the metrics, for printing.
 SHORT_NAMES = {
     "O": "accuracy/clean",
@@ -81,6 +87,7 @@ class Features:
     texts: torch.Tensor  # (K, d)
     logit_scale: float
     train: Split | None  # None when built with with_train=False
+    val: Split | None  # for choosing hyper-parameters; None without a validation set or with_train=False
     test: Split
     unseen: Split
     reading: torch.Tensor  # (R, d) text-only images
@@ -107,14 +114,16 @@ class Spec:
     style: AttackStyle
     unseen_style: AttackStyle
     held_out: tuple[int, ...] = ()  # class indices never written in training
+    val_set: object | None = None  # for choosing hyper-parameters, never for reporting
     n_reading: int = 240
     reading_size: int = 224
     seed: int = 0
     key: dict = field(default_factory=dict)
 
 
-def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0) -> Spec:
-    """The toy world's objects: n_train for D_pref / D_reg, n_test for evaluation."""
+def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0, n_val: int = 600) -> Spec:
+    """The toy world's objects: n_train for D_pref / D_reg, n_val to choose hyper-parameters on,
+    n_test for evaluation (three disjoint sets of fresh renders)."""
     train, unseen = attack_styles()
     held = tuple(OBJECTS.index(w) for w in HELD_OUT_WORDS)
     return Spec(
@@ -125,10 +134,11 @@ def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0) -> Spec:
         style=train,
         unseen_style=unseen,
         held_out=held,
+        val_set=ToyObjects(n_val, seed, "val") if n_val else None,
         n_reading=n_test,
         reading_size=64,
         seed=seed,
-        key={"world": "toy", "n_train": n_train, "n_test": n_test, "seed": seed, "version": 1},
+        key={"world": "toy", "n_train": n_train, "n_test": n_test, "n_val": n_val, "seed": seed, "version": 2},
     )
 
 
@@ -140,11 +150,16 @@ def prompts_for(spec: Spec) -> list[str]:
 
 
 def attacked_datasets(spec: Spec) -> dict[str, TypographicDataset]:
-    """The train, test (training style) and unseen-style attacked datasets of an experiment."""
+    """The train, val (when the spec has one), test (training style) and unseen-style attacked datasets."""
     k = len(spec.class_names)
     train_words = [c for c in range(k) if c not in spec.held_out]
     unseen_words = list(spec.held_out) or None
-    return {
+    val = {}
+    if spec.val_set is not None:
+        val["val"] = TypographicDataset(
+            spec.val_set, spec.class_names, spec.seed + 3, style=spec.style, written_classes=train_words
+        )
+    return val | {
         "train": TypographicDataset(
             spec.train_set, spec.class_names, spec.seed, style=spec.style, written_classes=train_words
         ),
@@ -199,7 +214,7 @@ def build_features(
     def compute():
         out = {}
         for name, ds in attacked_datasets(spec).items():
-            if name == "train" and not with_train:
+            if name in ("train", "val") and not with_train:
                 continue
             # the unseen-style attacks are written on the test images: their clean embeddings are the test ones
             shared = name == "unseen"
@@ -237,6 +252,7 @@ def build_features(
         encode_texts(bundle, prompts),
         bundle.logit_scale,
         split("train") if with_train else None,
+        split("val") if with_train and "val.attacked" in t else None,
         split("test"),
         split("unseen"),
         t["reading"],
@@ -252,10 +268,18 @@ def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpoint
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
 
-def finetune(bundle: ClipBundle, spec: Spec, cfg: TrainConfig, progress: bool = True, feats: Features | None = None):
-    """Full fine-tuning of the image encoder on the experiment's D_pref / D_reg (`--mode full`);
-    returns the fine-tuned bundle (evaluate it with build_features(..., with_train=False) +
-    evaluate) and the history. `feats`: the base model's features of `spec`, if already built."""
+def finetune(
+    bundle: ClipBundle,
+    spec: Spec,
+    cfg: TrainConfig,
+    progress: bool = True,
+    feats: Features | None = None,
+    train_text: bool = False,
+):
+    """Full fine-tuning of the image encoder (and with train_text the text encoder too, as the
+    authors do) on the experiment's D_pref / D_reg (`--mode full`); returns the fine-tuned bundle
+    (evaluate it with build_features(..., with_train=False) and evaluate(..., reference=feats)) and
+    the history. `feats`: the base model's features of `spec`, if already built."""
     feats = feats or build_features(bundle, spec, progress=progress)
     ds = attacked_datasets(spec)["train"]
     clean, attacked, y, w = [], [], [], []
@@ -265,7 +289,7 @@ def finetune(bundle: ClipBundle, spec: Spec, cfg: TrainConfig, progress: bool = 
         attacked.append(bundle.preprocess(a))
         y.append(yy)
         w.append(ww)
-    return finetune_image_encoder(
+    return finetune_encoders(
         bundle,
         torch.stack(attacked),
         torch.stack(clean),
@@ -276,17 +300,26 @@ def finetune(bundle: ClipBundle, spec: Spec, cfg: TrainConfig, progress: bool = 
         progress=progress,
         ref_attacked=feats.train.attacked,
         ref_clean=feats.train.clean,
+        prompts=feats.prompts if train_text else None,
     )
 
 
 @torch.no_grad()
-def evaluate(feats: Features, projection: SharedProjection | None = None, texts: torch.Tensor | None = None) -> dict:
-    """The track's metrics (fractions; see the module docstring) of the base model or of W."""
+def evaluate(
+    feats: Features,
+    projection: SharedProjection | None = None,
+    texts: torch.Tensor | None = None,
+    reference: Features | None = None,
+) -> dict:
+    """The track's metrics (fractions; see the module docstring) of the base model, of W, or of
+    learned prompts (`texts`). kl/clean compares with the frozen model: `feats` themselves, or
+    `reference` (the base model's features) when `feats` come from a fine-tuned encoder."""
     texts = feats.texts if texts is None else texts
     sim = lambda x: similarities(x, texts, projection)
     tau = feats.logit_scale
+    ref = reference or feats
     kl = losses.kl_regularizer(
-        logprobs(feats.test.clean, texts, tau, projection), logprobs(feats.test.clean, feats.texts, tau)
+        logprobs(feats.test.clean, texts, tau, projection), logprobs(ref.test.clean, ref.texts, ref.logit_scale)
     ).item()
     return {
         "accuracy/clean": accuracy(sim(feats.test.clean), feats.test.labels),
@@ -298,9 +331,46 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, texts:
     }
 
 
+@torch.no_grad()
+def evaluate_split(feats: Features, split: Split, projection: SharedProjection | None = None) -> dict:
+    """Clean and attacked accuracy on one split (e.g. feats.val, to choose hyper-parameters)."""
+    sim = lambda x: similarities(x, feats.texts, projection)
+    return {
+        "accuracy/clean": accuracy(sim(split.clean), split.labels),
+        "accuracy/attacked": accuracy(sim(split.attacked), split.labels),
+    }
+
+
+def tune(
+    feats: Features,
+    method: str,
+    lrs=LR_GRID,
+    epochs=EPOCH_GRID,
+    seed: int = 0,
+    max_clean_drop: float = MAX_CLEAN_DROP,
+    **overrides,
+) -> dict:
+    """W's learning rate and epochs for `method`, chosen on the validation split only: the highest
+    attacked accuracy among the settings whose clean accuracy stays within max_clean_drop of the base
+    model's (the smallest drop when none does). Returns {"choice": {lr, epochs}, "grid": [rows]}."""
+    if feats.val is None:
+        raise ValueError("tuning needs a validation split: build the features from a spec with a val_set")
+    base = evaluate_split(feats, feats.val)["accuracy/clean"]
+    grid = []
+    for lr in lrs:
+        for n in epochs:
+            proj, _ = train(feats, train_config(method, lr=lr, epochs=n, seed=seed, **overrides), progress=False)
+            grid.append(
+                {"lr": lr, "epochs": n, **{f"val/{k}": v for k, v in evaluate_split(feats, feats.val, proj).items()}}
+            )
+    ok = [r for r in grid if r["val/accuracy/clean"] >= base - max_clean_drop]
+    best = max(ok, key=lambda r: r["val/accuracy/attacked"]) if ok else max(grid, key=lambda r: r["val/accuracy/clean"])
+    return {"choice": {"lr": best["lr"], "epochs": best["epochs"]}, "val/base_accuracy/clean": base, "grid": grid}
+
+
 class Sweep:
-    """accuracy/clean, /attacked and /reading for any t, from one SVD (the spectral scorer):
-    what the slider calls."""
+    """accuracy/clean, /attacked, /reading and attack/success (the written word wins) for any t,
+    from one SVD (the spectral scorer): what the slider calls."""
 
     def __init__(self, feats: Features, projection: SharedProjection):
         self.feats = feats
@@ -313,12 +383,14 @@ class Sweep:
         return self.scorer.scores(t)
 
     def at(self, t) -> dict:
-        hit = (self.scorer.scores(t).argmax(-1) == self.labels).float()
+        pred = self.scorer.scores(t).argmax(-1)
+        hit = (pred == self.labels).float()
         return {
             "t": float(t) if torch.as_tensor(t).ndim == 0 else t,
             "accuracy/clean": hit[: self.n1].mean().item(),
             "accuracy/attacked": hit[self.n1 : self.n2].mean().item(),
             "accuracy/reading": hit[self.n2 :].mean().item(),
+            "attack/success": (pred[self.n1 : self.n2] == self.feats.test.written).float().mean().item(),
         }
 
     def curve(self, ts) -> list[dict]:
@@ -347,12 +419,13 @@ def real_spec(
     seed: int = 0,
     download: bool = False,
     image_size: int = 224,
+    n_val: int = 500,
 ) -> Spec:
     """A real dataset: a registry name (torchvision) or "folder" (root/{class}/*.jpg).
 
-    The images are split at random (seeded) into n_train for D_pref/D_reg and n_test for
-    evaluation; attacks follow the protocol (20-40 px at 224 px); held-out written words are a
-    seeded fifth of the classes.
+    The images are split at random (seeded) into n_train for D_pref/D_reg, n_test for evaluation
+    and up to n_val (what is left) to choose hyper-parameters on; attacks follow the protocol
+    (20-40 px at 224 px); held-out written words are a seeded fifth of the classes.
     """
     if dataset == "folder":
         ds = ImageFolderDataset(root)
@@ -368,6 +441,7 @@ def real_spec(
     perm = torch.randperm(len(ds), generator=g).tolist()
     n_train = min(n_train, len(ds) // 2)
     n_test = min(n_test, len(ds) - n_train)
+    n_val = min(n_val, len(ds) - n_train - n_test)
     held = (
         tuple(sorted(torch.randperm(len(names), generator=g)[: max(1, len(names) // 5)].tolist()))
         if len(names) >= 5
@@ -379,6 +453,7 @@ def real_spec(
         template=template,
         train_set=Subset(ds, perm[:n_train]),
         test_set=Subset(ds, perm[n_train : n_train + n_test]),
+        val_set=Subset(ds, perm[n_train + n_test : n_train + n_test + n_val]) if n_val else None,
         style=AttackStyle(),
         unseen_style=unseen,
         held_out=held,
@@ -392,6 +467,7 @@ def real_spec(
             "n_train": n_train,
             "n_test": n_test,
             "seed": seed,
-            "version": 1,
+            "n_val": n_val,
+            "version": 2,
         },
     )
