@@ -75,12 +75,14 @@ def cmd_eval(a) -> None:
                 "eval toy measures the shipped toy CLIP itself: it takes no --projection, --model or --dataset"
             )
         bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
-        result = phenomena.measure(bundle, n=a.n, seed=a.seed, split=a.split)
+        result = phenomena.measure(bundle, n=a.n, seed=a.seed or 0, split=a.split)
         result["targets"] = phenomena.check_targets(result)
     elif a.split != "test":
         raise ValueError("--split val is for eval toy; eval typographic / gender score the test split")
     else:
-        result = runs.eval_run(a.target, projection=a.projection, t=a.t, **_data_args(a))
+        result = runs.eval_run(
+            a.target, projection=a.projection, t=a.t, allow_other_data=a.allow_other_data, **_data_args(a)
+        )
     if a.json:
         _print_json(result)
     else:
@@ -176,7 +178,7 @@ def _count(minimum: int):
     return parse
 
 
-def _add_model_args(p) -> None:
+def _add_model_args(p, seed_default: int | None = 0) -> None:
     p.add_argument("--model", default="toy", help="'toy' or an open_clip model name such as ViT-B-32")
     p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
     p.add_argument(
@@ -186,7 +188,7 @@ def _add_model_args(p) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--n-train", type=_count(1), default=None, help="training images (default: the track's)")
     p.add_argument("--n-test", type=_count(1), default=None, help="test images (default: the track's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=seed_default, help="the data's seed (eval: the run's by default)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
@@ -215,7 +217,8 @@ def _add_eval(sub) -> None:
         "eval", help="measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`"
     )
     e.add_argument("target", choices=["toy", "typographic", "gender"])
-    _add_model_args(e)
+    _add_model_args(e, seed_default=None)
+    e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
     e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
     e.add_argument("--t", type=_number(), default=None, help="scale the projection: W_t = U S^t V^T")
     e.add_argument("--n", type=_count(1), default=240, help="held-out images per measurement (eval toy)")

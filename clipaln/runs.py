@@ -62,6 +62,7 @@ def make_spec(
         raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
     if root is None:
         raise ValueError("--dataset needs --root PATH")
+    root = str(Path(root).expanduser().resolve())  # the same folder gives the same key from anywhere
     return typographic.real_spec(dataset, root, seed=seed, download=download, **keep)
 
 
@@ -124,7 +125,14 @@ def train_run(
         overrides["lr"] = overrides.get("lr") or bundle.finetune_lr
         overrides["epochs"] = overrides.get("epochs") or 3
     cfg = track.train_config(method, **overrides)
-    meta = {"model": model, "pretrained": pretrained or "", "task": task, "mode": mode}
+    meta = {
+        "model": model,
+        "pretrained": pretrained or "",
+        "task": task,
+        "mode": mode,
+        "data": json.dumps(spec.key, sort_keys=True, default=str),
+        **_data_fields(data),
+    }
     if mode == "w":
         every = checkpoint_every if dist.is_main() else 0
         proj, hist = track.train(
@@ -164,6 +172,31 @@ def train_run(
     return {"metrics": metrics, "written": [str(p) for p in paths]}
 
 
+#: What a run records of the data it trained on, so that eval can take the same split.
+DATA_FIELDS = ("dataset", "root", "n_train", "n_test", "seed")
+
+
+def _data_fields(data: dict) -> dict:
+    root = data.get("root")
+    return {
+        "dataset": data.get("dataset") or "",
+        "root": str(Path(root).expanduser().resolve()) if root else "",
+        "n_train": data.get("n_train") or "",
+        "n_test": data.get("n_test") or "",
+        "seed": data.get("seed", 0),
+    }
+
+
+def _same_data(proj: SharedProjection, data: dict) -> dict:
+    """The data flags of an eval, with what the user left out (None) taken from the projection's run."""
+    recorded = {k: proj.metadata.get(k, "") for k in DATA_FIELDS}
+    filled = dict(data)
+    for k in DATA_FIELDS:
+        if filled.get(k) is None and recorded[k] != "":
+            filled[k] = int(recorded[k]) if k in ("n_train", "n_test", "seed") else recorded[k]
+    return filled
+
+
 def eval_run(
     task: str,
     *,
@@ -174,12 +207,16 @@ def eval_run(
     device=None,
     cache: bool = True,
     progress: bool = True,
+    allow_other_data: bool = False,
     **data,
 ) -> dict:
     """Evaluate the base model, or W_t of a projection file, on a task's test data (only what it scores).
 
     typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
-    prompts at t (default 1 with a projection, else 0)."""
+    prompts at t (default 1 with a projection, else 0). A projection written by train_run names its
+    model, weights, task and data: eval refuses another model, weights or task, takes the data flags
+    left out (None) from the run, and refuses other data (whose test split could hold the run's
+    training images) unless allow_other_data."""
     if projection is None and t is not None:
         raise ValueError("--t needs --projection FILE")
     _track(task)
@@ -187,9 +224,20 @@ def eval_run(
     proj = None
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
-        trained_on = proj.metadata.get("model")
-        if trained_on and trained_on != model:
-            raise ValueError(f"{projection} was trained on model {trained_on!r}, not {model!r}")
+        meta = proj.metadata
+        for name, ours in (("model", model), ("pretrained", pretrained or ""), ("task", task)):
+            if name in meta and meta[name] != ours:
+                raise ValueError(f"{projection} was trained with {name} {meta[name]!r}, not {ours!r}")
+        data = _same_data(proj, data)
+    data["seed"] = 0 if data.get("seed") is None else data["seed"]
+    if proj is not None and "data" in proj.metadata and not allow_other_data:  # before any image is encoded
+        ours = json.dumps(make_spec(task, model=model, **data).key, sort_keys=True, default=str)
+        if ours != proj.metadata["data"]:
+            raise ValueError(
+                f"{projection} was trained on other data ({proj.metadata['data']}); its test split would "
+                "not be this one and could hold training images: omit the data flags to use the run's, "
+                "or pass --allow-other-data"
+            )
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, **data)
     t = (1.0 if proj is not None else 0.0) if t is None else t
     if task == "gender":

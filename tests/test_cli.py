@@ -133,3 +133,22 @@ def test_the_whole_track_runs_on_vit_b_32_at_random_init(capsys, tmp_path):
     assert proj.weight.dtype == torch.float32 and torch.isfinite(proj.weight).all()
     m = json.loads((out / "metrics.json").read_text())
     assert 0 <= m["trained"]["accuracy/clean"] <= 1 and m["config"]["model"] == "ViT-B-32"
+
+
+def test_eval_takes_the_runs_split_and_refuses_other_data_or_tasks(capsys, tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", "toy", "--epochs", "1", "--n-train", "120", "--n-test", "60", "--seed", "3", "--no-cache"]
+    assert run(["train", "typographic", *args, "--out", str(out)], capsys)[0] == 0
+    trained = json.loads((out / "metrics.json").read_text())["trained"]
+    proj = str(out / "projection.safetensors")
+    code, text, _ = run(["eval", "typographic", "--projection", proj, "--no-cache", "--json"], capsys)  # no data flags
+    assert code == 0 and json.loads(text)["accuracy/attacked"] == pytest.approx(trained["accuracy/attacked"])
+    code, _, err = run(["eval", "typographic", "--projection", proj, "--n-train", "100", "--no-cache"], capsys)
+    assert code == 2 and "other data" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["eval", "gender", "--projection", proj, "--no-cache"], capsys)
+    assert code == 2 and "task 'typographic', not 'gender'" in err
+    code, _, _ = run(
+        ["eval", "typographic", "--projection", proj, "--n-train", "100", "--allow-other-data", "--no-cache", "--json"],
+        capsys,
+    )
+    assert code == 0
