@@ -27,7 +27,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=None if not sys.stdout.isatty() else 1))
+    try:
+        text = json.dumps(obj, indent=None if not sys.stdout.isatty() else 1, allow_nan=False)
+    except ValueError:
+        raise ValueError("a result is NaN or infinite (is |t| too large?); nothing printed") from None
+    print(text)
 
 
 def _pct(v: float) -> str:

@@ -20,7 +20,12 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=1, default=float) + "\n")
+    """JSON without NaN or inf (a ValueError names the problem instead of writing invalid JSON)."""
+    try:
+        text = json.dumps(obj, indent=1, default=float, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"refusing to write {path}: a value is NaN or infinite") from None
+    return write_text(path, text + "\n")
 
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:

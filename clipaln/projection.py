@@ -61,8 +61,13 @@ class SharedProjection(nn.Module):
         if t.ndim > 1 or (t.ndim == 1 and t.numel() != self.dim):
             raise ValueError(f"t must be a scalar or a vector of {self.dim} exponents, got shape {tuple(t.shape)}")
         u, s, vh = self.svd()
-        w_t = u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh
-        out = SharedProjection(self.dim, w_t.float())
+        w_t = (u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh).float()
+        if not torch.isfinite(w_t).all():
+            raise ValueError(
+                f"W_t is not finite at t = {t.tolist()}: W's singular values span "
+                f"{float(s.min()):.3g} to {float(s.max()):.3g}; use a smaller |t|"
+            )
+        out = SharedProjection(self.dim, w_t)
         out.weight.requires_grad_(False)
         out.metadata = dict(self.metadata)
         return out
@@ -120,7 +125,8 @@ class SpectralScorer:
         t = torch.as_tensor(t, dtype=torch.float32)
         if not torch.isfinite(t).all():
             raise ValueError("t must be finite")
-        w = torch.exp(2 * t * self.log_s)  # S^(2t), (d,)
+        e = 2 * t * self.log_s
+        w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
         bw = self.b * (w / nb[:, None])  # (K, d): scale the small side, never the (N, d) one
         na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)

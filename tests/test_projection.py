@@ -109,3 +109,12 @@ def test_load_refuses_pickles_and_garbage(tmp_path):
         SharedProjection.load(truncated)
     with pytest.raises(FileNotFoundError):
         SharedProjection.load(tmp_path / "missing.safetensors")
+
+
+def test_large_t_is_stable_or_refused_never_nan():
+    p = _random_w(16, seed=4)
+    img, txt = F.normalize(torch.randn(20, 16), dim=-1), F.normalize(torch.randn(5, 16), dim=-1)
+    scores = SpectralScorer(p, img, txt).scores(200.0)  # S^400 overflows float32; the scorer never does
+    assert torch.isfinite(scores).all() and scores.abs().max() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="not finite"):
+        p.scaled(200.0)
