@@ -71,6 +71,7 @@ def typographic_table(
     seeds=(0, 1, 2),
     bma: bool | None = None,
     progress: bool = False,
+    feats: typographic.Features | None = None,
 ) -> dict:
     """Train every row on the same cached features, for each training seed; returns the mean and
     the spread (sample standard deviation) over seeds of each row's metrics.
@@ -80,7 +81,8 @@ def typographic_table(
     keeps out of domain (retention/*: people's activities and gender). bma: force BMA on (True) or
     off (False) for DPO/IPO/KTO; None keeps each method's default."""
     t0 = time.perf_counter()
-    feats = typographic.build_features(bundle, spec, cache, progress=progress)
+    if feats is None:  # the caller may pass the spec's features, already built
+        feats = typographic.build_features(bundle, spec, cache, progress=progress)
     toy_world = spec.key.get("world") == "toy"
     retention = phenomena.Retention(bundle).at if toy_world else (lambda proj=None: {})
     per_seed = [_typographic_rows(bundle, spec, feats, seed, bma, progress, retention) for seed in seeds]
@@ -439,8 +441,8 @@ def claims_run(
     seeds=(0, 1, 2),
 ) -> dict:
     """Everything the claims table needs, measured: `clipaln bench claims`."""
-    table = typographic_table(bundle, spec, cache, seeds=seeds)
-    feats = typographic.build_features(bundle, spec, cache, progress=False)
+    feats = typographic.build_features(bundle, spec, cache, progress=False)  # encoded once, for both uses
+    table = typographic_table(bundle, spec, seeds=seeds, feats=feats)
     W, _ = typographic.train(feats, typographic.train_config("dpo", seed=seeds[0]), progress=False)
     sweep = typographic.Sweep(feats, W)
     tradeoff = {t: sweep.at(t) for t in (-2.0, -1.0, 0.0, 1.0)}

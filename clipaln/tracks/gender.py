@@ -251,7 +251,7 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, k: int
         return out
     chooser = Sweep(feats.on_val_gallery(), projection, k) if feats.val_gallery is not None else sweep
     t_star, per_prompt, _ = find_neutral_t(chooser, skewed)
-    _, _, curve = find_neutral_t(sweep, skewed)
+    curve = [sweep.at(t, skewed) for t in torch.linspace(0.0, 1.0, 101).tolist()]  # the test gallery, for plots
     keep = ("t", "retrieval/ndkl_sum", "retrieval/balanced_prompts", "retrieval/flipped_prompts", "retrieval/precision")
     return {
         **out,
