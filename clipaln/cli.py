@@ -14,6 +14,8 @@ import math
 import sys
 import warnings
 
+from safetensors import SafetensorError
+
 from . import bench, distributed, losses, runs
 from .features import FeatureCache
 from .models import load_clip
@@ -63,6 +65,7 @@ def cmd_train(a) -> None:
         overrides=overrides,
         checkpoint_every=a.checkpoint_every,
         resume=a.resume,
+        overwrite=a.overwrite,
         train_text=a.train_text,
         **_data_args(a),
     )
@@ -72,20 +75,40 @@ def cmd_train(a) -> None:
     print("wrote " + ", ".join(result["written"]))
 
 
+#: eval flags that only eval typographic / gender use.
+TRACK_ONLY_FLAGS = (
+    "--projection",
+    "--t",
+    "--root",
+    "--n-train",
+    "--n-test",
+    "--allow-other-data",
+    "--allow-other-weights",
+    "--download",
+)
+
+
 def cmd_eval(a) -> None:
     if a.target == "toy":
-        if a.projection or a.model != "toy" or a.dataset not in (None, "toy"):
+        given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
+        if given or a.model != "toy" or a.dataset not in (None, "toy"):
             raise ValueError(
-                "eval toy measures the shipped toy CLIP itself: it takes no --projection, --model or --dataset"
+                "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
+                + ", ".join(given or ["--projection"])
             )
         bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
-        result = phenomena.measure(bundle, n=a.n, seed=a.seed or 0, split=a.split)
+        result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
         result["targets"] = phenomena.check_targets(result)
-    elif a.split != "test":
-        raise ValueError("--split val is for eval toy; eval typographic / gender score the test split")
+    elif a.split != "test" or a.n is not None:
+        raise ValueError("--split and --n are for eval toy; eval typographic / gender score the run's test split")
     else:
         result = runs.eval_run(
-            a.target, projection=a.projection, t=a.t, allow_other_data=a.allow_other_data, **_data_args(a)
+            a.target,
+            projection=a.projection,
+            t=a.t,
+            allow_other_data=a.allow_other_data,
+            allow_other_weights=a.allow_other_weights,
+            **_data_args(a),
         )
     if a.json:
         _print_json(result)
@@ -211,8 +234,14 @@ def _add_train(sub) -> None:
     tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
     tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")
     tr.add_argument("--out", required=True, help="output folder")
-    tr.add_argument("--checkpoint-every", type=_count(0), default=20, help="checkpoint every N steps (0: never)")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    tr.add_argument(
+        "--checkpoint-every",
+        type=_count(0),
+        default=None,
+        help="W: checkpoint every N steps (default 20; 0: never)",
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the unfinished run in OUT.partial")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
     tr.set_defaults(func=cmd_train)
 
 
@@ -223,9 +252,12 @@ def _add_eval(sub) -> None:
     e.add_argument("target", choices=["toy", "typographic", "gender"])
     _add_model_args(e, seed_default=None)
     e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
+    e.add_argument(
+        "--allow-other-weights", action="store_true", help="score a projection with model weights it was not trained on"
+    )
     e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
     e.add_argument("--t", type=_number(), default=None, help="scale the projection: W_t = U S^t V^T")
-    e.add_argument("--n", type=_count(1), default=240, help="held-out images per measurement (eval toy)")
+    e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
     e.add_argument(
         "--split",
         choices=["test", "val"],
@@ -269,14 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+        text = f"{e.strerror or text}: {e.filename}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        print(f"clipaln: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, FloatingPointError, SafetensorError) as e:
+        print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clipaln: interrupted", file=sys.stderr)

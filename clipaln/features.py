@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from . import distributed as dist
@@ -95,17 +96,32 @@ def model_fingerprint(bundle: ClipBundle) -> str:
     return fp
 
 
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the names, shapes, dtypes and bytes of a dict of tensors."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+_UNWRITABLE_WARNED: set[str] = set()
+
+
 class FeatureCache:
     """Tensors computed once and stored as safetensors, keyed by model + data + preprocessing.
 
     `get(bundle, data_key, compute)` returns the stored tensors when the key was seen before and
     otherwise calls compute() -> dict[str, Tensor], writes the result atomically (temp file +
-    rename, so an interrupted run never leaves a half file) and returns it. `.hits` and
-    `.misses` count what happened.
+    rename, so an interrupted run never leaves a half file) and returns it. Each entry carries a
+    checksum of its tensors: a damaged entry is recomputed, never trusted. A cache folder that
+    cannot be written warns once and the run goes on without storing. `.hits` and `.misses`
+    count what happened.
     """
 
     def __init__(self, directory=None, enabled: bool = True):
-        self.dir = Path(directory) if directory is not None else default_cache_dir()
+        self.dir = Path(directory).expanduser() if directory is not None else default_cache_dir()
         self.enabled = enabled
         self.hits = self.misses = 0
 
@@ -113,20 +129,37 @@ class FeatureCache:
         key = json.dumps({"model": model_fingerprint(bundle), "data": data_key}, sort_keys=True, default=str)
         return self.dir / f"{bundle.name.replace('/', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
+    def _read(self, path: Path) -> dict[str, torch.Tensor] | None:
+        try:
+            with safe_open(str(path), "pt") as f:
+                expected = (f.metadata() or {}).get("sha256")
+                out = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception:  # safetensors raises its own error types for damaged files
+            return None
+        return out if expected is not None and expected == tensors_checksum(out) else None
+
     def get(self, bundle: ClipBundle, data_key: dict, compute) -> dict[str, torch.Tensor]:
         if not self.enabled:
             self.misses += 1
             return compute()
         path = self.path(bundle, data_key)
         if path.is_file():
-            try:
-                out = load_file(str(path))
+            out = self._read(path)
+            if out is not None:
                 self.hits += 1
                 return out
-            except Exception:  # a damaged cache file is recomputed, never trusted
-                path.unlink(missing_ok=True)
+            warnings.warn(f"feature cache entry {path} is damaged: recomputing it", stacklevel=2)
         self.misses += 1
         out = compute()
         if dist.is_main():
-            save_tensors(path, out)
+            try:
+                save_tensors(path, out, {"sha256": tensors_checksum(out)})
+            except OSError as e:
+                if str(self.dir) not in _UNWRITABLE_WARNED:
+                    _UNWRITABLE_WARNED.add(str(self.dir))
+                    warnings.warn(
+                        f"cannot write the feature cache in {self.dir} ({e.strerror or e}): going on without it "
+                        "(set CLIPALN_CACHE to a writable folder, or pass --no-cache)",
+                        stacklevel=2,
+                    )
         return out

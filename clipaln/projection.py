@@ -31,6 +31,8 @@ class SharedProjection(nn.Module):
 
     def __init__(self, dim: int, weight: torch.Tensor | None = None):
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise ValueError(f"projection dim must be an integer, got {dim!r}")
         if dim < 1:
             raise ValueError(f"projection dim must be >= 1, got {dim}")
         w = torch.eye(dim) if weight is None else weight.detach().clone().float()
@@ -113,6 +115,9 @@ class SpectralScorer:
     """
 
     def __init__(self, projection: SharedProjection, image_emb: torch.Tensor, text_emb: torch.Tensor):
+        for name, x in (("image", image_emb), ("text", text_emb)):
+            if x.ndim != 2 or x.shape[-1] != projection.dim:
+                raise ValueError(f"{name} embeddings must be (n, {projection.dim}), got {tuple(x.shape)}")
         _, s, vh = projection.svd()
         self.log_s = s.clamp_min(1e-12).log().float()  # (d,)
         v = vh.T.float()

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed as dist
-from .features import FeatureCache
+from . import manifest
+from .features import FeatureCache, model_fingerprint
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
 from .projection import SharedProjection
 from .toyworld import ACTIVITIES, GENDERS
 from .tracks import TRACKS, gender, typographic
+from .train import check_checkpoint
 
 
 def _track(task: str):
@@ -53,7 +56,12 @@ def make_spec(
                 "build clipaln.tracks.gender.Spec from GenderFolder or GenderCSV (see notebook 04)"
             )
         cells = len(ACTIVITIES) * len(GENDERS)
-        per_cell = lambda n, default: default if n is None else max(1, n // cells)
+        for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
+            if n is not None and n % cells:
+                raise ValueError(
+                    f"gender {flag} counts people over {cells} (activity, gender) cells: use a multiple of {cells}"
+                )
+        per_cell = lambda n, default: default if n is None else n // cells
         return gender.toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
     keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
     if model == "toy" and toy_data:
@@ -67,10 +75,17 @@ def make_spec(
 
 
 def features(
-    bundle: ClipBundle, task: str, *, cache: bool = True, progress: bool = True, with_train: bool = True, **data
+    bundle: ClipBundle,
+    task: str,
+    *,
+    cache: bool = True,
+    progress: bool = True,
+    with_train: bool = True,
+    spec=None,
+    **data,
 ):
-    """(spec, features) of a task for a loaded model; `data` goes to make_spec."""
-    spec = make_spec(task, model=bundle.name, **data)
+    """(spec, features) of a task for a loaded model; `data` goes to make_spec (unless `spec` is given)."""
+    spec = spec or make_spec(task, model=bundle.name, **data)
     store = FeatureCache(enabled=cache)
     if _track(task) is typographic:
         return spec, typographic.build_features(bundle, spec, store, progress=progress, with_train=with_train)
@@ -83,31 +98,7 @@ def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool,
     return tuned, hist, typographic.evaluate(after, reference=feats)  # KL against the frozen model
 
 
-def train_run(
-    task: str,
-    *,
-    method: str = "dpo",
-    out,
-    mode: str = "w",
-    overrides: dict | None = None,
-    checkpoint_every: int = 20,
-    resume: bool = False,
-    train_text: bool = False,
-    model: str = "toy",
-    pretrained: str | None = None,
-    device=None,
-    cache: bool = True,
-    progress: bool = True,
-    **data,
-) -> dict:
-    """Train on a task and write OUT/{projection or image_encoder}.safetensors, metrics.json, history.jsonl.
-
-    mode "w": the shared projection W on cached features; "full": fine-tune the image encoder
-    (typographic task). overrides: TrainConfig fields (None keeps the track's default). Returns
-    {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
-    track = _track(task)
-    if dist.init() and device is None:
-        device = dist.local_device()
+def _check_train_flags(task, mode, resume, train_text, checkpoint_every) -> None:
     if mode not in ("w", "full"):
         raise ValueError(f"unknown mode {mode!r}; use w or full")
     if mode == "full" and task != "typographic":
@@ -116,60 +107,112 @@ def train_run(
         raise ValueError("--train-text goes with --mode full (W training never changes the encoders)")
     if mode == "full" and resume:
         raise ValueError("--resume continues W training; full fine-tuning has no checkpoints to resume from")
-    started = time.perf_counter()
-    out = Path(out).expanduser()
-    bundle = load_clip(model, pretrained=pretrained, device=device)
-    spec, feats = features(bundle, task, cache=cache, progress=progress, **data)
-    overrides = dict(overrides or {})
-    if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
-        overrides["lr"] = overrides.get("lr") or bundle.finetune_lr
-        overrides["epochs"] = overrides.get("epochs") or 3
-    cfg = track.train_config(method, **overrides)
-    meta = {
-        "model": model,
-        "pretrained": pretrained or "",
-        "task": task,
-        "mode": mode,
-        "data": json.dumps(spec.key, sort_keys=True, default=str),
+    if mode == "full" and checkpoint_every is not None:
+        raise ValueError("--checkpoint-every is for W training; full fine-tuning writes no checkpoints")
+
+
+def run_manifest(bundle: ClipBundle, pretrained, task: str, spec, data: dict, **fields) -> dict:
+    """The manifest of a run of `task` on `spec` (see clipaln.manifest): model, weights, data, split, ..."""
+    return manifest.build(
+        bundle_name=bundle.name,
+        pretrained=pretrained,
+        weights=model_fingerprint(bundle),
+        task=task,
+        data_key=spec.key,
         **_data_fields(data),
-    }
-    if mode == "w":
-        every = checkpoint_every if dist.is_main() else 0
-        proj, hist = track.train(
-            feats,
-            cfg,
-            progress=progress,
-            checkpoint=out / "checkpoint.safetensors",
-            checkpoint_every=every,
-            resume=resume,
-        )
-        trained = track.evaluate(feats, proj)
-    else:
-        tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text)
-    if not dist.is_main():
-        return {}
-    if mode == "w":
-        written = proj.save(out / "projection.safetensors", **meta)
-    else:
-        encoders = tuned.model if train_text else tuned.model.visual
-        written = save_tensors(
-            out / f"{'model' if train_text else 'image_encoder'}.safetensors", encoders.state_dict(), meta
-        )
-    metrics = {
-        "base": track.evaluate(feats),
-        "trained": trained,
-        "config": {**cfg.__dict__, **meta},
-        "seconds": round(time.perf_counter() - started, 1),
-        "final_loss": hist["loss"][-1] if hist["loss"] else None,
-        "world_size": dist.world(),
-    }
-    steps = [json.dumps({k: v[i] for k, v in hist.items()}) for i in range(len(hist["loss"]))]
-    paths = [
-        written,
-        write_json(out / "metrics.json", metrics),
-        write_text(out / "history.jsonl", "\n".join(steps) + "\n"),
-    ]
-    return {"metrics": metrics, "written": [str(p) for p in paths]}
+        **fields,
+    )
+
+
+def _header(m: dict) -> dict:
+    """What a projection or encoder file carries of its run's manifest: flat strings, and the whole as JSON."""
+    flat = {k: m[k] for k in (*manifest.IDENTITY, "mode", *DATA_FIELDS) if k in m}
+    return {**flat, "manifest": json.dumps(m, sort_keys=True, default=str)}
+
+
+def train_run(
+    task: str,
+    *,
+    method: str = "dpo",
+    out,
+    mode: str = "w",
+    overrides: dict | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    train_text: bool = False,
+    model: str = "toy",
+    pretrained: str | None = None,
+    device=None,
+    cache: bool = True,
+    progress: bool = True,
+    **data,
+) -> dict:
+    """Train on a task and write OUT/{projection or image_encoder}.safetensors, metrics.json,
+    history.jsonl and run.json (the manifest), all or nothing (see manifest.RunFolder).
+
+    mode "w": the shared projection W on cached features; "full": fine-tune the image encoder
+    (typographic task). overrides: TrainConfig fields (None keeps the track's default). OUT is checked
+    before any work; an existing run is replaced only with overwrite; resume continues the unfinished
+    run in OUT.partial and refuses one of another model, weights, data or config. Returns
+    {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
+    track = _track(task)
+    _check_train_flags(task, mode, resume, train_text, checkpoint_every)
+    if dist.init() and device is None:
+        device = dist.local_device()
+    started = time.perf_counter()
+    with manifest.RunFolder(out, overwrite=overwrite, resume=resume, writer=dist.is_main()) as folder:
+        bundle = load_clip(model, pretrained=pretrained, device=device)
+        spec = make_spec(task, model=model, **data)
+        overrides = dict(overrides or {})
+        if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
+            overrides["lr"] = overrides.get("lr") or bundle.finetune_lr
+            overrides["epochs"] = overrides.get("epochs") or 3
+        cfg = track.train_config(method, **overrides)
+        run = run_manifest(bundle, pretrained, task, spec, data, mode=mode, train_text=train_text, t=1.0)
+        identity = {k: run[k] for k in manifest.IDENTITY}
+        work = folder.work
+        checkpoint = work / "checkpoint.safetensors"
+        if resume:  # before any image is encoded
+            check_checkpoint(checkpoint, {**asdict(cfg), **identity})
+        spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec)
+        if mode == "w":
+            every = (20 if checkpoint_every is None else checkpoint_every) if dist.is_main() else 0
+            proj, hist = track.train(
+                feats,
+                cfg,
+                progress=progress,
+                checkpoint=checkpoint,
+                checkpoint_every=every,
+                resume=resume,
+                identity=identity,
+            )
+            trained = track.evaluate(feats, proj)
+        else:
+            tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text)
+        if not dist.is_main():
+            return {}
+        run["config"] = dict(cfg.__dict__)
+        header = _header(run)
+        if mode == "w":
+            written = proj.save(work / "projection.safetensors", **header)
+        else:
+            encoders = tuned.model if train_text else tuned.model.visual
+            name = "model" if train_text else "image_encoder"
+            written = save_tensors(work / f"{name}.safetensors", encoders.state_dict(), header)
+        metrics = {
+            "base": track.evaluate(feats),
+            "trained": trained,
+            "config": {**cfg.__dict__, "model": model, "pretrained": pretrained or "", "task": task, "mode": mode},
+            "seconds": round(time.perf_counter() - started, 1),
+            "final_loss": hist["loss"][-1] if hist["loss"] else None,
+            "world_size": dist.world(),
+        }
+        steps = [json.dumps({k: v[i] for k, v in hist.items()}) for i in range(len(hist["loss"]))]
+        names = [written.name, write_json(work / "metrics.json", metrics).name]
+        names.append(write_text(work / "history.jsonl", "\n".join(steps) + "\n").name)
+        final = folder.commit(run)
+        return {"metrics": metrics, "written": [str(final / n) for n in [*names, manifest.MANIFEST]]}
 
 
 #: What a run records of the data it trained on, so that eval can take the same split.
@@ -187,14 +230,22 @@ def _data_fields(data: dict) -> dict:
     }
 
 
-def _same_data(proj: SharedProjection, data: dict) -> dict:
-    """The data flags of an eval, with what the user left out (None) taken from the projection's run."""
-    recorded = {k: proj.metadata.get(k, "") for k in DATA_FIELDS}
+def _same_data(recorded: dict, data: dict) -> dict:
+    """The data flags of an eval, with what the user left out (None) taken from the run's manifest."""
     filled = dict(data)
     for k in DATA_FIELDS:
-        if filled.get(k) is None and recorded[k] != "":
+        if filled.get(k) is None and recorded.get(k, "") != "":
             filled[k] = int(recorded[k]) if k in ("n_train", "n_test", "seed") else recorded[k]
     return filled
+
+
+def _check_projection(path, recorded: dict, current: dict, allow_other_weights: bool) -> None:
+    """Refuse (one line) a projection of another model, weights or task than this eval's."""
+    names = ["model", "pretrained", "task"] + ([] if allow_other_weights else ["weights"])
+    differ = manifest.differences(recorded, current, names)
+    if differ:
+        hint = " (pass --allow-other-weights to score it anyway)" if differ == ["weights"] else ""
+        raise ValueError(f"{path} belongs to another run: {manifest.describe(recorded, current, differ)}{hint}")
 
 
 def eval_run(
@@ -208,38 +259,50 @@ def eval_run(
     cache: bool = True,
     progress: bool = True,
     allow_other_data: bool = False,
+    allow_other_weights: bool = False,
     **data,
 ) -> dict:
     """Evaluate the base model, or W_t of a projection file, on a task's test data (only what it scores).
 
     typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
-    prompts at t (default 1 with a projection, else 0). A projection written by train_run names its
-    model, weights, task and data: eval refuses another model, weights or task, takes the data flags
-    left out (None) from the run, and refuses other data (whose test split could hold the run's
-    training images) unless allow_other_data."""
+    prompts at t (default 1 with a projection, else 0). A projection written by train_run carries its
+    run's manifest: eval refuses another model, weights or task, takes the data flags left out (None)
+    from the run, and refuses other data (whose test split could hold the run's training images)
+    unless allow_other_data. The result's "source" says what was scored."""
     if projection is None and t is not None:
         raise ValueError("--t needs --projection FILE")
     _track(task)
     bundle = load_clip(model, pretrained=pretrained, device=device)
-    proj = None
+    proj, recorded = None, {}
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
-        meta = proj.metadata
-        for name, ours in (("model", model), ("pretrained", pretrained or ""), ("task", task)):
-            if name in meta and meta[name] != ours:
-                raise ValueError(f"{projection} was trained with {name} {meta[name]!r}, not {ours!r}")
-        data = _same_data(proj, data)
+        recorded = proj.metadata
+        current = {"model": model, "pretrained": pretrained or "", "task": task}
+        if "weights" in recorded and not allow_other_weights:
+            current["weights"] = model_fingerprint(bundle)
+        _check_projection(projection, recorded, current, allow_other_weights)
+        data = _same_data(recorded, data)
     data["seed"] = 0 if data.get("seed") is None else data["seed"]
-    if proj is not None and "data" in proj.metadata and not allow_other_data:  # before any image is encoded
-        ours = json.dumps(make_spec(task, model=model, **data).key, sort_keys=True, default=str)
-        if ours != proj.metadata["data"]:
-            raise ValueError(
-                f"{projection} was trained on other data ({proj.metadata['data']}); its test split would "
-                "not be this one and could hold training images: omit the data flags to use the run's, "
-                "or pass --allow-other-data"
-            )
+    spec = make_spec(task, model=model, **data)
+    if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not allow_other_data:
+        raise ValueError(
+            f"{projection} was trained on other data (or the files under its root changed since): its test "
+            "split would not be this one and could hold training images; omit the data flags to use the "
+            "run's, or pass --allow-other-data"
+        )
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, **data)
     t = (1.0 if proj is not None else 0.0) if t is None else t
+    source = {
+        "projection": str(Path(projection).expanduser().resolve()) if projection else None,
+        "t": t if proj is not None else None,
+        "model": model,
+        "pretrained": pretrained or "",
+        "weights": model_fingerprint(bundle),
+        "data": manifest.digest(spec.key),
+        "data_key": spec.key,
+        "split": "test",
+    }
     if task == "gender":
-        return gender.Sweep(feats, proj).at(t, feats.skewed)
-    return {"t": t if proj is not None else None, **typographic.evaluate(feats, proj.scaled(t) if proj else None)}
+        return {**gender.Sweep(feats, proj).at(t, feats.skewed), "source": source}
+    metrics = typographic.evaluate(feats, proj.scaled(t) if proj else None)
+    return {"t": t if proj is not None else None, **metrics, "source": source}

@@ -107,17 +107,41 @@ def save_checkpoint(
     save_tensors(path, tensors, {"step": step, "bma_weight": repr(avg_w), **asdict(cfg), **(run or {})})
 
 
+def _read_checkpoint(path) -> tuple[dict, dict]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"nothing to resume: no checkpoint at {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"checkpoint {path} cannot be read ({str(e)[:100]}): start over without --resume") from None
+    if "step" not in meta:
+        raise ValueError(f"{path} is not a clipaln checkpoint (no step in its header): refusing to resume")
+    return meta, tensors
+
+
+def _check_meta(path, meta: dict, expected: dict) -> None:
+    for k, v in expected.items():
+        if meta.get(k) != str(v):
+            raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
+
+
+def check_checkpoint(path, expected: dict) -> None:
+    """Refuse (ValueError, one line) a checkpoint that is unreadable or was written with other `expected`
+    entries (config, model weights, data), before any work is done."""
+    _check_meta(path, _read_checkpoint(path)[0], expected)
+
+
 def load_checkpoint(
     path, state: dict, opt: torch.optim.Optimizer, cfg, run: dict | None = None
 ) -> tuple[int, dict, float]:
     """Restore what save_checkpoint wrote into `state` and `opt`; returns (step, bma_sums, bma_weight).
     Refuses a checkpoint written with another config or another `run` (data sizes, steps)."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    for k, v in {**asdict(cfg), **(run or {})}.items():
-        if meta.get(k) != str(v):
-            raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
+    meta, tensors = _read_checkpoint(path)
+    if any(f"state.{k}" not in tensors for k in state):
+        raise ValueError(f"{path} is not a checkpoint of this training (its tensors differ): refusing to resume")
+    _check_meta(path, meta, {**asdict(cfg), **(run or {})})
     with torch.no_grad():
         for k, v in state.items():
             v.copy_(tensors[f"state.{k}"])
@@ -159,6 +183,7 @@ def loop(
     checkpoint=None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    identity: dict | None = None,
 ) -> dict[str, list[float]]:
     """Minimise `objective` over `params` for cfg.epochs epochs of n samples (or `steps` steps).
 
@@ -166,7 +191,8 @@ def loop(
         Adamax at cfg.lr unless given (a param group's "lr_mult" scales its rate); bma_state: the
         tensors BMA averages and checkpoints hold (default: params); checkpoint: a file that receives
         them every `checkpoint_every` steps, and that resume=True continues from, to the same result
-        as an uninterrupted run. Returns the history of the steps it ran ("step", "loss", "lr" and the
+        as an uninterrupted run; identity: what else a resumed checkpoint must match (model weights,
+        data; a run's manifest entries). Returns the history of the steps it ran ("step", "loss", "lr" and the
     objective's logs; a resumed run starts at its checkpoint's step).
     """
     opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr)
@@ -178,8 +204,10 @@ def loop(
     bma_at = lambda point: bma_weight((point + 0.5) / (total + 1))
     avg = {k: bma_at(0) * v.detach().float() for k, v in state.items()} if cfg.bma else {}
     avg_w, start = (bma_at(0) if cfg.bma else 0.0), 0
-    run = {"n": n, "m": m, "total_steps": total}
-    if resume and checkpoint is not None and Path(checkpoint).is_file():
+    run = {**(identity or {}), "n": n, "m": m, "total_steps": total}
+    if resume and checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {checkpoint}")
         start, avg, avg_w = load_checkpoint(checkpoint, state, opt, cfg, run)
     hist: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not progress or not dist.is_main())

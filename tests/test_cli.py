@@ -146,7 +146,7 @@ def test_eval_takes_the_runs_split_and_refuses_other_data_or_tasks(capsys, tmp_p
     code, _, err = run(["eval", "typographic", "--projection", proj, "--n-train", "100", "--no-cache"], capsys)
     assert code == 2 and "other data" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(["eval", "gender", "--projection", proj, "--no-cache"], capsys)
-    assert code == 2 and "task 'typographic', not 'gender'" in err
+    assert code == 2 and "task 'typographic' there, 'gender' here" in err
     code, _, _ = run(
         ["eval", "typographic", "--projection", proj, "--n-train", "100", "--allow-other-data", "--no-cache", "--json"],
         capsys,

@@ -104,7 +104,9 @@ class GenderCSV:
         if not rows:
             raise ValueError(f"{csv_path} has no rows")
         self.samples = []
-        for r in rows:
+        for line, r in enumerate(rows, start=2):
+            if any(not (r.get(c) or "").strip() for c in self.COLUMNS):
+                raise ValueError(f"{csv_path}, line {line}: needs a path, a gender and an activity")
             p = Path(r["path"])
             p = p if p.is_absolute() else csv_path.parent / p
             if not p.is_file():

@@ -6,7 +6,9 @@ Downloads are always the user's choice (`download=True`); nothing here downloads
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,8 +80,46 @@ def _open_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+def files_fingerprint(root: str | Path) -> str:
+    """A hash of every file under root: relative path, size and modification time. Adding, removing,
+    replacing or moving a file (to another class folder, say) changes it."""
+    root = Path(root)
+    h = hashlib.sha256()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.is_dir(follow_symlinks=True):
+                stack.append(Path(e.path))
+            elif e.is_file(follow_symlinks=True):
+                st = e.stat()
+                h.update(f"{Path(e.path).relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _is_class_folder(p: Path) -> bool:
+    """Folders that hold a class: not hidden (.ipynb_checkpoints) and not archive debris (__MACOSX)."""
+    return p.is_dir() and not p.name.startswith((".", "__"))
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class folders of root/{class}/*.jpg, sorted; refuses two folders with one readable name."""
+    folders = sorted(p.name for p in root.iterdir() if _is_class_folder(p))
+    seen: dict[str, str] = {}
+    for f in folders:
+        name = _clean_name(f)
+        if name in seen:
+            raise ValueError(
+                f"class folders {seen[name]!r} and {f!r} in {root} both read as the class {name!r}: merge or rename one"
+            )
+        seen[name] = f
+    return folders
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -97,7 +137,7 @@ class ImageFolderDataset:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"dataset folder does not exist: {root}")
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        classes = class_folders(root)
         self.samples: list[tuple[Path, int]] = []
         for i, c in enumerate(classes):
             self.samples += [(p, i) for p in _images_in(root / c)]
@@ -212,7 +252,21 @@ class Subset:
         return self.base[self.indices[i]]
 
 
+def check_template(template: str) -> str:
+    """A prompt template: exactly one "{}" for the class name (and optionally "{a}" for its article)."""
+    if not isinstance(template, str) or template.replace("{a}", "").count("{}") != 1:
+        raise ValueError(f"a template needs exactly one '{{}}' where the class name goes, got {template!r}")
+    rest = template.replace("{a}", "").replace("{}", "")
+    if "{" in rest or "}" in rest:
+        raise ValueError(
+            f"a template may hold only '{{}}' (the class name) and '{{a}}' (its article), got {template!r}"
+        )
+    return template
+
+
 def class_prompts(names: Sequence[str], template: str | Callable[[str], str] = "a photo of a {}.") -> list[str]:
     if not names:
         raise ValueError("the class list is empty")
-    return [template(n) if callable(template) else template.format(n) for n in names]
+    if callable(template):
+        return [template(n) for n in names]
+    return [check_template(template).format(n) for n in names]

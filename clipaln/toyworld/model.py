@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..io import save_tensors, write_text
@@ -38,7 +39,14 @@ def toy_config(path: Path | None = None) -> dict[str, Any]:
     path = path or toy_paths()[0]
     if not path.is_file():
         raise FileNotFoundError(f"toy CLIP config not found: {path}")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a toy CLIP config (not JSON)") from None
+    missing = [k for k in ("model_cfg", "vocab", "image_mean", "image_std") if k not in config]
+    if not isinstance(config, dict) or missing:
+        raise ValueError(f"{path} is not a toy CLIP config (it lacks {', '.join(missing) or 'a JSON object'})")
+    return config
 
 
 def build_toy(config: dict[str, Any] | None = None):
@@ -57,18 +65,25 @@ def build_toy(config: dict[str, Any] | None = None):
 
 
 def load_toy(pretrained: str | None = None):
-    """The toy CLIP with its weights: the shipped ones (None), a file, or "random" for none.
+    """The toy CLIP with its weights: the shipped ones (None), a safetensors file, or "random" for none.
 
-    Returns (model, preprocess, tokenizer); a missing shipped file warns and stays random.
-    """
-    weights = Path(pretrained) if pretrained not in (None, "random") else toy_paths()[1]
+    Returns (model, preprocess, tokenizer). A file that is missing raises FileNotFoundError, one that
+    is not the toy's safetensors raises ValueError; missing shipped weights warn and stay random."""
+    weights = Path(pretrained).expanduser() if pretrained not in (None, "random") else toy_paths()[1]
+    if pretrained not in (None, "random") and not weights.is_file():
+        raise FileNotFoundError(f"toy checkpoint file not found: {weights}")
     beside = weights.with_suffix(".json")  # a checkpoint carries its config next to it
-    model, preprocess, tokenizer = build_toy(toy_config(beside if beside.is_file() else None))
+    config_path = beside if beside.is_file() and beside != weights else None
+    model, preprocess, tokenizer = build_toy(toy_config(config_path))
     if pretrained == "random":
         pass
     elif weights.is_file():
-        state = load_file(str(weights))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        try:
+            state = load_file(str(weights))
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+        except (SafetensorError, RuntimeError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{weights} is not a toy CLIP safetensors checkpoint ({first[:120]})") from None
     else:
         warnings.warn(
             f"toy CLIP weights not found at {weights}: using a RANDOMLY INITIALISED toy model. "

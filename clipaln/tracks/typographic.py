@@ -19,11 +19,12 @@ import torch
 
 from .. import losses
 from ..data.fonts import UNSEEN_FONTS
-from ..data.real import ImageFolderDataset, Subset, torchvision_dataset
+from ..data.real import ImageFolderDataset, Subset, check_template, files_fingerprint, torchvision_dataset
 from ..data.real import spec as dataset_spec
 from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
 from ..features import FeatureCache, encode_images, encode_texts
 from ..finetune import finetune_encoders
+from ..manifest import digest
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, similarities
@@ -144,6 +145,7 @@ def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0, n_val: int =
 
 def prompts_for(spec: Spec) -> list[str]:
     """One prompt per class; "{a}" in the template becomes the class name's article."""
+    check_template(spec.template)
     if "{a}" in spec.template:
         return [spec.template.replace("{a}", article(c)).format(c) for c in spec.class_names]
     return [spec.template.format(c) for c in spec.class_names]
@@ -442,8 +444,9 @@ def real_spec(
     n_train = min(n_train, len(ds) // 2)
     n_test = min(n_test, len(ds) - n_train)
     n_val = min(n_val, len(ds) - n_train - n_test)
+    # a fifth of the classes, and at least two: an image of a held-out class needs another held-out word
     held = (
-        tuple(sorted(torch.randperm(len(names), generator=g)[: max(1, len(names) // 5)].tolist()))
+        tuple(sorted(torch.randperm(len(names), generator=g)[: max(2, len(names) // 5)].tolist()))
         if len(names) >= 5
         else ()
     )
@@ -463,11 +466,13 @@ def real_spec(
         key={
             "world": dataset,
             "root": str(root),
+            "files": files_fingerprint(root),
+            "split": digest([perm[:n_train], perm[n_train : n_train + n_test], n_val]),
             "n": len(ds),
             "n_train": n_train,
             "n_test": n_test,
             "seed": seed,
             "n_val": n_val,
-            "version": 2,
+            "version": 3,
         },
     )

@@ -1,0 +1,134 @@
+"""What a run records about itself, and the folder it writes into, all or nothing.
+
+A manifest names everything a number depends on: the model and a fingerprint of its weights, the
+task, the data (dataset, absolute root, a fingerprint of its file list, the split's seed, sizes and
+a hash of its indices), the method and its hyper-parameters, t, the clipaln and torch versions and
+the command line. It is written beside every output (OUT/run.json and the projection's header);
+eval and resume compare against it and refuse, naming what differs.
+
+A RunFolder writes into OUT.partial (beside OUT) and renames it to OUT only when every file is
+there, so OUT is either a complete run or absent; it is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .io import write_json
+
+MANIFEST = "run.json"
+#: The manifest entries a resumed or evaluated run must share with the one that wrote the file.
+IDENTITY = ("model", "pretrained", "weights", "task", "data")
+
+
+def digest(obj) -> str:
+    """A short, stable hash of anything JSON can write (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build(*, bundle_name: str, pretrained, weights: str, task: str, data_key: dict, **fields) -> dict:
+    """A run's manifest; `fields`: what else describes it (mode, method, config, t, ...)."""
+    return {
+        "model": bundle_name,
+        "pretrained": pretrained or "",
+        "weights": weights,
+        "task": task,
+        "data": digest(data_key),
+        "data_key": data_key,
+        **fields,
+        "versions": {"clipaln": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "command": " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def differences(recorded: dict, current: dict, names=IDENTITY) -> list[str]:
+    """The entries of `names` on which two manifests disagree (entries missing from `recorded` pass)."""
+    return [n for n in names if n in recorded and str(recorded[n]) != str(current.get(n))]
+
+
+def describe(recorded: dict, current: dict, names: list[str]) -> str:
+    return "; ".join(f"{n} {_short(recorded[n])} there, {_short(current.get(n))} here" for n in names)
+
+
+def _short(v) -> str:
+    s = str(v)
+    return repr(s if len(s) <= 60 else s[:57] + "...")
+
+
+class RunFolder:
+    """OUT, written all or nothing: files go to OUT.partial, which becomes OUT in one rename.
+
+    prepare() refuses before any work: OUT is a file, OUT is a finished run or a non-empty folder
+    (unless overwrite), OUT.partial holds an unfinished run (unless resume or overwrite), or the
+    parent is not writable. resume=True needs OUT.partial (where checkpoints live). Used as a context
+    manager, a failure removes OUT.partial unless it holds a checkpoint to resume from."""
+
+    def __init__(self, out, overwrite: bool = False, resume: bool = False, writer: bool = True):
+        self.out = Path(out).expanduser().absolute()
+        self.work = self.out.with_name(self.out.name + ".partial")
+        self.overwrite, self.resume, self.writer = overwrite, resume, writer
+
+    def __enter__(self) -> RunFolder:
+        """`with RunFolder(out) as folder:` prepares (on the writing process) and abandons on failure."""
+        if self.writer:
+            self.prepare()
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None and self.writer:
+            self.abandon()
+
+    def prepare(self) -> Path:
+        out, work = self.out, self.work
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        if out.is_dir() and any(out.iterdir()) and not self.overwrite:
+            what = "a finished run" if (out / MANIFEST).is_file() else "a folder that is not empty"
+            raise ValueError(f"--out {out} is {what}: pass --overwrite to replace it, or choose another --out")
+        if self.resume:
+            if not work.is_dir():
+                raise ValueError(f"nothing to resume: {work} does not exist (a run that finished has no checkpoint)")
+        elif work.exists():
+            if not self.overwrite:
+                raise ValueError(
+                    f"{work} holds an unfinished run: pass --resume to continue it or --overwrite to start over"
+                )
+            shutil.rmtree(work)
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            probe = work / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        return work
+
+    def abandon(self) -> None:
+        """After a failure: remove OUT.partial unless it holds a checkpoint to resume from."""
+        if self.work.is_dir() and not any(self.work.glob("checkpoint*")):
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def commit(self, manifest: dict) -> Path:
+        """Write the manifest last, move OUT.partial to OUT in one rename, then drop the checkpoints
+        (a run killed before the rename is resumed from them and finishes at once)."""
+        write_json(self.work / MANIFEST, manifest)
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f"{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+        os.replace(self.work, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        for p in self.out.glob("checkpoint*"):
+            p.unlink()
+        return self.out
