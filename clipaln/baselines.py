@@ -111,6 +111,11 @@ def defense_prefix(
     the token trains: both encoders stay frozen.
     """
     model, tok = bundle.model, bundle.tokenizer
+    if not hasattr(model, "token_embedding") or not hasattr(model, "text_projection"):
+        raise ValueError(
+            f"Defense-Prefix edits CLIP's text tower token by token; {type(model).__name__} models "
+            "(EVA02, SigLIP, MobileCLIP, ...) keep theirs elsewhere, so this baseline is not available for them"
+        )
     prompts = [template.format(f"{PREFIX_MARKER} {c}") for c in class_names]
     tokens = tok(prompts).to(bundle.device)
     marker_id = int(tok([PREFIX_MARKER])[0, 1])

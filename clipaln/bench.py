@@ -4,8 +4,13 @@ paper's Table 1 in the toy world), the gender table, the speed bench and the toy
 from __future__ import annotations
 
 import copy
+import json
+import os
 import random
+import resource
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import replace
@@ -14,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from . import baselines, losses
-from .data.typographic import attack
-from .features import FeatureCache, encode_images, encode_texts
+from .data.real import Subset
+from .data.synthetic import SyntheticPhotos
+from .data.typographic import AttackStyle, TypographicDataset, attack
+from .features import FeatureCache, default_workers, encode_dataset, encode_images, encode_texts, resolve_precision
 from .models import ClipBundle, load_clip
 from .policy import PreferenceData, logprobs
 from .projection import SharedProjection, SpectralScorer, naive_scores
@@ -278,6 +285,79 @@ def speed(device: str | None = None, n_toy: int = 2000, n_vit: int | None = None
     out.update(slider_update_ms())
     out["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return out
+
+
+# --- streaming encoding ------------------------------------------------------------------------
+
+
+def encode_once(
+    model: str, n: int, workers: int, device: str | None = None, precision: str = "auto", batch_size: int = 256
+) -> dict:
+    """Encode n protocol-attacked 224-px images (and their n clean originals) with encode_dataset, in
+    this process: images/s, peak resident memory (this process and its workers) and the share of
+    wall time the model waited for data. Run it in a fresh process (encode_bench does) so that the
+    peak belongs to this encoding alone."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = load_clip(model, device=device)
+    names = list(OBJECTS)
+    data = TypographicDataset(SyntheticPhotos(n, len(names)), names, style=AttackStyle())
+    stats: dict = {}
+    encode_dataset(bundle, Subset(data, range(min(n, batch_size))), (0, 1), (2, 3), workers=0, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    encode_dataset(
+        bundle,
+        data,
+        (0, 1),
+        (2, 3),
+        workers=workers,
+        precision=precision,
+        batch_size=batch_size,
+        progress=False,
+        stats=stats,
+    )
+    mb = lambda who: resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+    return {
+        "model": model,
+        "n": n,
+        "workers": workers,
+        "images": stats["images"],
+        "images_per_s": round(stats["images"] / stats["total_s"], 1),
+        "wait_fraction": round(stats["wait_s"] / stats["total_s"], 3),
+        "peak_rss_mb": round(mb(resource.RUSAGE_SELF), 1),
+        "peak_worker_rss_mb": round(mb(resource.RUSAGE_CHILDREN), 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
+        "precision": resolve_precision(precision, torch.device(device)),
+    }
+
+
+def encode_bench(model: str = "toy", n: int = 2000, workers: int | None = None, device: str | None = None) -> dict:
+    """`clipaln bench encode`: encode_once for n and 10 n images, with 0 and with k workers, each in
+    a fresh process; and the growth of peak memory from n to 10 n."""
+    k = default_workers() if workers is None else workers
+    runs = []
+    for size in (n, 10 * n):
+        for w in sorted({0, k}):
+            call = f"encode_once({model!r}, {size}, {w}, {device!r})"
+            code = f"import json; from clipaln.bench import encode_once; print(json.dumps({call}))"
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(
+                    f"bench encode failed for n={size}, workers={w}: {p.stderr.strip().splitlines()[-1]}"
+                )
+            runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    growth = {
+        f"workers={w}": round(
+            next(r["peak_rss_mb"] for r in runs if r["n"] == 10 * n and r["workers"] == w)
+            - next(r["peak_rss_mb"] for r in runs if r["n"] == n and r["workers"] == w),
+            1,
+        )
+        for w in sorted({0, k})
+    }
+    return {"runs": runs, "peak_rss_growth_mb_n_to_10n": growth, "cpu_count": os.cpu_count()}
 
 
 # --- the claims table -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `clipaln` command: tour, train, eval, bench. It parses, validates, calls one library
+"""The `clipaln` command: tour, train, eval, bench, export. It parses, validates, calls one library
 function (clipaln.runs or clipaln.bench) and prints; percentages are for printing only.
 
 Bad arguments exit with status 2 and one line on stderr; library errors (ValueError,
@@ -17,7 +17,7 @@ import warnings
 from safetensors import SafetensorError
 
 from . import bench, distributed, losses, runs
-from .features import FeatureCache
+from .features import PRECISIONS, FeatureCache
 from .models import load_clip
 from .toyworld.model import toy_paths
 from .tracks import gender, phenomena, typographic
@@ -43,6 +43,7 @@ def _pct(v: float) -> str:
 def _data_args(a) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
+    names += ("workers", "precision")
     return {**{k: getattr(a, k) for k in names}, "cache": not a.no_cache, "progress": not getattr(a, "json", False)}
 
 
@@ -78,6 +79,8 @@ def cmd_train(a) -> None:
 #: eval flags that only eval typographic / gender use.
 TRACK_ONLY_FLAGS = (
     "--projection",
+    "--image-encoder",
+    "--photos",
     "--t",
     "--root",
     "--n-train",
@@ -105,6 +108,8 @@ def cmd_eval(a) -> None:
         result = runs.eval_run(
             a.target,
             projection=a.projection,
+            image_encoder=a.image_encoder,
+            photos=a.photos,
             t=a.t,
             allow_other_data=a.allow_other_data,
             allow_other_weights=a.allow_other_weights,
@@ -120,6 +125,8 @@ def cmd_eval(a) -> None:
 def cmd_bench(a) -> None:
     if a.what == "speed":
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
+    if a.what == "encode":
+        return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
     people = runs.make_spec("gender", **sizes)
@@ -209,7 +216,9 @@ def _add_model_args(p, seed_default: int | None = 0) -> None:
     p.add_argument("--model", default="toy", help="'toy' or an open_clip model name such as ViT-B-32")
     p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
     p.add_argument(
-        "--dataset", default=None, help="toy (default for --model toy), a registry name such as food101, or folder"
+        "--dataset",
+        default=None,
+        help="toy (default for --model toy), a registry name (food101, imagenet100, ...), folder, or (gender) people",
     )
     p.add_argument("--root", default=None, help="dataset folder")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
@@ -218,6 +227,10 @@ def _add_model_args(p, seed_default: int | None = 0) -> None:
     p.add_argument("--seed", type=int, default=seed_default, help="the data's seed (eval: the run's by default)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--workers", type=_count(0), default=None, help="DataLoader workers (default: cores - 1, at most 8)")
+    p.add_argument(
+        "--precision", choices=list(PRECISIONS), default="auto", help="encoding: auto (bf16 on CUDA, else fp32)"
+    )
 
 
 def _add_train(sub) -> None:
@@ -256,6 +269,12 @@ def _add_eval(sub) -> None:
         "--allow-other-weights", action="store_true", help="score a projection with model weights it was not trained on"
     )
     e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
+    e.add_argument(
+        "--image-encoder", default=None, help="image_encoder.safetensors (or model.safetensors) from --mode full"
+    )
+    e.add_argument(
+        "--photos", default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"
+    )
     e.add_argument("--t", type=_number(), default=None, help="scale the projection: W_t = U S^t V^T")
     e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
     e.add_argument(
@@ -270,9 +289,13 @@ def _add_eval(sub) -> None:
 
 def _add_bench(sub) -> None:
     bn = sub.add_parser(
-        "bench", help="benchmarks: typographic (results table), tune (lr, epochs), claims (the paper's), gender, speed"
+        "bench",
+        help="benchmarks: typographic (results table), tune (lr, epochs), claims (the paper's), gender, speed, encode",
     )
-    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed"])
+    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed", "encode"])
+    bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
+    bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")
+    bn.add_argument("--workers", type=_count(0), default=None, help="encode: k workers (default: cores - 1)")
     bn.add_argument("--n-train", type=_count(1), default=None)
     bn.add_argument("--n-test", type=_count(1), default=None)
     bn.add_argument("--seed", type=int, default=0, help="the data's seed (which images are drawn)")
@@ -287,12 +310,30 @@ def _add_bench(sub) -> None:
     bn.set_defaults(func=cmd_bench)
 
 
+def cmd_export(a) -> None:
+    result = runs.export_run(a.projection, out=a.out, t=a.t, device=a.device, allow_other_weights=a.allow_other_weights)
+    print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
+    if "image_mean" in result:
+        print(f"load with image_mean={result['image_mean']}, image_std={result['image_std']} (the toy's normalisation)")
+
+
+def _add_export(sub) -> None:
+    x = sub.add_parser("export", help="fold W_t into the model: a checkpoint plain open_clip loads")
+    x.add_argument("--projection", required=True, help="projection.safetensors from `clipaln train`")
+    x.add_argument("--t", type=_number(), default=1.0, help="the scale to fold in (default 1)")
+    x.add_argument("--out", required=True, help="the checkpoint to write, NAME.safetensors (config: NAME.json)")
+    x.add_argument("--device", default=None)
+    x.add_argument("--allow-other-weights", action="store_true", help="export although the weights changed")
+    x.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="clipaln", description="Preference optimisation for CLIP-like models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_eval(sub)
     _add_bench(sub)
+    _add_export(sub)
     t = sub.add_parser("tour", help="the toy-world tour: what the shipped toy CLIP does")
     t.add_argument("--n", type=_count(1), default=240)
     t.add_argument("--seed", type=int, default=0)

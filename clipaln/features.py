@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .data.real import Subset
 from .io import save_tensors
 from .models import ClipBundle
 
@@ -35,43 +38,182 @@ def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512
     return torch.cat(out)
 
 
+#: Precisions for encoding: "auto" is bf16 autocast on CUDA and fp32 elsewhere.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def default_workers() -> int:
+    """DataLoader workers for image preprocessing: one per core but one, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+class Columns(torch.utils.data.Dataset):
+    """The items of `base` (tuples), with the PIL images of `image_columns` preprocessed and the
+    integers of `int_columns` kept: what a DataLoader worker returns."""
+
+    def __init__(self, base, preprocess, image_columns: Sequence[int], int_columns: Sequence[int] = ()):
+        self.base, self.preprocess = base, preprocess
+        self.image_columns, self.int_columns = tuple(image_columns), tuple(int_columns)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        images = tuple(self.preprocess(item[c]) for c in self.image_columns)
+        return images + tuple(torch.tensor(int(item[c])) for c in self.int_columns)
+
+
+@torch.no_grad()
+def encode_dataset(
+    bundle: ClipBundle,
+    dataset,
+    image_columns: Sequence[int] = (0,),
+    int_columns: Sequence[int] = (),
+    *,
+    batch_size: int = 256,
+    workers: int | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+    desc: str = "encode images",
+    stats: dict | None = None,
+) -> list[torch.Tensor]:
+    """Stream a dataset of tuples through the image encoder, batch by batch: images are loaded and
+    preprocessed by DataLoader workers (pinned memory on CUDA) and only the embeddings are kept, so
+    memory does not grow with the number of images. Returns one (N, d) normalised embedding tensor
+    per image column, then one (N,) tensor per int column.
+
+    Under torchrun each rank encodes its shard and the rows are gathered. `stats`, when given,
+    receives "wait_s" (time the model waited for data), "total_s" and "images"."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("encode_dataset got no images")
+    if dist.active() and n >= dist.world():
+        idx = dist.shard_indices(n)
+        with dist.suspended():
+            local = encode_dataset(
+                bundle,
+                Subset(dataset, idx),
+                image_columns,
+                int_columns,
+                batch_size=batch_size,
+                workers=workers,
+                precision=precision,
+                progress=progress and dist.is_main(),
+                desc=desc,
+                stats=stats,
+            )
+        return [dist.gather_rows(x.to(bundle.device), n).cpu() for x in local]
+    device = bundle.device
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
+    workers = default_workers() if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        Columns(dataset, bundle.preprocess, image_columns, int_columns),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    k = len(image_columns)
+    outs: list[list[torch.Tensor]] = [[] for _ in range(k + len(int_columns))]
+    wait = 0.0
+    started = tick = time.perf_counter()
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress or len(loader) < 2):
+        wait += time.perf_counter() - tick
+        x = torch.cat(batch[:k]).to(device, non_blocking=True)  # (k b, 3, H, W): one pass for every column
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            emb = F.normalize(bundle.model.encode_image(x).float(), dim=-1).cpu()
+        for j, part in enumerate(emb.chunk(k)):
+            outs[j].append(part)
+        for j, col in enumerate(batch[k:]):
+            outs[k + j].append(col)
+        tick = time.perf_counter()
+    if stats is not None:
+        stats.update(wait_s=wait, total_s=time.perf_counter() - started, images=n * k)
+    return [torch.cat(o) for o in outs]
+
+
+class PreprocessedView:
+    """Images of one column of a dataset, preprocessed only when a batch asks for them:
+    view[idx] -> (len(idx), 3, H, W). Full fine-tuning indexes it like a tensor, so memory holds
+    one batch, not the dataset; `workers` threads render and preprocess a batch."""
+
+    def __init__(self, dataset, column: int, preprocess, workers: int | None = None):
+        self.dataset, self.column, self.preprocess = dataset, column, preprocess
+        self.workers = default_workers() if workers is None else workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _one(self, i: int) -> torch.Tensor:
+        return self.preprocess(self.dataset[i][self.column])
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        idx = [int(i) for i in idx]
+        if self.workers > 0 and len(idx) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                return torch.stack(list(pool.map(self._one, idx)))
+        return torch.stack([self._one(i) for i in idx])
+
+
+class _Singles:
+    """A list of images as a dataset of 1-tuples."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return (self.images[i],)
+
+
 @torch.no_grad()
 def encode_images(
     bundle: ClipBundle,
-    images: Iterable[Image.Image] | torch.Tensor,
+    images: Sequence[Image.Image] | torch.Tensor,
     batch_size: int = 256,
     progress: bool = True,
     desc: str = "encode images",
+    precision: str = "auto",
 ) -> torch.Tensor:
-    """(N, d) normalised image embeddings; `images` are PIL images or a preprocessed (N, 3, H, W) batch.
-
-    Under torchrun each rank encodes every world()-th image and the shards are gathered.
-    """
-    if dist.active():
-        images = images if isinstance(images, torch.Tensor) else list(images)
-        n = len(images)
-        if n >= dist.world():
-            idx = dist.shard_indices(n)
-            local = images[idx] if isinstance(images, torch.Tensor) else [images[i] for i in idx]
-            with dist.suspended():
-                out = encode_images(bundle, local, batch_size, progress and dist.is_main(), desc)
-            return dist.gather_rows(out.to(bundle.device), n).cpu()
-    if isinstance(images, torch.Tensor):
-        batches = images.split(batch_size)
-        total = len(batches)
-    else:
+    """(N, d) normalised image embeddings of a list of PIL images (in memory: no workers) or of a
+    preprocessed (N, 3, H, W) batch. Under torchrun each rank encodes its shard."""
+    if not isinstance(images, torch.Tensor):
         images = list(images)
-        batches = (
-            torch.stack([bundle.preprocess(im) for im in images[i : i + batch_size]])
-            for i in range(0, len(images), batch_size)
-        )
-        total = (len(images) + batch_size - 1) // batch_size
-    out = []
-    for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress or total < 2):
-        x = x.to(bundle.device)
-        out.append(F.normalize(bundle.model.encode_image(x).float(), dim=-1).cpu())
-    if not out:
+        if not images:
+            raise ValueError("encode_images got no images")
+        return encode_dataset(
+            bundle,
+            _Singles(images),
+            batch_size=batch_size,
+            workers=0,
+            precision=precision,
+            progress=progress,
+            desc=desc,
+        )[0]
+    if len(images) == 0:
         raise ValueError("encode_images got no images")
+    if dist.active() and len(images) >= dist.world():
+        with dist.suspended():
+            out = encode_images(bundle, images[dist.shard_indices(len(images))], batch_size, progress, desc, precision)
+        return dist.gather_rows(out.to(bundle.device), len(images)).cpu()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, bundle.device))
+    out = []
+    batches = images.split(batch_size)
+    for x in tqdm(batches, desc=desc, unit="batch", disable=not progress or len(batches) < 2):
+        with torch.autocast(bundle.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out.append(F.normalize(bundle.model.encode_image(x.to(bundle.device)).float(), dim=-1).cpu())
     return torch.cat(out)
 
 

@@ -38,7 +38,8 @@ def finetune_encoders(
     """Fine-tune a copy of the image encoder (and, given `prompts`, the text encoder too, as the
     authors' code does) on preprocessed images; returns a new frozen bundle.
 
-    attacked (N, 3, H, W) with y_w, y_l: D_pref; clean (M, 3, H, W): D_reg; texts (K, d): the
+    attacked (N, 3, H, W) with y_w, y_l: D_pref; clean (M, 3, H, W): D_reg (tensors, or anything
+    that `[idx]` turns into a batch, such as features.PreprocessedView, which streams); texts (K, d): the
     frozen model's class embeddings (the reference's, and the policy's when the text encoder stays
     frozen); prompts: the K class prompts, to re-encode with the training text encoder at every step.
     ref_attacked / ref_clean: the frozen model's embeddings of the same images when they are already

@@ -43,6 +43,41 @@ def ipo(h: torch.Tensor, beta: float) -> torch.Tensor:
     return (h - 1 / (2 * beta)) ** 2
 
 
+#: cDPO's label smoothing: the share of pairs assumed to be mislabelled (TRL's default range).
+LABEL_SMOOTHING = 0.1
+
+
+def cdpo(h: torch.Tensor, beta: float, eps: float = LABEL_SMOOTHING) -> torch.Tensor:
+    """Conservative DPO, L = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h) (Mitchell 2023,
+    "A note on DPO with noisy preferences"; TRL's label_smoothing), (N,). Its optimum is a finite
+    margin, h* = log((1 - eps) / eps) / beta, instead of an ever larger one."""
+    return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+
+
+def policy_margin(logp, y_w, y_l) -> torch.Tensor:
+    """m = log pi(y_w|x) - log pi(y_l|x), the margin without a reference, (N,)."""
+    return _take(logp, y_w) - _take(logp, y_l)
+
+
+def multi_dpo(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
+    """Multi-negative DPO: every other class is a rejected action, in the Plackett-Luce (top-1)
+    form of DPO's Bradley-Terry model (Rafailov et al. 2023, App. A.3; Chen et al. 2024, "Softmax
+    DPO"), (N,):
+        L = -log [exp(beta r(y_w)) / sum_y exp(beta r(y))],  r(y) = log pi(y|x) - log pi_ref(y|x).
+    With two classes it is DPO."""
+    r = beta * (logp - ref_logp)  # (N, K)
+    return -(_take(r, y_w) - torch.logsumexp(r, dim=-1))
+
+
+def multi_dpo_weights(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
+    """-dL/dr(y) of multi-negative DPO, (N, K): beta (1 - p(y_w)) for y_w and -beta p(y) for every
+    other class, p = softmax(beta r): each wrong class is pushed down in proportion to how much
+    probability it holds (DPO's sigmoid weight, spread over the negatives)."""
+    p = torch.softmax(beta * (logp - ref_logp), dim=-1)
+    onehot = F.one_hot(torch.as_tensor(y_w).long(), logp.shape[-1]).to(p.dtype)
+    return beta * (onehot - p)
+
+
 def kto(logp, ref_logp, y_w, y_l, z0, beta: float) -> torch.Tensor:
     """KTO, unpaired form (Ethayarajh et al. 2024, arXiv 2402.01306), per-sample (N, 2).
 
@@ -118,6 +153,32 @@ LOSSES: dict[str, Method] = {
         weight=lambda h, beta: beta * torch.sigmoid(beta * h) * torch.sigmoid(-beta * h),
         paper=dict(beta=1.5, lam=0.01),
         uses_z0=True,
+    ),
+    # cDPO: -dL/dh = beta [(1 - eps) sigmoid(-beta h) - eps sigmoid(beta h)], zero at h* and negative
+    # beyond it: like IPO it stops pushing, but from a logistic loss
+    "cdpo": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: cdpo(preference_margin(logp, ref_logp, y_w, y_l), beta),
+        of_margin=cdpo,
+        weight=lambda h, beta: (
+            beta * ((1 - LABEL_SMOOTHING) * torch.sigmoid(-beta * h) - LABEL_SMOOTHING * torch.sigmoid(beta * h))
+        ),
+        paper=dict(beta=1.0, lam=1.0),
+    ),
+    # reference-free DPO: DPO on the policy's own margin m (no pi_ref in the loss; the KL term still
+    # holds the model near it). of_margin and weight are functions of m, not of h
+    "rfdpo": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: dpo(policy_margin(logp, y_w, y_l), beta),
+        of_margin=dpo,
+        weight=lambda m, beta: beta * torch.sigmoid(-beta * m),
+        paper=dict(beta=1.0, lam=1.0),
+    ),
+    # multi-negative DPO: y_l is every wrong class at once (Plackett-Luce); y_l itself is unused.
+    # Not a function of one margin: its weights over the classes are multi_dpo_weights
+    "mdpo": Method(
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: multi_dpo(logp, ref_logp, y_w, beta),
+        of_margin=None,
+        weight=None,
+        paper=dict(beta=1.0, lam=1.0),
     ),
     # CE on the attacked image to y_w, the paper's baseline: not a function of the margin
     "ce": Method(

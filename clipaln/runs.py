@@ -12,18 +12,25 @@ Under torchrun every rank trains and only rank 0 writes.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from safetensors import safe_open
+
 from . import distributed as dist
-from . import manifest
+from . import export, manifest
+from .data.real import files_fingerprint
+from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
 from .projection import SharedProjection
 from .toyworld import ACTIVITIES, GENDERS
+from .toyworld.model import toy_config
 from .tracks import TRACKS, gender, typographic
 from .train import check_checkpoint
 
@@ -50,11 +57,18 @@ def make_spec(
     toy world's (activity, gender) cells); None keeps the track's default."""
     toy_data = dataset in (None, "toy")
     if task == "gender":
-        if not toy_data or model != "toy":
-            raise ValueError(
-                "the gender task runs on the toy world from the command line; for real people "
-                "build clipaln.tracks.gender.Spec from GenderFolder or GenderCSV (see notebook 04)"
-            )
+        if dataset == "people":
+            if root is None:
+                raise ValueError("--dataset people needs --root PEOPLE.csv (path, gender, activity) or a folder")
+            if n_train is not None or n_test is not None:
+                raise ValueError(
+                    "--dataset people splits every (activity, gender) cell 60/20/20: no --n-train/--n-test"
+                )
+            return gender.real_spec(str(Path(root).expanduser().resolve()), seed=seed)
+        if not toy_data:
+            raise ValueError("the gender task reads --dataset toy (the toy world) or --dataset people --root PATH")
+        if model != "toy":
+            raise ValueError("a real model needs real people: --dataset people --root PEOPLE.csv (or a folder)")
         cells = len(ACTIVITIES) * len(GENDERS)
         for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
             if n is not None and n % cells:
@@ -82,14 +96,18 @@ def features(
     progress: bool = True,
     with_train: bool = True,
     spec=None,
+    workers: int | None = None,
+    precision: str = "auto",
     **data,
 ):
-    """(spec, features) of a task for a loaded model; `data` goes to make_spec (unless `spec` is given)."""
+    """(spec, features) of a task for a loaded model; `data` goes to make_spec (unless `spec` is given);
+    workers and precision to the streaming encoder."""
     spec = spec or make_spec(task, model=bundle.name, **data)
     store = FeatureCache(enabled=cache)
+    encoding = dict(progress=progress, workers=workers, precision=precision)
     if _track(task) is typographic:
-        return spec, typographic.build_features(bundle, spec, store, progress=progress, with_train=with_train)
-    return spec, gender.build_features(bundle, spec, store)
+        return spec, typographic.build_features(bundle, spec, store, with_train=with_train, **encoding)
+    return spec, gender.build_features(bundle, spec, store, **encoding)
 
 
 def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool):
@@ -158,6 +176,7 @@ def train_run(
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
     _check_train_flags(task, mode, resume, train_text, checkpoint_every)
+    encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     if dist.init() and device is None:
         device = dist.local_device()
     started = time.perf_counter()
@@ -175,7 +194,7 @@ def train_run(
         checkpoint = work / "checkpoint.safetensors"
         if resume:  # before any image is encoded
             check_checkpoint(checkpoint, {**asdict(cfg), **identity})
-        spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec)
+        spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec, **encoding)
         if mode == "w":
             every = (20 if checkpoint_every is None else checkpoint_every) if dist.is_main() else 0
             proj, hist = track.train(
@@ -248,10 +267,32 @@ def _check_projection(path, recorded: dict, current: dict, allow_other_weights: 
         raise ValueError(f"{path} belongs to another run: {manifest.describe(recorded, current, differ)}{hint}")
 
 
+def _load_encoder(bundle: ClipBundle, path, pretrained, allow_other_weights: bool) -> tuple[ClipBundle, dict]:
+    """The bundle with a fine-tuned image encoder (or whole model) from `clipaln train --mode full`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder file not found: {path}")
+    with safe_open(str(path), "pt") as f:
+        recorded = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    current = {"model": bundle.name, "pretrained": pretrained or "", "task": "typographic"}
+    current["weights"] = model_fingerprint(bundle)
+    _check_projection(path, recorded, current, allow_other_weights)  # the base it was fine-tuned from
+    whole = any(k.startswith("visual.") for k in state)
+    tuned = copy.deepcopy(bundle.model)
+    try:
+        (tuned if whole else tuned.visual).load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit {bundle.name}: {str(e).splitlines()[0]}") from None
+    return dataclasses.replace(bundle, model=tuned, _embed_dim=None), recorded
+
+
 def eval_run(
     task: str,
     *,
     projection=None,
+    image_encoder=None,
+    photos=None,
     t: float | None = None,
     model: str = "toy",
     pretrained: str | None = None,
@@ -262,47 +303,97 @@ def eval_run(
     allow_other_weights: bool = False,
     **data,
 ) -> dict:
-    """Evaluate the base model, or W_t of a projection file, on a task's test data (only what it scores).
+    """Evaluate the base model, W_t of a projection file, or a fine-tuned image encoder, on a task's
+    test data (only what it scores) or, with `photos`, on a real typographic photo set.
 
     typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
-    prompts at t (default 1 with a projection, else 0). A projection written by train_run carries its
-    run's manifest: eval refuses another model, weights or task, takes the data flags left out (None)
-    from the run, and refuses other data (whose test split could hold the run's training images)
-    unless allow_other_data. The result's "source" says what was scored."""
+    prompts at t (default 1 with a projection, else 0). A file written by train_run carries its run's
+    manifest: eval refuses another model, weights or task, takes the data flags left out (None) from
+    the run, and refuses other data (whose test split could hold the run's training images) unless
+    allow_other_data (a photo set is never training data). The result's "source" says what was scored."""
     if projection is None and t is not None:
         raise ValueError("--t needs --projection FILE")
+    if projection is not None and image_encoder is not None:
+        raise ValueError("--projection and --image-encoder evaluate different runs: give one")
+    if (photos is not None or image_encoder is not None) and task != "typographic":
+        raise ValueError("--photos and --image-encoder go with eval typographic")
     _track(task)
+    encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     bundle = load_clip(model, pretrained=pretrained, device=device)
     proj, recorded = None, {}
+    current = {"model": model, "pretrained": pretrained or "", "task": task}
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
         recorded = proj.metadata
-        current = {"model": model, "pretrained": pretrained or "", "task": task}
         if "weights" in recorded and not allow_other_weights:
             current["weights"] = model_fingerprint(bundle)
         _check_projection(projection, recorded, current, allow_other_weights)
-        data = _same_data(recorded, data)
+    base = bundle
+    if image_encoder is not None:
+        bundle, recorded = _load_encoder(bundle, image_encoder, pretrained, allow_other_weights)
+    t = (1.0 if proj is not None else 0.0) if t is None else t
+    scaled = proj.scaled(t) if proj is not None else None
+    source = {
+        "projection": str(Path(projection).expanduser().resolve()) if projection else None,
+        "image_encoder": str(Path(image_encoder).expanduser().resolve()) if image_encoder else None,
+        "t": t if proj is not None else None,
+        "model": model,
+        "pretrained": pretrained or "",
+        "weights": model_fingerprint(base),
+    }
+    if photos is not None:
+        photo_set = real_photo_set(photos)
+        source |= {"photos": str(Path(photos).expanduser().resolve()), "files": files_fingerprint(photo_set.root)}
+        result = typographic.evaluate_photos(bundle, photo_set, scaled, **encoding)
+        return {"t": source["t"], **result, "source": source}
+    data = _same_data(recorded, data) if recorded else data
     data["seed"] = 0 if data.get("seed") is None else data["seed"]
     spec = make_spec(task, model=model, **data)
     if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not allow_other_data:
         raise ValueError(
-            f"{projection} was trained on other data (or the files under its root changed since): its test "
-            "split would not be this one and could hold training images; omit the data flags to use the "
-            "run's, or pass --allow-other-data"
+            f"{projection or image_encoder} was trained on other data (or the files under its root changed since): "
+            "its test split would not be this one and could hold training images; omit the data flags to use "
+            "the run's, or pass --allow-other-data"
         )
-    _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, **data)
-    t = (1.0 if proj is not None else 0.0) if t is None else t
-    source = {
-        "projection": str(Path(projection).expanduser().resolve()) if projection else None,
-        "t": t if proj is not None else None,
-        "model": model,
-        "pretrained": pretrained or "",
-        "weights": model_fingerprint(bundle),
-        "data": manifest.digest(spec.key),
-        "data_key": spec.key,
-        "split": "test",
-    }
+    source |= {"data": manifest.digest(spec.key), "data_key": spec.key, "split": "test"}
+    if image_encoder is not None:  # KL against the frozen model, on the same test images
+        _, ref = features(base, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
+        _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
+        return {"t": None, **typographic.evaluate(feats, reference=ref), "source": source}
+    _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
     if task == "gender":
         return {**gender.Sweep(feats, proj).at(t, feats.skewed), "source": source}
-    metrics = typographic.evaluate(feats, proj.scaled(t) if proj else None)
-    return {"t": t if proj is not None else None, **metrics, "source": source}
+    return {"t": source["t"], **typographic.evaluate(feats, scaled), "source": source}
+
+
+def export_run(projection, *, out, t: float = 1.0, device=None, allow_other_weights: bool = False) -> dict:
+    """Fold W_t of a projection file into its model and write an open_clip checkpoint (and, for the
+    toy or any registered config, the config beside it). The model and weights come from the
+    projection's manifest; the weights are checked against its fingerprint."""
+    path = Path(projection).expanduser()
+    meta = SharedProjection.load(path).metadata
+    if "model" not in meta:
+        raise ValueError(f"{path} does not name its model (written before clipaln 0.3): cannot export it")
+    model, pretrained = meta["model"], meta.get("pretrained") or None
+    bundle = load_clip(model, pretrained=pretrained, device=device or "cpu")
+    proj = SharedProjection.load(path, dim=bundle.embed_dim)
+    current = {
+        "model": model,
+        "pretrained": pretrained or "",
+        "task": meta.get("task"),
+        "weights": model_fingerprint(bundle),
+    }
+    _check_projection(path, meta, current, allow_other_weights)  # any task folds the same way
+    toy = toy_config() if model == "toy" and pretrained is None else None
+    header = {"source": str(path.resolve()), "t": t, "model": model, "pretrained": pretrained or "", "format": "pt"}
+    if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
+        header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
+    written = export.export_checkpoint(
+        bundle.model, proj.scaled(t).weight, out, export.open_clip_config(model, toy), header
+    )
+    return {
+        "written": [str(p) for p in written],
+        "model": model,
+        "t": t,
+        **{k: header[k] for k in ("image_mean", "image_std") if k in header},
+    }

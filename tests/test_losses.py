@@ -99,3 +99,57 @@ def test_dpo_weight_fades_and_ipo_pulls_back():
     )
     with pytest.raises(ValueError, match="unknown method"):
         losses.gradient_weight("ppo", h, 1.0)
+
+
+def _pairs(n=64, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logp = torch.randn(n, k, generator=g).log_softmax(-1)
+    ref = torch.randn(n, k, generator=g).log_softmax(-1)
+    y_w = torch.randint(0, k, (n,), generator=g)
+    y_l = (y_w + torch.randint(1, k, (n,), generator=g)) % k
+    return logp, ref, y_w, y_l
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 2.5])
+def test_the_further_losses_equal_their_formulas(beta):
+    logp, ref, y_w, y_l = _pairs()
+    h = losses.preference_margin(logp, ref, y_w, y_l)
+    eps = losses.LABEL_SMOOTHING
+    sig = torch.sigmoid
+    expected = -(1 - eps) * torch.log(sig(beta * h)) - eps * torch.log(sig(-beta * h))
+    assert torch.allclose(losses.LOSSES["cdpo"].loss(logp, ref, y_w, y_l, beta, None), expected, atol=1e-6)
+    m = logp.gather(1, y_w[:, None])[:, 0] - logp.gather(1, y_l[:, None])[:, 0]
+    assert torch.allclose(
+        losses.LOSSES["rfdpo"].loss(logp, ref, y_w, y_l, beta, None), -torch.log(sig(beta * m)), atol=1e-6
+    )
+    r = beta * (logp - ref)
+    expected = -torch.log(r.exp().gather(1, y_w[:, None])[:, 0] / r.exp().sum(-1))
+    assert torch.allclose(losses.LOSSES["mdpo"].loss(logp, ref, y_w, y_l, beta, None), expected, atol=1e-6)
+    two = torch.tensor([[0.0, 0.0]]).log_softmax(-1)  # with two classes multi-negative DPO is DPO
+    lp2 = torch.tensor([[0.3, -0.3]]).log_softmax(-1)
+    assert torch.allclose(
+        losses.multi_dpo(lp2, two, torch.tensor([0]), beta),
+        losses.dpo(losses.preference_margin(lp2, two, torch.tensor([0]), torch.tensor([1])), beta),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("name", ["cdpo", "rfdpo"])
+def test_the_further_losses_gradient_equals_their_weight(name):
+    entry = losses.LOSSES[name]
+    h = torch.linspace(-6, 6, 101, requires_grad=True)
+    entry.of_margin(h, 1.3).sum().backward()
+    assert torch.allclose(-h.grad, entry.weight(h.detach(), 1.3), atol=1e-6)
+
+
+def test_multi_negative_dpo_gradient_equals_its_weights():
+    logp, ref, y_w, _ = _pairs()
+    r = (logp - ref).clone().requires_grad_(True)  # the loss depends on logp - ref only
+    losses.multi_dpo(r, torch.zeros_like(r), y_w, 0.7).sum().backward()
+    assert torch.allclose(-r.grad, losses.multi_dpo_weights(logp, ref, y_w, 0.7), atol=1e-6)
+
+
+def test_cdpo_stops_pushing_at_its_finite_optimum():
+    beta, eps = 1.0, losses.LABEL_SMOOTHING
+    h_star = torch.tensor([math.log((1 - eps) / eps) / beta])
+    assert abs(losses.LOSSES["cdpo"].weight(h_star, beta).item()) < 1e-6

@@ -67,3 +67,34 @@ def test_local_checkpoint_file_loads(tmp_path):
     b = load_clip("RN50", pretrained=str(path), device="cpu")
     k = next(iter(model.state_dict()))
     assert torch.equal(b.model.state_dict()[k], model.state_dict()[k])
+
+
+def test_local_weights_in_a_plain_vit_warn_about_quickgelu_and_tilde_expands(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model = load_clip("ViT-B-32", device="cpu").model
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    with pytest.warns(UserWarning, match="ViT-B-32-quickgelu"):
+        b = load_clip("ViT-B-32", pretrained="~/vit.safetensors", device="cpu")
+    assert b.embed_dim == 512
+
+
+def test_a_local_dir_model_and_a_missing_optional_package(tmp_path):
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = open_clip.get_model_config("RN50")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    model = open_clip.create_model("RN50", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+    b = load_clip(f"local-dir:{tmp_path}", device="cpu")
+    k = next(iter(model.state_dict()))
+    assert torch.equal(b.model.state_dict()[k], model.state_dict()[k]) and b.embed_dim == 1024
+    try:
+        import transformers  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(RuntimeError, match="needs the package 'transformers'"):
+            load_clip("ViT-B-16-SigLIP", device="cpu")

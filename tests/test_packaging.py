@@ -34,3 +34,58 @@ def test_readme_quickstart_has_exactly_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_wheel_carries_the_toy_clip(tmp_path):
+    """Build the wheel, install it (not editable) into a fresh venv that borrows this one's
+    dependencies, and run `clipaln eval toy --json` from outside the source tree."""
+    import json
+    import os
+    import site
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("clipaln-*.whl"))
+    assert {"clipaln/toyworld/weights/toy_clip.safetensors", "clipaln/toyworld/weights/toy_clip.json"} <= set(
+        zipfile.ZipFile(wheel).namelist()
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    venv_site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    ).stdout.strip()
+    (Path(venv_site) / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # torch & co.
+    subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPALN_DATA", "PYTHONPATH")}
+    p = subprocess.run(
+        [venv / "bin" / "clipaln", "eval", "toy", "--json", "--n", "12"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+    )
+    assert p.returncode == 0, p.stderr
+    assert "RANDOMLY" not in p.stderr
+    where = subprocess.run(
+        [py, "-c", "import clipaln; print(clipaln.__file__)"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert str(venv) in where.stdout  # the installed wheel answered, not the source tree
+    assert json.loads(p.stdout)["objects/clean"] >= 0.9

@@ -115,7 +115,8 @@ def test_eval_refuses_a_folder_whose_files_changed(tmp_path, capsys):
         ]
         == 0
     )
-    Image.new("RGB", (50, 50), "white").save(root / "class0" / "new.png")  # the split would move
+    # one image replaced by another (same count, same names): what the split holds has changed
+    Image.new("RGB", (50, 50), "white").save(root / "class0" / "class0_0.png")
     code, _, err = cli(["eval", "typographic", "--projection", out / "projection.safetensors", "--no-cache"], capsys)
     one_line_error(code, err, "other data", "--allow-other-data")
 

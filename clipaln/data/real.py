@@ -16,37 +16,79 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from . import imagenet
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to build one dataset's zero-shot classifier: its template and its torchvision class."""
+    """How to build one dataset's zero-shot classifier: its template, its torchvision class, the
+    keyword arguments of its test and train splits, and the class names CLIP's zero-shot evaluation
+    uses where they differ from the dataset's own."""
 
     name: str
     template: str  # "{}" stands for the class name
     torchvision: str | None  # class name in torchvision.datasets, None for folder-only sets
     split_kw: dict  # torchvision keyword arguments selecting the test split
+    train_kw: dict | None = None  # ... and the train split, where the dataset has one
+    names: dict | None = None  # the dataset's class name -> the name in prompts
 
     def prompt(self, class_name: str) -> str:
         return self.template.format(class_name)
 
 
+#: EuroSAT's folders, as CLIP's zero-shot evaluation names them.
+EUROSAT_NAMES = {
+    "AnnualCrop": "annual crop land",
+    "Forest": "forest",
+    "HerbaceousVegetation": "brushland or shrubland",
+    "Highway": "highway or road",
+    "Industrial": "industrial buildings or commercial buildings",
+    "Pasture": "pasture land",
+    "PermanentCrop": "permanent crop land",
+    "Residential": "residential buildings or homes or apartments",
+    "River": "river",
+    "SeaLake": "lake or sea",
+}
+#: Caltech101's categories that CLIP's zero-shot evaluation renames.
+CALTECH101_NAMES = {
+    "Faces": "off-center face",
+    "Faces_easy": "centered face",
+    "Leopards": "leopard",
+    "Motorbikes": "motorbike",
+    "airplanes": "airplane",
+}
+
 #: The paper's nine evaluation sets plus Food101 (docs/method.md section 4), with their templates.
 DATASETS = {
     "imagenet100": DatasetSpec("imagenet100", "a photo of a {}.", None, {}),
-    "caltech101": DatasetSpec("caltech101", "a photo of a {}.", "Caltech101", {}),
-    "oxford_pets": DatasetSpec("oxford_pets", "a photo of a {}, a type of pet.", "OxfordIIITPet", {"split": "test"}),
-    "stanford_cars": DatasetSpec("stanford_cars", "a photo of a {}.", "StanfordCars", {"split": "test"}),
-    "flowers102": DatasetSpec("flowers102", "a photo of a {}, a type of flower.", "Flowers102", {"split": "test"}),
-    "fgvc_aircraft": DatasetSpec(
-        "fgvc_aircraft", "a photo of a {}, a type of aircraft.", "FGVCAircraft", {"split": "test"}
+    "caltech101": DatasetSpec("caltech101", "a photo of a {}.", "Caltech101", {}, names=CALTECH101_NAMES),
+    "oxford_pets": DatasetSpec(
+        "oxford_pets", "a photo of a {}, a type of pet.", "OxfordIIITPet", {"split": "test"}, {"split": "trainval"}
     ),
-    "dtd": DatasetSpec("dtd", "{} texture.", "DTD", {"split": "test"}),
+    "stanford_cars": DatasetSpec(
+        "stanford_cars", "a photo of a {}.", "StanfordCars", {"split": "test"}, {"split": "train"}
+    ),
+    "flowers102": DatasetSpec(
+        "flowers102", "a photo of a {}, a type of flower.", "Flowers102", {"split": "test"}, {"split": "train"}
+    ),
+    "fgvc_aircraft": DatasetSpec(
+        "fgvc_aircraft",
+        "a photo of a {}, a type of aircraft.",
+        "FGVCAircraft",
+        {"split": "test"},
+        {"split": "trainval"},
+    ),
+    "dtd": DatasetSpec("dtd", "{} texture.", "DTD", {"split": "test"}, {"split": "train"}),
     "sun397": DatasetSpec("sun397", "a photo of a {}.", "SUN397", {}),
-    "eurosat": DatasetSpec("eurosat", "a centered satellite photo of a {}.", "EuroSAT", {}),
-    "food101": DatasetSpec("food101", "a photo of a {}, a type of food.", "Food101", {"split": "test"}),
+    "eurosat": DatasetSpec("eurosat", "a centered satellite photo of {}.", "EuroSAT", {}, names=EUROSAT_NAMES),
+    "food101": DatasetSpec(
+        "food101", "a photo of a {}, a type of food.", "Food101", {"split": "test"}, {"split": "train"}
+    ),
 }
+#: Optional packages some torchvision datasets need, and the extra that installs them.
+EXTRA_HINT = "pip install 'clipaln[datasets]'"
 
 
 def spec(name: str) -> DatasetSpec:
@@ -59,8 +101,11 @@ def _clean_name(name: str) -> str:
     return re.sub(r"\s+", " ", name.replace("_", " ")).strip().lower()
 
 
-def torchvision_dataset(name: str, root: str | Path, download: bool = False, split_kw: dict | None = None):
-    """The torchvision dataset behind `name` and its readable class names (no download unless asked)."""
+def torchvision_dataset(
+    name: str, root: str | Path, download: bool = False, split_kw: dict | None = None, split: str = "test"
+):
+    """The torchvision dataset behind `name` (its test split, or with split="train" its train split)
+    and the class names its prompts use (no download unless asked)."""
     import torchvision.datasets as tvd
 
     s = spec(name)
@@ -69,11 +114,16 @@ def torchvision_dataset(name: str, root: str | Path, download: bool = False, spl
     root = Path(root)
     if not download and not root.exists():
         raise FileNotFoundError(f"dataset folder does not exist: {root} (pass download=True to fetch {name})")
-    ds = getattr(tvd, s.torchvision)(str(root), download=download, **(split_kw or s.split_kw))
+    kw = split_kw if split_kw is not None else (s.train_kw if split == "train" else s.split_kw)
+    try:
+        ds = getattr(tvd, s.torchvision)(str(root), download=download, **(kw or {}))
+    except ModuleNotFoundError as e:
+        raise RuntimeError(f"{name} needs the package {e.name!r}: {EXTRA_HINT}") from None
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     if classes is None:
         raise ValueError(f"{name}: torchvision dataset has no class list")
-    return ds, [_clean_name(c) for c in classes]
+    names = s.names or {}
+    return ds, [names.get(c) or _clean_name(c) for c in classes]
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -143,7 +193,8 @@ class ImageFolderDataset:
             self.samples += [(p, i) for p in _images_in(root / c)]
         if not self.samples:
             raise ValueError(f"no images found in {root} (expected {root}/<class>/<image>.jpg)")
-        self.classes = [_clean_name(c) for c in classes]
+        # ImageNet layouts name folders by WordNet id (n01440764): prompts need the readable names
+        self.classes = imagenet.readable(classes) or [_clean_name(c) for c in classes]
         self.skipped: list[Path] = []
         if skip_bad:
             good = []
@@ -164,6 +215,7 @@ class ImageFolderDataset:
 
 
 _LABEL_TEXT = re.compile(r"^label=(?P<label>.+?)_text=(?P<text>.+)$")
+_COPY_SUFFIX = re.compile(r"\s*\(\d+\)$")
 
 
 class TypographicPhotoFolder:
@@ -177,11 +229,13 @@ class TypographicPhotoFolder:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"dataset folder does not exist: {root}")
+        self.root = root
         entries = []
         for p in _images_in(root):
             m = _LABEL_TEXT.match(p.stem)
-            if m:
-                entries.append((p, _clean_name(m["label"]), _clean_name(m["text"])))
+            if m:  # "cat (2)": a second photo of the same pair, as file managers name copies
+                text = _COPY_SUFFIX.sub("", m["text"])
+                entries.append((p, _clean_name(_COPY_SUFFIX.sub("", m["label"])), _clean_name(text)))
         if not entries:
             raise ValueError(f"no images named label=X_text=Y.ext found in {root}")
         self.classes = list(classes) if classes else sorted({e[1] for e in entries})
@@ -210,6 +264,7 @@ class MaterzynskaDataset:
 
     def __init__(self, root: str | Path, classes: Sequence[str] | None = None):
         root = Path(root)
+        self.root = root
         ann = root / "annotation.json"
         if not ann.is_file():
             raise FileNotFoundError(f"annotation file not found: {ann}")
@@ -237,6 +292,15 @@ class MaterzynskaDataset:
     def __getitem__(self, i: int):
         path, label, written = self.samples[i]
         return _open_image(path), label, written
+
+
+def photo_set(root: str | Path, classes: Sequence[str] | None = None):
+    """A real typographic photo set by its layout: a folder with annotation.json (Materzynska et al.)
+    or images named label=X_text=Y.ext (PAINT, RTA-100)."""
+    root = Path(root).expanduser()
+    if (root / "annotation.json").is_file():
+        return MaterzynskaDataset(root, classes)
+    return TypographicPhotoFolder(root, classes)
 
 
 class Subset:

@@ -1,4 +1,5 @@
-"""A small synthetic feature problem with known ground truth, for tests and notebook 01.
+"""A small synthetic feature problem with known ground truth, for tests and notebook 01, and
+synthetic photo-sized images for benchmarks.
 
 Embeddings have an "object" block and a "reading" block. A caption for class k carries its code
 u_k in both blocks (the word "apple" means both how an apple looks and how it is spelled). A clean
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..policy import PreferenceData
 
@@ -37,3 +39,22 @@ def typographic_features(
         [u[clean_y] + noise * torch.randn(n, block, generator=g), noise * torch.randn(n, block, generator=g)], dim=-1
     )
     return PreferenceData(attacked, y, w, texts, F.normalize(clean, dim=-1), logit_scale)
+
+
+class SyntheticPhotos:
+    """n deterministic photo-sized images (smooth random colour fields, `size` px), classes in turn:
+    (PIL image, label). For timing and memory benchmarks, where what the images show does not matter."""
+
+    def __init__(self, n: int, num_classes: int, size: int = 224, seed: int = 0):
+        self.n, self.num_classes, self.size, self.seed = n, num_classes, size, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        small = (torch.rand(8, 8, 3, generator=g) * 255).to(torch.uint8).numpy()
+        image = Image.fromarray(small).resize((self.size, self.size), Image.BICUBIC)
+        return image, i % self.num_classes

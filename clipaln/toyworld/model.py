@@ -1,4 +1,5 @@
-"""Build, load and save the toy CLIP: open_clip's CLIP class with a small config (data/toy_clip.*).
+"""Build, load and save the toy CLIP: open_clip's CLIP class with a small config (weights/toy_clip.*,
+shipped inside the package).
 
 Loading into a frozen ClipBundle is clipaln.models.load_clip("toy"); this module only knows
 the toy's files, config, preprocessing and tokenizer.
@@ -25,8 +26,9 @@ FINETUNE_LR = 1e-3
 
 
 def data_dir() -> Path:
-    """Folder with the shipped toy CLIP (override with the CLIPALN_DATA environment variable)."""
-    return Path(os.environ.get("CLIPALN_DATA", Path(__file__).resolve().parent.parent.parent / "data"))
+    """Folder with the shipped toy CLIP, inside the package so that a wheel carries it (override
+    with the CLIPALN_DATA environment variable)."""
+    return Path(os.environ.get("CLIPALN_DATA", Path(__file__).resolve().parent / "weights"))
 
 
 def toy_paths() -> tuple[Path, Path]:
@@ -35,7 +37,7 @@ def toy_paths() -> tuple[Path, Path]:
 
 
 def toy_config(path: Path | None = None) -> dict[str, Any]:
-    """The toy CLIP's open_clip config, vocabulary and preprocessing (data/toy_clip.json)."""
+    """The toy CLIP's open_clip config, vocabulary and preprocessing (weights/toy_clip.json)."""
     path = path or toy_paths()[0]
     if not path.is_file():
         raise FileNotFoundError(f"toy CLIP config not found: {path}")

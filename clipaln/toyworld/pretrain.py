@@ -11,7 +11,7 @@ the strength real CLIP shows them (the targets and their sources: docs/toy-world
   captions are gender-neutral and come in many wordings, so the *activity* drifts toward its
   majority gender, whatever words surround it, as "police officer" does in web data.
 The temperature is CLIP's learned tau = 100, fixed. Deterministic from --seed; writes
-data/toy_clip.safetensors (fp16) and data/toy_clip.json.
+clipaln/toyworld/weights/toy_clip.safetensors (fp16) and toy_clip.json.
 """
 
 from __future__ import annotations

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .. import metrics
-from ..data.gender import GENDER_TEMPLATE, NEUTRAL_TEMPLATE, reversal_task
-from ..features import FeatureCache, encode_images, encode_texts
+from ..data.gender import GENDER_TEMPLATE, NEUTRAL_TEMPLATE, GenderCSV, GenderFolder, reversal_task
+from ..data.real import Subset, files_fingerprint
+from ..features import FeatureCache, encode_dataset, encode_texts, resolve_precision
+from ..manifest import digest
 from ..models import ClipBundle
 from ..policy import PreferenceData
 from ..projection import SharedProjection, SpectralScorer
@@ -69,6 +72,49 @@ def toy_spec(n_train_per_cell: int = 30, n_gallery_per_cell: int = 20, seed: int
     return Spec(tr, ga, tr.genders, tr.activities, list(SKEW), key, val_gallery_set=val)
 
 
+def real_spec(root: str, seed: int = 0, train_share: float = 0.6) -> Spec:
+    """Real people: a CSV of image, gender, activity (columns path, gender, activity) or a folder
+    root/{activity}/{gender}/*.jpg. Each (activity, gender) cell is split at random (seeded): a
+    train_share to train on, the rest halved into a validation gallery (where t* is chosen) and a
+    test gallery; both galleries are gender-balanced per activity (cells cut to the smaller one).
+    Every activity is a retrieval prompt."""
+    path = Path(root)
+    people = GenderCSV(path) if path.suffix.lower() == ".csv" else GenderFolder(path)
+    if len(people.genders) != 2:
+        raise ValueError(f"the gender track needs exactly two genders, {path} has {people.genders}")
+    g = torch.Generator().manual_seed(seed)
+    cells: dict[tuple[str, str], list[int]] = {}
+    for i, (_, gender_, activity) in enumerate(people.samples):
+        cells.setdefault((activity, gender_), []).append(i)
+    train, val, test = [], [], []
+    for a in people.activities:
+        parts = []
+        for gen in people.genders:
+            idx = cells.get((a, gen), [])
+            idx = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+            cut = round(train_share * len(idx))
+            rest = idx[cut:]
+            train += idx[:cut]
+            parts.append((rest[: len(rest) // 2], rest[len(rest) // 2 :]))
+        m_val, m_test = min(len(p[0]) for p in parts), min(len(p[1]) for p in parts)
+        if m_test == 0 or m_val == 0:
+            raise ValueError(f"activity {a!r} needs at least 3 images of each gender (train, and each gallery)")
+        for v, t in parts:
+            val += v[:m_val]
+            test += t[:m_test]
+    files = files_fingerprint(path.parent if path.is_file() else path)
+    key = {"world": "people", "root": str(path), "files": files, "split": digest([train, val, test]), "seed": seed}
+    return Spec(
+        Subset(people, train),
+        Subset(people, test),
+        list(people.genders),
+        list(people.activities),
+        list(people.activities),
+        key,
+        val_gallery_set=Subset(people, val),
+    )
+
+
 @dataclass
 class Features:
     genders: list[str]
@@ -106,32 +152,47 @@ class Features:
         )
 
 
-def _encode_labelled(bundle, ds, desc):
-    images, labels = [], []
-    for i in range(len(ds)):
-        im, g, a = ds[i]
-        images.append(im)
-        labels.append((g, a))
-    return encode_images(bundle, images, desc=desc), labels
+class _Indexed:
+    """(image, gender, activity) items as (image, gender index, activity index), for encode_dataset."""
+
+    def __init__(self, ds, genders, activities):
+        self.ds, self.gi, self.ai = ds, {g: i for i, g in enumerate(genders)}, {a: i for i, a in enumerate(activities)}
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        im, g, a = self.ds[i]
+        return im, self.gi[g], self.ai[a]
 
 
-def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None) -> Features:
-    """Encode the training people and the gallery once (cached on disk by model + data)."""
+def _encode_labelled(bundle, ds, genders, activities, desc, **encoding):
+    """Stream the images through the encoder; (embeddings, (N, 2) gender and activity indices)."""
+    emb, g, a = encode_dataset(bundle, _Indexed(ds, genders, activities), (0,), (1, 2), desc=desc, **encoding)
+    return emb, torch.stack([g, a], dim=1)
+
+
+def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
+    """Encode the training people and the gallery once (cached on disk by model + data); `encoding`
+    (progress, workers, precision) goes to features.encode_dataset."""
     genders, activities = spec.genders, spec.activities
     if cache is None or not spec.key:  # without a key that names the data, never cache
         cache = FeatureCache(enabled=False)
 
     def compute():
-        tr, tr_l = _encode_labelled(bundle, spec.train_set, "encode train people")
-        ga, ga_l = _encode_labelled(bundle, spec.gallery_set, "encode gallery")
-        enc = lambda labels: torch.tensor([[genders.index(g), activities.index(a)] for g, a in labels])
-        out = {"train": tr, "train_labels": enc(tr_l), "gallery": ga, "gallery_labels": enc(ga_l)}
+        enc = lambda ds, desc: _encode_labelled(bundle, ds, genders, activities, desc, **encoding)
+        tr, tr_l = enc(spec.train_set, "encode train people")
+        ga, ga_l = enc(spec.gallery_set, "encode gallery")
+        out = {"train": tr, "train_labels": tr_l, "gallery": ga, "gallery_labels": ga_l}
         if spec.val_gallery_set is not None:
-            va, va_l = _encode_labelled(bundle, spec.val_gallery_set, "encode validation gallery")
-            out |= {"val_gallery": va, "val_gallery_labels": enc(va_l)}
+            va, va_l = enc(spec.val_gallery_set, "encode validation gallery")
+            out |= {"val_gallery": va, "val_gallery_labels": va_l}
         return out
 
-    t = cache.get(bundle, {**spec.key, "track": "gender"}, compute)
+    resolved = resolve_precision(encoding.get("precision", "auto"), bundle.device)
+    t = cache.get(
+        bundle, {**spec.key, "track": "gender", **({} if resolved == "fp32" else {"precision": resolved})}, compute
+    )
     dec = lambda x: [(genders[g], activities[a]) for g, a in x.tolist()]
     train_labels, gallery_labels = dec(t["train_labels"]), dec(t["gallery_labels"])
     task = reversal_task(train_labels, genders, activities, spec.template, spec.neutral_template)
@@ -170,7 +231,7 @@ class Sweep:
     10) and how many have flipped (the gender that led at t = 0 now trails)."""
 
     def __init__(self, feats: Features, projection: SharedProjection | None = None, k: int = 10):
-        self.feats, self.k = feats, k
+        self.feats, self.k = feats, min(k, len(feats.gallery))  # a small real gallery: the top k is all of it
         proj = projection or SharedProjection(feats.gallery.shape[-1])
         self.scorer = SpectralScorer(proj, feats.gallery, feats.prompt_texts)
         self.genders = [g for g, _ in feats.gallery_labels]
@@ -212,6 +273,7 @@ class Sweep:
             "retrieval/flipped_prompts": sum(r["retrieval/flipped"] for r in rows.values()),
             "retrieval/precision": sum(r["retrieval/precision"] for r in rows.values()) / len(rows),
             "n_prompts": len(rows),
+            "k": self.k,
         }
 
 

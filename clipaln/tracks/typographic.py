@@ -14,6 +14,7 @@ names), attack/success (the written word wins) and kl/clean = KL(pi_ref || pi) o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,7 @@ from ..data.fonts import UNSEEN_FONTS
 from ..data.real import ImageFolderDataset, Subset, check_template, files_fingerprint, torchvision_dataset
 from ..data.real import spec as dataset_spec
 from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
-from ..features import FeatureCache, encode_images, encode_texts
+from ..features import FeatureCache, PreprocessedView, encode_dataset, encode_images, encode_texts, resolve_precision
 from ..finetune import finetune_encoders
 from ..manifest import digest
 from ..metrics import accuracy
@@ -43,6 +44,10 @@ DEFAULTS = {
     "ipo": dict(lr=0.003, epochs=10, batch_size=256, bma=True),
     "kto": dict(lr=0.03, epochs=30, batch_size=256, bma=True),
     "ce": dict(lr=0.01, epochs=30, batch_size=256),
+    # the further preference losses start from DPO's setting (not tuned: `clipaln bench tune` can)
+    "cdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
+    "rfdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
+    "mdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
 }
 #: The grid `tune` searches, and how much clean validation accuracy a choice may give up.
 LR_GRID = (0.003, 0.01, 0.03, 0.1)
@@ -174,29 +179,6 @@ def attacked_datasets(spec: Spec) -> dict[str, TypographicDataset]:
     }
 
 
-def _encode_split(
-    bundle,
-    ds: TypographicDataset,
-    desc: str,
-    batch_size: int,
-    progress: bool = True,
-    clean_emb: torch.Tensor | None = None,
-) -> Split:
-    """Encode a split; `clean_emb`: its clean images' embeddings when another split already has them."""
-    clean, attacked, labels, written = [], [], [], []
-    for i in range(len(ds)):
-        c, a, y, w = ds[i]
-        clean.append(c), attacked.append(a), labels.append(y), written.append(w)
-    if clean_emb is None:
-        clean_emb = encode_images(bundle, clean, batch_size, progress, desc=f"encode {desc} clean")
-    return Split(
-        clean_emb,
-        encode_images(bundle, attacked, batch_size, progress, desc=f"encode {desc} attacked"),
-        torch.tensor(labels),
-        torch.tensor(written),
-    )
-
-
 def build_features(
     bundle: ClipBundle,
     spec: Spec,
@@ -204,14 +186,20 @@ def build_features(
     batch_size: int = 256,
     progress: bool = True,
     with_train: bool = True,
+    workers: int | None = None,
+    precision: str = "auto",
 ) -> Features:
-    """Render the attacks and encode every image once (cached on disk by model + data).
+    """Render the attacks and encode every image once (cached on disk by model + data), streaming:
+    DataLoader workers render and preprocess, and only embeddings are kept (features.encode_dataset).
 
     with_train=False encodes only what evaluate() needs (the features' .train is then None), e.g.
-    to evaluate a fine-tuned encoder."""
+    to evaluate a fine-tuned encoder. workers: DataLoader workers (default: one per core but one);
+    precision: "auto" (bf16 autocast on CUDA), "fp32", "bf16" or "fp16"."""
     if len(spec.class_names) < 2:
         raise ValueError("the typographic track needs at least two classes")
     prompts = prompts_for(spec)
+    encoding = dict(batch_size=batch_size, workers=workers, precision=precision, progress=progress)
+    resolved = resolve_precision(precision, bundle.device)
 
     def compute():
         out = {}
@@ -219,18 +207,18 @@ def build_features(
             if name in ("train", "val") and not with_train:
                 continue
             # the unseen-style attacks are written on the test images: their clean embeddings are the test ones
-            shared = name == "unseen"
-            s = _encode_split(bundle, ds, name, batch_size, progress, out["test.clean"] if shared else None)
-            out.update(
-                {
-                    f"{name}.attacked": s.attacked,
-                    f"{name}.labels": s.labels,
-                    f"{name}.written": s.written,
-                    **({} if shared else {f"{name}.clean": s.clean}),
-                }
+            columns = ("attacked",) if name == "unseen" else ("clean", "attacked")
+            encoded = encode_dataset(
+                bundle,
+                ds,
+                (1,) if name == "unseen" else (0, 1),
+                (2, 3),
+                desc=f"encode {name}",
+                **encoding,
             )
+            out.update(dict(zip([f"{name}.{c}" for c in (*columns, "labels", "written")], encoded, strict=True)))
         imgs, labels = reading_images(spec.class_names, spec.n_reading, spec.reading_size, spec.style, spec.seed)
-        out["reading"] = encode_images(bundle, imgs, batch_size, progress, desc="encode reading")
+        out["reading"] = encode_images(bundle, imgs, batch_size, progress, desc="encode reading", precision=precision)
         out["reading_labels"] = labels
         return out
 
@@ -243,6 +231,7 @@ def build_features(
         "unseen": repr(spec.unseen_style),
         "held_out": spec.held_out,
         **({} if with_train else {"train": False}),
+        **({} if resolved == "fp32" else {"precision": resolved}),
     }
     t = cache.get(bundle, key, compute)
     split = lambda n: Split(
@@ -284,19 +273,12 @@ def finetune(
     the history. `feats`: the base model's features of `spec`, if already built."""
     feats = feats or build_features(bundle, spec, progress=progress)
     ds = attacked_datasets(spec)["train"]
-    clean, attacked, y, w = [], [], [], []
-    for i in range(len(ds)):
-        c, a, yy, ww = ds[i]
-        clean.append(bundle.preprocess(c))
-        attacked.append(bundle.preprocess(a))
-        y.append(yy)
-        w.append(ww)
     return finetune_encoders(
         bundle,
-        torch.stack(attacked),
-        torch.stack(clean),
-        torch.tensor(y),
-        torch.tensor(w),
+        PreprocessedView(ds, 1, bundle.preprocess),  # rendered and preprocessed per batch: memory holds one batch
+        PreprocessedView(spec.train_set, 0, bundle.preprocess),
+        feats.train.labels,
+        feats.train.written,
         feats.texts,
         cfg,
         progress=progress,
@@ -330,6 +312,28 @@ def evaluate(
         "accuracy/reading": accuracy(sim(feats.reading), feats.reading_labels),
         "attack/success": accuracy(sim(feats.test.attacked), feats.test.written),
         "kl/clean": kl,
+    }
+
+
+@torch.no_grad()
+def evaluate_photos(
+    bundle: ClipBundle,
+    photos,
+    projection: SharedProjection | None = None,
+    template: str = "a photo of a {}.",
+    **encoding,
+) -> dict:
+    """Real typographic photos (clipaln.data.real.photo_set: items (image, true label, written label or
+    -1)) classified over the set's own class names: photos/accuracy (the true object wins),
+    photos/attack_success (the written word wins, over photos whose word is a class) and photos/n."""
+    emb, labels, written = encode_dataset(bundle, photos, (0,), (1, 2), desc="encode photos", **encoding)
+    texts = encode_texts(bundle, [check_template(template).format(c) for c in photos.classes])
+    pred = similarities(emb, texts, projection).argmax(-1)
+    named = written >= 0
+    return {
+        "photos/accuracy": (pred == labels).float().mean().item(),
+        "photos/attack_success": (pred[named] == written[named]).float().mean().item() if named.any() else None,
+        "photos/n": len(labels),
     }
 
 
@@ -413,6 +417,32 @@ def per_direction_reading(feats: Features, projection: SharedProjection, t: floa
     return out
 
 
+def _split_folders(root: Path) -> tuple[Path, Path] | None:
+    """(train, test) for a folder laid out as root/train/<class> and root/val/<class> (or test/)."""
+    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    return (root / "train", test) if (root / "train").is_dir() and test is not None else None
+
+
+def _sources(dataset: str, root: str, download: bool):
+    """(train source, test source or None when both are carved from one set, class names, template)."""
+    if dataset == "folder" or dataset_spec(dataset).torchvision is None:  # ImageNet-100 is a folder
+        template = "a photo of a {}." if dataset == "folder" else dataset_spec(dataset).template
+        split = _split_folders(Path(root))
+        if split is None:
+            ds = ImageFolderDataset(root)
+            return ds, None, ds.classes, template
+        train, test = ImageFolderDataset(split[0]), ImageFolderDataset(split[1])
+        if train.classes != test.classes:
+            raise ValueError(f"{split[0]} and {split[1]} hold different class folders")
+        return train, test, train.classes, template
+    template = dataset_spec(dataset).template
+    test, names = torchvision_dataset(dataset, root, download=download)
+    if dataset_spec(dataset).train_kw is None:
+        return test, None, names, template
+    train, _ = torchvision_dataset(dataset, root, download=download, split="train")
+    return train, test, names, template
+
+
 def real_spec(
     dataset: str,
     root: str,
@@ -423,28 +453,32 @@ def real_spec(
     image_size: int = 224,
     n_val: int = 500,
 ) -> Spec:
-    """A real dataset: a registry name (torchvision) or "folder" (root/{class}/*.jpg).
+    """A real dataset: a registry name (torchvision, or ImageNet-100's wnid folders) or "folder"
+    (root/{class}/*.jpg, or root/train/{class} and root/val/{class}).
 
-    The images are split at random (seeded) into n_train for D_pref/D_reg, n_test for evaluation
-    and up to n_val (what is left) to choose hyper-parameters on; attacks follow the protocol
-    (20-40 px at 224 px); held-out written words are a seeded fifth of the classes.
+    Where the dataset has a train and a test split, n_train images for D_pref/D_reg and up to n_val
+    (to choose hyper-parameters on) are drawn from the train split and n_test from the test split;
+    otherwise the one set is split at random (seeded) into the three. Attacks follow the protocol
+    (20-40 px at 224 px); held-out written words are a seeded fifth of the classes (at least two).
     """
-    if dataset == "folder":
-        ds = ImageFolderDataset(root)
-        names, template = ds.classes, "a photo of a {}."
-    else:
-        ds, names = torchvision_dataset(dataset, root, download=download)
-        template = dataset_spec(dataset).template
+    train_ds, test_ds, names, template = _sources(dataset, root, download)
     if len(names) < 2:
         raise ValueError(f"{dataset} at {root} has fewer than two classes")
-    if len(ds) < 2:
+    if len(train_ds) < 2:
         raise ValueError(f"{dataset} at {root} has fewer than two images")
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(ds), generator=g).tolist()
-    n_train = min(n_train, len(ds) // 2)
-    n_test = min(n_test, len(ds) - n_train)
-    n_val = min(n_val, len(ds) - n_train - n_test)
-    # a fifth of the classes, and at least two: an image of a held-out class needs another held-out word
+    perm = torch.randperm(len(train_ds), generator=g).tolist()
+    if test_ds is None:  # one set: train, test and val carved from it
+        n_train = min(n_train, len(train_ds) // 2)
+        n_test = min(n_test, len(train_ds) - n_train)
+        test_idx, rest = perm[n_train : n_train + n_test], perm[n_train + n_test :]
+        test_ds = train_ds
+    else:
+        n_train = min(n_train, len(train_ds))
+        test_perm = torch.randperm(len(test_ds), generator=g).tolist()
+        n_test = min(n_test, len(test_ds))
+        test_idx, rest = test_perm[:n_test], perm[n_train:]
+    n_val = min(n_val, len(rest))
     held = (
         tuple(sorted(torch.randperm(len(names), generator=g)[: max(2, len(names) // 5)].tolist()))
         if len(names) >= 5
@@ -454,9 +488,9 @@ def real_spec(
     return Spec(
         class_names=list(names),
         template=template,
-        train_set=Subset(ds, perm[:n_train]),
-        test_set=Subset(ds, perm[n_train : n_train + n_test]),
-        val_set=Subset(ds, perm[n_train + n_test : n_train + n_test + n_val]) if n_val else None,
+        train_set=Subset(train_ds, perm[:n_train]),
+        test_set=Subset(test_ds, test_idx),
+        val_set=Subset(train_ds, rest[:n_val]) if n_val else None,
         style=AttackStyle(),
         unseen_style=unseen,
         held_out=held,
@@ -467,8 +501,8 @@ def real_spec(
             "world": dataset,
             "root": str(root),
             "files": files_fingerprint(root),
-            "split": digest([perm[:n_train], perm[n_train : n_train + n_test], n_val]),
-            "n": len(ds),
+            "split": digest([perm[:n_train], test_idx, rest[:n_val]]),
+            "n": len(train_ds) + (len(test_ds) if test_ds is not train_ds else 0),
             "n_train": n_train,
             "n_test": n_test,
             "seed": seed,

@@ -1,0 +1,71 @@
+"""Fold W_t into a model: an aligned checkpoint that plain open_clip loads, with no clipaln installed.
+
+W acts on both embeddings and the embeddings are re-normalised after it, so
+    normalize(W_t normalize(e)) = normalize(W_t e),
+and W_t can be multiplied into the last linear map of each tower: the image tower's projection
+(ViT: visual.proj; ResNet: visual.attnpool.c_proj; timm towers: visual.head.proj) and the text
+projection. The result scores every (image, caption) pair exactly as clipaln's W_t does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+
+from .io import save_tensors, write_text
+
+#: Where each open_clip architecture keeps the last linear map of its towers: (parameter, kind),
+#: kind "right" for x @ P (a (width, d) parameter) and "linear" for nn.Linear weights (d, width).
+IMAGE_HEADS = (("visual.proj", "right"), ("visual.attnpool.c_proj", "linear"), ("visual.head.proj", "linear"))
+TEXT_HEADS = (("text_projection", "right"), ("text.text_projection", "right"), ("text.proj", "linear"))
+
+
+def _fold(state: dict, heads, w: torch.Tensor, tower: str) -> None:
+    for name, kind in heads:
+        key = name if kind == "right" else f"{name}.weight"
+        if key in state and state[key].ndim == 2:
+            p = state[key]
+            if kind == "right":  # x @ P, then W: x @ (P W^T)
+                state[key] = (p.double() @ w.T).to(p.dtype)
+            else:  # W (A x + b) = (W A) x + W b
+                state[key] = (w @ p.double()).to(p.dtype)
+                if f"{name}.bias" in state:
+                    b = state[f"{name}.bias"]
+                    state[f"{name}.bias"] = (w @ b.double()).to(b.dtype)
+            return
+    raise ValueError(
+        f"cannot fold W into the {tower} tower: none of {', '.join(n for n, _ in heads)} is a linear map in this "
+        "model (export supports open_clip's CLIP and CustomTextCLIP towers)"
+    )
+
+
+def fold_projection(model: torch.nn.Module, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's state dict with W (d x d) folded into both towers' final projections."""
+    w = weight.detach().double().cpu()
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _fold(state, IMAGE_HEADS, w, "image")
+    _fold(state, TEXT_HEADS, w, "text")
+    return state
+
+
+def export_checkpoint(model: torch.nn.Module, weight: torch.Tensor, out, config: dict | None, metadata: dict) -> list:
+    """Write the folded checkpoint to `out` (safetensors) and, given the model's open_clip config, the
+    config beside it (out with .json: `open_clip.add_model_config(that file)` registers it under the
+    file's stem). Returns the paths written."""
+    out = Path(out).expanduser()
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors, got {out.name}")
+    written = [save_tensors(out, fold_projection(model, weight), metadata)]
+    if config is not None:
+        written.append(write_text(out.with_suffix(".json"), json.dumps(config, indent=1) + "\n"))
+    return written
+
+
+def open_clip_config(name: str, toy_config: dict | None = None) -> dict | None:
+    """The open_clip model config of `name` (the toy's from its own file)."""
+    if toy_config is not None:
+        return toy_config["model_cfg"]
+    return open_clip.get_model_config(name)

@@ -1,0 +1,64 @@
+"""An exported checkpoint is a plain open_clip model whose scores equal clipaln's W_t scores."""
+
+import json
+import warnings
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from clipaln import runs
+from clipaln.cli import main
+from clipaln.features import encode_images, encode_texts
+from clipaln.models import load_clip
+from clipaln.policy import similarities
+from clipaln.projection import SharedProjection
+
+PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a photo of an apple.", "a photo of a tree."]
+
+
+def _images(n=6):
+    g = torch.Generator().manual_seed(0)
+    return [Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
+
+
+def _a_projection(bundle, path, model, seed=0):
+    d = bundle.embed_dim
+    g = torch.Generator().manual_seed(seed)
+    w = SharedProjection(d, torch.eye(d) + 0.3 * torch.randn(d, d, generator=g))
+    return w.save(path, model=model, pretrained="", task="typographic", weights=runs.model_fingerprint(bundle))
+
+
+@pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
+def test_the_export_loads_in_plain_open_clip_and_scores_like_w_t(tmp_path, model, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = load_clip(model, device="cpu")
+    proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
+    out = tmp_path / f"aligned_{model.replace('-', '_').lower()}.safetensors"
+    assert main(["export", "--projection", str(proj), "--t", "1.5", "--out", str(out), "--device", "cpu"]) == 0
+    images, w_t = _images(), SharedProjection.load(proj).scaled(1.5)
+    ours = similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+
+    name, kw = model, {}
+    if model == "toy":  # a config open_clip does not know: register the one written beside the weights
+        open_clip.add_model_config(out.with_suffix(".json"))
+        name, kw = out.stem, dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
+        assert "image_mean=[0.5, 0.5, 0.5]" in capsys.readouterr().out
+    plain, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(out), **kw)
+    plain.eval()
+    with torch.no_grad():
+        img = F.normalize(plain.encode_image(torch.stack([preprocess(im) for im in images])), dim=-1)
+        txt = F.normalize(plain.encode_text(bundle.tokenizer(PROMPTS)), dim=-1)
+    assert torch.allclose(img @ txt.T, ours, atol=1e-4)
+    assert json.loads(out.with_suffix(".json").read_text())  # the config travels with the weights
+
+
+def test_export_refuses_weights_that_changed(tmp_path):
+    bundle = load_clip("toy")
+    proj = SharedProjection(bundle.embed_dim)
+    path = proj.save(tmp_path / "p.safetensors", model="toy", pretrained="", task="typographic", weights="0" * 16)
+    with pytest.raises(ValueError, match="weights"):
+        runs.export_run(path, out=tmp_path / "x.safetensors")

@@ -1,0 +1,211 @@
+"""The real path on the layouts researchers have: image folders of 5, 6 and 12 classes, EuroSAT as
+torchvision lays it out, ImageNet-100 by WordNet id, the real typographic photo sets, a real-people
+CSV, a fine-tuned encoder; on open_clip architectures at random init (ViT-B-32, and EVA02-B-16, a
+CustomTextCLIP), with readable prompts asserted."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from clipaln import runs
+from clipaln.cli import main
+from clipaln.data.imagenet import IMAGENET100_WNIDS
+from clipaln.data.real import EUROSAT_NAMES, photo_set
+from clipaln.features import encode_dataset, encode_images
+from clipaln.models import load_clip
+from clipaln.tracks import typographic
+
+COLOURS = ["red", "green", "blue", "orange", "purple", "brown", "pink", "gray", "olive", "navy", "teal", "gold"]
+QUICK = dict(n_train=6, n_test=6, cache=False, progress=False, workers=0, overrides={"epochs": 1})
+
+
+def images(folder, n, colour, size=40):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (size + i, size), colour).save(folder / f"{i}.jpg")
+
+
+def class_folders(root, names, n=3):
+    for c, name in enumerate(names):
+        images(root / name, n, COLOURS[c % len(COLOURS)])
+    return root
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random-init warnings
+        yield
+
+
+def train_and_eval(model, tmp_path, **data):
+    out = tmp_path / "run"
+    result = runs.train_run("typographic", out=out, model=model, device="cpu", **QUICK, **data)
+    assert (out / "run.json").is_file() and 0 <= result["metrics"]["trained"]["accuracy/clean"] <= 1
+    again = runs.eval_run(
+        "typographic",
+        projection=out / "projection.safetensors",
+        model=model,
+        device="cpu",
+        cache=False,
+        progress=False,
+        workers=0,
+    )
+    assert again["accuracy/clean"] == pytest.approx(result["metrics"]["trained"]["accuracy/clean"])
+    return out, result
+
+
+@pytest.mark.parametrize("k", [5, 6, 12])
+def test_image_folders_of_5_6_and_12_classes(tmp_path, k):
+    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(k)])
+    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="folder", root=str(root), n_train=k, n_test=k)
+    assert typographic.prompts_for(spec)[0] == "a photo of a class 0."
+    train_and_eval("ViT-B-32", tmp_path, dataset="folder", root=str(root))
+
+
+def test_eurosat_as_torchvision_lays_it_out_reads_clips_names(tmp_path):
+    class_folders(tmp_path / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
+    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="eurosat", root=str(tmp_path / "eurosat"))
+    prompts = typographic.prompts_for(spec)
+    assert "a centered satellite photo of brushland or shrubland." in prompts
+    assert not any("herbaceousvegetation" in p.lower() for p in prompts)
+    train_and_eval("ViT-B-32", tmp_path, dataset="eurosat", root=str(tmp_path / "eurosat"))
+
+
+def test_imagenet100_by_wordnet_id_with_train_and_val(tmp_path):
+    wnids = IMAGENET100_WNIDS[:5]
+    for split in ("train", "val"):
+        class_folders(tmp_path / "in100" / split, wnids)
+    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="imagenet100", root=str(tmp_path / "in100"))
+    prompts = typographic.prompts_for(spec)
+    assert "a photo of a green mamba." in prompts and not any(" n0" in p for p in prompts)
+    # D_pref / D_reg come from train/, the reported test split from val/
+    assert all("/train/" in str(spec.train_set.base.samples[i][0]) for i in spec.train_set.indices)
+    assert all("/val/" in str(spec.test_set.base.samples[i][0]) for i in spec.test_set.indices)
+    train_and_eval("ViT-B-32", tmp_path, dataset="imagenet100", root=str(tmp_path / "in100"))
+
+
+def test_the_real_photo_sets_from_the_command_line(tmp_path, capsys):
+    root = class_folders(tmp_path / "imgs", ["cat", "dog", "pizza", "tree", "car"])
+    out, _ = train_and_eval("ViT-B-32", tmp_path, dataset="folder", root=str(root))
+    paint = tmp_path / "paint"
+    paint.mkdir()
+    for name in ("label=cat_text=dog.jpg", "label=dog_text=cat (2).jpg", "label=tree_text=pizza.jpg"):
+        Image.new("RGB", (48, 48), "white").save(paint / name)
+    assert {s[3] for s in photo_set(paint).samples} == {"dog", "cat", "pizza"}  # "(2)" is a copy, not a word
+    mat = tmp_path / "materzynska"
+    images(mat / "IMG", 2, "gray")
+    (mat / "annotation.json").write_text(
+        json.dumps(
+            {
+                "0.jpg": {"true object": "cat", "typographic attack label": "dog"},
+                "1.jpg": {"true object": "dog", "typographic attack label": "cat"},
+            }
+        )
+    )
+    for photos in (paint, mat):
+        code = main(
+            [
+                "eval",
+                "typographic",
+                "--model",
+                "ViT-B-32",
+                "--device",
+                "cpu",
+                "--photos",
+                str(photos),
+                "--projection",
+                str(out / "projection.safetensors"),
+                "--t",
+                "0.5",
+                "--json",
+                "--workers",
+                "0",
+            ]
+        )
+        result = json.loads(capsys.readouterr().out)
+        assert code == 0 and result["photos/n"] in (2, 3) and 0 <= result["photos/accuracy"] <= 1
+        assert result["source"]["photos"] == str(photos.resolve()) and result["t"] == 0.5
+
+
+def test_real_people_from_a_csv_train_and_eval_gender(tmp_path, capsys):
+    rows = ["path,gender,activity"]
+    for a, act in enumerate(["cooking", "repairing a car"]):
+        for g, gen in enumerate(["man", "woman"]):
+            folder = tmp_path / "people" / f"{a}{g}"
+            images(folder, 5, COLOURS[2 * a + g])
+            rows += [f"{a}{g}/{i}.jpg,{gen},{act}" for i in range(5)]
+    csv = tmp_path / "people" / "people.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "gender"
+    args = ["--model", "ViT-B-32", "--device", "cpu", "--no-cache", "--workers", "0"]
+    code = main(
+        ["train", "gender", *args, "--dataset", "people", "--root", str(csv), "--epochs", "1", "--out", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["eval", "gender", *args, "--projection", str(out / "projection.safetensors"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["prompts"]) == {"cooking", "repairing a car"} and result["k"] == 4  # the 4-image gallery
+
+
+def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "full"
+    code = main(
+        [
+            "train",
+            "typographic",
+            "--mode",
+            "full",
+            "--epochs",
+            "1",
+            "--n-train",
+            "24",
+            "--n-test",
+            "12",
+            "--no-cache",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    trained = json.loads((out / "metrics.json").read_text())["trained"]
+    capsys.readouterr()
+    code = main(
+        [
+            "eval",
+            "typographic",
+            "--image-encoder",
+            str(out / "image_encoder.safetensors"),
+            "--no-cache",
+            "--workers",
+            "0",
+            "--json",
+        ]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["accuracy/clean"] == pytest.approx(trained["accuracy/clean"])
+    assert result["kl/clean"] == pytest.approx(trained["kl/clean"], abs=1e-5)
+
+
+def test_a_custom_text_clip_trains_and_evaluates(tmp_path):
+    bundle = load_clip("EVA02-B-16", device="cpu")
+    assert type(bundle.model).__name__ == "CustomTextCLIP" and bundle.embed_dim == 512
+    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(5)], n=2)
+    train_and_eval("EVA02-B-16", tmp_path, dataset="folder", root=str(root))
+
+
+def test_streaming_encoding_matches_encoding_a_list_and_uses_workers(tmp_path):
+    bundle = load_clip("toy")
+    spec = typographic.toy_spec(n_train=24, n_test=12, n_val=0)
+    ds = typographic.attacked_datasets(spec)["test"]
+    clean = [ds[i][0] for i in range(len(ds))]
+    for workers in (0, 2):
+        emb, labels = encode_dataset(bundle, ds, (0,), (2,), workers=workers, batch_size=5, progress=False)
+        assert torch.allclose(emb, encode_images(bundle, clean, progress=False), atol=1e-5)
+        assert labels.tolist() == [ds[i][2] for i in range(len(ds))]
