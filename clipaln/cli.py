@@ -20,7 +20,7 @@ from . import bench, distributed, losses, runs
 from .features import PRECISIONS, FeatureCache
 from .models import load_clip
 from .toyworld.model import toy_paths
-from .tracks import gender, phenomena, typographic
+from .tracks import gender, pairs, phenomena, typographic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +43,7 @@ def _pct(v: float) -> str:
 def _data_args(a) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
-    names += ("workers", "precision")
+    names += ("workers", "precision", "reg_images")
     return {**{k: getattr(a, k) for k in names}, "cache": not a.no_cache, "progress": not getattr(a, "json", False)}
 
 
@@ -53,6 +53,10 @@ def _print_typographic(m: dict) -> None:
 
 def _print_gender(m: dict) -> None:
     print(gender.format_result(m["trained"]))
+
+
+def _print_pairs(m: dict) -> None:
+    print(f"base:    {pairs.format_metrics(m['base'])}\ntrained: {pairs.format_metrics(m['trained'])}")
 
 
 def cmd_train(a) -> None:
@@ -72,7 +76,7 @@ def cmd_train(a) -> None:
     )
     if not result:  # a rank other than 0
         return
-    (_print_gender if a.task == "gender" else _print_typographic)(result["metrics"])
+    {"gender": _print_gender, "pairs": _print_pairs}.get(a.task, _print_typographic)(result["metrics"])
     print("wrote " + ", ".join(result["written"]))
 
 
@@ -88,6 +92,7 @@ TRACK_ONLY_FLAGS = (
     "--allow-other-data",
     "--allow-other-weights",
     "--download",
+    "--reg-images",
 )
 
 
@@ -135,6 +140,8 @@ def cmd_bench(a) -> None:
     spec = runs.make_spec("typographic", **sizes)
     if a.what == "tune":
         return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))
+    if a.what == "ablation":
+        return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
     if a.what == "claims":
         result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
         return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
@@ -221,6 +228,8 @@ def _add_model_args(p, seed_default: int | None = 0) -> None:
         help="toy (default for --model toy), a registry name (food101, imagenet100, ...), folder, or (gender) people",
     )
     p.add_argument("--root", default=None, help="dataset folder")
+    p.add_argument("--pairs", dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")
+    p.add_argument("--reg-images", default=None, help="pairs: a folder of images for D_reg (default: the pairs')")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--n-train", type=_count(1), default=None, help="training images (default: the track's)")
     p.add_argument("--n-test", type=_count(1), default=None, help="test images (default: the track's)")
@@ -235,7 +244,7 @@ def _add_model_args(p, seed_default: int | None = 0) -> None:
 
 def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the encoders)")
-    tr.add_argument("task", choices=["typographic", "gender"])
+    tr.add_argument("task", choices=["typographic", "gender", "pairs"])
     _add_model_args(tr)
     tr.add_argument("--method", choices=list(losses.LOSSES), default="dpo")
     tr.add_argument("--beta", type=_number(0, strict=True), default=None)
@@ -262,7 +271,7 @@ def _add_eval(sub) -> None:
     e = sub.add_parser(
         "eval", help="measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`"
     )
-    e.add_argument("target", choices=["toy", "typographic", "gender"])
+    e.add_argument("target", choices=["toy", "typographic", "gender", "pairs"])
     _add_model_args(e, seed_default=None)
     e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
     e.add_argument(
@@ -290,9 +299,9 @@ def _add_eval(sub) -> None:
 def _add_bench(sub) -> None:
     bn = sub.add_parser(
         "bench",
-        help="benchmarks: typographic (results table), tune (lr, epochs), claims (the paper's), gender, speed, encode",
+        help="benchmarks: typographic (the table), tune (lr, epochs), claims, gender, speed, encode, ablation",
     )
-    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed", "encode"])
+    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation"])
     bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
     bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")
     bn.add_argument("--workers", type=_count(0), default=None, help="encode: k workers (default: cores - 1)")

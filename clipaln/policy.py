@@ -9,10 +9,13 @@ both embeddings are projected and re-normalised first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .features import encode_images, encode_texts
 
 
 def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
@@ -61,6 +64,10 @@ class PreferenceData:
     reg_texts: torch.Tensor | None = None  # (K', d) action set of D_reg (default: texts)
 
     def __post_init__(self):
+        self.y_w = torch.as_tensor(self.y_w, dtype=torch.long)  # plain lists are fine
+        self.y_l = torch.as_tensor(self.y_l, dtype=torch.long)
+        if self.pref_images.ndim != 2:
+            raise ValueError(f"pref_images must be (N, d) embeddings, got shape {tuple(self.pref_images.shape)}")
         n, d = self.pref_images.shape
         if self.texts.shape[-1] != d or self.reg_images.shape[-1] != d:
             raise ValueError("image and text embeddings must have the same size")
@@ -73,3 +80,42 @@ class PreferenceData:
         k = len(self.texts)
         if int(self.y_w.max()) >= k or int(self.y_l.max()) >= k or int(min(self.y_w.min(), self.y_l.min())) < 0:
             raise ValueError(f"action indices must lie in [0, {k})")
+
+    @classmethod
+    def from_captions(
+        cls,
+        bundle,
+        images,
+        chosen: Sequence[str],
+        rejected: Sequence[str],
+        reg_images=None,
+        progress: bool = False,
+    ) -> PreferenceData:
+        """A preference task from one caption pair per image: images (PIL images, or (N, d) embeddings
+        of this bundle's encoder), chosen[i] preferred to rejected[i] for image i, as in the preference
+        datasets TRL reads. The action set is every distinct caption; D_reg is reg_images (default:
+        the images themselves), whose policy the KL term keeps near the reference's.
+
+            data = PreferenceData.from_captions(bundle, imgs, chosen=["a red apple."], rejected=["a red ball."])
+        """
+        chosen, rejected = list(chosen), list(rejected)
+        if not len(chosen) == len(rejected) == len(images):
+            raise ValueError(
+                f"need one chosen and one rejected caption per image: {len(images)} images, "
+                f"{len(chosen)} chosen, {len(rejected)} rejected"
+            )
+        same = [i for i, (c, r) in enumerate(zip(chosen, rejected)) if c == r]
+        if same:
+            raise ValueError(f"{len(same)} pairs have chosen == rejected (first: example {same[0]})")
+        captions = sorted(set(chosen) | set(rejected))
+        index = {c: i for i, c in enumerate(captions)}
+        embed = lambda x: x if isinstance(x, torch.Tensor) else encode_images(bundle, list(x), progress=progress)
+        pref = embed(images)
+        return cls(
+            pref,
+            [index[c] for c in chosen],
+            [index[c] for c in rejected],
+            encode_texts(bundle, captions),
+            pref if reg_images is None else embed(reg_images),
+            bundle.logit_scale,
+        )

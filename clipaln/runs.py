@@ -31,7 +31,7 @@ from .models import ClipBundle, load_clip
 from .projection import SharedProjection
 from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
-from .tracks import TRACKS, gender, typographic
+from .tracks import TRACKS, gender, pairs, typographic
 from .train import check_checkpoint
 
 
@@ -50,12 +50,21 @@ def make_spec(
     n_test: int | None = None,
     seed: int = 0,
     download: bool = False,
+    reg_images: str | None = None,
 ):
     """The task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
 
     n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
     toy world's (activity, gender) cells); None keeps the track's default."""
     toy_data = dataset in (None, "toy")
+    if reg_images is not None and task != "pairs":
+        raise ValueError("--reg-images is for the pairs task")
+    if task == "pairs":
+        if root is None:
+            raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
+        if n_train is not None or n_test is not None or dataset not in (None, "toy"):
+            raise ValueError("the pairs task splits the file's rows 80/20: no --n-train, --n-test or --dataset")
+        return pairs.real_spec(str(Path(root).expanduser().resolve()), seed=seed, reg_images=reg_images)
     if task == "gender":
         if dataset == "people":
             if root is None:
@@ -107,7 +116,7 @@ def features(
     encoding = dict(progress=progress, workers=workers, precision=precision)
     if _track(task) is typographic:
         return spec, typographic.build_features(bundle, spec, store, with_train=with_train, **encoding)
-    return spec, gender.build_features(bundle, spec, store, **encoding)
+    return spec, _track(task).build_features(bundle, spec, store, **encoding)
 
 
 def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool):
@@ -235,7 +244,7 @@ def train_run(
 
 
 #: What a run records of the data it trained on, so that eval can take the same split.
-DATA_FIELDS = ("dataset", "root", "n_train", "n_test", "seed")
+DATA_FIELDS = ("dataset", "root", "n_train", "n_test", "seed", "reg_images")
 
 
 def _data_fields(data: dict) -> dict:
@@ -246,6 +255,7 @@ def _data_fields(data: dict) -> dict:
         "n_train": data.get("n_train") or "",
         "n_test": data.get("n_test") or "",
         "seed": data.get("seed", 0),
+        "reg_images": str(Path(data["reg_images"]).expanduser().resolve()) if data.get("reg_images") else "",
     }
 
 
@@ -363,6 +373,8 @@ def eval_run(
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
     if task == "gender":
         return {**gender.Sweep(feats, proj).at(t, feats.skewed), "source": source}
+    if task == "pairs":
+        return {"t": source["t"], **pairs.evaluate(feats, scaled), "source": source}
     return {"t": source["t"], **typographic.evaluate(feats, scaled), "source": source}
 
 

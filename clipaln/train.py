@@ -40,6 +40,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     bma: bool = False
+    pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
 
     @classmethod
     def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
@@ -270,7 +271,7 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         names = ("loss/pref", "loss/kl", "rewards/margins", "rewards/accuracies", "margin/h", "policy/prefers_chosen")
         return zero, dict.fromkeys(names, zero)
     share = len(y_w) / batch
-    pref = share * entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0).mean()
+    pref = share * cfg.pref_weight * entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0).mean()
     kl = share * losses.kl_regularizer(logp_reg, ref_logp_reg)
     with torch.no_grad():  # TRL's names: rewards are beta times the log-ratios, so their margin is beta h
         h = losses.preference_margin(logp, ref_logp, y_w, y_l)

@@ -1,5 +1,7 @@
 """The speed benchmark's pieces run and report consistent numbers (timings are not asserted)."""
 
+import json
+
 import pytest
 
 from clipaln import bench
@@ -60,3 +62,18 @@ def test_tradeoff_claim_needs_both_directions():
     assert claim["verdict"] == "agrees"  # OCR is saturated at t = 0, but the written word wins more at t = -2
     sweep[-2.0] = point(0.6, 0.9, 0.3)
     assert bench.claims(tradeoff=sweep)[0]["verdict"] == "disagrees"
+
+
+def test_ablation_prints_every_row_and_the_sweeps(capsys):
+    from clipaln.cli import main
+
+    args = ["bench", "ablation", "--n-train", "96", "--n-test", "48", "--seeds", "0", "--no-cache"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["rows"]) == {"base", "L_pref only", "L_reg only", "L_pref + L_reg", "CE", "CE + KL"}
+    # L_reg alone has nothing pulling W away from the reference: the model stays where it was
+    assert r["rows"]["L_reg only"]["kl/clean"] < 1e-3
+    assert r["rows"]["L_reg only"]["accuracy/attacked"] == pytest.approx(
+        r["rows"]["base"]["accuracy/attacked"], abs=0.03
+    )
+    assert len(r["beta_lambda"]) == 9 and [s["n_train"] for s in r["data_size"]] == [12, 24, 48, 96]

@@ -1,0 +1,179 @@
+"""Your own preference task: (image, chosen caption, rejected caption) rows, as in the preference
+datasets TRL users know, trained with the same W, losses and loop as the paper's two experiments.
+
+A pairs file is a CSV (columns image, chosen, rejected) or JSON Lines (one {"image", "chosen",
+"rejected"} object per line); image paths are relative to the file. The rows are split at random
+(seeded) into pairs to train on and held-out pairs to report on; D_reg is the training images
+(or --reg-images, a folder of images whose predictions W should leave alone).
+
+The same API as the other tracks: Spec, real_spec, build_features, DEFAULTS, train_config,
+train(feats, cfg), evaluate(feats, projection).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import losses
+from ..data.real import IMAGE_EXTENSIONS, _open_image, files_fingerprint
+from ..features import FeatureCache, encode_dataset, encode_texts
+from ..manifest import digest
+from ..models import ClipBundle
+from ..policy import PreferenceData, logprobs, similarities
+from ..projection import SharedProjection
+from ..train import TrainConfig, fit_projection
+from . import typographic
+
+#: W's settings for a task of your own: the typographic track's (tuned on its validation split), the
+#: only tuned ones; tune on your own held-out pairs before you report.
+DEFAULTS = {m: v for m, v in typographic.DEFAULTS.items() if m != "ce"}
+FIELDS = ("image", "chosen", "rejected")
+
+
+def train_config(method: str, **overrides) -> TrainConfig:
+    if method not in DEFAULTS:
+        raise ValueError(f"a pairs task trains with {', '.join(DEFAULTS)}, not {method!r}")
+    return TrainConfig.for_method(method, DEFAULTS, **overrides)
+
+
+def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
+    """(image path, chosen, rejected) rows of a .csv or .jsonl pairs file, checked."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file not found: {path}")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {i}: not JSON ({e.msg})") from None
+    else:
+        raise ValueError(f"{path}: a pairs file is .csv or .jsonl")
+    out = []
+    for i, r in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+        if not isinstance(r, dict) or any(not str(r.get(k) or "").strip() for k in FIELDS):
+            raise ValueError(f"{path}, row {i}: needs {', '.join(FIELDS)}")
+        image = Path(r["image"]).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            raise FileNotFoundError(f"{path}, row {i}: image {r['image']} does not exist")
+        if r["chosen"].strip() == r["rejected"].strip():
+            raise ValueError(f"{path}, row {i}: chosen and rejected are the same caption")
+        out.append((image, r["chosen"].strip(), r["rejected"].strip()))
+    if len(out) < 2:
+        raise ValueError(f"{path} holds {len(out)} pairs: need at least 2 (some to train on, some to test)")
+    return out
+
+
+class _Images:
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return (_open_image(self.paths[i]),)
+
+
+@dataclass
+class Spec:
+    rows: list  # (image path, chosen, rejected)
+    train_idx: list[int]
+    test_idx: list[int]
+    reg_paths: list[Path] | None = None  # D_reg: other images (default: the training images)
+    key: dict = field(default_factory=dict)
+
+
+def real_spec(path: str, seed: int = 0, test_share: float = 0.2, reg_images: str | None = None) -> Spec:
+    """A pairs file split at random (seeded) into training and held-out pairs."""
+    rows = read_pairs(path)
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = max(1, round(test_share * len(rows)))
+    reg = None
+    if reg_images is not None:
+        folder = Path(reg_images).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--reg-images folder not found: {folder}")
+        reg = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not reg:
+            raise ValueError(f"no images in {folder}")
+    root = Path(path).expanduser().resolve()
+    key = {
+        "world": "pairs",
+        "root": str(root),
+        "files": files_fingerprint(root.parent),
+        "split": digest(perm),
+        "n_test": n_test,
+        "seed": seed,
+        "reg": files_fingerprint(reg_images) if reg_images else None,
+    }
+    return Spec(rows, sorted(perm[n_test:]), sorted(perm[:n_test]), reg, key)
+
+
+@dataclass
+class Features:
+    captions: list[str]
+    train: PreferenceData
+    test: PreferenceData
+
+
+def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
+    """Encode every image once (streamed, cached by model + data) and every distinct caption."""
+    paths = [r[0] for r in spec.rows]
+
+    def compute():
+        out = {"images": encode_dataset(bundle, _Images(paths), desc="encode pair images", **encoding)[0]}
+        if spec.reg_paths:
+            out["reg"] = encode_dataset(bundle, _Images(spec.reg_paths), desc="encode reg images", **encoding)[0]
+        return out
+
+    t = (cache or FeatureCache(enabled=False)).get(bundle, {**spec.key, "track": "pairs"}, compute)
+    captions = sorted({c for r in spec.rows for c in r[1:]})
+    index = {c: i for i, c in enumerate(captions)}
+    texts = encode_texts(bundle, captions)
+
+    def data(idx, reg):
+        emb = t["images"][idx]
+        y_w = [index[spec.rows[i][1]] for i in idx]
+        y_l = [index[spec.rows[i][2]] for i in idx]
+        return PreferenceData(emb, y_w, y_l, texts, emb if reg is None else reg, bundle.logit_scale)
+
+    return Features(captions, data(spec.train_idx, t.get("reg")), data(spec.test_idx, t.get("reg")))
+
+
+def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+    return fit_projection(feats.train, cfg, progress=progress, **checkpointing)
+
+
+@torch.no_grad()
+def evaluate(feats: Features, projection: SharedProjection | None = None) -> dict:
+    """preference/accuracy (held-out pairs whose chosen caption the model scores above the rejected
+    one), preference/accuracy_train, and kl/reg = KL(pi_ref || pi) on the D_reg images."""
+
+    def prefers(d: PreferenceData) -> float:
+        s = similarities(d.pref_images, d.texts, projection)
+        return (s.gather(1, d.y_w[:, None]) > s.gather(1, d.y_l[:, None])).float().mean().item()
+
+    d = feats.test
+    kl = losses.kl_regularizer(
+        logprobs(d.reg_images, d.texts, d.logit_scale, projection), logprobs(d.reg_images, d.texts, d.logit_scale)
+    )
+    return {"preference/accuracy": prefers(d), "preference/accuracy_train": prefers(feats.train), "kl/reg": kl.item()}
+
+
+def format_metrics(m: dict) -> str:
+    return (
+        f"held-out pairs preferred {100 * m['preference/accuracy']:.1f}%  "
+        f"(train {100 * m['preference/accuracy_train']:.1f}%)  KL {m['kl/reg']:.4f}"
+    )
