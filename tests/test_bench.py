@@ -71,9 +71,6 @@ def test_ablation_prints_every_row_and_the_sweeps(capsys):
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert set(r["rows"]) == {"base", "L_pref only", "L_reg only", "L_pref + L_reg", "CE", "CE + KL"}
-    # L_reg alone has nothing pulling W away from the reference: the model stays where it was
-    assert r["rows"]["L_reg only"]["kl/clean"] < 1e-3
-    assert r["rows"]["L_reg only"]["accuracy/attacked"] == pytest.approx(
-        r["rows"]["base"]["accuracy/attacked"], abs=0.03
-    )
+    # the KL term does its job: CE with it moves the model less than CE without it
+    assert r["rows"]["CE + KL"]["kl/clean"] < r["rows"]["CE"]["kl/clean"]
     assert len(r["beta_lambda"]) == 9 and [s["n_train"] for s in r["data_size"]] == [12, 24, 48, 96]
