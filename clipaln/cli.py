@@ -132,9 +132,11 @@ def cmd_bench(a) -> None:
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     if a.what == "encode":
         return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
+    if a.model != "toy":
+        raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    people = runs.make_spec("gender", **sizes)
+    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims") else None
     if a.what == "gender":
         return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
     spec = runs.make_spec("typographic", **sizes)

@@ -92,9 +92,13 @@ class RunFolder:
         out, work = self.out, self.work
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
-        if out.is_dir() and any(out.iterdir()) and not self.overwrite:
-            what = "a finished run" if (out / MANIFEST).is_file() else "a folder that is not empty"
-            raise ValueError(f"--out {out} is {what}: pass --overwrite to replace it, or choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            if not (out / MANIFEST).is_file():  # never delete what is not a run, even with --overwrite
+                raise ValueError(f"--out {out} is a folder that is not empty and holds no run: choose another --out")
+            if not self.overwrite:
+                raise ValueError(
+                    f"--out {out} is a finished run: pass --overwrite to replace it, or choose another --out"
+                )
         if self.resume:
             if not work.is_dir():
                 raise ValueError(f"nothing to resume: {work} does not exist (a run that finished has no checkpoint)")

@@ -87,6 +87,8 @@ def make_spec(
         per_cell = lambda n, default: default if n is None else n // cells
         return gender.toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
     keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
+    if toy_data and root is not None:
+        raise ValueError("--root goes with --dataset NAME (or folder); the toy world is drawn, not read")
     if model == "toy" and toy_data:
         return typographic.toy_spec(seed=seed, **keep)
     if toy_data:
@@ -119,10 +121,18 @@ def features(
     return spec, _track(task).build_features(bundle, spec, store, **encoding)
 
 
-def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool):
+def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool, **encoding):
     tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats, train_text=train_text)
-    after = typographic.build_features(tuned, spec, FeatureCache(enabled=cache), progress=progress, with_train=False)
+    store = FeatureCache(enabled=cache)
+    after = typographic.build_features(tuned, spec, store, progress=progress, with_train=False, **encoding)
     return tuned, hist, typographic.evaluate(after, reference=feats)  # KL against the frozen model
+
+
+def _resolved(pretrained: str | None) -> str | None:
+    """A local checkpoint path as an absolute path (what a manifest records and compares); tags as given."""
+    if pretrained is not None and Path(pretrained).expanduser().is_file():
+        return str(Path(pretrained).expanduser().resolve())
+    return pretrained
 
 
 def _check_train_flags(task, mode, resume, train_text, checkpoint_every) -> None:
@@ -185,6 +195,7 @@ def train_run(
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
     _check_train_flags(task, mode, resume, train_text, checkpoint_every)
+    pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     if dist.init() and device is None:
         device = dist.local_device()
@@ -217,7 +228,7 @@ def train_run(
             )
             trained = track.evaluate(feats, proj)
         else:
-            tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text)
+            tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text, **encoding)
         if not dist.is_main():
             return {}
         run["config"] = dict(cfg.__dict__)
@@ -329,6 +340,7 @@ def eval_run(
         raise ValueError("--photos and --image-encoder go with eval typographic")
     _track(task)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
+    pretrained = _resolved(pretrained)
     bundle = load_clip(model, pretrained=pretrained, device=device)
     proj, recorded = None, {}
     current = {"model": model, "pretrained": pretrained or "", "task": task}
@@ -352,6 +364,11 @@ def eval_run(
         "weights": model_fingerprint(base),
     }
     if photos is not None:
+        given = [
+            f"--{k.replace('_', '-')}" for k in ("dataset", "root", "n_train", "n_test") if data.get(k) is not None
+        ]
+        if given:
+            raise ValueError(f"--photos is the data: it takes no {', '.join(given)}")
         photo_set = real_photo_set(photos)
         source |= {"photos": str(Path(photos).expanduser().resolve()), "files": files_fingerprint(photo_set.root)}
         result = typographic.evaluate_photos(bundle, photo_set, scaled, **encoding)

@@ -47,7 +47,7 @@ def test_train_pairs_from_the_command_line(tmp_path, capsys, suffix):
         )
     else:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "run"
+    out = path.parent / "run"  # beside the data: the run's own files must not change the data's fingerprint
     code = main(
         ["train", "pairs", "--pairs", str(path), "--epochs", "5", "--no-cache", "--workers", "0", "--out", str(out)]
     )
@@ -66,3 +66,17 @@ def test_a_bad_pairs_file_is_one_line(tmp_path):
         pairs.read_pairs(tmp_path / "p.csv")
     with pytest.raises(FileNotFoundError):
         pairs.read_pairs(tmp_path / "none.jsonl")
+
+
+def test_pairs_are_split_by_image_and_fields_must_be_strings(tmp_path):
+    rows = scenes(tmp_path / "s", n=10)
+    lines = []
+    for r in rows:  # two pairs per image: both must land on the same side
+        lines += [json.dumps(r), json.dumps({**r, "rejected": "a photo of a person painting."})]
+    (tmp_path / "s" / "p.jsonl").write_text("\n".join(lines) + "\n")
+    spec = pairs.real_spec(str(tmp_path / "s" / "p.jsonl"))
+    train_images = {spec.rows[i][0] for i in spec.train_idx}
+    assert train_images.isdisjoint({spec.rows[i][0] for i in spec.test_idx}) and len(spec.test_idx) == 4
+    (tmp_path / "s" / "bad.jsonl").write_text(json.dumps({"image": 5, "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        pairs.read_pairs(tmp_path / "s" / "bad.jsonl")

@@ -293,8 +293,10 @@ def test_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
     full = tmp_path / "full"
     full.mkdir()
     (full / "notes.txt").write_text("mine")
-    code, _, err = cli(["train", "typographic", "--out", full], capsys)
-    one_line_error(code, err, "not empty", "--overwrite")
+    for extra in ([], ["--overwrite"]):  # a folder that is not a run is never replaced
+        code, _, err = cli(["train", "typographic", "--out", full, *extra], capsys)
+        one_line_error(code, err, "not empty")
+    assert (full / "notes.txt").read_text() == "mine"
 
 
 def test_a_finished_run_is_replaced_only_with_overwrite(tmp_path, capsys):

@@ -153,6 +153,17 @@ def files_fingerprint(root: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def paths_fingerprint(paths) -> str:
+    """A hash of the listed files (absolute path, size, modification time): for datasets that list
+    their images (a CSV, a pairs file) rather than own a folder."""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p).resolve()
+        st = p.stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _is_class_folder(p: Path) -> bool:
     """Folders that hold a class: not hidden (.ipynb_checkpoints) and not archive debris (__MACOSX)."""
     return p.is_dir() and not p.name.startswith((".", "__"))

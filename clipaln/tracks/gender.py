@@ -19,7 +19,7 @@ import torch
 
 from .. import metrics
 from ..data.gender import GENDER_TEMPLATE, NEUTRAL_TEMPLATE, GenderCSV, GenderFolder, reversal_task
-from ..data.real import Subset, files_fingerprint
+from ..data.real import Subset, files_fingerprint, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, resolve_precision
 from ..manifest import digest
 from ..models import ClipBundle
@@ -98,11 +98,11 @@ def real_spec(root: str, seed: int = 0, train_share: float = 0.6) -> Spec:
             parts.append((rest[: len(rest) // 2], rest[len(rest) // 2 :]))
         m_val, m_test = min(len(p[0]) for p in parts), min(len(p[1]) for p in parts)
         if m_test == 0 or m_val == 0:
-            raise ValueError(f"activity {a!r} needs at least 3 images of each gender (train, and each gallery)")
+            raise ValueError(f"activity {a!r} needs at least 4 images of each gender (train, and each gallery)")
         for v, t in parts:
             val += v[:m_val]
             test += t[:m_test]
-    files = files_fingerprint(path.parent if path.is_file() else path)
+    files = paths_fingerprint([path, *(s[0] for s in people.samples)]) if path.is_file() else files_fingerprint(path)
     key = {"world": "people", "root": str(path), "files": files, "split": digest([train, val, test]), "seed": seed}
     return Spec(
         Subset(people, train),

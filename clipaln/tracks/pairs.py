@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from .. import losses
-from ..data.real import IMAGE_EXTENSIONS, _open_image, files_fingerprint
-from ..features import FeatureCache, encode_dataset, encode_texts
+from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
+from ..features import FeatureCache, encode_dataset, encode_texts, resolve_precision
 from ..manifest import digest
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, similarities
@@ -31,7 +31,9 @@ from . import typographic
 
 #: W's settings for a task of your own: the typographic track's (tuned on its validation split), the
 #: only tuned ones; tune on your own held-out pairs before you report.
-DEFAULTS = {m: v for m, v in typographic.DEFAULTS.items() if m != "ce"}
+DEFAULTS = {
+    m: v for m, v in typographic.DEFAULTS.items() if m not in ("ce", "mdpo")
+}  # mdpo would reject every other caption
 FIELDS = ("image", "chosen", "rejected")
 
 
@@ -61,8 +63,8 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         raise ValueError(f"{path}: a pairs file is .csv or .jsonl")
     out = []
     for i, r in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
-        if not isinstance(r, dict) or any(not str(r.get(k) or "").strip() for k in FIELDS):
-            raise ValueError(f"{path}, row {i}: needs {', '.join(FIELDS)}")
+        if not isinstance(r, dict) or any(not isinstance(r.get(k), str) or not r[k].strip() for k in FIELDS):
+            raise ValueError(f"{path}, row {i}: needs {', '.join(FIELDS)} (non-empty strings)")
         image = Path(r["image"]).expanduser()
         image = image if image.is_absolute() else path.parent / image
         if not image.is_file():
@@ -96,10 +98,17 @@ class Spec:
 
 
 def real_spec(path: str, seed: int = 0, test_share: float = 0.2, reg_images: str | None = None) -> Spec:
-    """A pairs file split at random (seeded) into training and held-out pairs."""
+    """A pairs file split at random (seeded) by image into training and held-out pairs (a fifth of the
+    images, with all their pairs, are held out)."""
     rows = read_pairs(path)
-    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_test = max(1, round(test_share * len(rows)))
+    images = sorted({r[0] for r in rows})  # split by image: every pair of a held-out image is held out
+    if len(images) < 2:
+        raise ValueError(f"{path} shows {len(images)} image: need at least 2 (some to train on, some to test)")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = max(1, round(test_share * len(images)))
+    held = {images[i] for i in order[:n_test]}
+    perm = [i for i, r in enumerate(rows) if r[0] in held] + [i for i, r in enumerate(rows) if r[0] not in held]
+    n_test = sum(r[0] in held for r in rows)
     reg = None
     if reg_images is not None:
         folder = Path(reg_images).expanduser()
@@ -112,11 +121,11 @@ def real_spec(path: str, seed: int = 0, test_share: float = 0.2, reg_images: str
     key = {
         "world": "pairs",
         "root": str(root),
-        "files": files_fingerprint(root.parent),
+        "files": paths_fingerprint([root, *sorted({r[0] for r in rows})]),
         "split": digest(perm),
         "n_test": n_test,
         "seed": seed,
-        "reg": files_fingerprint(reg_images) if reg_images else None,
+        "reg": paths_fingerprint(reg) if reg else None,
     }
     return Spec(rows, sorted(perm[n_test:]), sorted(perm[:n_test]), reg, key)
 
@@ -138,7 +147,9 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
             out["reg"] = encode_dataset(bundle, _Images(spec.reg_paths), desc="encode reg images", **encoding)[0]
         return out
 
-    t = (cache or FeatureCache(enabled=False)).get(bundle, {**spec.key, "track": "pairs"}, compute)
+    resolved = resolve_precision(encoding.get("precision", "auto"), bundle.device)
+    key = {**spec.key, "track": "pairs", **({} if resolved == "fp32" else {"precision": resolved})}
+    t = (cache or FeatureCache(enabled=False)).get(bundle, key, compute)
     captions = sorted({c for r in spec.rows for c in r[1:]})
     index = {c: i for i, c in enumerate(captions)}
     texts = encode_texts(bundle, captions)

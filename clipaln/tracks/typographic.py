@@ -459,7 +459,8 @@ def real_spec(
     Where the dataset has a train and a test split, n_train images for D_pref/D_reg and up to n_val
     (to choose hyper-parameters on) are drawn from the train split and n_test from the test split;
     otherwise the one set is split at random (seeded) into the three. Attacks follow the protocol
-    (20-40 px at 224 px); held-out written words are a seeded fifth of the classes (at least two).
+    (20-40 px at 224 px); held-out written words are a seeded fifth of the classes (at least two) when
+    there are 5 or more classes; with fewer, none are held out and T_unseen reuses the training words.
     """
     train_ds, test_ds, names, template = _sources(dataset, root, download)
     if len(names) < 2:
