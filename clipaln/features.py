@@ -55,6 +55,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision on a device, None for fp32 (no autocast)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
+
+
 class Columns(torch.utils.data.Dataset):
     """The items of `base` (tuples), with the PIL images of `image_columns` preprocessed and the
     integers of `int_columns` kept: what a DataLoader worker returns."""
@@ -113,7 +118,7 @@ def encode_dataset(
             )
         return [dist.gather_rows(x.to(bundle.device), n).cpu() for x in local]
     device = bundle.device
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, device))
+    dtype = autocast_dtype(precision, device)
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
         Columns(dataset, bundle.preprocess, image_columns, int_columns),
@@ -150,6 +155,7 @@ class PreprocessedView:
     def __init__(self, dataset, column: int, preprocess, workers: int | None = None):
         self.dataset, self.column, self.preprocess = dataset, column, preprocess
         self.workers = default_workers() if workers is None else workers
+        self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -160,8 +166,9 @@ class PreprocessedView:
     def __getitem__(self, idx) -> torch.Tensor:
         idx = [int(i) for i in idx]
         if self.workers > 0 and len(idx) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
-                return torch.stack(list(pool.map(self._one, idx)))
+            if self._pool is None:  # one pool for the whole training run, not one per batch
+                self._pool = ThreadPoolExecutor(self.workers)
+            return torch.stack(list(self._pool.map(self._one, idx)))
         return torch.stack([self._one(i) for i in idx])
 
 
@@ -208,7 +215,7 @@ def encode_images(
         with dist.suspended():
             out = encode_images(bundle, images[dist.shard_indices(len(images))], batch_size, progress, desc, precision)
         return dist.gather_rows(out.to(bundle.device), len(images)).cpu()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(precision, bundle.device))
+    dtype = autocast_dtype(precision, bundle.device)
     out = []
     batches = images.split(batch_size)
     for x in tqdm(batches, desc=desc, unit="batch", disable=not progress or len(batches) < 2):

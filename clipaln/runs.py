@@ -279,13 +279,22 @@ def _same_data(recorded: dict, data: dict) -> dict:
     return filled
 
 
-def _check_projection(path, recorded: dict, current: dict, allow_other_weights: bool) -> None:
-    """Refuse (one line) a projection of another model, weights or task than this eval's."""
-    names = ["model", "pretrained", "task"] + ([] if allow_other_weights else ["weights"])
-    differ = manifest.differences(recorded, current, names)
+def _check_projection(path, recorded: dict, current: dict) -> None:
+    """Refuse (one line) a file of another run: one whose manifest differs from `current` (model,
+    pretrained, task, weights: whichever the caller names) on an entry both have."""
+    differ = manifest.differences(recorded, current, list(current))
     if differ:
         hint = " (pass --allow-other-weights to score it anyway)" if differ == ["weights"] else ""
         raise ValueError(f"{path} belongs to another run: {manifest.describe(recorded, current, differ)}{hint}")
+
+
+def _identity(bundle: ClipBundle, pretrained, allow_other_weights: bool, **more) -> dict:
+    """What a file must share with this model to be scored by it: name, weights tag, and (unless the
+    user allows other weights) the weights' fingerprint."""
+    current = {"model": bundle.name, "pretrained": pretrained or "", **more}
+    if not allow_other_weights:
+        current["weights"] = model_fingerprint(bundle)
+    return current
 
 
 def _load_encoder(bundle: ClipBundle, path, pretrained, allow_other_weights: bool) -> tuple[ClipBundle, dict]:
@@ -296,9 +305,7 @@ def _load_encoder(bundle: ClipBundle, path, pretrained, allow_other_weights: boo
     with safe_open(str(path), "pt") as f:
         recorded = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
-    current = {"model": bundle.name, "pretrained": pretrained or "", "task": "typographic"}
-    current["weights"] = model_fingerprint(bundle)
-    _check_projection(path, recorded, current, allow_other_weights)  # the base it was fine-tuned from
+    _check_projection(path, recorded, _identity(bundle, pretrained, allow_other_weights))  # its base model
     whole = any(k.startswith("visual.") for k in state)
     tuned = copy.deepcopy(bundle.model)
     try:
@@ -343,13 +350,10 @@ def eval_run(
     pretrained = _resolved(pretrained)
     bundle = load_clip(model, pretrained=pretrained, device=device)
     proj, recorded = None, {}
-    current = {"model": model, "pretrained": pretrained or "", "task": task}
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
         recorded = proj.metadata
-        if "weights" in recorded and not allow_other_weights:
-            current["weights"] = model_fingerprint(bundle)
-        _check_projection(projection, recorded, current, allow_other_weights)
+        _check_projection(projection, recorded, _identity(bundle, pretrained, allow_other_weights, task=task))
     base = bundle
     if image_encoder is not None:
         bundle, recorded = _load_encoder(bundle, image_encoder, pretrained, allow_other_weights)
@@ -406,13 +410,7 @@ def export_run(projection, *, out, t: float = 1.0, device=None, allow_other_weig
     model, pretrained = meta["model"], meta.get("pretrained") or None
     bundle = load_clip(model, pretrained=pretrained, device=device or "cpu")
     proj = SharedProjection.load(path, dim=bundle.embed_dim)
-    current = {
-        "model": model,
-        "pretrained": pretrained or "",
-        "task": meta.get("task"),
-        "weights": model_fingerprint(bundle),
-    }
-    _check_projection(path, meta, current, allow_other_weights)  # any task folds the same way
+    _check_projection(path, meta, _identity(bundle, pretrained, allow_other_weights))  # any task folds alike
     toy = toy_config() if model == "toy" and pretrained is None else None
     header = {"source": str(path.resolve()), "t": t, "model": model, "pretrained": pretrained or "", "format": "pt"}
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading

@@ -108,13 +108,14 @@ def save_checkpoint(
     save_tensors(path, tensors, {"step": step, "bma_weight": repr(avg_w), **asdict(cfg), **(run or {})})
 
 
-def _read_checkpoint(path) -> tuple[dict, dict]:
+def _read_checkpoint(path, tensors: bool = True) -> tuple[dict, dict]:
+    """(header, tensors) of a checkpoint; tensors=False reads the header only."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"nothing to resume: no checkpoint at {path}")
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ValueError(f"checkpoint {path} cannot be read ({str(e)[:100]}): start over without --resume") from None
     if "step" not in meta:
@@ -131,7 +132,7 @@ def _check_meta(path, meta: dict, expected: dict) -> None:
 def check_checkpoint(path, expected: dict) -> None:
     """Refuse (ValueError, one line) a checkpoint that is unreadable or was written with other `expected`
     entries (config, model weights, data), before any work is done."""
-    _check_meta(path, _read_checkpoint(path)[0], expected)
+    _check_meta(path, _read_checkpoint(path, tensors=False)[0], expected)
 
 
 def load_checkpoint(
