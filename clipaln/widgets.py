@@ -1,38 +1,157 @@
 """The t slider and its linked plots, for notebooks 03 and 04 (ipywidgets + matplotlib).
 
-Every update re-scores with a SpectralScorer (one weighted matrix product), then redraws; the
-`.update(t)` method is what the slider calls, so it can be timed and tested without a browser.
+A slider move must feel instant (under 30 ms in the kernel), so nothing is redrawn from scratch:
+the figure's unchanging parts (curves, axes, legend) are drawn once and kept as a bitmap; each
+update re-scores with a SpectralScorer (one weighted matrix product), restores that bitmap, draws
+only the artists that change (matplotlib's blitting, on the Agg canvas) and sends the frame as a
+PNG to an `ipywidgets.Image`. Gallery thumbnails are made once. Slider events that arrive while
+a frame is being made are coalesced: only the newest value is drawn. `.update(t)` is what the
+slider calls, so it can be timed and tested without a browser; `.snapshot()` is the current frame
+for readers without widgets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import time
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
+from PIL import Image, ImageOps
 
 from .projection import SharedProjection, SpectralScorer
 
-
-def _slider(owner, t0: float, t_range, step: float, fmt: str):
-    """A FloatSlider for t wired to owner.update, above an Output that holds the figure."""
-    import ipywidgets as w
-
-    slider = w.FloatSlider(
-        value=t0, min=t_range[0], max=t_range[1], step=step, description="t", continuous_update=True, readout_format=fmt
-    )
-    out = w.Output()
-    slider.observe(lambda change: owner.update(change["new"]), names="value")
-    return slider, out, w.VBox([slider, out])
+#: The side of a thumbnail, in pixels (a gallery cell is about 125 px wide).
+THUMBNAIL = 128
 
 
-def _display(fig, out):
-    from IPython.display import display
+def thumbnail(image, side: int = THUMBNAIL) -> np.ndarray:
+    """A (side, side, 3) uint8 array of the image, centre-cropped to a square."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    return np.asarray(ImageOps.fit(im.convert("RGB"), (side, side), Image.BICUBIC))
 
-    with out:
-        out.clear_output(wait=True)
-        display(fig)
+
+class Frames:
+    """Blitting on an Agg canvas. Everything but the `animated` artists is drawn once, here; each
+    frame restores that background, draws the animated artists over it, pastes images into their
+    boxes as pixels and is encoded as PNG. Text is the slow part of a draw (about 1.5 ms per label),
+    so each text artist's pixels are kept per (artist, text, colour) and pasted when seen again:
+    exact, since the animated texts never overlap each other or the other animated artists."""
+
+    def __init__(self, fig, animated):
+        self.fig, self.animated = fig, list(animated)
+        self.canvas = FigureCanvasAgg(fig)
+        for a in self.animated:
+            a.set_animated(True)
+        self.canvas.draw()  # skips the animated artists
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+        self.height = int(round(fig.bbox.height))
+        self.texts: dict[tuple, tuple[tuple[int, int], np.ndarray]] = {}
+
+    def box(self, ax) -> tuple[int, int, int]:
+        """(top row, left column, side) in frame pixels of the largest square centred in ax."""
+        x0, y0, x1, y1 = ax.get_window_extent().extents
+        side = int(min(x1 - x0, y1 - y0))
+        return int(self.height - (y0 + y1 + side) / 2), int((x0 + x1 - side) / 2), side
+
+    def _rows_cols(self, artist) -> tuple[slice, slice]:
+        x0, y0, x1, y1 = artist.get_window_extent(self.canvas.get_renderer()).extents
+        top, bottom = max(int(self.height - y1) - 1, 0), min(int(self.height - y0) + 2, self.height)
+        return slice(top, bottom), slice(max(int(x0) - 1, 0), int(x1) + 2)
+
+    def render(self, tiles=()) -> bytes:
+        """The frame as PNG; tiles: (box, (side, side, 3) uint8 array) pairs to paste."""
+        self.canvas.restore_region(self.background)
+        seen, fresh = [], []
+        for a in self.animated:
+            key = (id(a), a.get_text(), str(a.get_color())) if isinstance(a, Text) else None
+            if key in self.texts:
+                seen.append(self.texts[key])
+                continue
+            self.fig.draw_artist(a)
+            if key is not None:
+                fresh.append((key, a))
+        rgb = np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+        for key, a in fresh:
+            rows, cols = self._rows_cols(a)
+            self.texts[key] = ((rows, cols), rgb[rows, cols].copy())
+        for (rows, cols), pixels in seen:
+            rgb[rows, cols] = pixels
+        for (top, left, side), pixels in tiles:
+            rgb[top : top + side, left : left + side] = pixels
+        out = io.BytesIO()
+        Image.fromarray(rgb).save(out, format="png", compress_level=1)
+        return out.getvalue()
+
+
+class _Slider:
+    """A FloatSlider for t above an Image holding the frame; slider events call owner.update,
+    coalesced when the kernel's event loop runs (the newest value wins)."""
+
+    def __init__(self, owner, t0: float, t_range, step: float, fmt: str):
+        import ipywidgets as w
+
+        self.owner, self.pending, self.scheduled = owner, None, False
+        self.slider = w.FloatSlider(
+            value=t0, min=t_range[0], max=t_range[1], step=step, description="t", continuous_update=True,
+            readout_format=fmt,
+        )  # fmt: skip
+        self.image = w.Image(format="png")
+        self.slider.observe(self._changed, names="value")
+        self.widget = w.VBox([self.slider, self.image])
+
+    def _changed(self, change):
+        self.pending = change["new"]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a script, a test): draw now
+            self._flush()
+            return
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+
+    def _flush(self):
+        self.scheduled = False
+        if self.pending is not None:
+            t, self.pending = self.pending, None
+            self.owner.update(t)
+
+    def show(self, png: bytes):
+        self.image.value = png
+
+
+class _Widget:
+    """What both widgets share: the frame, the slider, the timing and the snapshot."""
+
+    def _start(self, fig, animated, t0, t_range, step, fmt):
+        plt.close(fig)
+        self.fig, self.frames, self.png = fig, Frames(fig, animated), b""
+        self.ui = _Slider(self, t0, t_range, step, fmt)
+        self.slider, self.widget = self.ui.slider, self.ui.widget
+        self.update(t0)
+
+    def update(self, t: float) -> float:
+        """Re-score and redraw for t; returns the time it took in milliseconds."""
+        start = time.perf_counter()
+        self._draw(t)
+        self.png = self.frames.render(self._tiles())
+        self.ui.show(self.png)
+        return 1000 * (time.perf_counter() - start)
+
+    def _tiles(self):
+        return ()
+
+    def snapshot(self):
+        """The frame the widget shows now, as an IPython image (for readers without widgets)."""
+        from IPython.display import Image as PNG
+
+        return PNG(data=self.png)
 
 
 #: The trade-off curves: metric, colour, legend (plotted in percent).
@@ -43,7 +162,7 @@ CURVES = (
 )
 
 
-class TradeoffWidget:
+class TradeoffWidget(_Widget):
     """Slider over t: the O / T / OCR curves with a marker at t, and example images with their
     predictions at t (green when the object is named, red otherwise)."""
 
@@ -63,72 +182,75 @@ class TradeoffWidget:
         self.ts = torch.linspace(t_range[0], t_range[1], 71).tolist()
         self.curve = sweep.curve(self.ts)
         n = len(examples)
-        self.fig = plt.figure(figsize=(11, 5.2))
-        grid = self.fig.add_gridspec(2, n, height_ratios=[2.2, 1])
-        self.ax = self.fig.add_subplot(grid[0, :])
+        fig = plt.figure(figsize=(11, 4.8), layout="constrained")
+        grid = fig.add_gridspec(2, n, height_ratios=[2.2, 1])
+        self.ax = fig.add_subplot(grid[0, :])
         for key, color, label in CURVES:
             self.ax.plot(self.ts, [100 * c[key] for c in self.curve], color=color, label=label)
         self.ax.axvline(0, color="gray", lw=0.8, ls=":")
         self.marker = self.ax.axvline(t0, color="black", lw=1.5)
         self.ax.set(xlabel="t", ylabel="accuracy (%)", ylim=(0, 101))
-        self.ax.legend(loc="lower right", fontsize=8)
+        self.ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         self.ax.grid(alpha=0.3)
         self.img_axes = []
         for i, im in enumerate(examples):
-            ax = self.fig.add_subplot(grid[1, i])
-            ax.imshow(im)
+            ax = fig.add_subplot(grid[1, i])
+            ax.imshow(thumbnail(im))
             ax.axis("off")
+            ax.set_title(" ", fontsize=8)
             self.img_axes.append(ax)
-        plt.close(self.fig)
-        self.slider, self.out, self.widget = _slider(self, t0, t_range, 0.1, ".1f")
-        self.update(t0)
+        self.ax.set_title(" ")
+        animated = [self.marker, self.ax.title] + [ax.title for ax in self.img_axes]
+        self._start(fig, animated, t0, t_range, 0.1, ".1f")
 
-    def update(self, t: float) -> float:
-        """Re-score and redraw for t; returns the time it took in milliseconds."""
-        start = time.perf_counter()
-        pred = self.scorer.scores(t).argmax(-1).tolist()
+    def predictions(self, t: float) -> list[int]:
+        return self.scorer.scores(t).argmax(-1).tolist()
+
+    def _draw(self, t: float) -> None:
         self.marker.set_xdata([t, t])
         point = min(self.curve, key=lambda c: abs(c["t"] - t))
         o, a, r = (100 * point[key] for key, _, _ in CURVES)
         self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%")
-        for ax, p, y in zip(self.img_axes, pred, self.labels):
+        for ax, p, y in zip(self.img_axes, self.predictions(t), self.labels):
             ax.set_title(self.names[p], fontsize=8, color="green" if p == y else "red")
-        _display(self.fig, self.out)
-        return 1000 * (time.perf_counter() - start)
 
 
-class RetrievalWidget:
+class RetrievalWidget(_Widget):
     """Slider over t: the top-k gallery images for a prompt, with the gender counts and MaxSkew@k."""
 
     def __init__(self, sweep, gallery_images: Sequence, activity: str, t_range=(-0.5, 1.5), t0: float = 0.0):
         self.sweep, self.images, self.activity = sweep, gallery_images, activity
+        self.thumbs: dict[int, np.ndarray] = {}
+        self.top: list[int] = []
         k = sweep.k
-        self.fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 1.9))
-        self.axes = list(axes)
+        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 1.95))
+        self.axes = list(np.atleast_1d(axes))
         for ax in self.axes:
             ax.axis("off")
-        self.artists = [None] * k
-        plt.close(self.fig)
-        self.slider, self.out, self.widget = _slider(self, t0, t_range, 0.02, ".2f")
-        self.update(t0)
+            ax.set_title(" ", fontsize=8)
+        prompt = sweep.feats.prompts[sweep.feats.activities.index(activity)]
+        fig.suptitle(f"top {k} for '{prompt}'", fontsize=9, y=0.98)
+        # what changes with t, as an axes-level text so that blitting can redraw it
+        self.title = self.axes[0].text(
+            0.5, 0.86, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
+        )  # fmt: skip
+        fig.subplots_adjust(top=0.72, bottom=0.0, left=0.01, right=0.99)
+        self._start(fig, [ax.title for ax in self.axes] + [self.title], t0, t_range, 0.01, ".2f")
 
-    def update(self, t: float) -> float:
-        start = time.perf_counter()
-        top = self.sweep.ranking(t, self.activity)
-        genders = [self.sweep.genders[i] for i in top]
-        for j, (ax, i) in enumerate(zip(self.axes, top)):
-            if self.artists[j] is None:
-                self.artists[j] = ax.imshow(self.images[i])
-            else:
-                self.artists[j].set_data(self.images[i])
-            ax.set_title(genders[j], fontsize=8)
+    def _thumb(self, i: int, side: int) -> np.ndarray:
+        if i not in self.thumbs:
+            self.thumbs[i] = thumbnail(self.images[i], side)
+        return self.thumbs[i]
+
+    def _tiles(self):
+        boxes = [self.frames.box(ax) for ax in self.axes]
+        return [(box, self._thumb(i, box[2])) for box, i in zip(boxes, self.top)]
+
+    def _draw(self, t: float) -> None:
+        self.top = self.sweep.ranking(t, self.activity)
+        genders = [self.sweep.genders[i] for i in self.top]
+        for ax, g in zip(self.axes, genders):
+            ax.set_title(g, fontsize=8)
         r = self.sweep.at(t, [self.activity])["prompts"][self.activity]
         counts = ", ".join(f"{sum(g == x for g in genders)} {x}" for x in self.sweep.feats.genders)
-        prompt = self.sweep.feats.prompts[self.sweep.feats.activities.index(self.activity)]
-        self.fig.suptitle(
-            f"t = {t:.2f}: top {self.sweep.k} for '{prompt}' -> {counts};  "
-            f"MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}",
-            fontsize=9,
-        )
-        _display(self.fig, self.out)
-        return 1000 * (time.perf_counter() - start)
+        self.title.set_text(f"t = {t:.2f}: {counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}")
