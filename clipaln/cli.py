@@ -144,6 +144,8 @@ def cmd_bench(a) -> None:
         return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))
     if a.what == "ablation":
         return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
+    if a.what == "adversarial":
+        return _print_json(bench.adversarial_table(bundle, spec, cache, seeds=a.seeds))
     if a.what == "claims":
         result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
         return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
@@ -301,9 +303,11 @@ def _add_eval(sub) -> None:
 def _add_bench(sub) -> None:
     bn = sub.add_parser(
         "bench",
-        help="benchmarks: typographic (the table), tune (lr, epochs), claims, gender, speed, encode, ablation",
+        help="benchmarks: typographic, tune (lr, epochs), claims, gender, speed, encode, ablation, adversarial (PGD)",
     )
-    bn.add_argument("what", choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation"])
+    bn.add_argument(
+        "what", choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation", "adversarial"]
+    )
     bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
     bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")
     bn.add_argument("--workers", type=_count(0), default=None, help="encode: k workers (default: cores - 1)")

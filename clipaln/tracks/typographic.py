@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .. import losses
+from .. import adversarial, losses
 from ..data.fonts import UNSEEN_FONTS
 from ..data.real import ImageFolderDataset, Subset, check_template, files_fingerprint, torchvision_dataset
 from ..data.real import spec as dataset_spec
@@ -286,6 +286,41 @@ def finetune(
         ref_clean=feats.train.clean,
         prompts=feats.prompts if train_text else None,
     )
+
+
+def adversarial_finetune(
+    bundle: ClipBundle,
+    spec: Spec,
+    cfg: TrainConfig,
+    eps: float,
+    pgd_steps: int = 3,
+    n_train: int | None = None,
+    progress: bool = True,
+    feats: Features | None = None,
+):
+    """Online adversarial preference training (App. K; clipaln.adversarial) of the image encoder
+    on the first n_train clean training images of `spec` (all by default), perturbed by PGD of
+    radius eps against the current policy at every step. Returns the fine-tuned bundle and the history."""
+    feats = feats or build_features(bundle, spec, progress=progress)
+    n = len(feats.train.labels) if n_train is None else min(n_train, len(feats.train.labels))
+    images = PreprocessedView(spec.train_set, 0, bundle.preprocess)  # rendered per batch
+    return adversarial.adversarial_finetune(
+        bundle, images, feats.train.labels[:n], feats.texts, cfg, eps, pgd_steps, progress=progress
+    )
+
+
+def robust_accuracy(
+    bundle: ClipBundle, spec: Spec, feats: Features, eps: float, split: str = "test", n: int | None = None, **pgd
+) -> dict:
+    """Accuracy on the clean images of a split ("test" or "val") of `spec`, and under PGD of radius
+    eps against `bundle` (clipaln.adversarial.robust_accuracy; `pgd`: steps, seed, progress), over
+    the first n images (all by default). `feats`: any features of `spec` (for the labels)."""
+    dataset, labels = (spec.test_set, feats.test.labels) if split == "test" else (spec.val_set, feats.val.labels)
+    if dataset is None or labels is None:
+        raise ValueError(f"this experiment has no {split} split")
+    labels = labels if n is None else labels[:n]
+    images = PreprocessedView(dataset, 0, bundle.preprocess)
+    return adversarial.robust_accuracy(bundle, images, labels, feats.texts, eps, **pgd)
 
 
 @torch.no_grad()
