@@ -129,22 +129,29 @@ def encode_dataset(
         prefetch_factor=4 if workers else None,
     )
     k = len(image_columns)
-    outs: list[list[torch.Tensor]] = [[] for _ in range(k + len(int_columns))]
-    wait = 0.0
+    # the outputs are allocated once, at full size, and filled batch by batch: many small long-lived
+    # tensors between the transient image buffers would fragment the heap, and memory would creep
+    # with the number of images when the main process also renders them (workers=0)
+    outs: list[torch.Tensor] = []
+    wait, row = 0.0, 0
     started = tick = time.perf_counter()
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress or len(loader) < 2):
         wait += time.perf_counter() - tick
         x = torch.cat(batch[:k]).to(device, non_blocking=True)  # (k b, 3, H, W): one pass for every column
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = F.normalize(bundle.model.encode_image(x).float(), dim=-1).cpu()
-        for j, part in enumerate(emb.chunk(k)):
-            outs[j].append(part)
-        for j, col in enumerate(batch[k:]):
-            outs[k + j].append(col)
+        parts = list(emb.chunk(k)) + list(batch[k:])
+        if not outs:
+            outs = [torch.empty((n, *p.shape[1:]), dtype=p.dtype) for p in parts]
+        b = len(parts[0])
+        for out, part in zip(outs, parts):
+            out[row : row + b] = part
+        row += b
+        del x, emb, parts, batch
         tick = time.perf_counter()
     if stats is not None:
         stats.update(wait_s=wait, total_s=time.perf_counter() - started, images=n * k)
-    return [torch.cat(o) for o in outs]
+    return outs
 
 
 class PreprocessedView:

@@ -209,3 +209,39 @@ def test_streaming_encoding_matches_encoding_a_list_and_uses_workers(tmp_path):
         emb, labels = encode_dataset(bundle, ds, (0,), (2,), workers=workers, batch_size=5, progress=False)
         assert torch.allclose(emb, encode_images(bundle, clean, progress=False), atol=1e-5)
         assert labels.tolist() == [ds[i][2] for i in range(len(ds))]
+
+
+def test_the_photo_sets_as_their_releases_unpack(tmp_path):
+    """RTA-100 (ours/data), PAINT (typographic_real_data_from_PAINT/typographic_attacks) and
+    Defense-Prefix's packaging of Materzynska et al. (annotations.json, classes.json, images/), each
+    given as the folder the release unpacks to; the written words are classes too, as in the
+    evaluation code behind the paper's numbers, so an attack can win on every photo."""
+    rta = tmp_path / "rta" / "ours" / "data"
+    paint = tmp_path / "paint" / "typographic_real_data_from_PAINT" / "typographic_attacks"
+    for folder in (rta, paint):
+        folder.mkdir(parents=True)
+        for name in ("label=cat_text=dog.jpg", "label=mug_text=ipod.png", "label=dog_text=cat.jpg"):
+            Image.new("RGB", (32, 32), "white").save(folder / name)
+    for release in (tmp_path / "rta", tmp_path / "paint"):
+        photos = photo_set(release)
+        assert photos.classes == ["cat", "dog", "ipod", "mug"]
+        assert sorted((photos.classes[s[1]], photos.classes[s[2]]) for s in photos.samples) == [
+            ("cat", "dog"),
+            ("dog", "cat"),
+            ("mug", "ipod"),
+        ]
+    mat = tmp_path / "disentangling" / "typographic_attack_dataset"
+    images(mat / "images", 2, "gray")
+    (mat / "annotations.json").write_text(
+        json.dumps(
+            {
+                "0.jpg": {"true object": "cup", "typographic attack label": "good"},
+                "1.jpg": {"true object": "pen", "typographic attack label": "cup"},
+            }
+        )
+    )
+    (mat / "classes.json").write_text(json.dumps({"cup": 0, "pen": 1, "good": 2, "bad": 3}))
+    photos = photo_set(tmp_path / "disentangling")
+    assert photos.classes == ["cup", "pen", "good", "bad"]  # classes.json's, in its order
+    assert [(photos.classes[s[1]], photos.classes[s[2]]) for s in photos.samples] == [("cup", "good"), ("pen", "cup")]
+    assert photos[0][0].size == (40, 40)

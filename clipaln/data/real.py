@@ -233,7 +233,7 @@ class TypographicPhotoFolder:
     """Real typographic photos named `label=X_text=Y.ext` (the PAINT / RTA-100 convention).
 
     Items are (PIL image, true label index, written label index or -1 when the written text is
-    not a class name). Classes are the sorted union of the labels, unless given.
+    not a class name). Classes are the sorted union of the labels and the written words, unless given.
     """
 
     def __init__(self, root: str | Path, classes: Sequence[str] | None = None):
@@ -249,7 +249,7 @@ class TypographicPhotoFolder:
                 entries.append((p, _clean_name(_COPY_SUFFIX.sub("", m["label"])), _clean_name(text)))
         if not entries:
             raise ValueError(f"no images named label=X_text=Y.ext found in {root}")
-        self.classes = list(classes) if classes else sorted({e[1] for e in entries})
+        self.classes = list(classes) if classes else sorted({e[1] for e in entries} | {e[2] for e in entries})
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({e[1] for e in entries} - set(index))
         if unknown:
@@ -265,20 +265,29 @@ class TypographicPhotoFolder:
 
 
 class MaterzynskaDataset:
-    """Materzynska et al. (2022) real typographic photos: a folder of images and annotation.json.
+    """Materzynska et al. (2022) real typographic photos: a folder of images and annotation.json (their
+    release), or annotations.json with classes.json and images/ (Defense-Prefix's packaging).
 
-    annotation.json maps image file names to {"true object": ..., "typographic attack label": ...}.
-    Items are (PIL image, true label index, written label index or -1).
+    The annotations map image file names to {"true object": ..., "typographic attack label": ...}.
+    Items are (PIL image, true label index, written label index or -1). Classes: `classes`, else
+    classes.json's, else every true object and attack word.
     """
 
     TRUE, ATTACK = "true object", "typographic attack label"
+    ANNOTATIONS = ("annotation.json", "annotations.json")
 
     def __init__(self, root: str | Path, classes: Sequence[str] | None = None):
         root = Path(root)
         self.root = root
-        ann = root / "annotation.json"
+        ann = next((root / n for n in self.ANNOTATIONS if (root / n).is_file()), root / self.ANNOTATIONS[0])
         if not ann.is_file():
             raise FileNotFoundError(f"annotation file not found: {ann}")
+        if not classes and (root / "classes.json").is_file():
+            try:
+                listed = json.loads((root / "classes.json").read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{root / 'classes.json'} is not valid JSON: {e}") from None
+            classes = [_clean_name(str(c)) for c in listed]  # a list, or a dict keyed by class name
         try:
             data = json.loads(ann.read_text())
         except json.JSONDecodeError as e:
@@ -287,7 +296,7 @@ class MaterzynskaDataset:
         for fname, a in sorted(data.items()):
             if not isinstance(a, dict) or self.TRUE not in a or self.ATTACK not in a:
                 raise ValueError(f"{ann}: entry {fname!r} needs '{self.TRUE}' and '{self.ATTACK}'")
-            path = next((root / d / fname for d in ("", "IMG") if (root / d / fname).is_file()), None)
+            path = next((root / d / fname for d in ("", "IMG", "images") if (root / d / fname).is_file()), None)
             if path is None:
                 raise FileNotFoundError(f"{ann} lists {fname}, which is not in {root}")
             rows.append((path, _clean_name(a[self.TRUE]), _clean_name(a[self.ATTACK])))
@@ -305,11 +314,23 @@ class MaterzynskaDataset:
         return _open_image(path), label, written
 
 
+#: Where each released photo set keeps its images under the folder it unpacks to: Defense-Prefix's
+#: packaging of Materzynska et al. (also the paper's evaluation code), RTA-100 and PAINT.
+PHOTO_SET_FOLDERS = ("typographic_attack_dataset", "ours/data", "typographic_real_data_from_PAINT/typographic_attacks")
+
+
 def photo_set(root: str | Path, classes: Sequence[str] | None = None):
-    """A real typographic photo set by its layout: a folder with annotation.json (Materzynska et al.)
-    or images named label=X_text=Y.ext (PAINT, RTA-100)."""
+    """A real typographic photo set by its layout: a folder with annotation.json (Materzynska et al.'s
+    release) or annotations.json (+ classes.json, images/: Defense-Prefix's packaging of it), or images
+    named label=X_text=Y.ext (PAINT, RTA-100); `root` may also be the folder a release unpacks to
+    (PHOTO_SET_FOLDERS). Without `classes`, the class list is every true label and every written word,
+    as the evaluation code behind the paper's RTA-100 and PAINT numbers builds it."""
     root = Path(root).expanduser()
-    if (root / "annotation.json").is_file():
+    for sub in PHOTO_SET_FOLDERS:
+        if (root / sub).is_dir():
+            root = root / sub
+            break
+    if any((root / name).is_file() for name in MaterzynskaDataset.ANNOTATIONS):
         return MaterzynskaDataset(root, classes)
     return TypographicPhotoFolder(root, classes)
 
