@@ -132,6 +132,8 @@ def cmd_bench(a) -> None:
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     if a.what == "encode":
         return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
+    if a.what == "sliders":
+        return _print_json(bench.sliders(FeatureCache(enabled=not a.no_cache)))
     if a.model != "toy":
         raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
@@ -303,10 +305,11 @@ def _add_eval(sub) -> None:
 def _add_bench(sub) -> None:
     bn = sub.add_parser(
         "bench",
-        help="benchmarks: typographic, tune (lr, epochs), claims, gender, speed, encode, ablation, adversarial (PGD)",
+        help="benchmarks: typographic, tune, claims, gender, speed, encode, ablation, adversarial (PGD), sliders",
     )
     bn.add_argument(
-        "what", choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation", "adversarial"]
+        "what",
+        choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation", "adversarial", "sliders"],
     )
     bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
     bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")

@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image, ImageOps
 
+from .models import MissingPackage
 from .projection import SharedProjection, SpectralScorer
 
 #: The side of a thumbnail, in pixels (a gallery cell is about 125 px wide).
@@ -94,7 +95,10 @@ class _Slider:
     coalesced when the kernel's event loop runs (the newest value wins)."""
 
     def __init__(self, owner, t0: float, t_range, step: float, fmt: str):
-        import ipywidgets as w
+        try:
+            import ipywidgets as w
+        except ModuleNotFoundError:
+            raise MissingPackage("the sliders need ipywidgets: pip install 'clipaln[notebooks]'") from None
 
         self.owner, self.pending, self.scheduled = owner, None, False
         self.slider = w.FloatSlider(
