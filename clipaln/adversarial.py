@@ -62,16 +62,21 @@ def pgd(
         raise ValueError(f"PGD needs eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
     device = images.device
     mean, std = (s.to(device) for s in stats)
-    pixels = images * std + mean
+    pixels = images.detach() * std + mean
     alpha = 2.5 * eps / steps if step_size is None else step_size
     noise = torch.rand(pixels.shape, generator=generator, device="cpu").to(device)
-    delta = ((2 * noise - 1) * eps).requires_grad_(True)
-    for _ in range(steps):
-        x = ((pixels + delta).clamp(0, 1) - mean) / std
-        loss = F.cross_entropy(logprobs(_embed(visual, x), texts, logit_scale), labels)
-        (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta + alpha * grad.sign()).clamp(-eps, eps).detach().requires_grad_(True)
-    return (((pixels + delta).clamp(0, 1) - mean) / std).detach()
+    # project onto the ball and onto valid pixels after every move: a pixel left outside [0, 1]
+    # would sit behind the clamp with zero gradient and never move again
+    project = lambda d: (pixels + d.clamp(-eps, eps)).clamp(0, 1) - pixels
+    delta = project((2 * noise - 1) * eps)
+    with torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            x = (pixels + delta - mean) / std
+            loss = F.cross_entropy(logprobs(_embed(visual, x), texts, logit_scale), labels)
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = project(delta.detach() + alpha * grad.sign())
+    return ((pixels + delta - mean) / std).detach()
 
 
 def robust_accuracy(
@@ -130,6 +135,11 @@ def adversarial_finetune(
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def objective(idx, ridx, batch):
+        if not len(idx):  # this process's share of a small last batch is empty (torchrun): same logs, zero
+            empty = torch.zeros(0, len(texts), device=device) + sum(p.sum() for p in params) * 0
+            none = torch.zeros(0, dtype=torch.long, device=device)
+            loss, logs = preference_objective(cfg, empty, empty, none, none, empty, empty, batch)
+            return loss, {**logs, "pgd/fooled": loss.detach() * 0}
         x, y, clean = images[idx].to(device), labels[idx].to(device), images[ridx].to(device)
         for p in params:
             p.requires_grad_(False)

@@ -272,48 +272,6 @@ def slider_update_ms(
     }
 
 
-def sliders(cache: FeatureCache | None = None) -> dict:
-    """`clipaln bench sliders`: the in-kernel update time of notebooks 03 and 04's t sliders (re-score,
-    redraw what changed, encode the frame), at every position each slider can take, once, in the
-    toy world as the notebooks build them (key press to repaint in a browser:
-    benchmarks/slider_in_browser.py)."""
-    from .toyworld.datasets import ToyPeople
-    from .widgets import RetrievalWidget, TradeoffWidget
-
-    bundle = load_clip("toy", device="cpu")
-    spec = typographic.toy_spec()
-    feats = typographic.build_features(bundle, spec, cache, progress=False)
-    W, _ = typographic.train(feats, typographic.train_config("dpo"), progress=False)
-    idx = [0, 5, 10, 15, 20, 25, 30, 35]
-    test = typographic.attacked_datasets(spec)["test"]
-    tradeoff = TradeoffWidget(
-        typographic.Sweep(feats, W), W, [test[i][1] for i in idx], feats.test.attacked[idx],
-        feats.test.labels[idx].tolist(), spec.class_names,
-    )  # fmt: skip
-    people = gender.toy_spec(n_train_per_cell=30, n_gallery_per_cell=20, seed=0)
-    pfeats = gender.build_features(bundle, people, cache, progress=False)
-    Wg, _ = gender.train(pfeats, gender.train_config("dpo"), progress=False)
-    gallery = ToyPeople(20, 0, "gallery")
-    retrieval = RetrievalWidget(
-        gender.Sweep(pfeats, Wg, k=10), [gallery[i][0] for i in range(len(pfeats.gallery_labels))],
-        "working as a police officer",
-    )  # fmt: skip
-    out = {}
-    for name, ui, positions in (
-        ("tradeoff (notebook 03)", tradeoff, [round(0.1 * i, 1) for i in range(-30, 41)]),
-        ("retrieval (notebook 04)", retrieval, [round(0.01 * i, 2) for i in range(-50, 151)]),
-    ):
-        times = [ui.update(t) for t in positions]
-        out[name] = {
-            "positions": len(times),
-            "median_ms": round(statistics.median(times), 1),
-            "p90_ms": round(sorted(times)[int(0.9 * len(times))], 1),
-            "max_ms": round(max(times), 1),
-            "frame_kb": round(len(ui.png) / 1024, 1),
-        }
-    return {"sliders": out, "threads": torch.get_num_threads()}
-
-
 def speed(device: str | None = None, n_toy: int = 2000, n_vit: int | None = None) -> dict:
     """`clipaln bench speed`: the toy and a random-init ViT-B-32 (n_vit images; default 2000 on a
     GPU, 256 on a CPU), and the slider's update time."""

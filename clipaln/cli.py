@@ -16,7 +16,7 @@ import warnings
 
 from safetensors import SafetensorError
 
-from . import bench, distributed, losses, runs
+from . import bench, distributed, losses, runs, widgets
 from .features import PRECISIONS, FeatureCache
 from .models import load_clip
 from .toyworld.model import toy_paths
@@ -132,10 +132,10 @@ def cmd_bench(a) -> None:
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     if a.what == "encode":
         return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
-    if a.what == "sliders":
-        return _print_json(bench.sliders(FeatureCache(enabled=not a.no_cache)))
     if a.model != "toy":
         raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
+    if a.what == "sliders":
+        return _print_json(widgets.bench(FeatureCache(enabled=not a.no_cache)))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
     people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims") else None

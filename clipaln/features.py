@@ -149,6 +149,8 @@ def encode_dataset(
         row += b
         del x, emb, parts, batch
         tick = time.perf_counter()
+    if row != n:
+        raise RuntimeError(f"the data loader gave {row} items where the dataset has {n}")
     if stats is not None:
         stats.update(wait_s=wait, total_s=time.perf_counter() - started, images=n * k)
     return outs

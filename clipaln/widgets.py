@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -24,8 +25,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image, ImageOps
 
-from .models import MissingPackage
+from .features import FeatureCache
+from .models import MissingPackage, load_clip
 from .projection import SharedProjection, SpectralScorer
+from .tracks import gender, typographic
 
 #: The side of a thumbnail, in pixels (a gallery cell is about 125 px wide).
 THUMBNAIL = 128
@@ -41,8 +44,9 @@ class Frames:
     """Blitting on an Agg canvas. Everything but the `animated` artists is drawn once, here; each
     frame restores that background, draws the animated artists over it, pastes images into their
     boxes as pixels and is encoded as PNG. Text is the slow part of a draw (about 1.5 ms per label),
-    so each text artist's pixels are kept per (artist, text, colour) and pasted when seen again:
-    exact, since the animated texts never overlap each other or the other animated artists."""
+    so the pixels of a text artist whose box meets no other animated artist are kept per (artist,
+    text, colour) and pasted when seen again: exact, since its box then holds only the background
+    and itself. Texts that do meet another animated artist are drawn every time."""
 
     def __init__(self, fig, animated):
         self.fig, self.animated = fig, list(animated)
@@ -50,9 +54,10 @@ class Frames:
         for a in self.animated:
             a.set_animated(True)
         self.canvas.draw()  # skips the animated artists
+        fig.set_layout_engine("none")  # freeze the layout: the background's positions must hold
         self.background = self.canvas.copy_from_bbox(fig.bbox)
         self.height = int(round(fig.bbox.height))
-        self.texts: dict[tuple, tuple[tuple[int, int], np.ndarray]] = {}
+        self.texts: dict[tuple, np.ndarray] = {}
 
     def box(self, ax) -> tuple[int, int, int]:
         """(top row, left column, side) in frame pixels of the largest square centred in ax."""
@@ -60,34 +65,52 @@ class Frames:
         side = int(min(x1 - x0, y1 - y0))
         return int(self.height - (y0 + y1 + side) / 2), int((x0 + x1 - side) / 2), side
 
-    def _rows_cols(self, artist) -> tuple[slice, slice]:
+    def _rect(self, artist) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) frame pixels that hold the artist, with a pixel to spare."""
         x0, y0, x1, y1 = artist.get_window_extent(self.canvas.get_renderer()).extents
         top, bottom = max(int(self.height - y1) - 1, 0), min(int(self.height - y0) + 2, self.height)
-        return slice(top, bottom), slice(max(int(x0) - 1, 0), int(x1) + 2)
+        return top, bottom, max(int(x0) - 1, 0), int(x1) + 2
+
+    def cacheable(self) -> list[bool]:
+        """For each animated artist: a text whose box meets no other animated artist's box."""
+        rects = [self._rect(a) for a in self.animated]
+        meets = lambda r, q: r[0] < q[1] and q[0] < r[1] and r[2] < q[3] and q[2] < r[3]
+        return [
+            isinstance(a, Text) and not any(meets(r, q) for j, q in enumerate(rects) if j != i)
+            for i, (a, r) in enumerate(zip(self.animated, rects))
+        ]
 
     def render(self, tiles=()) -> bytes:
         """The frame as PNG; tiles: (box, (side, side, 3) uint8 array) pairs to paste."""
         self.canvas.restore_region(self.background)
-        seen, fresh = [], []
-        for a in self.animated:
-            key = (id(a), a.get_text(), str(a.get_color())) if isinstance(a, Text) else None
+        paste, fresh = [], []
+        for a, cache in zip(self.animated, self.cacheable()):
+            key = (id(a), a.get_text(), str(a.get_color())) if cache else None
             if key in self.texts:
-                seen.append(self.texts[key])
+                paste.append((self._rect(a), self.texts[key]))
                 continue
             self.fig.draw_artist(a)
             if key is not None:
                 fresh.append((key, a))
         rgb = np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
         for key, a in fresh:
-            rows, cols = self._rows_cols(a)
-            self.texts[key] = ((rows, cols), rgb[rows, cols].copy())
-        for (rows, cols), pixels in seen:
-            rgb[rows, cols] = pixels
+            top, bottom, left, right = self._rect(a)
+            self.texts[key] = rgb[top:bottom, left:right].copy()
+        for (top, bottom, left, right), pixels in paste:
+            rgb[top:bottom, left:right] = pixels
         for (top, left, side), pixels in tiles:
             rgb[top : top + side, left : left + side] = pixels
         out = io.BytesIO()
         Image.fromarray(rgb).save(out, format="png", compress_level=1)
         return out.getvalue()
+
+    def fresh(self, tiles=()) -> bytes:
+        """The same frame drawn from scratch, with no cached text (what render must equal)."""
+        saved, self.texts = self.texts, {}
+        try:
+            return self.render(tiles)
+        finally:
+            self.texts = saved
 
 
 class _Slider:
@@ -233,12 +256,12 @@ class RetrievalWidget(_Widget):
             ax.axis("off")
             ax.set_title(" ", fontsize=8)
         prompt = sweep.feats.prompts[sweep.feats.activities.index(activity)]
-        fig.suptitle(f"top {k} for '{prompt}'", fontsize=9, y=0.98)
+        fig.suptitle(f"top {k} for '{prompt}'", fontsize=9, y=0.99)
         # what changes with t, as an axes-level text so that blitting can redraw it
         self.title = self.axes[0].text(
-            0.5, 0.86, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
+            0.5, 0.885, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
         )  # fmt: skip
-        fig.subplots_adjust(top=0.72, bottom=0.0, left=0.01, right=0.99)
+        fig.subplots_adjust(top=0.70, bottom=0.0, left=0.01, right=0.99)
         self._start(fig, [ax.title for ax in self.axes] + [self.title], t0, t_range, 0.01, ".2f")
 
     def _thumb(self, i: int, side: int) -> np.ndarray:
@@ -258,3 +281,44 @@ class RetrievalWidget(_Widget):
         r = self.sweep.at(t, [self.activity])["prompts"][self.activity]
         counts = ", ".join(f"{sum(g == x for g in genders)} {x}" for x in self.sweep.feats.genders)
         self.title.set_text(f"t = {t:.2f}: {counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}")
+
+
+# --- `clipaln bench sliders` -----------------------------------------------------------------
+
+
+def bench(cache: FeatureCache | None = None) -> dict:
+    """`clipaln bench sliders`: the in-kernel update time of notebooks 03 and 04's t sliders (re-score,
+    redraw what changed, encode the frame), at every position each slider can take, once, in the
+    toy world as the notebooks build them (key press to repaint in a browser:
+    benchmarks/slider_in_browser.py)."""
+    bundle = load_clip("toy", device="cpu")
+    spec = typographic.toy_spec()
+    feats = typographic.build_features(bundle, spec, cache, progress=False)
+    W, _ = typographic.train(feats, typographic.train_config("dpo"), progress=False)
+    idx = [0, 5, 10, 15, 20, 25, 30, 35]
+    test = typographic.attacked_datasets(spec)["test"]
+    tradeoff = TradeoffWidget(
+        typographic.Sweep(feats, W), W, [test[i][1] for i in idx], feats.test.attacked[idx],
+        feats.test.labels[idx].tolist(), spec.class_names,
+    )  # fmt: skip
+    people = gender.toy_spec(n_train_per_cell=30, n_gallery_per_cell=20, seed=0)
+    pfeats = gender.build_features(bundle, people, cache, progress=False)
+    Wg, _ = gender.train(pfeats, gender.train_config("dpo"), progress=False)
+    retrieval = RetrievalWidget(
+        gender.Sweep(pfeats, Wg, k=10), [people.gallery_set[i][0] for i in range(len(pfeats.gallery_labels))],
+        "working as a police officer",
+    )  # fmt: skip
+    out = {}
+    for name, ui, positions in (
+        ("tradeoff (notebook 03)", tradeoff, [round(0.1 * i, 1) for i in range(-30, 41)]),
+        ("retrieval (notebook 04)", retrieval, [round(0.01 * i, 2) for i in range(-50, 151)]),
+    ):
+        times = [ui.update(t) for t in positions]
+        out[name] = {
+            "positions": len(times),
+            "median_ms": round(statistics.median(times), 1),
+            "p90_ms": round(sorted(times)[int(0.9 * len(times))], 1),
+            "max_ms": round(max(times), 1),
+            "frame_kb": round(len(ui.png) / 1024, 1),
+        }
+    return {"sliders": out, "threads": torch.get_num_threads()}

@@ -113,9 +113,11 @@ def test_typographic_photo_folder_and_materzynska_annotation(tmp_path):
         Image.new("RGB", (30, 30)).save(paint / f"label={label}_text={text}.jpg")
     Image.new("RGB", (30, 30)).save(paint / "unrelated.jpg")
     ds = TypographicPhotoFolder(paint)
-    assert ds.classes == ["cat", "dog"] and len(ds) == 3
+    assert ds.classes == ["cat", "dog", "ipod"] and len(ds) == 3  # the written words are classes too
     rows = sorted((ds[i][1], ds[i][2]) for i in range(3))
-    assert rows == [(0, -1), (0, 1), (1, 0)]
+    assert rows == [(0, 1), (0, 2), (1, 0)]
+    only_labels = TypographicPhotoFolder(paint, classes=["cat", "dog"])  # a given class list: other words are -1
+    assert sorted((only_labels[i][1], only_labels[i][2]) for i in range(3)) == [(0, -1), (0, 1), (1, 0)]
 
     mat = tmp_path / "mat"
     mat.mkdir()
