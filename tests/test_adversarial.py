@@ -92,3 +92,35 @@ def test_pixel_stats_need_a_normalize_step(toy):
         adversarial.pixel_stats(SimpleNamespace(preprocess=lambda x: x))
     with pytest.raises(ValueError, match="eps >= 0"):
         adversarial.pgd(None, torch.zeros(1, 3, 2, 2), torch.zeros(1), None, 1.0, adversarial.pixel_stats(toy), -1.0)
+
+
+def test_each_step_prefers_the_truth_over_where_the_attack_pushed(toy, data, monkeypatch):
+    """D_pref of a step: the perturbed images crafted against the current policy, y_w the true class,
+    y_l the policy's best wrong class on them, and the frozen model's log-probabilities on the same
+    perturbed images as the reference."""
+    feats, images, labels, _, _ = data
+    seen, calls = {}, []
+    pgd, objective = adversarial.pgd, adversarial.preference_objective
+
+    def spy_pgd(visual, x, y, texts, tau, *args, **kw):
+        x_adv = pgd(visual, x, y, texts, tau, *args, **kw)
+        with torch.no_grad():
+            emb = lambda v: torch.nn.functional.normalize(v(x_adv).float(), dim=-1)
+            seen.update(policy=logprobs(emb(visual), texts, tau), ref=logprobs(emb(toy.model.visual), texts, tau), y=y)
+        return x_adv
+
+    def spy_objective(cfg, logp, ref_logp, y_w, y_l, *rest):
+        calls.append((logp.detach(), ref_logp, y_w, y_l, dict(seen)))
+        return objective(cfg, logp, ref_logp, y_w, y_l, *rest)
+
+    monkeypatch.setattr(adversarial, "pgd", spy_pgd)
+    monkeypatch.setattr(adversarial, "preference_objective", spy_objective)
+    cfg = TrainConfig(method="dpo", lr=1e-3, epochs=1, batch_size=16, seed=0)
+    adversarial.adversarial_finetune(toy, images[:32], labels[:32], feats.texts, cfg, EPS, pgd_steps=2, progress=False)
+    assert len(calls) == 2
+    for logp, ref_logp, y_w, y_l, s in calls:
+        assert torch.equal(y_w, s["y"]) and (y_l != y_w).all()
+        assert torch.allclose(logp, s["policy"], atol=1e-5)  # the policy's log-probabilities on the attacked images
+        wrong = s["policy"].scatter(1, y_w[:, None], float("-inf"))
+        assert torch.equal(y_l, wrong.argmax(-1))
+        assert torch.allclose(ref_logp, s["ref"], atol=1e-5)  # the frozen model on the same images
