@@ -93,12 +93,15 @@ TRACK_ONLY_FLAGS = (
     "--allow-other-weights",
     "--download",
     "--reg-images",
+    "--workers",
+    "--no-cache",
 )
 
 
 def cmd_eval(a) -> None:
     if a.target == "toy":
         given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
+        given += ["--precision"] if a.precision != "auto" else []
         if given or a.model != "toy" or a.dataset not in (None, "toy"):
             raise ValueError(
                 "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
