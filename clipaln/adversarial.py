@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .models import ClipBundle
-from .policy import logprobs
+from .policy import logprobs, predict
 from .train import TrainConfig, loop, preference_objective
 
 
@@ -101,8 +101,8 @@ def robust_accuracy(
         x, y = images[idx].to(device), labels[idx].to(device)
         x_adv = pgd(visual, x, y, texts, bundle.logit_scale, stats, eps, steps, generator=gen)
         with torch.no_grad():
-            clean += (_embed(visual, x) @ texts.T).argmax(-1).eq(y).sum().item()
-            robust += (_embed(visual, x_adv) @ texts.T).argmax(-1).eq(y).sum().item()
+            clean += predict(visual(x).float(), texts).eq(y).sum().item()
+            robust += predict(visual(x_adv).float(), texts).eq(y).sum().item()
     return {
         "accuracy/clean": clean / len(labels),
         "accuracy/pgd": robust / len(labels),
