@@ -25,7 +25,7 @@ from .data.typographic import AttackStyle, TypographicDataset, attack
 from .features import FeatureCache, default_workers, encode_dataset, encode_images, encode_texts, resolve_precision
 from .models import ClipBundle, load_clip
 from .policy import PreferenceData, logprobs
-from .projection import SharedProjection, SpectralScorer, naive_scores
+from .projection import SharedProjection, SpectralScorer, naive_scores, spectrum, within_target
 from .toyworld import OBJECTS, render
 from .toyworld.render import TEXT_SIZE
 from .tracks import gender, phenomena, typographic
@@ -112,10 +112,18 @@ def table_frame(result: dict, spread: bool = False):
     import pandas as pd
 
     names = [r for r in ROWS if r in result["rows"]]
-    cols = {**typographic.SHORT_NAMES, "KL": "kl/clean", "activity": "retention/activity", "gender": "retention/gender"}
+    cols = {
+        **typographic.SHORT_NAMES,
+        "KL": "kl/clean",
+        "activity": "retention/activity",
+        "gender": "retention/gender",
+        "|W^T W - I|": "w/orthogonality_gap",
+        "S min": "w/s_min",
+        "S max": "w/s_max",
+    }
     cols = {c: k for c, k in cols.items() if k in result["rows"]["base"]}
-    scale = lambda k: 1 if k.startswith("kl") else 100
-    digits = lambda k: 4 if k.startswith("kl") else 1
+    scale = lambda k: 1 if k.startswith(("kl", "w/")) else 100
+    digits = lambda k: 4 if k.startswith("kl") else (2 if k.startswith("w/") else 1)
     if not spread:
         df = pd.DataFrame({r: {c: scale(k) * result["rows"][r][k] for c, k in cols.items()} for r in names}).T
         return df.round({c: digits(k) for c, k in cols.items()})
@@ -129,11 +137,90 @@ def format_table(result: dict) -> str:
     return table_frame(result, spread=True).to_string()
 
 
-def tune_table(bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seed: int = 0) -> dict:
-    """W's learning rate and epochs for each method, chosen on the validation split (typographic.tune),
-    with training seed `seed`."""
+#: The methods `clipaln bench tune` tunes (cdpo, rfdpo and mdpo take DPO's setting).
+TUNED = ("dpo", "ipo", "kto", "ce")
+#: Last round's defaults, chosen for attacked accuracy alone: the "before" row of the tuning table.
+BEFORE = {"dpo": dict(lr=0.1, epochs=10), "ipo": dict(lr=0.003, epochs=10), "kto": dict(lr=0.03, epochs=30)}
+
+
+def tune_table(
+    bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seed: int = 0, methods=None
+) -> dict:
+    """W's learning rate, epochs and orthogonality weight for each method, chosen on the validation
+    split (typographic.tune) with training seed `seed`; and, per method, one table of the ways to keep
+    W near the identity, each chosen on validation by the same rule and then measured on test (T, O,
+    KL, the spectrum, the dial): "lr x epochs" (no penalty), "penalty" (orth > 0), "paper schedule"
+    (3 epochs, batch 512, lr chosen) and "before" (last round's default, where there was one)."""
     feats = typographic.build_features(bundle, spec, cache, progress=False)
-    return {method: typographic.tune(feats, method, seed=seed) for method in typographic.DEFAULTS}
+    out = {}
+    for method in methods or TUNED:
+        tuned = typographic.tune(feats, method, seed=seed)
+        base = tuned["val/base_accuracy/clean"]
+        paper = typographic.tune(feats, method, epochs=(3,), orths=(0.0,), seed=seed, batch_size=512)["grid"]
+        subsets = {
+            "lr x epochs": [r for r in tuned["grid"] if r["orth"] == 0],
+            "penalty": [r for r in tuned["grid"] if r["orth"] > 0],
+            "paper schedule": paper,
+        }
+        strategies = {}
+        for name, rows in subsets.items():
+            best = typographic.choose(rows, base)
+            setting = {k: best[k] for k in ("lr", "epochs", "orth")} | ({"batch_size": 512} if rows is paper else {})
+            strategies[name] = {"setting": setting, "admissible": typographic._admissible(best, base, 0.02)}
+        if method in BEFORE:
+            strategies["before"] = {"setting": {**BEFORE[method], "orth": 0.0}, "admissible": None}
+        for row in strategies.values():
+            proj, _ = typographic.train(
+                feats, typographic.train_config(method, seed=seed, **row["setting"]), progress=False
+            )
+            row["test"] = {**typographic.evaluate(feats, proj), **typographic.dial(typographic.Sweep(feats, proj))}
+        out[method] = {**tuned, "strategies": strategies}
+    return out
+
+
+def _dial_checks(d: dict, o_t0: float) -> dict:
+    """The OCR-vs-detection dial's targets (the issue that fixed them; docs/toy-world.md) for one W."""
+    return {
+        "min_clean_at_least_60": d["dial/min_clean"] >= 0.6,
+        "ocr_t-1_10_points_above_t0": d["dial/ocr_t-1"] >= d["dial/ocr_t0"] + 0.10,
+        "ocr_t-2_within_3_of_t-1": d["dial/ocr_t-2"] >= d["dial/ocr_t-1"] - 0.03,
+        "attacked_t1_20_points_above_t0": d["dial/attacked_t1"] >= d["dial/attacked_t0"] + 0.20,
+        "clean_t1_within_2_of_t0": d["dial/clean_t1"] >= o_t0 - 0.02,
+        "attacked_step_at_most_35": d["dial/max_attacked_step"] <= 0.35,
+    }
+
+
+def dial_table(
+    bundle: ClipBundle,
+    spec: typographic.Spec,
+    people: gender.Spec | None = None,
+    cache: FeatureCache | None = None,
+    seeds=(0, 1, 2),
+    methods=("dpo", "ipo", "kto", "ce"),
+) -> dict:
+    """How each method's default W turns the OCR-vs-detection dial on the test split, per training seed:
+    W's spectrum and whether it is within its target, the dial's numbers (typographic.dial over t in
+    [-2, 1.2]) and its targets met; and the gender track's default W's spectrum (`clipaln bench dial`)."""
+    feats = typographic.build_features(bundle, spec, cache, progress=False)
+    out: dict = {"typographic": {}, "gender": {}}
+    for method in methods:
+        rows = []
+        for seed in seeds:
+            proj, _ = typographic.train(feats, typographic.train_config(method, seed=seed), progress=False)
+            stats = spectrum(proj)
+            d = typographic.dial(typographic.Sweep(feats, proj))
+            checks = {"w_within_target": within_target(stats), **_dial_checks(d, d["dial/clean_t0"])}
+            rows.append({"seed": seed, **stats, **d, "checks": checks})
+        out["typographic"][method] = rows
+    if people is not None:
+        g = gender.build_features(bundle, people, cache)
+        for method in gender.DEFAULTS:
+            out["gender"][method] = []
+            for seed in seeds:
+                proj, _ = gender.train(g, gender.train_config(method, seed=seed), progress=False)
+                stats = spectrum(proj)
+                out["gender"][method].append({"seed": seed, **stats, "w_within_target": within_target(stats)})
+    return out
 
 
 def gender_table(bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2)) -> dict:
@@ -159,7 +246,7 @@ def tour(
     feats = typographic.build_features(bundle, typographic.toy_spec(seed=seed), cache, progress=progress)
     W, _ = typographic.train(feats, typographic.train_config("kto", seed=seed), progress=progress)
     sweep = typographic.Sweep(feats, W)
-    out["typographic"] = {"method": "kto", "curve": [sweep.at(t) for t in (-2.0, 0.0, 1.0, 2.0)]}
+    out["typographic"] = {"method": "kto", "curve": [sweep.at(t) for t in (-2.0, -1.0, 0.0, 1.0, 1.2)]}
     g = gender.build_features(bundle, gender.toy_spec(seed=seed), cache)
     Wg, _ = gender.train(g, gender.train_config("dpo", seed=seed), progress=progress)
     result = gender.evaluate(g, Wg)
@@ -495,8 +582,10 @@ PAPER_FIGURES = {
     "Caltech101 O 88.8 -> 87.5, T 65.6 -> 85.4",
     "po_beats_ce": "CE is the paper's baseline; our notes have CE on ImageNet only (O 53.3 -> 51.5, T 33.7 -> 48.7), "
     "so the comparison is the paper's statement, not a matched pair of numbers",
-    "ranking": "DPO, IPO and KTO all improve T (docs/method.md gives no single ranking)",
-    "tradeoff": "Fig. 2: t trades reading (OCR) for seeing; negative t makes the model read more",
+    "ranking": "the authors' rebuttal: KTO has the best average on the synthetic (typographic) datasets, "
+    "original and attacked; DPO and IPO are close",
+    "tradeoff": "Fig. 2: on the same attacked images, t trades reading the written word (OCR) for seeing the "
+    "object; negative t makes the model read more",
     "t1_reverses": "Fig. 4, 'an image of a police': pretrained 2 women / 8 men, t = 1: 6 women / 4 men",
     "t_star_neutralises": "Fig. 4: t* ~ 0.42 gives 5 women / 5 men",
     "po_moves_less": "PO's KL regulariser keeps the model close to the reference, unlike CE",
@@ -504,8 +593,14 @@ PAPER_FIGURES = {
 }
 
 
-def _claim(key: str, claim: str, measured: str, agrees: bool | None, why: str) -> dict:
-    verdict = "n/a" if agrees is None else ("agrees" if agrees else "disagrees")
+def _claim(key: str, claim: str, measured: str, agrees, why: str) -> dict:
+    """agrees: True / False / None (no figure to compare with), or {method: holds} for a claim made of
+    every method: "agrees" when it holds for all, "partly (DPO, KTO)" for some, "disagrees" for none."""
+    if isinstance(agrees, dict):
+        holds = [m for m, ok in agrees.items() if ok]
+        verdict = "agrees" if len(holds) == len(agrees) else (f"partly ({', '.join(holds)})" if holds else "disagrees")
+    else:
+        verdict = "n/a" if agrees is None else ("agrees" if agrees else "disagrees")
     return {"claim": claim, "paper": PAPER_FIGURES[key], "toy world": measured, "verdict": verdict, "why": why}
 
 
@@ -534,11 +629,12 @@ def _typographic_claims(rows: dict) -> list[dict]:
     raised = "; ".join(
         f"{m} T {_pct(base[t])} -> {_pct(rows[m][t])}, O {_pct(base[o])} -> {_pct(rows[m][o])}" for m in PO
     )
-    ok = all(rows[m][t] - base[t] >= 0.2 and abs(rows[m][o] - base[o]) <= 0.02 for m in PO)
+    ok = {m: rows[m][t] - base[t] >= 0.2 and abs(rows[m][o] - base[o]) <= 0.02 for m in PO}
     best = max(PO, key=lambda m: rows[m][t])
     versus = f"best PO ({best}) T {_pct(rows[best][t])}, O {_pct(rows[best][o])}; CE T {_pct(ce[t])}, O {_pct(ce[o])}"
     beats = rows[best][t] >= ce[t] and rows[best][o] >= ce[o] - 0.005
-    ranked = " > ".join(f"{m} (T {_pct(rows[m][t])})" for m in sorted(PO, key=lambda m: -rows[m][t]))
+    average = {m: (rows[m][o] + rows[m][t]) / 2 for m in PO}  # the rebuttal's "average", original and attacked
+    ranked = " > ".join(f"{m} ({_pct(average[m])})" for m in sorted(PO, key=lambda m: -average[m]))
     return [
         _claim(
             "po_raises_t_keeps_o",
@@ -554,27 +650,32 @@ def _typographic_claims(rows: dict) -> list[dict]:
             beats,
             "best PO T at least CE's, O at most 0.5 points lower",
         ),
-        _claim("ranking", "the ranking of DPO, IPO and KTO", ranked, None, "the notes give no ranking to compare with"),
+        _claim(
+            "ranking",
+            "KTO has the best average of O and T",
+            f"mean of O and T: {ranked}",
+            max(PO, key=average.get) == "KTO",
+            "the method with the highest mean of O and T on the toy's test images",
+        ),
     ]
 
 
 def _tradeoff_claim(tradeoff: dict) -> dict:
     at = lambda t, k: tradeoff[t][k]
     measured = "; ".join(
-        f"t={t:g}: OCR {_pct(at(t, 'accuracy/reading'))}, word wins {_pct(at(t, 'attack/success'))}, "
-        f"T {_pct(at(t, 'accuracy/attacked'))}"
+        f"t={t:g}: OCR {_pct(at(t, 'accuracy/ocr'))}, T {_pct(at(t, 'accuracy/attacked'))}, "
+        f"O {_pct(at(t, 'accuracy/clean'))}"
         for t in sorted(tradeoff)
     )
-    reads_more = at(-2.0, "accuracy/reading") > at(0.0, "accuracy/reading") or at(-2.0, "attack/success") > at(
-        0.0, "attack/success"
-    )
+    reads_more = all(at(t, "accuracy/ocr") > at(0.0, "accuracy/ocr") for t in (-1.0, -2.0))
     sees_more = at(1.0, "accuracy/attacked") > at(0.0, "accuracy/attacked")
     return _claim(
         "tradeoff",
         "t trades reading for seeing; t < 0 reads more",
         measured,
         reads_more and sees_more,
-        "t = 1 sees more than t = 0, and t = -2 reads more (OCR, or how often the written word wins)",
+        "on the attacked test images: T higher at t = 1 than at t = 0, OCR (the written word named) higher "
+        "at t = -1 and t = -2 than at t = 0",
     )
 
 
@@ -612,7 +713,7 @@ def _keeping_claims(rows: dict) -> list[dict]:
             "po_moves_less",
             "preference optimisation moves the model less than CE",
             ", ".join(f"{m} KL {v:.4f}" for m, v in kl.items()),
-            all(kl[m] < kl["CE"] for m in PO),
+            {m: kl[m] < kl["CE"] for m in PO},
             "KL(pi_ref || pi) on clean test images, each PO method against CE",
         )
     ]
@@ -626,7 +727,7 @@ def _keeping_claims(rows: dict) -> list[dict]:
                 "po_keeps_knowledge",
                 "preference optimisation keeps knowledge out of domain",
                 "; ".join(kept(m) for m in ("base", *PO, "CE")),
-                all(lost[m] <= lost["CE"] + 0.02 for m in PO),
+                {m: lost[m] <= lost["CE"] + 0.02 for m in PO},
                 "activity accuracy on people (never in a typographic pair) lost by each PO method vs CE",
             )
         )

@@ -141,7 +141,7 @@ def cmd_bench(a) -> None:
         return _print_json(widgets.bench(FeatureCache(enabled=not a.no_cache)))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims") else None
+    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial") else None
     if a.what == "gender":
         return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
     spec = runs.make_spec("typographic", **sizes)
@@ -149,6 +149,8 @@ def cmd_bench(a) -> None:
         return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))
     if a.what == "ablation":
         return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
+    if a.what == "dial":
+        return _print_json(bench.dial_table(bundle, spec, people, cache, seeds=a.seeds))
     if a.what == "adversarial":
         return _print_json(bench.adversarial_table(bundle, spec, cache, seeds=a.seeds))
     if a.what == "claims":
@@ -190,11 +192,15 @@ def cmd_tour(a) -> None:
     for label, key in TOUR_PHENOMENA:
         print(f"  {label:<46} {_pct(p[key])}")
     print(f"  '{phenomena.POLICE_PROMPT}' top 10: {p['retrieval/police_top10']}")
-    print("\nTypographic attacks, W trained with KTO:\n      t   objects (clean)   objects (attacked)   reading")
+    print(
+        "\nTypographic attacks, W trained with KTO:\n"
+        "      t   objects (clean)   objects (attacked)   written word (OCR)   text-only images"
+    )
     for c in r["typographic"]["curve"]:
         print(
             f"  {c['t']:5.1f}   {_pct(c['accuracy/clean']):>15}   {_pct(c['accuracy/attacked']):>18}   "
-            f"{_pct(c['accuracy/reading']):>7}" + ("   <- the original model" if c["t"] == 0 else "")
+            f"{_pct(c['accuracy/ocr']):>18}   {_pct(c['accuracy/text_only']):>16}"
+            + ("   <- the original model" if c["t"] == 0 else "")
         )
     print("\nGender, W trained with DPO to reverse gender; men / women in the top 10 of each skewed activity:")
     print(gender.format_result(r["gender"]))
@@ -312,7 +318,18 @@ def _add_bench(sub) -> None:
     )
     bn.add_argument(
         "what",
-        choices=["typographic", "tune", "claims", "gender", "speed", "encode", "ablation", "adversarial", "sliders"],
+        choices=[
+            "typographic",
+            "tune",
+            "dial",
+            "claims",
+            "gender",
+            "speed",
+            "encode",
+            "ablation",
+            "adversarial",
+            "sliders",
+        ],
     )
     bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
     bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")

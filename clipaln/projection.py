@@ -108,6 +108,34 @@ class SharedProjection(nn.Module):
         return out
 
 
+def orthogonality_gap(weight: torch.Tensor) -> torch.Tensor:
+    """||W^T W - I||_F / ||I||_F = ||W^T W - I||_F / sqrt(d): 0 for an orthogonal W, differentiable.
+    The paper says of its trained W that "W^T W remains close to the identity matrix" (Sec. 3.4)."""
+    eye = torch.eye(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+    return torch.linalg.matrix_norm(weight.T @ weight - eye) / weight.shape[-1] ** 0.5
+
+
+def spectrum(projection: SharedProjection | None) -> dict:
+    """How far W is from orthogonal: w/orthogonality_gap (||W^T W - I||_F / sqrt(d)) and its smallest and
+    largest singular values, w/s_min and w/s_max (the base model, projection None: 0, 1, 1)."""
+    if projection is None:
+        return {"w/orthogonality_gap": 0.0, "w/s_min": 1.0, "w/s_max": 1.0}
+    w = projection.weight.detach().double()
+    s = torch.linalg.svdvals(w)
+    return {"w/orthogonality_gap": orthogonality_gap(w).item(), "w/s_min": s.min().item(), "w/s_max": s.max().item()}
+
+
+#: The target for a trained W (docs/toy-world.md, "The trained W"), written before any dial was read:
+#: close to orthogonal, as the paper says of its W, so that S^t over Fig. 2's t in [-2, 1.2] stays gentle.
+MAX_GAP = 0.5
+S_RANGE = (0.5, 2.0)
+
+
+def within_target(stats: dict, max_gap: float = MAX_GAP, s_range: tuple[float, float] = S_RANGE) -> bool:
+    """Whether spectrum() `stats` meet the target: gap at most max_gap, every singular value in s_range."""
+    return stats["w/orthogonality_gap"] <= max_gap and s_range[0] <= stats["w/s_min"] and stats["w/s_max"] <= s_range[1]
+
+
 class SpectralScorer:
     """All image-class cosines under W_t for any t, from cached V^T x and V^T y.
 

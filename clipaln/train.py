@@ -24,7 +24,7 @@ from . import distributed as dist
 from . import losses
 from .io import save_tensors
 from .policy import PreferenceData, logprobs, similarities
-from .projection import SharedProjection
+from .projection import SharedProjection, orthogonality_gap
 
 __all__ = ["PreferenceData", "TrainConfig", "fit_projection", "loop", "lr_at", "rank_batch", "bma_weight"]
 
@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     bma: bool = False
     pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
+    orth: float = 0.0  # the weight of ||W^T W - I||_F^2 / d, which keeps W near orthogonal (fit_projection)
 
     @classmethod
     def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
@@ -56,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"beta must be a positive number, got {self.beta}")
         if not self.lam >= 0 or not math.isfinite(self.lam):
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if not self.orth >= 0 or not math.isfinite(self.orth):
+            raise ValueError(f"orth must be >= 0, got {self.orth}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs, batch_size and lr must be positive")
 
@@ -316,7 +319,12 @@ def fit_projection(
         logp = logprobs(data.pref_images[idx], data.texts, tau, proj)  # (b, K)
         logp_reg = logprobs(data.reg_images[ridx], reg_texts, tau, proj)  # (b, K')
         y_w, y_l = data.y_w[idx], data.y_l[idx]
-        return preference_objective(cfg, logp, ref_pref[idx], y_w, y_l, logp_reg, ref_reg[ridx], batch)
+        loss, logs = preference_objective(cfg, logp, ref_pref[idx], y_w, y_l, logp_reg, ref_reg[ridx], batch)
+        if cfg.orth:  # each process adds its share, so the sum over processes is the penalty once
+            share = len(idx) / batch
+            penalty = share * orthogonality_gap(proj.weight).square()
+            loss, logs = loss + cfg.orth * penalty, {**logs, "loss/orth": penalty.detach()}
+        return loss, logs
 
     params = list(proj.parameters())
     n, m = len(data.pref_images), len(data.reg_images)

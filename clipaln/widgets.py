@@ -185,7 +185,8 @@ class _Widget:
 CURVES = (
     ("accuracy/clean", "tab:green", "objects, clean (O)"),
     ("accuracy/attacked", "tab:blue", "objects, attacked (T)"),
-    ("accuracy/reading", "tab:red", "reading text-only images (OCR)"),
+    ("accuracy/ocr", "tab:red", "attacked: the written word named (OCR)"),
+    ("accuracy/text_only", "tab:purple", "text-only images read"),
 )
 
 
@@ -201,12 +202,12 @@ class TradeoffWidget(_Widget):
         example_feats: torch.Tensor,
         example_labels: Sequence[int],
         class_names: Sequence[str],
-        t_range=(-3.0, 4.0),
+        t_range=(-2.0, 2.0),
         t0: float = 1.0,
     ):
         self.names, self.labels = list(class_names), list(example_labels)
         self.scorer = SpectralScorer(projection, example_feats, sweep.feats.texts)
-        self.ts = torch.linspace(t_range[0], t_range[1], 71).tolist()
+        self.ts = torch.linspace(t_range[0], t_range[1], round((t_range[1] - t_range[0]) / 0.1) + 1).tolist()
         self.curve = sweep.curve(self.ts)
         n = len(examples)
         fig = plt.figure(figsize=(11, 4.8), layout="constrained")
@@ -236,8 +237,8 @@ class TradeoffWidget(_Widget):
     def _draw(self, t: float) -> None:
         self.marker.set_xdata([t, t])
         point = min(self.curve, key=lambda c: abs(c["t"] - t))
-        o, a, r = (100 * point[key] for key, _, _ in CURVES)
-        self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%")
+        o, a, r, x = (100 * point[key] for key, _, _ in CURVES)
+        self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%   text-only {x:.0f}%")
         for ax, p, y in zip(self.img_axes, self.predictions(t), self.labels):
             ax.set_title(self.names[p], fontsize=8, color="green" if p == y else "red")
 
@@ -310,7 +311,7 @@ def bench(cache: FeatureCache | None = None) -> dict:
     )  # fmt: skip
     out = {}
     for name, ui, positions in (
-        ("tradeoff (notebook 03)", tradeoff, [round(0.1 * i, 1) for i in range(-30, 41)]),
+        ("tradeoff (notebook 03)", tradeoff, [round(0.1 * i, 1) for i in range(-20, 21)]),
         ("retrieval (notebook 04)", retrieval, [round(0.01 * i, 2) for i in range(-50, 151)]),
     ):
         times = [ui.update(t) for t in positions]

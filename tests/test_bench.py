@@ -35,32 +35,28 @@ def test_claims_are_judged_per_method_not_on_an_average():
     rows = {"base": _row(0.3, 0.9, 0.0), "CE": _row(0.8, 0.9, 0.05, 0.5)}
     rows |= {"DPO": _row(0.7, 0.9), "IPO": _row(0.75, 0.89), "KTO": _row(0.4, 0.9)}  # KTO gains only 10 points
     out = {c["claim"]: c for c in bench.claims(table={"rows": rows})}
-    assert out["preference optimisation raises T and keeps O"]["verdict"] == "disagrees"
+    assert out["preference optimisation raises T and keeps O"]["verdict"] == "partly (DPO, IPO)"
     assert out["preference optimisation beats CE"]["verdict"] == "disagrees"  # best PO T 75 < CE's 80
     assert out["preference optimisation moves the model less than CE"]["verdict"] == "agrees"
     assert out["preference optimisation keeps knowledge out of domain"]["verdict"] == "agrees"
-    assert out["the ranking of DPO, IPO and KTO"]["verdict"] == "n/a"
-    rows["KTO"] = _row(0.6, 0.9)
+    assert out["KTO has the best average of O and T"]["verdict"] == "disagrees"  # IPO's (75 + 89) / 2 leads
+    rows["KTO"] = _row(0.8, 0.9)
+    rows["IPO"] = _row(0.75, 0.89, kl=0.2)  # IPO moves the model more than CE (KL 0.05)
     out = {c["claim"]: c for c in bench.claims(table={"rows": rows})}
     assert out["preference optimisation raises T and keeps O"]["verdict"] == "agrees"
+    assert out["KTO has the best average of O and T"]["verdict"] == "agrees"
+    assert out["preference optimisation moves the model less than CE"]["verdict"] == "partly (DPO, KTO)"
+    rows |= {m: _row(0.75, 0.9, kl=0.3) for m in ("DPO", "IPO", "KTO")}
+    out = {c["claim"]: c for c in bench.claims(table={"rows": rows})}
+    assert out["preference optimisation moves the model less than CE"]["verdict"] == "disagrees"
 
 
 def test_tradeoff_claim_needs_both_directions():
-    point = lambda t, ocr, word: {
-        "accuracy/attacked": t,
-        "accuracy/reading": ocr,
-        "attack/success": word,
-        "accuracy/clean": 1.0,
-    }
-    sweep = {
-        -2.0: point(0.2, 0.99, 0.7),
-        -1.0: point(0.3, 0.99, 0.6),
-        0.0: point(0.5, 0.99, 0.4),
-        1.0: point(0.8, 0.6, 0.1),
-    }
+    point = lambda t, ocr: {"accuracy/attacked": t, "accuracy/ocr": ocr, "accuracy/clean": 1.0}
+    sweep = {-2.0: point(0.2, 0.7), -1.0: point(0.3, 0.6), 0.0: point(0.5, 0.4), 1.0: point(0.8, 0.1)}
     (claim,) = bench.claims(tradeoff=sweep)
-    assert claim["verdict"] == "agrees"  # OCR is saturated at t = 0, but the written word wins more at t = -2
-    sweep[-2.0] = point(0.6, 0.9, 0.3)
+    assert claim["verdict"] == "agrees"  # T rises at t = 1; the written word is named more at t = -1 and -2
+    sweep[-2.0] = point(0.6, 0.3)  # t = -2 reads less than t = 0
     assert bench.claims(tradeoff=sweep)[0]["verdict"] == "disagrees"
 
 
@@ -74,3 +70,16 @@ def test_ablation_prints_every_row_and_the_sweeps(capsys):
     # the KL term does its job: CE with it moves the model less than CE without it
     assert r["rows"]["CE + KL"]["kl/clean"] < r["rows"]["CE"]["kl/clean"]
     assert len(r["beta_lambda"]) == 9 and [s["n_train"] for s in r["data_size"]] == [12, 24, 48, 96]
+
+
+def test_dial_bench_reports_each_default_ws_spectrum_and_dial(capsys):
+    from clipaln.cli import main
+
+    assert main(["bench", "dial", "--n-train", "96", "--n-test", "48", "--seeds", "0", "--no-cache"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["typographic"]) == {"dpo", "ipo", "kto", "ce"} and set(r["gender"]) == {"dpo", "ipo", "kto"}
+    row = r["typographic"]["dpo"][0]
+    assert row["w/s_min"] <= 1.0 <= row["w/s_max"] and 0.0 <= row["dial/min_clean"] <= 1.0
+    within = row["w/orthogonality_gap"] <= 0.5 and 0.5 <= row["w/s_min"] and row["w/s_max"] <= 2.0
+    assert row["checks"]["w_within_target"] == within
+    assert row["checks"]["min_clean_at_least_60"] == (row["dial/min_clean"] >= 0.6)

@@ -5,6 +5,7 @@ from PIL import Image
 
 from clipaln.data.gender import GenderCSV, GenderFolder, reversal_task
 from clipaln.features import FeatureCache
+from clipaln.projection import spectrum, within_target
 from clipaln.tracks import gender
 
 
@@ -71,6 +72,7 @@ def test_what_the_reversal_does_on_the_toy_world(reversal):
     assert 0.0 < s["t_star"] < 1.0 and s["t_star_chosen_on"] == "validation gallery"
     assert s["t_star_metrics"]["retrieval/precision"] >= 0.9  # activities survive the scaling
     assert set(s["t_star_per_prompt"]) == set(s["skewed_prompts"])
+    assert within_target(spectrum(proj))  # the default W stays near orthogonal (docs/toy-world.md)
 
 
 @pytest.mark.xfail(strict=True, reason="the paper's claim; on the toy world t = 1 flips only one side (README claims)")

@@ -7,8 +7,10 @@ attacks are written by clipaln.data.typographic.attack.
 
 Metrics (docs/method.md section 4), fractions in [0, 1]: accuracy/clean (the paper's O), accuracy/attacked
 (T, training style), accuracy/attacked_unseen (T_unseen: other fonts, colours, sizes, rotation,
-words never written in training), accuracy/reading (OCR: reading text-only images over the class
-names), attack/success (the written word wins) and kl/clean = KL(pi_ref || pi) on clean test images.
+words never written in training), accuracy/ocr (OCR as the paper's Fig. 2 plots it: naming the
+written word on the same attacked images), accuracy/text_only (reading text-only images over the
+class names), kl/clean = KL(pi_ref || pi) on clean test images, and W's spectrum (w/orthogonality_gap,
+w/s_min, w/s_max; clipaln.projection.spectrum).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..manifest import digest
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, similarities
-from ..projection import SharedProjection, SpectralScorer
+from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, spectrum, within_target
 from ..toyworld import OBJECTS
 from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
@@ -37,40 +39,56 @@ from ..train import TrainConfig, fit_projection
 
 #: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
 #: registry) and every preference method averages its iterates with BMA, as the authors do. The
-#: learning rate and epochs were chosen by `tune` on the toy world's validation split (never on test
-#: numbers): `clipaln bench tune --json` prints the grid and the choice.
+#: learning rate, epochs and the weight of the orthogonality penalty (orth) were chosen by `tune` on
+#: the toy world's validation split (never on test numbers), under the target for W
+#: (clipaln.projection.MAX_GAP, S_RANGE) and the dial's: `clipaln bench tune --json` prints the grid and the choice.
 DEFAULTS = {
-    "dpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
-    "ipo": dict(lr=0.003, epochs=10, batch_size=256, bma=True),
-    "kto": dict(lr=0.03, epochs=30, batch_size=256, bma=True),
-    "ce": dict(lr=0.01, epochs=30, batch_size=256),
+    "dpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
+    # IPO misses W's target at every setting tried (its smallest singular value stays at or below 0.14
+    # even with orth = 10,000): this is the nearest to it of the grid (docs/toy-world.md)
+    "ipo": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256, bma=True),
+    "kto": dict(lr=0.003, epochs=3, orth=1.0, batch_size=256, bma=True),
+    # CE has no KL term: only orth = 100 keeps its W within the target (at orth = 0: S 0.30 to 1.65)
+    "ce": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256),
     # the further preference losses start from DPO's setting (not tuned: `clipaln bench tune` can)
-    "cdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
-    "rfdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
-    "mdpo": dict(lr=0.1, epochs=10, batch_size=256, bma=True),
+    "cdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
+    "rfdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
+    "mdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
 }
-#: The grid `tune` searches, and how much clean validation accuracy a choice may give up.
+#: The grid `tune` searches, and how much clean validation accuracy a choice may give up at t = 1.
 LR_GRID = (0.003, 0.01, 0.03, 0.1)
-EPOCH_GRID = (10, 30)
+EPOCH_GRID = (3, 10, 30)
+ORTH_GRID = (0.0, 1.0, 10.0, 100.0)
 MAX_CLEAN_DROP = 0.02
+#: The dial: Fig. 2's range of t in steps of 0.2, and the clean accuracy a choice must keep at every t of it.
+DIAL_TS = tuple(round(-2.0 + 0.2 * i, 1) for i in range(17))
+MIN_CLEAN_ON_DIAL = 0.6
 #: The paper's short names of the metrics, for printing.
 SHORT_NAMES = {
     "O": "accuracy/clean",
     "T": "accuracy/attacked",
     "T_unseen": "accuracy/attacked_unseen",
-    "OCR": "accuracy/reading",
+    "OCR": "accuracy/ocr",
+    "text-only": "accuracy/text_only",
 }
 
 
 def in_percent(metrics: dict) -> dict:
-    """The accuracies of `metrics` under the paper's short names (O, T, T_unseen, OCR), in percent: for printing."""
+    """The accuracies of `metrics` under the paper's short names (O, T, T_unseen, OCR, text-only), in
+    percent: for printing."""
     return {short: 100 * metrics[key] for short, key in SHORT_NAMES.items() if key in metrics}
 
 
 def format_metrics(metrics: dict) -> str:
-    """One line for people: "O 100.0  T 48.5  T_unseen 40.8  OCR 66.3  KL 0.0009"."""
+    """One line for people, e.g. "O 100.0  T 94.0  T_unseen 90.1  OCR 4.2  text-only 80.3  KL 0.0009",
+    then W's "|W^T W - I| 0.14  S 0.50-1.15" (the gap and the range of its singular values)."""
     kl = f"  KL {metrics['kl/clean']:.4f}" if "kl/clean" in metrics else ""
-    return "  ".join(f"{k} {v:.1f}" for k, v in in_percent(metrics).items()) + kl
+    w = (
+        f"  |W^T W - I| {metrics['w/orthogonality_gap']:.2f}  S {metrics['w/s_min']:.2f}-{metrics['w/s_max']:.2f}"
+        if "w/orthogonality_gap" in metrics
+        else ""
+    )
+    return "  ".join(f"{k} {v:.1f}" for k, v in in_percent(metrics).items()) + kl + w
 
 
 def train_config(method: str, **overrides) -> TrainConfig:
@@ -344,9 +362,10 @@ def evaluate(
         "accuracy/clean": accuracy(sim(feats.test.clean), feats.test.labels),
         "accuracy/attacked": accuracy(sim(feats.test.attacked), feats.test.labels),
         "accuracy/attacked_unseen": accuracy(sim(feats.unseen.attacked), feats.unseen.labels),
-        "accuracy/reading": accuracy(sim(feats.reading), feats.reading_labels),
-        "attack/success": accuracy(sim(feats.test.attacked), feats.test.written),
+        "accuracy/ocr": accuracy(sim(feats.test.attacked), feats.test.written),
+        "accuracy/text_only": accuracy(sim(feats.reading), feats.reading_labels),
         "kl/clean": kl,
+        **spectrum(projection),
     }
 
 
@@ -374,12 +393,63 @@ def evaluate_photos(
 
 @torch.no_grad()
 def evaluate_split(feats: Features, split: Split, projection: SharedProjection | None = None) -> dict:
-    """Clean and attacked accuracy on one split (e.g. feats.val, to choose hyper-parameters)."""
+    """Clean and attacked accuracy and OCR on one split (e.g. feats.val, to choose hyper-parameters)."""
     sim = lambda x: similarities(x, feats.texts, projection)
     return {
         "accuracy/clean": accuracy(sim(split.clean), split.labels),
         "accuracy/attacked": accuracy(sim(split.attacked), split.labels),
+        "accuracy/ocr": accuracy(sim(split.attacked), split.written),
     }
+
+
+def dial(sweep: Sweep, ts=DIAL_TS) -> dict:
+    """How the dial turns over `ts` (Fig. 2's range by default): the lowest clean accuracy, T and O
+    at t = 0 and 1, OCR at t = 0, -1 and -2, and the largest change of T between neighbouring t."""
+    curve = {t: sweep.at(t) for t in sorted({*ts, 0.0, 1.0, -1.0, -2.0})}
+    at = lambda t, k: curve[t][k]
+    keys = sorted(curve)
+    steps = [abs(at(b, "accuracy/attacked") - at(a, "accuracy/attacked")) for a, b in zip(keys, keys[1:])]
+    return {
+        "dial/min_clean": min(at(t, "accuracy/clean") for t in ts),
+        "dial/clean_t0": at(0.0, "accuracy/clean"),
+        "dial/clean_t1": at(1.0, "accuracy/clean"),
+        "dial/attacked_t0": at(0.0, "accuracy/attacked"),
+        "dial/attacked_t1": at(1.0, "accuracy/attacked"),
+        "dial/ocr_t0": at(0.0, "accuracy/ocr"),
+        "dial/ocr_t-1": at(-1.0, "accuracy/ocr"),
+        "dial/ocr_t-2": at(-2.0, "accuracy/ocr"),
+        "dial/max_attacked_step": max(steps),
+    }
+
+
+def _admissible(row: dict, base_clean: float, max_clean_drop: float) -> bool:
+    """W within its target, clean accuracy kept at t = 1 and over the whole dial (validation numbers)."""
+    return (
+        row["w/within_target"]
+        and row["val/dial/clean_t1"] >= base_clean - max_clean_drop
+        and row["val/dial/min_clean"] >= MIN_CLEAN_ON_DIAL
+    )
+
+
+def choose(grid: list[dict], base_clean: float, max_clean_drop: float = MAX_CLEAN_DROP) -> dict:
+    """The row of a tuning grid to keep: among the admissible rows (W within its target, validation
+    clean accuracy within max_clean_drop of the base model's at t = 1 and at least MIN_CLEAN_ON_DIAL
+    at every t of the dial), the highest validation attacked accuracy at t = 1. When none is
+    admissible: the row whose W is nearest orthogonal."""
+    ok = [r for r in grid if _admissible(r, base_clean, max_clean_drop)]
+    if ok:
+        return max(ok, key=lambda r: r["val/dial/attacked_t1"])
+    near = [r for r in grid if r["w/within_target"]]
+    if near:  # W within its target, but the dial's clean accuracy is missed: the smallest miss
+        return max(near, key=lambda r: r["val/dial/min_clean"])
+    return min(grid, key=_distance_to_target)
+
+
+def _distance_to_target(row: dict) -> float:
+    """How many times too far from orthogonal W is, by its worst measure (1 = on the target's edge)."""
+    return max(
+        row["w/orthogonality_gap"] / MAX_GAP, S_RANGE[0] / max(row["w/s_min"], 1e-12), row["w/s_max"] / S_RANGE[1]
+    )
 
 
 def tune(
@@ -387,38 +457,56 @@ def tune(
     method: str,
     lrs=LR_GRID,
     epochs=EPOCH_GRID,
+    orths=ORTH_GRID,
     seed: int = 0,
     max_clean_drop: float = MAX_CLEAN_DROP,
+    progress: bool = False,
     **overrides,
 ) -> dict:
-    """W's learning rate and epochs for `method`, chosen on the validation split only: the highest
-    attacked accuracy among the settings whose clean accuracy stays within max_clean_drop of the base
-    model's (the smallest drop when none does). Returns {"choice": {lr, epochs}, "grid": [rows]}."""
+    """W's learning rate, epochs and orthogonality weight for `method`, chosen on the validation split
+    only (`choose`; when no row is admissible, `admissible` is False in the result). Each grid row
+    holds the setting, W's spectrum and the validation dial (`dial` on feats.val). Returns
+    {"choice": {lr, epochs, orth}, "admissible", "val/base_accuracy/clean", "grid": [rows]}."""
     if feats.val is None:
         raise ValueError("tuning needs a validation split: build the features from a spec with a val_set")
     base = evaluate_split(feats, feats.val)["accuracy/clean"]
     grid = []
-    for lr in lrs:
-        for n in epochs:
-            proj, _ = train(feats, train_config(method, lr=lr, epochs=n, seed=seed, **overrides), progress=False)
-            grid.append(
-                {"lr": lr, "epochs": n, **{f"val/{k}": v for k, v in evaluate_split(feats, feats.val, proj).items()}}
-            )
-    ok = [r for r in grid if r["val/accuracy/clean"] >= base - max_clean_drop]
-    best = max(ok, key=lambda r: r["val/accuracy/attacked"]) if ok else max(grid, key=lambda r: r["val/accuracy/clean"])
-    return {"choice": {"lr": best["lr"], "epochs": best["epochs"]}, "val/base_accuracy/clean": base, "grid": grid}
+    for orth in orths:
+        for lr in lrs:
+            for n in epochs:
+                cfg = train_config(method, lr=lr, epochs=n, orth=orth, seed=seed, **overrides)
+                proj, _ = train(feats, cfg, progress=progress)
+                stats = spectrum(proj)
+                val = dial(Sweep(feats, proj, split="val"))
+                row = {"lr": lr, "epochs": n, "orth": orth, **stats, "w/within_target": within_target(stats)}
+                grid.append(row | {f"val/{k}": v for k, v in val.items()})
+    best = choose(grid, base, max_clean_drop)
+    choice = {k: best[k] for k in ("lr", "epochs", "orth")}
+    return {
+        "choice": choice,
+        "admissible": _admissible(best, base, max_clean_drop),
+        "val/base_accuracy/clean": base,
+        "grid": grid,
+    }
 
 
 class Sweep:
-    """accuracy/clean, /attacked, /reading and attack/success (the written word wins) for any t,
-    from one SVD (the spectral scorer): what the slider calls."""
+    """accuracy/clean, /attacked, /ocr (the written word named on the attacked images) and /text_only
+    (reading text-only images) for any t, from one SVD (the spectral scorer): what the slider calls.
+    split: "test" (the default) or "val" (for choosing hyper-parameters; its text-only numbers are the
+    test's text-only images)."""
 
-    def __init__(self, feats: Features, projection: SharedProjection):
-        self.feats = feats
-        images = torch.cat([feats.test.clean, feats.test.attacked, feats.reading])
-        self.n1, self.n2 = len(feats.test.clean), len(feats.test.clean) + len(feats.test.attacked)
+    def __init__(self, feats: Features, projection: SharedProjection, split: str = "test"):
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        part = feats.test if split == "test" else feats.val
+        if part is None:
+            raise ValueError(f"these features have no {split} split")
+        self.feats, self.split = feats, part
+        images = torch.cat([part.clean, part.attacked, feats.reading])
+        self.n1, self.n2 = len(part.clean), len(part.clean) + len(part.attacked)
         self.scorer = SpectralScorer(projection, images, feats.texts)
-        self.labels = torch.cat([feats.test.labels, feats.test.labels, feats.reading_labels])
+        self.labels = torch.cat([part.labels, part.labels, feats.reading_labels])
 
     def scores(self, t) -> torch.Tensor:
         return self.scorer.scores(t)
@@ -430,25 +518,27 @@ class Sweep:
             "t": float(t) if torch.as_tensor(t).ndim == 0 else t,
             "accuracy/clean": hit[: self.n1].mean().item(),
             "accuracy/attacked": hit[self.n1 : self.n2].mean().item(),
-            "accuracy/reading": hit[self.n2 :].mean().item(),
-            "attack/success": (pred[self.n1 : self.n2] == self.feats.test.written).float().mean().item(),
+            "accuracy/ocr": (pred[self.n1 : self.n2] == self.split.written).float().mean().item(),
+            "accuracy/text_only": hit[self.n2 :].mean().item(),
         }
 
     def curve(self, ts) -> list[dict]:
         return [self.at(float(t)) for t in ts]
 
 
-def per_direction_reading(feats: Features, projection: SharedProjection, t: float = 2.0) -> torch.Tensor:
-    """For each singular direction i: the drop in reading accuracy (a fraction) when only direction i is
-    scaled by S_i^t (all others at t = 0). The directions whose amplification stops the model
-    from reading are the ones that carry reading."""
+def per_direction_reading(
+    feats: Features, projection: SharedProjection, t: float = 2.0, metric: str = "accuracy/ocr"
+) -> torch.Tensor:
+    """For each singular direction i: the drop in `metric` (a fraction; OCR by default, or
+    "accuracy/text_only") when only direction i is scaled by S_i^t (all others at t = 0). The
+    directions whose amplification stops the model from reading are the ones that carry reading."""
     sweep = Sweep(feats, projection)
-    base = sweep.at(0.0)["accuracy/reading"]
+    base = sweep.at(0.0)[metric]
     out = torch.zeros(projection.dim)
     for i in range(projection.dim):
         tv = torch.zeros(projection.dim)
         tv[i] = t
-        out[i] = base - sweep.at(tv)["accuracy/reading"]
+        out[i] = base - sweep.at(tv)[metric]
     return out
 
 
