@@ -60,7 +60,7 @@ def _print_pairs(m: dict) -> None:
 
 
 def cmd_train(a) -> None:
-    overrides = {k: getattr(a, k) for k in ("beta", "lam", "epochs", "lr", "batch_size")}
+    overrides = {k: getattr(a, k) for k in ("beta", "lam", "epochs", "lr", "batch_size", "orth")}
     overrides.update(seed=a.seed, bma=False if a.no_bma else None)
     result = runs.train_run(
         a.task,
@@ -267,6 +267,9 @@ def _add_train(sub) -> None:
     tr.add_argument("--epochs", type=_count(1), default=None)
     tr.add_argument("--lr", type=_number(0, strict=True), default=None)
     tr.add_argument("--batch-size", type=_count(1), default=None, help="global batch (split across torchrun ranks)")
+    tr.add_argument(
+        "--orth", type=_number(0), default=None, help="weight of the penalty ||W^T W - I||_F^2 / d (0: none)"
+    )
     tr.add_argument("--no-bma", action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")
     tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
     tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")

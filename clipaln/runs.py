@@ -195,6 +195,8 @@ def train_run(
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
     _check_train_flags(task, mode, resume, train_text, checkpoint_every)
+    if mode == "full" and (overrides or {}).get("orth"):
+        raise ValueError("--orth is for W training; full fine-tuning has no W to keep orthogonal")
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     if dist.init() and device is None:
@@ -207,6 +209,7 @@ def train_run(
         if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
             overrides["lr"] = overrides.get("lr") or bundle.finetune_lr
             overrides["epochs"] = overrides.get("epochs") or 3
+            overrides["orth"] = 0.0
         cfg = track.train_config(method, **overrides)
         run = run_manifest(bundle, pretrained, task, spec, data, mode=mode, train_text=train_text, t=1.0)
         identity = {k: run[k] for k in manifest.IDENTITY}

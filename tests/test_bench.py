@@ -79,7 +79,8 @@ def test_dial_bench_reports_each_default_ws_spectrum_and_dial(capsys):
     r = json.loads(capsys.readouterr().out)
     assert set(r["typographic"]) == {"dpo", "ipo", "kto", "ce"} and set(r["gender"]) == {"dpo", "ipo", "kto"}
     row = r["typographic"]["dpo"][0]
-    assert row["w/s_min"] <= 1.0 <= row["w/s_max"] and 0.0 <= row["dial/min_clean"] <= 1.0
+    assert row["w/s_min"] <= row["w/s_max"] and row["dial/min_clean"] <= row["dial/clean_t0"]
+    assert row["dial/ocr_t0"] == r["typographic"]["ce"][0]["dial/ocr_t0"]  # t = 0 is the base model for every W
     within = row["w/orthogonality_gap"] <= 0.5 and 0.5 <= row["w/s_min"] and row["w/s_max"] <= 2.0
     assert row["checks"]["w_within_target"] == within
     assert row["checks"]["min_clean_at_least_60"] == (row["dial/min_clean"] >= 0.6)

@@ -70,7 +70,9 @@ def test_train_and_eval_typographic_toy(capsys, tmp_path):
     )
     assert code == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert {"accuracy/clean", "accuracy/attacked", "accuracy/ocr", "accuracy/text_only", "kl/clean", "w/s_min"} <= set(m["trained"])
+    assert {"accuracy/clean", "accuracy/attacked", "accuracy/ocr", "accuracy/text_only", "kl/clean", "w/s_min"} <= set(
+        m["trained"]
+    )
     assert m["config"]["method"] == "dpo"
     proj = SharedProjection.load(out / "projection.safetensors")
     assert proj.metadata["method"] == "dpo" and proj.metadata["model"] == "toy"

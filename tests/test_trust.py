@@ -270,6 +270,8 @@ def test_hidden_folders_are_not_classes_and_duplicates_are_refused(tmp_path):
         (["train", "gender", "--n-train", "13", "--out", "{out}"], "multiple"),
         (["train", "typographic", "--mode", "full", "--checkpoint-every", "5", "--out", "{out}"], "no checkpoints"),
         (["train", "typographic", "--mode", "full", "--resume", "--out", "{out}"], "--resume"),
+        (["train", "typographic", "--mode", "full", "--orth", "1", "--out", "{out}"], "--orth"),
+        (["train", "typographic", "--orth", "-1", "--out", "{out}"], "--orth"),
         (["eval", "toy", "--n-train", "10"], "--n-train"),
         (["eval", "toy", "--t", "1"], "--t"),
         (["eval", "toy", "--workers", "2"], "--workers"),

@@ -50,7 +50,7 @@ DEFAULTS = {
     "kto": dict(lr=0.003, epochs=3, orth=1.0, batch_size=256, bma=True),
     # CE has no KL term: only orth = 100 keeps its W within the target (at orth = 0: S 0.30 to 1.65)
     "ce": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256),
-    # the further preference losses start from DPO's setting (not tuned: `clipaln bench tune` can)
+    # the further preference losses take DPO's setting (`typographic.tune(feats, "cdpo")` can tune one)
     "cdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
     "rfdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
     "mdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
