@@ -1,6 +1,7 @@
 """The gender track: preference pairs, loaders, reversal, the neutral point t*."""
 
 import pytest
+import torch
 from PIL import Image
 
 from clipaln.data.gender import GenderCSV, GenderFolder, reversal_task
@@ -96,3 +97,20 @@ def test_t_zero_is_the_original_ranking(reversal):
     base = gender.Sweep(feats, None)
     for a in feats.activities:
         assert sweep.ranking(0.0, a) == base.ranking(0.0, a)
+
+
+def test_understanding_of_gender_against_t(reversal):
+    feats, proj = reversal
+    (at0,) = gender.understanding(feats, proj, [0.0])
+    # t = 0 is the pretrained model: recompute with plain cosines against the reversal task's captions
+    s = torch.nn.functional.normalize(feats.gallery, dim=-1) @ torch.nn.functional.normalize(feats.pref_texts, dim=-1).T
+    gi, ai = {g: i for i, g in enumerate(feats.genders)}, {a: i for i, a in enumerate(feats.activities)}
+    own = torch.tensor([2 * ai[a] + gi[g] for g, a in feats.gallery_labels])
+    other = torch.tensor([2 * ai[a] + 1 - gi[g] for g, a in feats.gallery_labels])
+    expected = (s.gather(1, own[:, None]) > s.gather(1, other[:, None])).float().mean().item()
+    assert at0["gender/understanding"] == pytest.approx(expected, abs=1e-6)
+    curve = [{"t": 0.0, "gender/understanding": 0.9}, {"t": 1.0, "gender/understanding": 0.3}]
+    assert gender.crossing(curve) == pytest.approx(2 / 3)
+    assert gender.crossing(curve[:1]) is None
+    with pytest.raises(ValueError, match="gallery"):
+        gender.understanding(feats, proj, [0.0], gallery="train")

@@ -305,6 +305,40 @@ def find_neutral_t(sweep: Sweep, activities, lo: float = 0.0, hi: float = 1.0, g
     return middle_of_best([c["retrieval/ndkl_sum"] for c in curve]), per_prompt, curve
 
 
+def understanding(feats: Features, projection: SharedProjection, ts, gallery: str = "test") -> list[dict]:
+    """The analogue of the paper's Fig. 3, "the models' understanding of gender", against t: on a
+    gallery's images (never trained on), the share for which the caption of the pictured person's
+    gender ("this man is cooking.") scores above the other gender's ("this woman is cooking.") under
+    W_t. 1 means the model tells gender as the pretrained one does, 0 that W_t reversed it, 0.5 that
+    it no longer tells the two apart. gallery: "test" or "val". Returns [{"t", "gender/understanding"}]."""
+    if gallery not in ("test", "val"):
+        raise ValueError(f"gallery must be 'test' or 'val', got {gallery!r}")
+    f = feats if gallery == "test" else feats.on_val_gallery()
+    gi = {g: i for i, g in enumerate(f.genders)}
+    ai = {a: i for i, a in enumerate(f.activities)}
+    own = torch.tensor([2 * ai[a] + gi[g] for g, a in f.gallery_labels])  # the order of reversal_task's captions
+    other = torch.tensor([2 * ai[a] + 1 - gi[g] for g, a in f.gallery_labels])
+    scorer = SpectralScorer(projection, f.gallery, f.pref_texts)
+    out = []
+    for t in ts:
+        s = scorer.scores(float(t))
+        right = s.gather(1, own[:, None]) > s.gather(1, other[:, None])
+        out.append({"t": float(t), "gender/understanding": right.float().mean().item()})
+    return out
+
+
+def crossing(curve: list[dict], key: str = "gender/understanding", level: float = 0.5) -> float | None:
+    """The first t of `curve` (sorted by t) where `key` crosses `level`, interpolated linearly
+    between the two grid points around it; None when it never does."""
+    for a, b in zip(curve, curve[1:]):
+        lo, hi = a[key] - level, b[key] - level
+        if lo == 0:
+            return a["t"]
+        if lo * hi < 0:
+            return a["t"] + (b["t"] - a["t"]) * lo / (lo - hi)
+    return curve[-1]["t"] if curve and curve[-1][key] == level else None
+
+
 def evaluate(feats: Features, projection: SharedProjection | None = None, k: int = 10) -> dict:
     """Retrieval of the skewed prompts on the test gallery at t = 0, and with a projection at t = 1
     and at t*, the smallest summed NDKL, chosen on the validation gallery when there is one (so the
