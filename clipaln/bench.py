@@ -226,16 +226,25 @@ def dial_table(
 
 def gender_table(bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2)) -> dict:
     """Each preference method on the gender track, for each training seed: t = 0 / t = 1 / t*
-    retrieval (per prompt counts, summed NDKL, balanced and flipped prompts, precision)."""
+    retrieval (per prompt counts, summed NDKL, balanced and flipped prompts, precision), the distinct
+    counts each prompt takes over t in [0, 1], the Fig. 3 crossing and W's spectrum; then ours, the
+    prompt reflection along the image gender direction (no training, so one row), under "reflection"."""
     feats = gender.build_features(bundle, spec, cache)
+
+    def row(proj) -> dict:
+        r = gender.evaluate(feats, proj)
+        r.pop("curve")
+        r.pop("understanding")
+        return r
+
     out = {}
     for method in gender.DEFAULTS:
         out[method] = []
         for seed in seeds:
             proj, _ = gender.train(feats, gender.train_config(method, seed=seed), progress=False)
-            r = gender.evaluate(feats, proj)
-            r.pop("curve")
-            out[method].append({"seed": seed, **r})
+            stats = spectrum(proj)
+            out[method].append({"seed": seed, **row(proj), **stats, "w_within_target": within_target(stats)})
+    out["reflection"] = [{"seed": None, **row(gender.PromptReflection(gender.image_gender_direction(feats)))}]
     return out
 
 

@@ -244,26 +244,43 @@ class TradeoffWidget(_Widget):
 
 
 class RetrievalWidget(_Widget):
-    """Slider over t: the top-k gallery images for a prompt, with the gender counts and MaxSkew@k."""
+    """Slider over t: the top-k gallery images for a prompt, with the gender counts and MaxSkew@k.
+    With `choices` (activities), a menu above the slider switches the prompt (.select(activity))."""
 
-    def __init__(self, sweep, gallery_images: Sequence, activity: str, t_range=(-0.5, 1.5), t0: float = 0.0):
+    def __init__(
+        self, sweep, gallery_images: Sequence, activity: str, t_range=(-0.5, 1.5), t0: float = 0.0, choices=None
+    ):
+        if activity not in sweep.feats.activities or any(c not in sweep.feats.activities for c in choices or ()):
+            raise ValueError(f"activities must be among {sweep.feats.activities}")
         self.sweep, self.images, self.activity = sweep, gallery_images, activity
         self.thumbs: dict[int, np.ndarray] = {}
         self.top: list[int] = []
         k = sweep.k
-        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 1.95))
+        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 2.3))
         self.axes = list(np.atleast_1d(axes))
         for ax in self.axes:
             ax.axis("off")
             ax.set_title(" ", fontsize=8)
-        prompt = sweep.feats.prompts[sweep.feats.activities.index(activity)]
-        fig.suptitle(f"top {k} for '{prompt}'", fontsize=9, y=0.99)
+        fig.suptitle(f"the top {k} of the gallery", fontsize=9, y=0.99)
         # what changes with t, as an axes-level text so that blitting can redraw it
         self.title = self.axes[0].text(
-            0.5, 0.885, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
+            0.5, 0.91, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
         )  # fmt: skip
-        fig.subplots_adjust(top=0.70, bottom=0.0, left=0.01, right=0.99)
+        fig.subplots_adjust(top=0.64, bottom=0.0, left=0.01, right=0.99)
         self._start(fig, [ax.title for ax in self.axes] + [self.title], t0, t_range, 0.01, ".2f")
+        if choices:
+            import ipywidgets as w
+
+            self.menu = w.Dropdown(options=list(choices), value=activity, description="prompt")
+            self.menu.observe(lambda change: self.select(change["new"]), names="value")
+            self.widget = w.VBox([self.menu, self.widget])
+
+    def select(self, activity: str) -> float:
+        """Show another prompt at the slider's t; returns the update time in milliseconds."""
+        if activity not in self.sweep.feats.activities:
+            raise ValueError(f"{activity!r} is not among {self.sweep.feats.activities}")
+        self.activity = activity
+        return self.update(self.slider.value)
 
     def _thumb(self, i: int, side: int) -> np.ndarray:
         if i not in self.thumbs:
@@ -281,7 +298,10 @@ class RetrievalWidget(_Widget):
             ax.set_title(g, fontsize=8)
         r = self.sweep.at(t, [self.activity])["prompts"][self.activity]
         counts = ", ".join(f"{sum(g == x for g in genders)} {x}" for x in self.sweep.feats.genders)
-        self.title.set_text(f"t = {t:.2f}: {counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}")
+        prompt = self.sweep.feats.prompts[self.sweep.feats.activities.index(self.activity)]
+        self.title.set_text(
+            f"'{prompt}'\nt = {t:.2f}: {counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}"
+        )
 
 
 # --- `clipaln bench sliders` -----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The gender track: preference pairs, loaders, reversal, the neutral point t*."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -114,3 +115,56 @@ def test_understanding_of_gender_against_t(reversal):
     assert gender.crossing(curve[:1]) is None
     with pytest.raises(ValueError, match="gallery"):
         gender.understanding(feats, proj, [0.0], gallery="train")
+
+
+def test_the_prompt_reflection_reverses_the_gender_component_prompt_by_prompt(reversal):
+    feats, _ = reversal
+    g = gender.image_gender_direction(feats)
+    assert g.norm().item() == pytest.approx(1.0, abs=1e-6)
+    ref = gender.PromptReflection(g)
+    y = torch.nn.functional.normalize(feats.prompt_texts, dim=-1)
+    for t in (0.0, 0.5, 1.0):
+        s = ref.scorer(feats.gallery, feats.prompt_texts).scores(t)
+        y_t = y - 2 * t * (y @ g)[:, None] * g[None]
+        assert torch.allclose(y_t @ g, (1 - 2 * t) * (y @ g), atol=1e-6)  # the derivation's identity
+        x = torch.nn.functional.normalize(feats.gallery, dim=-1)
+        assert torch.allclose(s, x @ torch.nn.functional.normalize(y_t, dim=-1).T, atol=1e-6)
+    # on the toy world it flips what leans (measured: every skewed prompt that is not balanced at t = 0)
+    r = gender.evaluate(feats, ref)
+    leaning = [a for a in r["skewed_prompts"] if not r["t0"]["prompts"][a]["retrieval/balanced"]]
+    assert all(r["t1"]["prompts"][a]["retrieval/flipped"] for a in leaning)
+    assert r["t1"]["retrieval/precision"] >= 0.9
+    assert gender.Sweep(feats, ref).ranking(0.0, feats.activities[0]) == gender.Sweep(feats, None).ranking(
+        0.0, feats.activities[0]
+    )
+    with pytest.raises(ValueError, match="non-zero"):
+        gender.PromptReflection(torch.zeros(4))
+
+
+def test_each_lean_is_its_common_part_plus_its_own(reversal):
+    feats, proj = reversal
+    for t in (0.0, 1.0):
+        rows = gender.lean(feats, proj, t)
+        sweep = gender.Sweep(feats, proj)
+        s = sweep.scorer.scores(t).double()
+        for j, a in enumerate(feats.activities):
+            r = rows[a]
+            assert r["lean"] == pytest.approx(r["common"] + r["own"], abs=1e-9)
+            men = [i for i, (g, act) in enumerate(feats.gallery_labels) if act == a and g == feats.genders[0]]
+            women = [i for i, (g, act) in enumerate(feats.gallery_labels) if act == a and g != feats.genders[0]]
+            assert r["lean"] == pytest.approx((s[men, j].mean() - s[women, j].mean()).item(), abs=1e-5)
+    centred = gender.centred_counts(feats, None, 0.0)
+    assert set(centred) == set(feats.activities) and all(0 <= c <= 10 for c in centred.values())
+
+
+def test_weak_gender_cues_are_drawn_per_item_and_leave_the_rest_unchanged():
+    from clipaln.toyworld.datasets import ToyPeople
+
+    plain, weak = ToyPeople(3, 0, "gallery"), ToyPeople(3, 0, "gallery", weak_cues=0.5)
+    cues = [weak.cue(i) for i in range(len(weak))]
+    assert 0 < sum(c < 1 for c in cues) < len(cues)
+    for i, c in enumerate(cues[:8]):
+        same = np.array_equal(np.asarray(plain[i][0]), np.asarray(weak[i][0]))
+        assert same == (c == 1.0)
+    with pytest.raises(ValueError, match="share"):
+        ToyPeople(3, 0, "gallery", weak_cues=1.5)

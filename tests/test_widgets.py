@@ -70,18 +70,17 @@ def test_the_tradeoff_frame_follows_the_scorer(trained):
 
 
 def test_the_retrieval_frame_shows_the_ranking(toy):
-    from clipaln.toyworld.datasets import ToyPeople
     from clipaln.tracks import gender
     from clipaln.train import TrainConfig
 
     spec = gender.toy_spec(n_train_per_cell=4, n_gallery_per_cell=4, seed=0)
     feats = gender.build_features(toy, spec, progress=False)
     W, _ = gender.train(feats, TrainConfig(method="dpo", epochs=2, batch_size=32), progress=False)
-    gallery = ToyPeople(4, 0, "gallery")
+    gallery = spec.gallery_set
     images = [gallery[i][0] for i in range(len(feats.gallery_labels))]
     sweep = gender.Sweep(feats, W, k=5)
     activity = feats.activities[0]
-    ui = RetrievalWidget(sweep, images, activity)
+    ui = RetrievalWidget(sweep, images, activity, choices=feats.activities[:2])
     assert all(ui.frames.cacheable())  # no label meets another: every one is drawn once per text
     for t in (0.0, 1.0, 0.0):
         ui.update(t)
@@ -94,6 +93,11 @@ def test_the_retrieval_frame_shows_the_ranking(toy):
         for ax, i in zip(ui.axes, top):
             r, c, side = ui.frames.box(ax)
             assert (frame[r : r + side, c : c + side] == ui.thumbs[i]).all()
+    other = feats.activities[1]
+    ui.menu.value = other  # the menu switches the prompt at the slider's t
+    assert ui.top == list(sweep.ranking(ui.slider.value, other)) and feats.prompts[1] in ui.title.get_text()
+    with pytest.raises(ValueError, match="among"):
+        ui.select("flying")
 
 
 def test_slider_events_are_coalesced(trained):

@@ -14,6 +14,9 @@ from .render import ACTIVITIES, GENDERS, OBJECTS, TEXT_SIZE, render
 
 #: Toy-world class names never written on training images (they appear only in unseen attacks).
 HELD_OUT_WORDS = ("star", "tree", "umbrella")
+#: The range of render's cue for a person drawn with a weak gender cue: nearly an even blend of the
+#: two figures (chosen with WEAK_CUE_SHARE on the validation gallery; docs/toy-world.md).
+WEAK_CUE = (0.5, 0.55)
 
 
 class ToyObjects:
@@ -31,19 +34,30 @@ class ToyObjects:
 
 
 class ToyPeople:
-    """n_per_cell toy-world images for every (activity, gender): (PIL image, gender, activity)."""
+    """n_per_cell toy-world images for every (activity, gender): (PIL image, gender, activity).
 
-    def __init__(self, n_per_cell: int = 30, seed: int = 0, split: str = "train"):
+    weak_cues: the share of people drawn with a weak gender cue (render's cue drawn uniformly from
+    WEAK_CUE), chosen per item by its own seed, so the other items are drawn as without it."""
+
+    def __init__(self, n_per_cell: int = 30, seed: int = 0, split: str = "train", weak_cues: float = 0.0):
+        if not 0.0 <= weak_cues <= 1.0:
+            raise ValueError(f"weak_cues is a share within [0, 1], got {weak_cues}")
         self.cells = [(g, a) for a in ACTIVITIES for g in GENDERS]
-        self.n, self.seed, self.split = n_per_cell, seed, split
+        self.n, self.seed, self.split, self.weak_cues = n_per_cell, seed, split, weak_cues
         self.genders, self.activities = list(GENDERS), list(ACTIVITIES)
+
+    def cue(self, i: int) -> float:
+        """How clearly item i shows its gender (1: the plain pictogram)."""
+        r = random.Random(f"cue-{self.split}-{self.seed}-{i}")
+        return r.uniform(*WEAK_CUE) if r.random() < self.weak_cues else 1.0
 
     def __len__(self):
         return self.n * len(self.cells)
 
     def __getitem__(self, i):
         g, a = self.cells[i // self.n]
-        return render(person=g, activity=a, rng=random.Random(f"people-{self.split}-{self.seed}-{i}")), g, a
+        rng = random.Random(f"people-{self.split}-{self.seed}-{i}")
+        return render(person=g, activity=a, rng=rng, cue=self.cue(i)), g, a
 
 
 def attack_styles() -> tuple[AttackStyle, AttackStyle]:

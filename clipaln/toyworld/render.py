@@ -321,6 +321,7 @@ def render(
     background=None,
     color=None,
     scale: float | None = None,
+    cue: float = 1.0,
     **text_style,
 ) -> Image.Image:
     """Draw one scene of the toy world and return it as an RGB PIL image.
@@ -329,7 +330,9 @@ def render(
     ACTIVITIES (a person is drawn with its prop); text: a word written on top. All other choices
     (colours, size, position, clutter, font) come from `rng` (a seed or random.Random) unless
     given. `text_style` goes to clipaln.data.typographic.attack (font, fill, stroke, position,
-    fonts, colors, size_range, max_rotation; text_size is an alias of its size in pixels).
+    fonts, colors, size_range, max_rotation; text_size is an alias of its size in pixels). cue: how
+    clearly a person's figure shows their gender, 1 (the pictogram) down to 0.5 (the man's and the
+    woman's figures blended half and half); it draws nothing from `rng`.
     """
     rng = make_rng(rng)
     if obj is not None and obj not in _OBJECT_DRAWERS:
@@ -354,7 +357,15 @@ def render(
         h = S * (scale or rng.uniform(0.72, 0.9))
         x = rng.uniform(0, S - h * 0.95)
         y = rng.uniform(0, S - h)
+        if not 0.5 <= cue <= 1.0:
+            raise ValueError(f"cue must be within [0.5, 1], got {cue}")
+        if cue < 1.0:  # a weak gender cue: the other gender's figure blended in
+            other = img.copy()
+            _figure(ImageDraw.Draw(other), x, y, h, GENDERS[1 - GENDERS.index(person)], c)
         hx, hy, cx, top, hr = _figure(d, x, y, h, person, c)
+        if cue < 1.0:
+            img = Image.blend(img, other, 1.0 - cue)
+            d = ImageDraw.Draw(img)
         if activity is not None:
             _prop(d, activity, hx, hy, cx, top, hr, h, rng)
     img = img.resize((size, size), Image.LANCZOS)

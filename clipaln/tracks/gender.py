@@ -66,13 +66,29 @@ class Spec:
     val_gallery_set: object | None = None  # a second balanced gallery, where t* is chosen
 
 
-def toy_spec(n_train_per_cell: int = 30, n_gallery_per_cell: int = 20, seed: int = 0) -> Spec:
+#: The share of the toy's people drawn with a weak gender cue (clipaln.toyworld.datasets.WEAK_CUE),
+#: so that the skew is graded rather than saturated: chosen on the validation gallery for police
+#: about 8 / 2 and most skewed prompts 6 to 9 of 10 (docs/toy-world.md, "A graded skew").
+WEAK_CUE_SHARE = 0.4
+
+
+def toy_spec(
+    n_train_per_cell: int = 30, n_gallery_per_cell: int = 20, seed: int = 0, weak_cues: float = WEAK_CUE_SHARE
+) -> Spec:
     """The toy world's people: n images per (activity, gender) to train on, to choose t* on (a
-    validation gallery) and to report retrieval on (the test gallery)."""
-    tr = ToyPeople(n_train_per_cell, seed, "train")
-    ga = ToyPeople(n_gallery_per_cell, seed, "gallery")
-    val = ToyPeople(n_gallery_per_cell, seed, "val-gallery")
-    key = {"world": "toy", "n_train": n_train_per_cell, "n_gallery": n_gallery_per_cell, "seed": seed, "version": 2}
+    validation gallery) and to report retrieval on (the test gallery); a share `weak_cues` of them
+    drawn with a weak gender cue."""
+    tr = ToyPeople(n_train_per_cell, seed, "train", weak_cues)
+    ga = ToyPeople(n_gallery_per_cell, seed, "gallery", weak_cues)
+    val = ToyPeople(n_gallery_per_cell, seed, "val-gallery", weak_cues)
+    key = {
+        "world": "toy",
+        "n_train": n_train_per_cell,
+        "n_gallery": n_gallery_per_cell,
+        "seed": seed,
+        "weak_cues": weak_cues,
+        "version": 3,
+    }
     return Spec(tr, ga, tr.genders, tr.activities, list(SKEW), key, val_gallery_set=val)
 
 
@@ -226,6 +242,92 @@ def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpoint
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
 
+def image_gender_direction(feats: Features) -> torch.Tensor:
+    """The unit vector from the mean (unit-length) training image of genders[1] to that of genders[0]:
+    the direction along which the pictured gender varies, from the labels the reversal task uses."""
+    x = torch.nn.functional.normalize(feats.train_images.double(), dim=-1)
+    first = torch.tensor([g == feats.genders[0] for g, _ in feats.train_labels])
+    return torch.nn.functional.normalize(x[first].mean(0) - x[~first].mean(0), dim=0).float()
+
+
+class PromptReflection:
+    """Ours, not the paper's: reflect every text along a unit direction g, scaled by t,
+
+        y_t = y - 2t (g . y) g,        so that g . y_t = (1 - 2t) g . y   and   x . y_t = x . y - 2t (x . g)(g . y).
+
+    With g = image_gender_direction(feats), t = 0 is the pretrained model, t = 1/2 removes each
+    prompt's component along g (debiasing by projection, Chuang et al. 2023) and t = 1 reverses it,
+    prompt by prompt; the rest of each prompt, the activity, is untouched. Images are not changed.
+    It stands where a projection does in Sweep, evaluate and understanding (notebook 04 derives why
+    no shared W can do this: W^T W would need the eigenvalue -1)."""
+
+    def __init__(self, direction: torch.Tensor):
+        if direction.ndim != 1 or not torch.isfinite(direction).all() or direction.norm() == 0:
+            raise ValueError("the direction must be a finite, non-zero vector")
+        self.direction = torch.nn.functional.normalize(direction.float(), dim=0)
+        self.dim = direction.numel()
+
+    def scorer(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> _ReflectionScorer:
+        return _ReflectionScorer(self.direction, image_emb, text_emb)
+
+
+class _ReflectionScorer:
+    def __init__(self, g, image_emb, text_emb):
+        self.g = g
+        self.x = torch.nn.functional.normalize(image_emb.float(), dim=-1)
+        self.y = torch.nn.functional.normalize(text_emb.float(), dim=-1)
+
+    def scores(self, t) -> torch.Tensor:
+        t = float(t)
+        y = self.y - 2 * t * (self.y @ self.g)[:, None] * self.g[None]
+        return self.x @ torch.nn.functional.normalize(y, dim=-1).T
+
+
+def _scorer(projection, image_emb: torch.Tensor, text_emb: torch.Tensor):
+    if isinstance(projection, PromptReflection):
+        return projection.scorer(image_emb, text_emb)
+    return SpectralScorer(projection or SharedProjection(image_emb.shape[-1]), image_emb, text_emb)
+
+
+def _unit_after(projection, emb: torch.Tensor, t: float) -> torch.Tensor:
+    """Unit-length embeddings under W_t (float64)."""
+    e = emb.double()
+    if projection is not None:
+        u, s, vh = projection.svd()
+        e = e @ (u.double() @ torch.diag(s.double() ** t) @ vh.double()).T
+    return torch.nn.functional.normalize(e, dim=-1)
+
+
+def lean(feats: Features, projection: SharedProjection | None, t: float) -> dict:
+    """Each prompt's gender lean under W_t on the test gallery, split into a part all prompts share
+    and a part of its own. For activity a, with G_a the mean unit image of its men minus that of its
+    women and v_p the unit prompt under W_t, the mean score gap men - women is exactly
+
+        G_a . v_p  =  G_a . v_mean  (common: v_mean is the mean of all prompts)  +  G_a . (v_p - v_mean)  (own).
+
+    Positive: the prompt leans to genders[0]. Returns {prompt: {"lean", "common", "own"}}."""
+    x = _unit_after(projection, feats.gallery, t)
+    v = _unit_after(projection, feats.prompt_texts, t)
+    v_mean = v.mean(0)
+    first = torch.tensor([g == feats.genders[0] for g, _ in feats.gallery_labels])
+    out = {}
+    for j, a in enumerate(feats.activities):
+        of_a = torch.tensor([act == a for _, act in feats.gallery_labels])
+        g_a = x[of_a & first].mean(0) - x[of_a & ~first].mean(0)
+        out[a] = {"lean": (g_a @ v[j]).item(), "common": (g_a @ v_mean).item(), "own": (g_a @ (v[j] - v_mean)).item()}
+    return out
+
+
+def centred_counts(feats: Features, projection: SharedProjection | None, t: float, k: int = 10) -> dict[str, int]:
+    """genders[0] in the top k of each prompt when every prompt under W_t has the mean of all the
+    prompts taken away (v_p - v_mean): retrieval by each prompt's own part only (see lean)."""
+    x = _unit_after(projection, feats.gallery, t)
+    v = _unit_after(projection, feats.prompt_texts, t)
+    s = x @ (v - v.mean(0)).T
+    first = [g == feats.genders[0] for g, _ in feats.gallery_labels]
+    return {a: sum(first[i] for i in metrics.rank(s[:, j], k)) for j, a in enumerate(feats.activities)}
+
+
 class Sweep:
     """Retrieval for any t, from one SVD: the slider of notebook 04 calls .at(t).
 
@@ -234,10 +336,9 @@ class Sweep:
     prompts asked for, the summed NDKL, how many prompts are balanced (3-7 of each gender in the top
     10) and how many have flipped (the gender that led at t = 0 now trails)."""
 
-    def __init__(self, feats: Features, projection: SharedProjection | None = None, k: int = 10):
+    def __init__(self, feats: Features, projection: SharedProjection | PromptReflection | None = None, k: int = 10):
         self.feats, self.k = feats, min(k, len(feats.gallery))  # a small real gallery: the top k is all of it
-        proj = projection or SharedProjection(feats.gallery.shape[-1])
-        self.scorer = SpectralScorer(proj, feats.gallery, feats.prompt_texts)
+        self.scorer = _scorer(projection, feats.gallery, feats.prompt_texts)
         self.genders = [g for g, _ in feats.gallery_labels]
         self.acts = [a for _, a in feats.gallery_labels]
         self.lead = {a: self._counts(self.scorer.scores(0.0), a) for a in feats.activities}  # t = 0 counts
@@ -318,7 +419,7 @@ def understanding(feats: Features, projection: SharedProjection, ts, gallery: st
     ai = {a: i for i, a in enumerate(f.activities)}
     own = torch.tensor([2 * ai[a] + gi[g] for g, a in f.gallery_labels])  # the order of reversal_task's captions
     other = torch.tensor([2 * ai[a] + 1 - gi[g] for g, a in f.gallery_labels])
-    scorer = SpectralScorer(projection, f.gallery, f.pref_texts)
+    scorer = _scorer(projection, f.gallery, f.pref_texts)
     out = []
     for t in ts:
         s = scorer.scores(float(t))
@@ -343,7 +444,9 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, k: int
     """Retrieval of the skewed prompts on the test gallery at t = 0, and with a projection at t = 1
     and at t*, the smallest summed NDKL, chosen on the validation gallery when there is one (so the
     numbers reported at t* are not the ones it was chosen on); each prompt's own t* (same gallery);
-    and the curve over t in [0, 1] on the test gallery."""
+    the curve over t in [0, 1] on the test gallery, with how many distinct counts each prompt takes
+    along it (a dial: many; a step: 2); and the Fig. 3 analogue (understanding) over t in [-0.5, 1.5]
+    on the test gallery, with the t where it crosses 50% (None: it does not)."""
     skewed = feats.skewed or feats.activities
     sweep = Sweep(feats, projection, k)
     out = {"skewed_prompts": list(skewed), "t0": sweep.at(0.0, skewed)}
@@ -352,6 +455,9 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, k: int
     chooser = Sweep(feats.on_val_gallery(), projection, k) if feats.val_gallery is not None else sweep
     t_star, per_prompt, _ = find_neutral_t(chooser, skewed)
     curve = [sweep.at(t, skewed) for t in torch.linspace(0.0, 1.0, 101).tolist()]  # the test gallery, for plots
+    first = feats.genders[0]
+    distinct = {a: len({c["prompts"][a]["retrieval/top_k"][first] for c in curve}) for a in skewed}
+    fig3 = understanding(feats, projection, torch.linspace(-0.5, 1.5, 81).tolist())
     keep = ("t", "retrieval/ndkl_sum", "retrieval/balanced_prompts", "retrieval/flipped_prompts", "retrieval/precision")
     return {
         **out,
@@ -361,6 +467,9 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, k: int
         "t_star_metrics": sweep.at(t_star, skewed),
         "t_star_per_prompt": per_prompt,
         "curve": [{m: c[m] for m in keep} for c in curve],
+        "distinct_counts": distinct,
+        "understanding": fig3,
+        "understanding_crossing": crossing(fig3),
     }
 
 
