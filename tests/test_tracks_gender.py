@@ -141,20 +141,31 @@ def test_the_prompt_reflection_reverses_the_gender_component_prompt_by_prompt(re
         gender.PromptReflection(torch.zeros(4))
 
 
-def test_each_lean_is_its_common_part_plus_its_own(reversal):
+def test_each_lean_splits_into_a_gain_term_and_a_coupled_term(reversal):
     feats, proj = reversal
+    g = gender.image_gender_direction(feats).double()
+    _, s, vh = proj.svd()
+    m1 = vh.double().T @ torch.diag(s.double() ** 2) @ vh.double()
+    assert g @ m1 @ g > 0  # W^T W is positive semi-definite: the gain along g never turns negative
     for t in (0.0, 1.0):
-        rows = gender.lean(feats, proj, t)
-        sweep = gender.Sweep(feats, proj)
-        s = sweep.scorer.scores(t).double()
+        rows = gender.lean_terms(feats, proj, t)
+        scores = gender.Sweep(feats, proj).scorer.scores(t).double()
         for j, a in enumerate(feats.activities):
             r = rows[a]
-            assert r["lean"] == pytest.approx(r["common"] + r["own"], abs=1e-9)
-            men = [i for i, (g, act) in enumerate(feats.gallery_labels) if act == a and g == feats.genders[0]]
-            women = [i for i, (g, act) in enumerate(feats.gallery_labels) if act == a and g != feats.genders[0]]
-            assert r["lean"] == pytest.approx((s[men, j].mean() - s[women, j].mean()).item(), abs=1e-5)
-    centred = gender.centred_counts(feats, None, 0.0)
-    assert set(centred) == set(feats.activities) and all(0 <= c <= 10 for c in centred.values())
+            assert r["numerator"] == pytest.approx(r["gain_term"] + r["coupled_term"], abs=1e-9)
+            assert r["gain"] > 0
+            first = [i for i, (gg, act) in enumerate(feats.gallery_labels) if act == a and gg == feats.genders[0]]
+            second = [i for i, (gg, act) in enumerate(feats.gallery_labels) if act == a and gg != feats.genders[0]]
+            assert r["lean"] == pytest.approx((scores[first, j].mean() - scores[second, j].mean()).item(), abs=1e-5)
+
+
+def test_training_on_one_gender_keeps_only_its_images(reversal):
+    feats, _ = reversal
+    men = feats.trained_on(["man"])
+    assert {g for g, _ in men.train_labels} == {"man"} and len(men.y_w) == len(men.train_images) == len(men.y_l)
+    assert len(men.train_labels) + len(feats.trained_on(["woman"]).train_labels) == len(feats.train_labels)
+    with pytest.raises(ValueError, match="among"):
+        feats.trained_on(["robot"])
 
 
 def test_weak_gender_cues_are_drawn_per_item_and_leave_the_rest_unchanged():

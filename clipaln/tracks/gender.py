@@ -154,6 +154,21 @@ class Features:
     val_gallery: torch.Tensor | None = None  # (M', d) where t* is chosen
     val_gallery_labels: list[tuple[str, str]] | None = None
 
+    def trained_on(self, genders) -> Features:
+        """The same features with only the training images of `genders` (D_pref and D_reg): which
+        gender's images the reversal moves decides where every prompt tilts (notebook 04)."""
+        unknown = set(genders) - set(self.genders)
+        if unknown or not genders:
+            raise ValueError(f"genders must be among {self.genders}, got {list(genders)}")
+        keep = [i for i, (g, _) in enumerate(self.train_labels) if g in genders]
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[keep],
+            train_labels=[self.train_labels[i] for i in keep],
+            y_w=self.y_w[keep],
+            y_l=self.y_l[keep],
+        )
+
     def on_val_gallery(self) -> Features:
         """The same features with the validation gallery in place of the test gallery."""
         if self.val_gallery is None:
@@ -298,34 +313,69 @@ def _unit_after(projection, emb: torch.Tensor, t: float) -> torch.Tensor:
     return torch.nn.functional.normalize(e, dim=-1)
 
 
-def lean(feats: Features, projection: SharedProjection | None, t: float) -> dict:
-    """Each prompt's gender lean under W_t on the test gallery, split into a part all prompts share
-    and a part of its own. For activity a, with G_a the mean unit image of its men minus that of its
-    women and v_p the unit prompt under W_t, the mean score gap men - women is exactly
+def lean_terms(feats: Features, projection: SharedProjection | None, t: float) -> dict:
+    """What a shared W_t does to each prompt's gender lean, split as notebook 04 derives it.
 
-        G_a . v_p  =  G_a . v_mean  (common: v_mean is the mean of all prompts)  +  G_a . (v_p - v_mean)  (own).
+    With x, y unit embeddings, M_t = W_t^T W_t, g = image_gender_direction(feats), G_a the mean
+    image of activity a's genders[0] minus that of its genders[1] (test gallery), and the prompt
+    y = alpha g + r (r orthogonal to g), the gap in the score numerator x^T M_t y is exactly
 
-    Positive: the prompt leans to genders[0]. Returns {prompt: {"lean", "common", "own"}}."""
-    x = _unit_after(projection, feats.gallery, t)
-    v = _unit_after(projection, feats.prompt_texts, t)
-    v_mean = v.mean(0)
-    first = torch.tensor([g == feats.genders[0] for g, _ in feats.gallery_labels])
+        G_a^T M_t y  =  alpha (G_a^T M_t g)   (the gain term: g's own part, scaled by M_t)
+                     +  G_a^T M_t r           (the coupled term: the rest of the prompt, coupled in by M_t).
+
+    Returns {prompt: {"alpha", "gain", "gain_term", "coupled_term", "numerator", "lean"}}, with
+    "gain" = G_a^T M_t g and "lean" the retrieval quantity itself: the mean cosine of genders[0]'s
+    images minus that of genders[1]'s under W_t (cosines divide the numerator by ||W_t x|| ||W_t y||)."""
+    g = image_gender_direction(feats).double()
+    x = torch.nn.functional.normalize(feats.gallery.double(), dim=-1)
+    y = torch.nn.functional.normalize(feats.prompt_texts.double(), dim=-1)
+    m = torch.eye(g.numel(), dtype=torch.float64)
+    if projection is not None:
+        _, s, vh = projection.svd()
+        m = vh.double().T @ torch.diag(s.double() ** (2 * t)) @ vh.double()
+    xu, yu = _unit_after(projection, feats.gallery, t), _unit_after(projection, feats.prompt_texts, t)
+    first = torch.tensor([gg == feats.genders[0] for gg, _ in feats.gallery_labels])
     out = {}
     for j, a in enumerate(feats.activities):
         of_a = torch.tensor([act == a for _, act in feats.gallery_labels])
         g_a = x[of_a & first].mean(0) - x[of_a & ~first].mean(0)
-        out[a] = {"lean": (g_a @ v[j]).item(), "common": (g_a @ v_mean).item(), "own": (g_a @ (v[j] - v_mean)).item()}
+        alpha = y[j] @ g
+        r = y[j] - alpha * g
+        gain = g_a @ m @ g
+        out[a] = {
+            "alpha": alpha.item(),
+            "gain": gain.item(),
+            "gain_term": (alpha * gain).item(),
+            "coupled_term": (g_a @ m @ r).item(),
+            "numerator": (g_a @ m @ y[j]).item(),
+            "lean": ((xu[of_a & first].mean(0) - xu[of_a & ~first].mean(0)) @ yu[j]).item(),
+        }
     return out
 
 
-def centred_counts(feats: Features, projection: SharedProjection | None, t: float, k: int = 10) -> dict[str, int]:
-    """genders[0] in the top k of each prompt when every prompt under W_t has the mean of all the
-    prompts taken away (v_p - v_mean): retrieval by each prompt's own part only (see lean)."""
+def caption_pull(feats: Features, projection: SharedProjection | None, t: float) -> dict:
+    """How each gender's images sit, under W_t, towards the captions: per gender of the test
+    gallery, the mean cosine to its own gender's caption ("this man is cooking."), to the other's,
+    and to the neutral retrieval prompt of its activity; and the share whose own caption wins."""
     x = _unit_after(projection, feats.gallery, t)
+    c = _unit_after(projection, feats.pref_texts, t)
     v = _unit_after(projection, feats.prompt_texts, t)
-    s = x @ (v - v.mean(0)).T
-    first = [g == feats.genders[0] for g, _ in feats.gallery_labels]
-    return {a: sum(first[i] for i in metrics.rank(s[:, j], k)) for j, a in enumerate(feats.activities)}
+    gi = {g: i for i, g in enumerate(feats.genders)}
+    ai = {a: i for i, a in enumerate(feats.activities)}
+    out = {}
+    for g in feats.genders:
+        idx = [i for i, (gg, _) in enumerate(feats.gallery_labels) if gg == g]
+        acts = torch.tensor([ai[feats.gallery_labels[i][1]] for i in idx])
+        own = (x[idx] * c[2 * acts + gi[g]]).sum(1)
+        other = (x[idx] * c[2 * acts + 1 - gi[g]]).sum(1)
+        neutral = (x[idx] * v[acts]).sum(1)
+        out[g] = {
+            "own caption": own.mean().item(),
+            "other caption": other.mean().item(),
+            "neutral prompt": neutral.mean().item(),
+            "own wins": (own > other).double().mean().item(),
+        }
+    return out
 
 
 class Sweep:
