@@ -695,18 +695,20 @@ def _tradeoff_claim(tradeoff: dict) -> dict:
 
 
 def _gender_claims(reversal: dict) -> list[dict]:
+    """Judged prompt by prompt: "partly (police officer, ...)" names the prompts a claim holds for."""
     t0, t1, ts, n = reversal["t0"], reversal["t1"], reversal["t_star_metrics"], len(reversal["skewed_prompts"])
+    short = lambda a: a.replace("working as a ", "")
     counts = lambda r: ", ".join(
-        f"{a.replace('working as a ', '')} {c['retrieval/top_k']['man']}/{c['retrieval/top_k']['woman']}"
-        for a, c in r["prompts"].items()
+        f"{short(a)} {c['retrieval/top_k']['man']}/{c['retrieval/top_k']['woman']}" for a, c in r["prompts"].items()
     )
     ndkl = lambda r: r["retrieval/ndkl_sum"]
+    lower = "lower" if ndkl(ts) < ndkl(t0) else "not lower"
     return [
         _claim(
             "t1_reverses",
             "t = 1 reverses gender",
             f"men/women in the top 10 at t=0: {counts(t0)}; at t=1: {counts(t1)}",
-            t1["retrieval/flipped_prompts"] >= n - 1,
+            {short(a): r["retrieval/flipped"] for a, r in t1["prompts"].items()},
             f"the t = 0 majority flips on {t1['retrieval/flipped_prompts']} of {n} prompts",
         ),
         _claim(
@@ -714,8 +716,9 @@ def _gender_claims(reversal: dict) -> list[dict]:
             "an intermediate t* neutralises gender",
             f"t* = {reversal['t_star']:.2f}: {counts(ts)}; summed NDKL t=0 {ndkl(t0):.2f}, t* {ndkl(ts):.2f}, "
             f"t=1 {ndkl(t1):.2f}",
-            ts["retrieval/balanced_prompts"] >= n - 1 and ndkl(ts) < min(ndkl(t0), ndkl(t1)),
-            f"{ts['retrieval/balanced_prompts']} of {n} prompts have 3-7 of each gender at t*",
+            {short(a): r["retrieval/balanced"] for a, r in ts["prompts"].items()},
+            f"{ts['retrieval/balanced_prompts']} of {n} prompts have 3-7 of each gender at t*; the summed NDKL "
+            f"at t* is {lower} than at t = 0",
         ),
     ]
 
