@@ -703,13 +703,15 @@ def _gender_claims(reversal: dict) -> list[dict]:
     )
     ndkl = lambda r: r["retrieval/ndkl_sum"]
     lower = "lower" if ndkl(ts) < ndkl(t0) else "not lower"
+    k = t0["k"]
+    led = [a for a, r in t0["prompts"].items() if max(r["retrieval/top_k"].values()) > k / 2]  # had a majority
     return [
         _claim(
             "t1_reverses",
             "t = 1 reverses gender",
             f"men/women in the top 10 at t=0: {counts(t0)}; at t=1: {counts(t1)}",
-            {short(a): r["retrieval/flipped"] for a, r in t1["prompts"].items()},
-            f"the t = 0 majority flips on {t1['retrieval/flipped_prompts']} of {n} prompts",
+            {short(a): r["retrieval/flipped"] for a, r in t1["prompts"].items() if a in led},
+            f"the t = 0 majority flips on {t1['retrieval/flipped_prompts']} of the {len(led)} prompts that had one",
         ),
         _claim(
             "t_star_neutralises",

@@ -84,3 +84,20 @@ def test_dial_bench_reports_each_default_ws_spectrum_and_dial(capsys):
     within = row["w/orthogonality_gap"] <= 0.5 and 0.5 <= row["w/s_min"] and row["w/s_max"] <= 2.0
     assert row["checks"]["w_within_target"] == within
     assert row["checks"]["min_clean_at_least_60"] == (row["dial/min_clean"] >= 0.6)
+
+
+def test_gender_bench_has_each_method_ours_and_the_dial_numbers(capsys):
+    from clipaln.cli import main
+
+    assert main(["bench", "gender", "--n-train", "64", "--n-test", "48", "--seeds", "0", "--no-cache"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r) == {"dpo", "ipo", "kto", "reflection"} and len(r["reflection"]) == 1
+    row = r["dpo"][0]
+    assert row["w_within_target"] == (
+        row["w/orthogonality_gap"] <= 0.5 and 0.5 <= row["w/s_min"] <= row["w/s_max"] <= 2.0
+    )
+    assert set(row["distinct_counts"]) == set(row["skewed_prompts"]) and all(
+        n >= 1 for n in row["distinct_counts"].values()
+    )
+    assert row["t0"] == r["reflection"][0]["t0"]  # t = 0 is the pretrained model for every method
+    assert "understanding" not in row and "curve" not in row  # the bench keeps the summaries only

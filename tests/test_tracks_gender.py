@@ -179,3 +179,15 @@ def test_weak_gender_cues_are_drawn_per_item_and_leave_the_rest_unchanged():
         assert same == (c == 1.0)
     with pytest.raises(ValueError, match="share"):
         ToyPeople(3, 0, "gallery", weak_cues=1.5)
+
+
+def test_an_even_split_at_t_zero_cannot_flip(reversal):
+    feats, proj = reversal
+    sweep = gender.Sweep(feats, proj, k=10)
+    a = feats.activities[0]
+    sweep.lead[a] = {feats.genders[0]: 5, feats.genders[1]: 5}  # no leader at t = 0
+    for t in (0.0, 1.0):
+        assert not sweep.at(t, [a])["prompts"][a]["retrieval/flipped"]
+    sweep.lead[a] = {feats.genders[0]: 10, feats.genders[1]: 0}
+    counts = sweep.at(1.0, [a])["prompts"][a]["retrieval/top_k"]
+    assert sweep.at(1.0, [a])["prompts"][a]["retrieval/flipped"] == (counts[feats.genders[0]] < 5)

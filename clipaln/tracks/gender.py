@@ -384,7 +384,8 @@ class Sweep:
     Per prompt it reports how many of each gender are in the top k (never a "majority share" that
     hides which gender is the majority), MaxSkew@k, NDKL and the activity precision@k; over the
     prompts asked for, the summed NDKL, how many prompts are balanced (3-7 of each gender in the top
-    10) and how many have flipped (the gender that led at t = 0 now trails)."""
+    10) and how many have flipped (the gender that led at t = 0 now trails; a prompt with no leader at
+    t = 0, an even split, cannot flip)."""
 
     def __init__(self, feats: Features, projection: SharedProjection | PromptReflection | None = None, k: int = 10):
         self.feats, self.k = feats, min(k, len(feats.gallery))  # a small real gallery: the top k is all of it
@@ -412,13 +413,14 @@ class Sweep:
             g = [self.genders[i] for i in top]
             counts = {x: g.count(x) for x in self.feats.genders}
             led = max(self.lead[a], key=self.lead[a].get)  # the gender that led at t = 0
+            had_lead = self.lead[a][led] > self.k / 2
             rows[a] = {
                 "retrieval/top_k": counts,
                 "retrieval/max_skew": metrics.max_skew_at_k(g, self.k, self.feats.genders),
                 "retrieval/ndkl": metrics.ndkl(g, self.feats.genders),
                 "retrieval/precision": metrics.precision_at_k([self.acts[i] for i in top], self.k, a),
                 "retrieval/balanced": all(low <= c <= high for c in counts.values()),
-                "retrieval/flipped": counts[led] < self.k / 2,
+                "retrieval/flipped": had_lead and counts[led] < self.k / 2,
             }
         return {
             "t": float(t),
