@@ -13,7 +13,10 @@ for readers without widgets.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -179,6 +182,61 @@ class _Widget:
         from IPython.display import Image as PNG
 
         return PNG(data=self.png)
+
+    def player(self, ts, t0: float | None = None, quality: int = 75, scale: float = 0.8) -> StaticPlayer:
+        """The slider without a kernel: the frames at each t of `ts`, precomputed and packed into a
+        self-contained HTML range input (JPEG frames, `scale` of the live size), for a committed
+        notebook, nbviewer or the book. Starts at the t nearest t0 (default: the slider's value);
+        the live widget is left as it was."""
+        ts = [float(t) for t in ts]
+        if not ts or len(set(ts)) != len(ts):
+            raise ValueError("the player needs distinct values of t")
+        now = self.slider.value
+        t0 = now if t0 is None else float(t0)
+        frames = []
+        for t in ts:
+            self.update(t)
+            im = Image.open(io.BytesIO(self.png)).convert("RGB")
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+            out = io.BytesIO()
+            im.save(out, format="jpeg", quality=quality)
+            frames.append(out.getvalue())
+        self.update(now)
+        start = min(range(len(ts)), key=lambda i: abs(ts[i] - t0))
+        return StaticPlayer(ts, frames, start)
+
+
+class StaticPlayer:
+    """Precomputed frames behind an HTML range input: scrubbing t needs no kernel, only a browser
+    that runs the page's script (a trusted notebook, nbviewer, the book). `.html` is the markup;
+    notebooks display it through _repr_html_. The element's id follows the frames' bytes, so the
+    same frames give the same page."""
+
+    def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0):
+        if len(ts) != len(frames) or not frames:
+            raise ValueError("one frame per t, and at least one")
+        self.ts, self.frames, self.start = list(ts), list(frames), start
+        self.id = "clipaln-player-" + hashlib.sha1(b"".join(frames)).hexdigest()[:12]
+
+    @property
+    def html(self) -> str:
+        data = [base64.b64encode(f).decode() for f in self.frames]
+        i = self.start
+        return (
+            f'<div class="clipaln-player" id="{self.id}">'
+            f'<input type="range" min="0" max="{len(data) - 1}" step="1" value="{i}" aria-label="t" '
+            f'style="width:60%;vertical-align:middle"> '
+            f'<span class="clipaln-readout" style="font-family:monospace">t = {self.ts[i]:.2f}</span><br>'
+            f'<img alt="the frame at t" style="max-width:100%" src="data:image/jpeg;base64,{data[i]}">'
+            f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
+            f"var frames={json.dumps(data)};var ts={json.dumps(self.ts)};"
+            'var s=root.querySelector("input"),im=root.querySelector("img"),r=root.querySelector(".clipaln-readout");'
+            's.addEventListener("input",function(){im.src="data:image/jpeg;base64,"+frames[s.value];'
+            'r.textContent="t = "+ts[s.value].toFixed(2);});})();</script></div>'
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html
 
 
 #: The trade-off curves: metric, colour, legend (plotted in percent).
