@@ -44,7 +44,11 @@ def _data_args(a) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
     names += ("workers", "precision", "reg_images")
-    return {**{k: getattr(a, k) for k in names}, "cache": not a.no_cache, "progress": not getattr(a, "json", False)}
+    return {
+        **{k: getattr(a, k) for k in names},
+        "cache": not a.no_cache,
+        "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
+    }
 
 
 def _print_typographic(m: dict) -> None:
@@ -251,6 +255,7 @@ def _add_model_args(p, seed_default: int | None = 0) -> None:
     p.add_argument("--seed", type=int, default=seed_default, help="the data's seed (eval: the run's by default)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (logs, batch jobs, notebooks)")
     p.add_argument("--workers", type=_count(0), default=None, help="DataLoader workers (default: cores - 1, at most 8)")
     p.add_argument(
         "--precision", choices=list(PRECISIONS), default="auto", help="encoding: auto (bf16 on CUDA, else fp32)"

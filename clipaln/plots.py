@@ -67,3 +67,86 @@ def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None):
             ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def pipeline():
+    """The method in one picture (the paper's Fig. 1): D_pref and D_reg go through the frozen
+    encoders, the shared projection W maps both sides, the preference loss reads the pairs, the KL
+    term keeps D_reg's predictions, and W_t = U S^t V^T is read off the trained W. Returns the figure."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    ax.set(xlim=(0, 11), ylim=(0, 4.6))
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color, size=9):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="0.3", lw=1))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(a, b, text=None, color="0.25"):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, color=color, lw=1.2))
+        if text:
+            ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.12, text, ha="center", fontsize=8, color=color)
+
+    box(0.1, 3.0, 2.2, 1.2, "D_pref\nimage x, caption y_w\npreferred over y_l", "#fde2c8")
+    box(0.1, 0.5, 2.2, 1.2, "D_reg\nclean images x\n(knowledge to keep)", "#d6ead6")
+    box(3.0, 3.0, 1.9, 1.2, "image encoder\n(frozen)", "#e6e6e6")
+    box(3.0, 1.6, 1.9, 1.0, "text encoder\n(frozen)", "#e6e6e6")
+    box(3.0, 0.5, 1.9, 0.8, "image encoder\n(frozen)", "#e6e6e6")
+    box(5.6, 1.3, 1.4, 2.0, "W\n(shared:\nimages and\ncaptions)", "#cfe0f7", size=10)
+    box(
+        7.7,
+        3.0,
+        3.1,
+        1.2,
+        "L_pref: DPO / IPO / KTO on\nh = log-ratio of y_w minus y_l\n(against the frozen model)",
+        "#fde2c8",
+    )
+    box(7.7, 0.5, 3.1, 1.2, "L_reg: lambda KL(pi_ref || pi_W)\non D_reg's predictions", "#d6ead6")
+    box(7.7, 1.85, 3.1, 0.9, "after training: W = U S V^T,\nW_t = U S^t V^T  (t = 0: CLIP)", "#f3f3c8")
+    arrow((2.3, 3.6), (3.0, 3.6), "x")
+    arrow((2.3, 3.2), (3.0, 2.2), "y_w, y_l")
+    arrow((2.3, 0.9), (3.0, 0.9), "x")
+    arrow((2.3, 1.3), (3.0, 1.8), "its captions")
+    for y in (3.6, 2.1, 0.9):
+        arrow((4.9, y), (5.6, 2.3))
+    arrow((7.0, 2.6), (7.7, 3.5), "cosines")
+    arrow((7.0, 2.0), (7.7, 1.1), "cosines")
+    arrow((7.0, 2.3), (7.7, 2.3), color="tab:olive")
+    ax.text(
+        5.5,
+        4.45,
+        "train only W: L = L_pref + L_reg   (the paper's Fig. 1, as clipaln implements it)",
+        ha="center",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def unit_circle_under(weight: torch.Tensor, ts: Sequence[float], ax=None):
+    """What W_t = U S^t V^T does in 2-D: the unit circle mapped by W_t for each t, with W's right
+    singular directions (V) and their images scaled by S^t. weight: a (2, 2) matrix. Returns the axes."""
+    weight = torch.as_tensor(weight, dtype=torch.float64)
+    if weight.shape != (2, 2):
+        raise ValueError(f"the picture is 2-D: weight must be (2, 2), got {tuple(weight.shape)}")
+    u, s, vh = torch.linalg.svd(weight)
+    theta = torch.linspace(0, 2 * torch.pi, 200, dtype=torch.float64)
+    circle = torch.stack([theta.cos(), theta.sin()])
+    ax = ax or plt.subplots(figsize=(4.6, 4.6))[1]
+    cmap = plt.get_cmap("coolwarm")
+    lo, hi = min(ts), max(ts)
+    for t in ts:
+        wt = u @ torch.diag(s**t) @ vh
+        pts = wt @ circle
+        color = cmap(0.5 if hi == lo else (t - lo) / (hi - lo))
+        ax.plot(pts[0], pts[1], color=color, lw=1.5, label=f"t = {t:g}")
+        for i in range(2):
+            end = (wt @ vh[i]) if t != 0 else vh[i]
+            ax.annotate("", xy=end.tolist(), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=color, lw=1))
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.8", lw=0.5)
+    ax.axvline(0, color="0.8", lw=0.5)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"W_t maps the unit circle (S = {s[0]:.2f}, {s[1]:.2f})", fontsize=9)
+    return ax

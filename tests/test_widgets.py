@@ -121,3 +121,34 @@ def test_slider_events_are_coalesced(trained):
     ui.slider.value = -0.5  # no event loop: drawn at once
     assert drawn == [0.4, -0.5]
     assert ui.ax.title.get_text().startswith("t = -0.5:")
+
+
+def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(toy):
+    import base64
+    import io
+    import re
+
+    from clipaln.tracks import gender
+    from clipaln.train import TrainConfig
+
+    spec = gender.toy_spec(n_train_per_cell=4, n_gallery_per_cell=4, seed=0)
+    feats = gender.build_features(toy, spec, progress=False)
+    W, _ = gender.train(feats, TrainConfig(method="dpo", epochs=2, batch_size=32), progress=False)
+    images = [spec.gallery_set[i][0] for i in range(len(feats.gallery_labels))]
+    ui = RetrievalWidget(gender.Sweep(feats, W, k=5), images, feats.activities[0], t0=0.3)
+    before = ui.png
+    ts = [0.0, 0.5, 1.0]
+    player = ui.player(ts, t0=0.45)
+    assert ui.png == before and ui.slider.value == pytest.approx(0.3)  # the live widget is as it was
+    assert player.start == 1 and len(player.frames) == 3
+    for frame in player.frames:  # each frame is an image of the widget's frame, scaled
+        im = Image.open(io.BytesIO(frame))
+        assert im.format == "JPEG" and im.width == round(Image.open(io.BytesIO(before)).width * 0.8)
+    html = player._repr_html_()
+    assert html.count("data:image/jpeg;base64,") == 2  # the first frame shown, and the script's prefix
+    assert re.search(r'max="2"', html) and "t = 0.50" in html
+    for frame in player.frames:
+        assert base64.b64encode(frame).decode() in html
+    assert ui.player(ts, t0=0.45).id == player.id  # the same frames give the same page
+    with pytest.raises(ValueError, match="distinct"):
+        ui.player([0.0, 0.0])

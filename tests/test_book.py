@@ -1,0 +1,40 @@
+"""The book: the notebooks with their committed outputs as a static site (mkdocs + mkdocs-jupyter,
+never re-executed), and in a real browser the static slider of notebook 03 scrubs without a kernel."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("book_in_browser", ROOT / "benchmarks" / "book_in_browser.py")
+book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs_jupyter", reason="the book needs pip install -e '.[dev]' (mkdocs-jupyter)")
+    out = tmp_path_factory.mktemp("site")
+    book.build(out)
+    return out
+
+
+def test_the_book_has_every_notebook_and_note(site):
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        assert (site / "notebooks" / nb.stem / "index.html").is_file(), nb.stem
+    for note in ("method", "toy-world", "teaching"):
+        assert (site / note / "index.html").is_file()
+    page = (site / book.PAGE).read_text()
+    assert page.count('class="clipaln-player"') == 1  # the static slider, from the committed output
+
+
+def test_the_static_slider_scrubs_in_a_browser(site):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    pytest.importorskip("selenium", reason="pip install selenium")
+    r = book.scrub(site)
+    # loaded at t = 1; two steps left; then the ends of the player's range
+    assert r["readouts"] == ["t = 1.00", "t = 0.80", "t = 0.60", "t = -2.00", "t = 2.00"]
+    assert r["distinct_frames"] == 5  # every new t shows a new frame
