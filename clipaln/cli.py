@@ -357,9 +357,18 @@ def _add_bench(sub) -> None:
 
 
 def cmd_export(a) -> None:
-    result = runs.export_run(a.projection, out=a.out, t=a.t, device=a.device, allow_other_weights=a.allow_other_weights)
+    result = runs.export_run(
+        a.projection,
+        out=a.out,
+        t=a.t,
+        device=a.device,
+        allow_other_weights=a.allow_other_weights,
+        overwrite=a.overwrite,
+    )
     print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
-    if "image_mean" in result:
+    if result["layout"] == "folder":
+        print(f'load with open_clip.create_model_and_transforms("local-dir:{a.out}")')
+    elif "image_mean" in result:
         print(f"load with image_mean={result['image_mean']}, image_std={result['image_std']} (the toy's normalisation)")
 
 
@@ -367,7 +376,12 @@ def _add_export(sub) -> None:
     x = sub.add_parser("export", help="fold W_t into the model: a checkpoint plain open_clip loads")
     x.add_argument("--projection", required=True, help="projection.safetensors from `clipaln train`")
     x.add_argument("--t", type=_number(), default=1.0, help="the scale to fold in (default 1)")
-    x.add_argument("--out", required=True, help="the checkpoint to write, NAME.safetensors (config: NAME.json)")
+    x.add_argument(
+        "--out",
+        required=True,
+        help="a folder in open_clip's hub layout (local-dir:), or one file NAME.safetensors (config: NAME.json)",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
     x.add_argument("--device", default=None)
     x.add_argument("--allow-other-weights", action="store_true", help="export although the weights changed")
     x.set_defaults(func=cmd_export)

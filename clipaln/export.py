@@ -51,17 +51,57 @@ def fold_projection(model: torch.nn.Module, weight: torch.Tensor) -> dict[str, t
     return state
 
 
-def export_checkpoint(model: torch.nn.Module, weight: torch.Tensor, out, config: dict | None, metadata: dict) -> list:
+def export_checkpoint(
+    model: torch.nn.Module, weight: torch.Tensor, out, config: dict | None, metadata: dict, overwrite: bool = False
+) -> list:
     """Write the folded checkpoint to `out` (safetensors) and, given the model's open_clip config, the
     config beside it (out with .json: `open_clip.add_model_config(that file)` registers it under the
-    file's stem). Returns the paths written."""
+    file's stem). Refuses to replace an existing file unless overwrite. Returns the paths written."""
     out = Path(out).expanduser()
     if out.suffix != ".safetensors":
-        raise ValueError(f"--out must end in .safetensors, got {out.name}")
+        raise ValueError(f"--out must end in .safetensors (one file) or name a folder (no suffix), got {out.name}")
+    targets = [out] + ([out.with_suffix(".json")] if config is not None else [])
+    _refuse_existing(targets, overwrite)
     written = [save_tensors(out, fold_projection(model, weight), metadata)]
     if config is not None:
         written.append(write_text(out.with_suffix(".json"), json.dumps(config, indent=1) + "\n"))
     return written
+
+
+HUB_WEIGHTS, HUB_CONFIG, HUB_CARD = "open_clip_model.safetensors", "open_clip_config.json", "README.md"
+
+
+def _refuse_existing(paths, overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists: pass --overwrite to replace it, or choose another --out")
+
+
+def export_folder(
+    model: torch.nn.Module,
+    weight: torch.Tensor,
+    out,
+    config: dict,
+    preprocess: dict,
+    metadata: dict,
+    card: str,
+    overwrite: bool = False,
+) -> list:
+    """Write the folded model as a folder in open_clip's hub layout: open_clip_config.json
+    ({"model_cfg", "preprocess_cfg"}), open_clip_model.safetensors and a model card (README.md), so
+    that `open_clip.create_model_and_transforms("local-dir:OUT")` loads it (and the folder can be
+    pushed to the Hugging Face Hub as it is, for "hf-hub:"). Refuses an existing folder unless
+    overwrite; then it replaces only these three files. Returns the paths written."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder: choose another --out")
+    _refuse_existing([out] if out.is_dir() and any(out.iterdir()) else [], overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        save_tensors(out / HUB_WEIGHTS, fold_projection(model, weight), metadata),
+        write_text(out / HUB_CONFIG, json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1) + "\n"),
+        write_text(out / HUB_CARD, card),
+    ]
 
 
 def open_clip_config(name: str, toy_config: dict | None = None) -> dict | None:

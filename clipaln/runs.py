@@ -402,10 +402,14 @@ def eval_run(
     return {"t": source["t"], **typographic.evaluate(feats, scaled), "source": source}
 
 
-def export_run(projection, *, out, t: float = 1.0, device=None, allow_other_weights: bool = False) -> dict:
-    """Fold W_t of a projection file into its model and write an open_clip checkpoint (and, for the
-    toy or any registered config, the config beside it). The model and weights come from the
-    projection's manifest; the weights are checked against its fingerprint."""
+def export_run(
+    projection, *, out, t: float = 1.0, device=None, allow_other_weights: bool = False, overwrite: bool = False
+) -> dict:
+    """Fold W_t of a projection file into its model and write it for plain open_clip: OUT.safetensors
+    (and, for the toy or any registered config, OUT.json beside it), or, when OUT has no suffix, a
+    folder in open_clip's hub layout with a model card, which "local-dir:OUT" loads. The model and
+    weights come from the projection's manifest; the weights are checked against its fingerprint.
+    Nothing existing is replaced unless overwrite."""
     path = Path(projection).expanduser()
     meta = SharedProjection.load(path).metadata
     if "model" not in meta:
@@ -418,12 +422,65 @@ def export_run(projection, *, out, t: float = 1.0, device=None, allow_other_weig
     header = {"source": str(path.resolve()), "t": t, "model": model, "pretrained": pretrained or "", "format": "pt"}
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
         header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
-    written = export.export_checkpoint(
-        bundle.model, proj.scaled(t).weight, out, export.open_clip_config(model, toy), header
-    )
+    config = export.open_clip_config(model, toy)
+    out = Path(out).expanduser()
+    if out.suffix:
+        written = export.export_checkpoint(bundle.model, proj.scaled(t).weight, out, config, header, overwrite)
+    else:
+        if config is None:
+            raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
+        card = _model_card(path, meta, model, pretrained, t)
+        written = export.export_folder(
+            bundle.model, proj.scaled(t).weight, out, config, _preprocess_cfg(bundle), header, card, overwrite
+        )
     return {
         "written": [str(p) for p in written],
         "model": model,
         "t": t,
+        "layout": "file" if out.suffix else "folder",
         **{k: header[k] for k in ("image_mean", "image_std") if k in header},
     }
+
+
+def _preprocess_cfg(bundle: ClipBundle) -> dict:
+    """open_clip's preprocess_cfg (size, mean, std) of the bundle's own image transform."""
+    from torchvision.transforms import Normalize, Resize
+
+    steps = getattr(bundle.preprocess, "transforms", [])
+    norm = next((s for s in steps if isinstance(s, Normalize)), None)
+    size = next((s.size for s in steps if isinstance(s, Resize)), None)
+    out = {}
+    if norm is not None:
+        out |= {"mean": [float(m) for m in norm.mean], "std": [float(s) for s in norm.std]}
+    if size is not None:
+        out["size"] = size if isinstance(size, int) else list(size)
+    return out
+
+
+def _model_card(path: Path, meta: dict, model: str, pretrained, t: float) -> str:
+    """README.md for an exported folder: what it is, how to load it, and the run it came from."""
+    run = path.parent / "run.json"
+    metrics = path.parent / "metrics.json"
+    lines = [
+        f"# {model} with clipaln's W_t folded in (t = {t})",
+        "",
+        f"Base model: open_clip `{model}`"
+        + (f", weights `{pretrained}`" if pretrained else " (the toy CLIP of clipaln)")
+        + ". W_t = U S^t V^T (Afzali et al., ICLR 2025) is multiplied into the last linear map of each tower,",
+        "so this model scores every (image, caption) pair as clipaln's W_t does; no clipaln is needed to use it.",
+        "",
+        "```python",
+        "import open_clip",
+        'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:PATH/TO/THIS/FOLDER")',
+        "```",
+        "",
+        "## The projection",
+        "",
+        "```json",
+        json.dumps({k: meta[k] for k in sorted(meta)}, indent=1),
+        "```",
+    ]
+    for title, f in (("The run (run.json)", run), ("Its metrics (metrics.json)", metrics)):
+        if f.is_file():
+            lines += ["", f"## {title}", "", "```json", f.read_text().strip(), "```"]
+    return "\n".join(lines) + "\n"

@@ -62,3 +62,47 @@ def test_export_refuses_weights_that_changed(tmp_path):
     path = proj.save(tmp_path / "p.safetensors", model="toy", pretrained="", task="typographic", weights="0" * 16)
     with pytest.raises(ValueError, match="weights"):
         runs.export_run(path, out=tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
+def test_the_folder_export_loads_with_local_dir_and_scores_like_w_t(tmp_path, model, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = load_clip(model, device="cpu")
+    proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
+    out = tmp_path / "aligned"
+    assert main(["export", "--projection", str(proj), "--t", "1.5", "--out", str(out), "--device", "cpu"]) == 0
+    assert f"local-dir:{out}" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"open_clip_model.safetensors", "open_clip_config.json", "README.md"}
+    assert "t = 1.5" in (out / "README.md").read_text()
+    images, w_t = _images(), SharedProjection.load(proj).scaled(1.5)
+    ours = similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    plain.eval()
+    with torch.no_grad():
+        img = F.normalize(plain.encode_image(torch.stack([preprocess(im) for im in images])), dim=-1)
+        txt = F.normalize(plain.encode_text(bundle.tokenizer(PROMPTS)), dim=-1)
+    assert torch.allclose(img @ txt.T, ours, atol=1e-4)  # the folder's preprocess_cfg is the bundle's own
+
+
+def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
+    bundle = load_clip("toy", device="cpu")
+    proj = _a_projection(bundle, tmp_path / "projection.safetensors", "toy")
+    for out in (tmp_path / "projection.safetensors", tmp_path / "aligned.safetensors"):
+        before = out.read_bytes() if out.exists() else None
+        args = ["export", "--projection", str(proj), "--out", str(out), "--device", "cpu"]
+        if before is None:
+            assert main(args) == 0  # a new file is written
+            before = out.read_bytes()
+        assert main(args) == 2  # an existing one is refused, in one line
+        err = capsys.readouterr().err
+        assert "exists: pass --overwrite" in err and err.count("\n") == 1
+        assert out.read_bytes() == before
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu"]) == 2
+    assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu", "--overwrite"]) == 0
+    assert (folder / "notes.txt").read_text() == "mine"  # --overwrite replaces the export's files only
