@@ -5,6 +5,7 @@ All embeddings returned here are L2-normalised float32 tensors on the CPU.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -120,6 +121,12 @@ def encode_dataset(
     device = bundle.device
     dtype = autocast_dtype(precision, device)
     workers = default_workers() if workers is None else workers
+    if workers:
+        # An earlier loader's iterator that only the garbage collector frees would be copied into the
+        # new workers when they fork, and its __del__ would run there, printing "Exception ignored ...
+        # can only test a child process" tracebacks. Measured in a kernel with progress bars on
+        # (tests/test_notebooks_cold.py): collecting here, in the parent, removes them.
+        gc.collect()
     loader = torch.utils.data.DataLoader(
         Columns(dataset, bundle.preprocess, image_columns, int_columns),
         batch_size=batch_size,

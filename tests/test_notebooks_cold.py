@@ -33,3 +33,24 @@ def test_notebook_03_from_an_empty_cache_prints_no_noise(tmp_path, monkeypatch):
     assert (tmp_path / "cache").is_dir() and any((tmp_path / "cache").iterdir())  # it really ran cold
     noisy = [(i, kind, text[:300]) for i, kind, text in outputs_text(nb) if kind == "stderr" or NOISE.search(text)]
     assert not noisy, noisy
+
+
+def test_encoding_with_progress_bars_in_a_kernel_prints_no_worker_noise(tmp_path, monkeypatch):
+    # notebook 02's first encoding, smaller: progress bars on, DataLoader workers, an empty cache
+    monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = (
+        "from clipaln import load_clip\n"
+        "from clipaln.features import FeatureCache\n"
+        "from clipaln.tracks import typographic\n"
+        "spec = typographic.toy_spec(n_train=1200, n_test=300, seed=0)\n"
+        "feats = typographic.build_features(load_clip('toy'), spec, FeatureCache(), workers=1)\n"
+        "print(len(feats.train.labels))"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    NotebookClient(nb, timeout=900, kernel_name="python3").execute()
+    texts = outputs_text(nb)
+    assert any("1200" in text for _, _, text in texts)
+    noisy = [(i, kind, text[:300]) for i, kind, text in texts if kind == "stderr" or NOISE.search(text)]
+    assert not noisy, noisy
