@@ -703,8 +703,7 @@ def _gender_claims(reversal: dict) -> list[dict]:
     )
     ndkl = lambda r: r["retrieval/ndkl_sum"]
     lower = "lower" if ndkl(ts) < ndkl(t0) else "not lower"
-    k = t0["k"]
-    led = [a for a, r in t0["prompts"].items() if max(r["retrieval/top_k"].values()) > k / 2]  # had a majority
+    led = [a for a, r in t1["prompts"].items() if r["retrieval/had_majority"]]
     return [
         _claim(
             "t1_reverses",

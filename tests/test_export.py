@@ -24,6 +24,18 @@ def _images(n=6):
     return [Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
 
 
+def _loaded(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_clip(model, device="cpu")
+
+
+def _w_t_scores(bundle, proj, images, t=1.5):
+    """clipaln's scores under W_t: what every export must reproduce."""
+    w_t = SharedProjection.load(proj).scaled(t)
+    return similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+
+
 def _a_projection(bundle, path, model, seed=0):
     d = bundle.embed_dim
     g = torch.Generator().manual_seed(seed)
@@ -33,14 +45,12 @@ def _a_projection(bundle, path, model, seed=0):
 
 @pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
 def test_the_export_loads_in_plain_open_clip_and_scores_like_w_t(tmp_path, model, capsys):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bundle = load_clip(model, device="cpu")
+    bundle = _loaded(model)
     proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
     out = tmp_path / f"aligned_{model.replace('-', '_').lower()}.safetensors"
     assert main(["export", "--projection", str(proj), "--t", "1.5", "--out", str(out), "--device", "cpu"]) == 0
-    images, w_t = _images(), SharedProjection.load(proj).scaled(1.5)
-    ours = similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+    images = _images()
+    ours = _w_t_scores(bundle, proj, images)
 
     name, kw = model, {}
     if model == "toy":  # a config open_clip does not know: register the one written beside the weights
@@ -66,17 +76,15 @@ def test_export_refuses_weights_that_changed(tmp_path):
 
 @pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
 def test_the_folder_export_loads_with_local_dir_and_scores_like_w_t(tmp_path, model, capsys):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bundle = load_clip(model, device="cpu")
+    bundle = _loaded(model)
     proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
     out = tmp_path / "aligned"
     assert main(["export", "--projection", str(proj), "--t", "1.5", "--out", str(out), "--device", "cpu"]) == 0
     assert f"local-dir:{out}" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"open_clip_model.safetensors", "open_clip_config.json", "README.md"}
     assert "t = 1.5" in (out / "README.md").read_text()
-    images, w_t = _images(), SharedProjection.load(proj).scaled(1.5)
-    ours = similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+    images = _images()
+    ours = _w_t_scores(bundle, proj, images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")

@@ -305,12 +305,9 @@ def _scorer(projection, image_emb: torch.Tensor, text_emb: torch.Tensor):
 
 
 def _unit_after(projection, emb: torch.Tensor, t: float) -> torch.Tensor:
-    """Unit-length embeddings under W_t (float64)."""
+    """Unit-length embeddings under W_t, in float64 (W_t itself as SharedProjection.scaled builds it)."""
     e = emb.double()
-    if projection is not None:
-        u, s, vh = projection.svd()
-        e = e @ (u.double() @ torch.diag(s.double() ** t) @ vh.double()).T
-    return torch.nn.functional.normalize(e, dim=-1)
+    return torch.nn.functional.normalize(e, dim=-1) if projection is None else projection.scaled(t)(e)
 
 
 def lean_terms(feats: Features, projection: SharedProjection | None, t: float) -> dict:
@@ -413,13 +410,14 @@ class Sweep:
             g = [self.genders[i] for i in top]
             counts = {x: g.count(x) for x in self.feats.genders}
             led = max(self.lead[a], key=self.lead[a].get)  # the gender that led at t = 0
-            had_lead = self.lead[a][led] > self.k / 2
+            had_lead = self.lead[a][led] > self.k / 2  # an even split at t = 0 has no majority to flip
             rows[a] = {
                 "retrieval/top_k": counts,
                 "retrieval/max_skew": metrics.max_skew_at_k(g, self.k, self.feats.genders),
                 "retrieval/ndkl": metrics.ndkl(g, self.feats.genders),
                 "retrieval/precision": metrics.precision_at_k([self.acts[i] for i in top], self.k, a),
                 "retrieval/balanced": all(low <= c <= high for c in counts.values()),
+                "retrieval/had_majority": had_lead,
                 "retrieval/flipped": had_lead and counts[led] < self.k / 2,
             }
         return {
