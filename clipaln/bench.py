@@ -14,15 +14,25 @@ import sys
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import baselines, losses
+from ._version import __version__
 from .data.real import Subset
 from .data.synthetic import SyntheticPhotos
 from .data.typographic import AttackStyle, TypographicDataset, attack
-from .features import FeatureCache, default_workers, encode_dataset, encode_images, encode_texts, resolve_precision
+from .features import (
+    FeatureCache,
+    default_workers,
+    encode_dataset,
+    encode_images,
+    encode_texts,
+    model_fingerprint,
+    resolve_precision,
+)
 from .models import ClipBundle, load_clip
 from .policy import PreferenceData, logprobs
 from .projection import SharedProjection, SpectralScorer, naive_scores, spectrum, within_target
@@ -32,6 +42,40 @@ from .tracks import gender, phenomena, typographic
 from .train import TrainConfig, fit_projection, loop, preference_objective
 
 ROWS = ("base", "CE", "CE+KL", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "KTO")
+
+
+def made_with(bundle: ClipBundle, spec) -> dict:
+    """What a result was measured on: the model's weights (fingerprint), the data (the spec's key)
+    and clipaln's version. Saved in every table's JSON so that `recorded` can tell whose it is."""
+    return {
+        "model": model_fingerprint(bundle),
+        "data": json.loads(json.dumps(spec.key, default=str)),
+        "clipaln": __version__,
+    }
+
+
+def recorded(path, bundle: ClipBundle, spec) -> dict | None:
+    """A table saved as JSON (`clipaln bench ... --json > path`) if it was measured on this model's
+    weights and this spec's data; None if the file is absent or was measured on anything else.
+    Notebooks show a recorded many-seed table this way and check one live seed against it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    mine = made_with(bundle, spec)
+    theirs = result.get("made_with", {})
+    if any(theirs.get(k) != mine[k] for k in ("model", "data")):
+        return None
+    return {**result, "recorded_in": str(path)}
+
+
+def provenance(result: dict) -> str:
+    """One line saying where a table's numbers come from: a recording (which file, which clipaln) or this run."""
+    how = f"seeds {result['seeds']}, {result['total_seconds']:.0f} s to measure"
+    if "recorded_in" in result:
+        version = result["made_with"]["clipaln"]
+        return f"recorded in {result['recorded_in']} by clipaln {version} ({how}) on this model and data"
+    return f"measured now ({how})"
 
 
 def _typographic_rows(bundle, spec, feats, seed: int, bma, progress: bool, retention) -> dict:
@@ -103,6 +147,7 @@ def typographic_table(
         "n_train": len(feats.train.labels),
         "n_test": len(feats.test.labels),
         "model": bundle.name,
+        "made_with": made_with(bundle, spec),
     }
 
 
@@ -446,7 +491,22 @@ def ablation_table(
         "n_train": len(feats.train.labels),
         "n_test": len(feats.test.labels),
         "model": bundle.name,
+        "made_with": made_with(bundle, spec),
     }
+
+
+def largest_gap(recorded_rows: dict, live_rows: dict) -> float:
+    """The largest absolute difference between two sets of rows over the accuracies both carry:
+    how far a live seed is from the same seed in a recorded table (0.0 when they agree exactly)."""
+    gaps = [
+        abs(live[k] - recorded_rows[row][k])
+        for row, live in live_rows.items()
+        for k in live
+        if k.startswith("accuracy/") and k in recorded_rows.get(row, {})
+    ]
+    if not gaps:
+        raise ValueError("the live rows and the recorded rows share no accuracy")
+    return max(gaps)
 
 
 # --- online adversarial preference training (App. K) --------------------------------------------

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 
 from safetensors import SafetensorError
@@ -19,8 +21,10 @@ from safetensors import SafetensorError
 from . import bench, distributed, losses, runs, widgets
 from .features import PRECISIONS, FeatureCache
 from .models import load_clip
+from .reporting import REPORTERS
 from .toyworld.model import toy_paths
 from .tracks import gender, pairs, phenomena, typographic
+from .train import read_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,11 +68,16 @@ def _print_pairs(m: dict) -> None:
 
 
 def cmd_train(a) -> None:
-    overrides = {k: getattr(a, k) for k in ("beta", "lam", "epochs", "lr", "batch_size", "orth")}
-    overrides.update(seed=a.seed, bma=False if a.no_bma else None)
+    overrides = read_config(a.config) if a.config else {}  # the file, then the flags given
+    flags = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing")
+    overrides.update({k: getattr(a, k) for k in flags if getattr(a, k) is not None})
+    overrides.update(seed=a.seed, **({"bma": False} if a.no_bma else {}))
+    method = a.method or overrides.pop("method", None) or "dpo"
+    overrides.pop("method", None)
     result = runs.train_run(
         a.task,
-        method=a.method,
+        method=method,
+        report_to=a.report_to or (),
         out=a.out,
         mode=a.mode,
         overrides=overrides,
@@ -106,7 +115,7 @@ def cmd_eval(a) -> None:
     if a.target == "toy":
         given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
         given += ["--precision"] if a.precision != "auto" else []
-        if given or a.model != "toy" or a.dataset not in (None, "toy"):
+        if given or a.model not in (None, "toy") or a.dataset not in (None, "toy"):
             raise ValueError(
                 "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
                 + ", ".join(given or ["--projection"])
@@ -122,13 +131,19 @@ def cmd_eval(a) -> None:
             projection=a.projection,
             image_encoder=a.image_encoder,
             photos=a.photos,
-            t=a.t,
+            t=None if a.t is None else (a.t[0] if len(a.t) == 1 else a.t),
             allow_other_data=a.allow_other_data,
             allow_other_weights=a.allow_other_weights,
             **_data_args(a),
         )
     if a.json:
         _print_json(result)
+    elif "rows" in result:  # several t: one row per t, the metrics as columns
+        keys = [k for k, v in result["rows"][0].items() if type(v) in (int, float) and k != "t"]
+        print("t".rjust(6) + "".join(k.rjust(max(12, len(k) + 2)) for k in keys))
+        for row in result["rows"]:
+            print(f"{row['t']:6.2f}" + "".join(f"{row[k]:{max(12, len(k) + 2)}.4f}" for k in keys))
+        print(f"source: {result['source']}")
     else:
         for k, v in result.items():
             print(f"{k:>40}: {v}")
@@ -238,8 +253,12 @@ def _count(minimum: int):
     return parse
 
 
-def _add_model_args(p, seed_default: int | None = 0) -> None:
-    p.add_argument("--model", default="toy", help="'toy' or an open_clip model name such as ViT-B-32")
+def _add_model_args(p, seed_default: int | None = 0, model_default: str | None = "toy") -> None:
+    p.add_argument(
+        "--model",
+        default=model_default,
+        help="'toy' or an open_clip model name such as ViT-B-32" + ("" if model_default else " (eval: the run's)"),
+    )
     p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
     p.add_argument(
         "--dataset",
@@ -266,7 +285,8 @@ def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the encoders)")
     tr.add_argument("task", choices=["typographic", "gender", "pairs"])
     _add_model_args(tr)
-    tr.add_argument("--method", choices=list(losses.LOSSES), default="dpo")
+    tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
+    tr.add_argument("--config", default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")
     tr.add_argument("--beta", type=_number(0, strict=True), default=None)
     tr.add_argument("--lam", type=_number(0), default=None, help="weight lambda of the KL regulariser")
     tr.add_argument("--epochs", type=_count(1), default=None)
@@ -276,6 +296,19 @@ def _add_train(sub) -> None:
         "--orth", type=_number(0), default=None, help="weight of the penalty ||W^T W - I||_F^2 / d (0: none)"
     )
     tr.add_argument("--no-bma", action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")
+    tr.add_argument(
+        "--warmup-ratio", type=_number(0), default=None, help="share of steps with a linear warm-up (default 0.1)"
+    )
+    tr.add_argument(
+        "--label-smoothing", type=_number(0), default=None, help="cDPO's eps, the share of flipped pairs (0.1)"
+    )
+    tr.add_argument(
+        "--report-to",
+        nargs="+",
+        choices=list(REPORTERS),
+        default=None,
+        help="also log every step to TensorBoard (OUT/tensorboard) and/or W&B, under TRL's metric names",
+    )
     tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
     tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")
     tr.add_argument("--out", required=True, help="output folder")
@@ -295,7 +328,7 @@ def _add_eval(sub) -> None:
         "eval", help="measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`"
     )
     e.add_argument("target", choices=["toy", "typographic", "gender", "pairs"])
-    _add_model_args(e, seed_default=None)
+    _add_model_args(e, seed_default=None, model_default=None)
     e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
     e.add_argument(
         "--allow-other-weights", action="store_true", help="score a projection with model weights it was not trained on"
@@ -307,7 +340,13 @@ def _add_eval(sub) -> None:
     e.add_argument(
         "--photos", default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"
     )
-    e.add_argument("--t", type=_number(), default=None, help="scale the projection: W_t = U S^t V^T")
+    e.add_argument(
+        "--t",
+        type=_number(),
+        nargs="+",
+        default=None,
+        help="scale the projection: W_t = U S^t V^T; several values (--t -1 0 1) print one row each, one model load",
+    )
     e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
     e.add_argument(
         "--split",
@@ -409,8 +448,14 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) cleans up as Ctrl-C does
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -423,6 +468,8 @@ def main(argv=None) -> int:
         return 130
     finally:
         distributed.cleanup()
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

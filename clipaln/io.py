@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
@@ -35,10 +37,16 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-        str(tmp),
-        metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
-    )
+    try:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
+        )
+    except SafetensorError as e:  # a full or read-only disk: safetensors' own error type, an OSError here
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            f"cannot write {path}: {str(e).strip().splitlines()[0] if str(e).strip() else 'I/O error'}"
+        ) from None
     tmp.replace(path)
     return path

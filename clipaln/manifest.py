@@ -51,6 +51,19 @@ def build(*, bundle_name: str, pretrained, weights: str, task: str, data_key: di
     }
 
 
+def data_record(model: str, weights: str, task: str, data_key: dict) -> dict:
+    """What features know of the data they were built from (the manifest's identity entries), as
+    strings: a W trained on them carries it in its file, so eval can refuse a test split that is not
+    the complement of its training split."""
+    return {
+        "model": model,
+        "weights": weights,
+        "task": task,
+        "data": digest(data_key),
+        "data_key": json.dumps(data_key, sort_keys=True, default=str),
+    }
+
+
 def differences(recorded: dict, current: dict, names=IDENTITY) -> list[str]:
     """The entries of `names` on which two manifests disagree (entries missing from `recorded` pass)."""
     return [n for n in names if n in recorded and str(recorded[n]) != str(current.get(n))]
@@ -99,6 +112,9 @@ class RunFolder:
                 raise ValueError(
                     f"--out {out} is a finished run: pass --overwrite to replace it, or choose another --out"
                 )
+        if work.is_dir() and not self.has_checkpoint():  # killed before its first checkpoint: nothing to keep
+            shutil.rmtree(work)
+            self.resume = False  # --resume of such a run starts it over (its encoding is in the feature cache)
         if self.resume:
             if not work.is_dir():
                 raise ValueError(f"nothing to resume: {work} does not exist (a run that finished has no checkpoint)")
@@ -117,9 +133,12 @@ class RunFolder:
             raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
         return work
 
+    def has_checkpoint(self) -> bool:
+        return self.work.is_dir() and any(self.work.glob("checkpoint*.safetensors"))
+
     def abandon(self) -> None:
         """After a failure: remove OUT.partial unless it holds a checkpoint to resume from."""
-        if self.work.is_dir() and not any(self.work.glob("checkpoint*")):
+        if self.work.is_dir() and not self.has_checkpoint():
             shutil.rmtree(self.work, ignore_errors=True)
 
     def commit(self, manifest: dict) -> Path:

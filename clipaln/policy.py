@@ -9,17 +9,64 @@ both embeddings are projected and re-normalised first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .features import encode_images, encode_texts
 
+#: The smallest tau PreferenceData accepts: CLIP starts training at 1 / 0.07 = 14.3 and ends near 100;
+#: a value below this is almost surely log tau (open_clip's model.logit_scale, 4.6 for tau = 100).
+MIN_TAU = 7.0
+
+
+def _check_embeddings(x, name: str) -> None:
+    """One line for what is not a finite floating (n, d) torch tensor (None passes: an optional field)."""
+    if x is None:
+        return
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(
+            f"{name} must be a torch tensor of embeddings, not {type(x).__name__} (torch.from_numpy converts)"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating-point embeddings, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contain NaN or inf")
+
+
+def _indices(y, name: str) -> torch.Tensor:
+    """Class indices as a long tensor; floats that are not whole numbers, strings and bools are refused."""
+    if isinstance(y, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence of class indices, not a string")
+    try:
+        t = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a sequence of class indices") from None
+    if t.dtype == torch.bool or not (
+        t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ):
+        raise ValueError(f"{name} must hold integer class indices, got {t.dtype}")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise ValueError(f"{name} must hold whole class indices, got fractions such as {t[t != t.round()][0].item()}")
+    return t.long()
+
+
+def read_alike(bundle, chosen: Sequence[str], rejected: Sequence[str]) -> list[int]:
+    """The pairs whose chosen and rejected captions the model's tokenizer turns into the same tokens
+    (case, punctuation, words past the context length): the model cannot tell them apart, so
+    training on them is training on noise."""
+    captions = sorted(set(chosen) | set(rejected))
+    tokens = {c: tuple(t.tolist()) for c, t in zip(captions, bundle.tokenizer(captions))}
+    return [i for i, (c, r) in enumerate(zip(chosen, rejected)) if tokens[c] == tokens[r]]
+
 
 def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
     """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
+    _check_embeddings(image_emb, "image embeddings")
+    _check_embeddings(text_emb, "text embeddings")
     if image_emb.ndim != 2 or text_emb.ndim != 2:
         raise ValueError(
             f"expected (N, d) image and (K, d) text embeddings, got shapes "
@@ -30,6 +77,8 @@ def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=Non
     if image_emb.dtype != text_emb.dtype or not image_emb.is_floating_point():
         image_emb, text_emb = image_emb.float(), text_emb.float()
     if projection is not None:
+        if getattr(projection, "weight", None) is not None and projection.weight.dtype == torch.float64:
+            image_emb, text_emb = image_emb.double(), text_emb.double()  # W_t at large |t|: keep its digits
         image_emb, text_emb = projection(image_emb), projection(text_emb)
     else:
         image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
@@ -62,10 +111,19 @@ class PreferenceData:
     reg_images: torch.Tensor  # (M, d) clean images of D_reg
     logit_scale: float  # tau
     reg_texts: torch.Tensor | None = None  # (K', d) action set of D_reg (default: texts)
+    record: dict = field(default_factory=dict)  # the data's identity (manifest.data_record); a W keeps it
 
     def __post_init__(self):
-        self.y_w = torch.as_tensor(self.y_w, dtype=torch.long)  # plain lists are fine
-        self.y_l = torch.as_tensor(self.y_l, dtype=torch.long)
+        self.y_w, self.y_l = _indices(self.y_w, "y_w"), _indices(self.y_l, "y_l")  # plain lists are fine
+        for name in ("pref_images", "texts", "reg_images", "reg_texts"):
+            _check_embeddings(getattr(self, name), name)
+        if isinstance(self.logit_scale, bool) or not isinstance(self.logit_scale, (int, float)):
+            raise ValueError(f"logit_scale must be a number (tau), got {self.logit_scale!r}")
+        if not MIN_TAU <= self.logit_scale < math.inf:
+            raise ValueError(
+                f"logit_scale is tau = exp(model.logit_scale), about 100 for CLIP; {self.logit_scale:g} looks like "
+                "log tau (pass model.logit_scale.exp().item(), or bundle.logit_scale)"
+            )
         if self.pref_images.ndim != 2:
             raise ValueError(f"pref_images must be (N, d) embeddings, got shape {tuple(self.pref_images.shape)}")
         n, d = self.pref_images.shape
@@ -98,6 +156,8 @@ class PreferenceData:
 
             data = PreferenceData.from_captions(bundle, imgs, chosen=["a red apple."], rejected=["a red ball."])
         """
+        if isinstance(chosen, str) or isinstance(rejected, str):
+            raise ValueError("chosen and rejected are lists of captions, one per image, not one string")
         chosen, rejected = list(chosen), list(rejected)
         if not len(chosen) == len(rejected) == len(images):
             raise ValueError(
@@ -107,6 +167,12 @@ class PreferenceData:
         same = [i for i, (c, r) in enumerate(zip(chosen, rejected)) if c == r]
         if same:
             raise ValueError(f"{len(same)} pairs have chosen == rejected (first: example {same[0]})")
+        alike = read_alike(bundle, chosen, rejected)
+        if alike:
+            raise ValueError(
+                f"{len(alike)} pairs have a chosen and a rejected caption that read the same to the model's tokenizer "
+                f"(first: example {alike[0]}, {chosen[alike[0]]!r} / {rejected[alike[0]]!r})"
+            )
         captions = sorted(set(chosen) | set(rejected))
         index = {c: i for i, c in enumerate(captions)}
         embed = lambda x: x if isinstance(x, torch.Tensor) else encode_images(bundle, list(x), progress=progress)

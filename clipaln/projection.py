@@ -27,7 +27,9 @@ FORMAT = "clipaln.SharedProjection"
 
 
 class SharedProjection(nn.Module):
-    """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e."""
+    """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e.
+    A float64 weight (what `scaled` returns) projects in float64: at large |t| the spread of S^t is
+    beyond float32's seven digits."""
 
     def __init__(self, dim: int, weight: torch.Tensor | None = None):
         super().__init__()
@@ -35,7 +37,12 @@ class SharedProjection(nn.Module):
             raise ValueError(f"projection dim must be an integer, got {dim!r}")
         if dim < 1:
             raise ValueError(f"projection dim must be >= 1, got {dim}")
-        w = torch.eye(dim) if weight is None else weight.detach().clone().float()
+        if weight is not None and not isinstance(weight, torch.Tensor):
+            raise ValueError(f"weight must be a torch tensor, not {type(weight).__name__} (torch.from_numpy converts)")
+        if weight is not None and not weight.is_floating_point():
+            raise ValueError(f"weight must be floating point, got {weight.dtype}")
+        w = torch.eye(dim) if weight is None else weight.detach().clone()
+        w = w if w.dtype == torch.float64 else w.float()
         if w.shape != (dim, dim):
             raise ValueError(f"weight must be {dim}x{dim}, got {tuple(w.shape)}")
         self.weight = nn.Parameter(w)
@@ -48,22 +55,28 @@ class SharedProjection(nn.Module):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         if emb.shape[-1] != self.dim:
             raise ValueError(f"embeddings of size {emb.shape[-1]} do not match the projection size {self.dim}")
-        w = self.weight.to(emb.dtype)
-        return F.normalize(emb @ w.T, dim=-1)  # (..., dim): re-normalised W e
+        w = self.weight
+        x = emb.to(w.dtype) if w.dtype == torch.float64 else emb
+        return F.normalize(x @ w.to(x.dtype).T, dim=-1).to(emb.dtype)  # (..., dim): re-normalised W e
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """U, S, V^T of W, computed in float64."""
         return torch.linalg.svd(self.weight.detach().double())
 
     def scaled(self, t) -> SharedProjection:
-        """W_t = U S^t V^T; t is a scalar or a vector with one exponent per singular direction."""
-        t = torch.as_tensor(t, dtype=torch.float64)
+        """W_t = U S^t V^T in float64; t is a scalar or a vector with one exponent per singular direction."""
+        if isinstance(t, (bool, str)) or t is None:
+            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}")
+        try:
+            t = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}") from None
         if not torch.isfinite(t).all():
             raise ValueError(f"t must be finite, got {t.tolist()}")
         if t.ndim > 1 or (t.ndim == 1 and t.numel() != self.dim):
             raise ValueError(f"t must be a scalar or a vector of {self.dim} exponents, got shape {tuple(t.shape)}")
         u, s, vh = self.svd()
-        w_t = (u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh).float()
+        w_t = u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh
         if not torch.isfinite(w_t).all():
             raise ValueError(
                 f"W_t is not finite at t = {t.tolist()}: W's singular values span "
@@ -147,17 +160,23 @@ class SpectralScorer:
             if x.ndim != 2 or x.shape[-1] != projection.dim:
                 raise ValueError(f"{name} embeddings must be (n, {projection.dim}), got {tuple(x.shape)}")
         _, s, vh = projection.svd()
-        self.log_s = s.clamp_min(1e-12).log().float()  # (d,)
-        v = vh.T.float()
-        self.a = image_emb.float() @ v  # (N, d)
-        self.b = text_emb.float() @ v  # (K, d)
+        self.log_s = s.clamp_min(1e-12).log()  # (d,), float64 like W_t in eval: the three paths agree at any t
+        v = vh.T
+        self.a = image_emb.double() @ v  # (N, d)
+        self.b = text_emb.double() @ v  # (K, d)
         self.a2, self.b2 = self.a.square(), self.b.square()
 
     def scores(self, t) -> torch.Tensor:
         """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
-        t = torch.as_tensor(t, dtype=torch.float32)
+        if isinstance(t, (bool, str)) or t is None:
+            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}")
+        t = torch.as_tensor(t, dtype=torch.float64)
         if not torch.isfinite(t).all():
             raise ValueError("t must be finite")
+        if t.ndim > 1 or (t.ndim == 1 and t.numel() != len(self.log_s)):
+            raise ValueError(
+                f"t must be a scalar or a vector of {len(self.log_s)} exponents, got shape {tuple(t.shape)}"
+            )
         e = 2 * t * self.log_s
         w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
@@ -169,4 +188,4 @@ class SpectralScorer:
 def naive_scores(projection: SharedProjection, image_emb, text_emb, t) -> torch.Tensor:
     """The same cosines by forming W_t explicitly (the reference the spectral scorer must match)."""
     p = projection.scaled(t)
-    return p(image_emb.float()) @ p(text_emb.float()).T
+    return p(image_emb.double()) @ p(text_emb.double()).T  # float64, as W_t is

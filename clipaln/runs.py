@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
+from .projection import FORMAT as PROJECTION_FORMAT
 from .projection import SharedProjection
+from .reporting import Reporter
 from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
 from .tracks import TRACKS, gender, pairs, typographic
@@ -178,6 +182,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     train_text: bool = False,
+    report_to: Sequence[str] = (),
     model: str = "toy",
     pretrained: str | None = None,
     device=None,
@@ -191,18 +196,27 @@ def train_run(
     mode "w": the shared projection W on cached features; "full": fine-tune the image encoder
     (typographic task). overrides: TrainConfig fields (None keeps the track's default). OUT is checked
     before any work; an existing run is replaced only with overwrite; resume continues the unfinished
-    run in OUT.partial and refuses one of another model, weights, data or config. Returns
+    run in OUT.partial and refuses one of another model, weights, data or config. report_to:
+    "tensorboard" (events in OUT/tensorboard) and/or "wandb", each step under TRL's names. Returns
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
     _check_train_flags(task, mode, resume, train_text, checkpoint_every)
     if mode == "full" and (overrides or {}).get("orth"):
         raise ValueError("--orth is for W training; full fine-tuning has no W to keep orthogonal")
+    if mode == "full" and report_to:
+        raise ValueError("--report-to follows W training; full fine-tuning writes its history.jsonl only")
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
+    root = Path(data["root"]).expanduser().resolve() if data.get("root") else None
+    if root is not None and root.is_dir() and Path(out).expanduser().resolve().is_relative_to(root):
+        raise ValueError(
+            f"--out {out} lies inside the dataset folder {root}: its files would be read as data; write it elsewhere"
+        )
     if dist.init() and device is None:
         device = dist.local_device()
     started = time.perf_counter()
     with manifest.RunFolder(out, overwrite=overwrite, resume=resume, writer=dist.is_main()) as folder:
+        resume = folder.resume  # False when OUT.partial held no checkpoint yet: the run starts over
         bundle = load_clip(model, pretrained=pretrained, device=device)
         spec = make_spec(task, model=model, **data)
         overrides = dict(overrides or {})
@@ -220,15 +234,20 @@ def train_run(
         spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec, **encoding)
         if mode == "w":
             every = (20 if checkpoint_every is None else checkpoint_every) if dist.is_main() else 0
-            proj, hist = track.train(
-                feats,
-                cfg,
-                progress=progress,
-                checkpoint=checkpoint,
-                checkpoint_every=every,
-                resume=resume,
-                identity=identity,
-            )
+            reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name)
+            try:
+                proj, hist = track.train(
+                    feats,
+                    cfg,
+                    progress=progress,
+                    checkpoint=checkpoint,
+                    checkpoint_every=every,
+                    resume=resume,
+                    identity=identity,
+                    report=reporter if report_to else None,
+                )
+            finally:
+                reporter.close()
             trained = track.evaluate(feats, proj)
         else:
             tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text, **encoding)
@@ -246,7 +265,8 @@ def train_run(
             "base": track.evaluate(feats),
             "trained": trained,
             "config": {**cfg.__dict__, "model": model, "pretrained": pretrained or "", "task": task, "mode": mode},
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(time.perf_counter() - started, 1),  # this invocation
+            "train_seconds": hist["elapsed_s"][-1] if hist.get("elapsed_s") else None,  # every step, resumes too
             "final_loss": hist["loss"][-1] if hist["loss"] else None,
             "world_size": dist.world(),
         }
@@ -308,13 +328,17 @@ def _load_encoder(bundle: ClipBundle, path, pretrained, allow_other_weights: boo
     with safe_open(str(path), "pt") as f:
         recorded = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
+    if recorded.get("format") == PROJECTION_FORMAT:
+        raise ValueError(f"{path} is a projection W, not an encoder: pass it as --projection")
     _check_projection(path, recorded, _identity(bundle, pretrained, allow_other_weights))  # its base model
     whole = any(k.startswith("visual.") for k in state)
     tuned = copy.deepcopy(bundle.model)
     try:
         (tuned if whole else tuned.visual).load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not fit {bundle.name}: {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:  # the first line is only "Error(s) in loading state_dict": say which keys
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 else lines[0]
+        raise ValueError(f"{path} does not fit {bundle.name}: {reason[:200]}") from None
     return dataclasses.replace(bundle, model=tuned, _embed_dim=None), recorded
 
 
@@ -324,8 +348,8 @@ def eval_run(
     projection=None,
     image_encoder=None,
     photos=None,
-    t: float | None = None,
-    model: str = "toy",
+    t: float | Sequence[float] | None = None,
+    model: str | None = None,
     pretrained: str | None = None,
     device=None,
     cache: bool = True,
@@ -341,15 +365,26 @@ def eval_run(
     prompts at t (default 1 with a projection, else 0). A file written by train_run carries its run's
     manifest: eval refuses another model, weights or task, takes the data flags left out (None) from
     the run, and refuses other data (whose test split could hold the run's training images) unless
-    allow_other_data (a photo set is never training data). The result's "source" says what was scored."""
+    allow_other_data (a photo set is never training data). A projection with no record of its training
+    data (a W fitted on hand-made PreferenceData) is refused unless allow_other_data. model / pretrained
+    left None come from the projection's manifest (else the toy). Several t (a list) load the model and
+    encode once and return {"rows": [one result per t], "source": ...}. The result's "source" says what was scored."""
     if projection is None and t is not None:
         raise ValueError("--t needs --projection FILE")
+    ts = None if t is None or isinstance(t, (int, float)) else [_t_value(v) for v in t]
+    if ts is not None and (not ts or photos is not None or image_encoder is not None):
+        raise ValueError("several --t values go with --projection (not --photos or --image-encoder), at least one")
+    t = None if t is None else (ts[0] if ts is not None else _t_value(t))
     if projection is not None and image_encoder is not None:
         raise ValueError("--projection and --image-encoder evaluate different runs: give one")
     if (photos is not None or image_encoder is not None) and task != "typographic":
         raise ValueError("--photos and --image-encoder go with eval typographic")
     _track(task)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
+    if model is None:  # the run's model and weights, as its manifest names them
+        meta = SharedProjection.load(Path(projection).expanduser()).metadata if projection is not None else {}
+        model = meta.get("model") or "toy"
+        pretrained = pretrained if pretrained is not None else (meta.get("pretrained") or None)
     pretrained = _resolved(pretrained)
     bundle = load_clip(model, pretrained=pretrained, device=device)
     proj, recorded = None, {}
@@ -357,6 +392,11 @@ def eval_run(
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
         recorded = proj.metadata
         _check_projection(projection, recorded, _identity(bundle, pretrained, allow_other_weights, task=task))
+        if "data" not in recorded and photos is None and not allow_other_data:
+            raise ValueError(
+                f"{projection} carries no record of the data it was trained on, so this test split could hold "
+                "its training images; pass --allow-other-data to score it anyway"
+            )
     base = bundle
     if image_encoder is not None:
         bundle, recorded = _load_encoder(bundle, image_encoder, pretrained, allow_other_weights)
@@ -395,11 +435,24 @@ def eval_run(
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         return {"t": None, **typographic.evaluate(feats, reference=ref), "source": source}
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
-    if task == "gender":
-        return {**gender.Sweep(feats, proj).at(t, feats.skewed), "source": source}
-    if task == "pairs":
-        return {"t": source["t"], **pairs.evaluate(feats, scaled), "source": source}
-    return {"t": source["t"], **typographic.evaluate(feats, scaled), "source": source}
+    sweep = gender.Sweep(feats, proj) if task == "gender" else None
+
+    def at(t: float) -> dict:
+        if sweep is not None:
+            return sweep.at(t, feats.skewed)
+        w_t = proj.scaled(t) if proj is not None else None
+        return {"t": t if proj is not None else None, **_track(task).evaluate(feats, w_t)}
+
+    if ts is not None:
+        return {"rows": [at(v) for v in ts], "source": {**source, "t": ts}}
+    return {**at(t), "source": source}
+
+
+def _t_value(t) -> float:
+    """t as a float, or a one-line error (a string, None or a bool is not a t)."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise ValueError(f"t must be a finite number, got {t!r}")
+    return float(t)
 
 
 def export_run(

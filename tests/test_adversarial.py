@@ -30,7 +30,8 @@ def reference_pgd(visual, images, labels, texts, tau, mean, std, eps, steps, noi
     delta = (x + (2 * noise - 1) * eps).clamp(0, 1) - x
     for _ in range(steps):
         delta.requires_grad_(True)
-        emb = torch.nn.functional.normalize(visual((x + delta - mean) / std).float(), dim=-1)
+        x_in = ((x + delta - mean) / std).contiguous(memory_format=torch.channels_last)  # the same convolutions
+        emb = torch.nn.functional.normalize(visual(x_in).float(), dim=-1)
         loss = torch.nn.functional.cross_entropy(logprobs(emb, texts, tau), labels)
         (g,) = torch.autograd.grad(loss, delta)
         delta = (delta.detach() + alpha * g.sign()).clamp(-eps, eps)
@@ -69,7 +70,7 @@ def test_pgd_fools_the_pretrained_model(toy, data):
 
 def test_adversarial_training_raises_robust_accuracy_on_held_out_images(toy, data):
     feats, images, labels, test, test_labels = data
-    cfg = TrainConfig(method="dpo", lr=1e-3, epochs=8, batch_size=32, seed=0)
+    cfg = TrainConfig(method="dpo", lr=1e-3, epochs=8, batch_size=32, seed=0, bma=False)
     weights = {k: v.clone() for k, v in toy.model.state_dict().items()}
     tuned, hist = adversarial.adversarial_finetune(
         toy, images, labels, feats.texts, cfg, EPS, pgd_steps=2, progress=False
@@ -115,7 +116,7 @@ def test_each_step_prefers_the_truth_over_where_the_attack_pushed(toy, data, mon
 
     monkeypatch.setattr(adversarial, "pgd", spy_pgd)
     monkeypatch.setattr(adversarial, "preference_objective", spy_objective)
-    cfg = TrainConfig(method="dpo", lr=1e-3, epochs=1, batch_size=16, seed=0)
+    cfg = TrainConfig(method="dpo", lr=1e-3, epochs=1, batch_size=16, seed=0, bma=False)
     adversarial.adversarial_finetune(toy, images[:32], labels[:32], feats.texts, cfg, EPS, pgd_steps=2, progress=False)
     assert len(calls) == 2
     for logp, ref_logp, y_w, y_l, s in calls:

@@ -33,7 +33,7 @@ def _loaded(model):
 def _w_t_scores(bundle, proj, images, t=1.5):
     """clipaln's scores under W_t: what every export must reproduce."""
     w_t = SharedProjection.load(proj).scaled(t)
-    return similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t)
+    return similarities(encode_images(bundle, images, progress=False), encode_texts(bundle, PROMPTS), w_t).float()
 
 
 def _a_projection(bundle, path, model, seed=0):

@@ -95,7 +95,7 @@ class GenderCSV:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"CSV file not found: {csv_path}")
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM is not part of a column
             reader = csv.DictReader(f)
             missing = [c for c in self.COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -104,13 +104,17 @@ class GenderCSV:
         if not rows:
             raise ValueError(f"{csv_path} has no rows")
         self.samples = []
+        first_line: dict[Path, int] = {}
         for line, r in enumerate(rows, start=2):
             if any(not (r.get(c) or "").strip() for c in self.COLUMNS):
                 raise ValueError(f"{csv_path}, line {line}: needs a path, a gender and an activity")
             p = Path(r["path"])
-            p = p if p.is_absolute() else csv_path.parent / p
+            p = (p if p.is_absolute() else csv_path.parent / p).resolve()
             if not p.is_file():
                 raise FileNotFoundError(f"{csv_path} lists {r['path']}, which does not exist")
+            if p in first_line:  # a repeated image could land in training and in the test gallery at once
+                raise ValueError(f"{csv_path}, line {line}: {r['path']} is listed already (line {first_line[p]})")
+            first_line[p] = line
             self.samples.append((p, r["gender"].strip(), r["activity"].strip()))
         self.genders = sorted({s[1] for s in self.samples})
         self.activities = sorted({s[2] for s in self.samples})

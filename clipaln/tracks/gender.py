@@ -20,8 +20,8 @@ import torch
 from .. import metrics
 from ..data.gender import GENDER_TEMPLATE, NEUTRAL_TEMPLATE, GenderCSV, GenderFolder, reversal_task
 from ..data.real import Subset, files_fingerprint, paths_fingerprint
-from ..features import FeatureCache, encode_dataset, encode_texts, resolve_precision
-from ..manifest import digest
+from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
+from ..manifest import data_record, digest
 from ..models import ClipBundle
 from ..policy import PreferenceData
 from ..projection import SharedProjection, SpectralScorer
@@ -153,6 +153,7 @@ class Features:
     skewed: list[str]  # the prompts whose skew the track reports
     val_gallery: torch.Tensor | None = None  # (M', d) where t* is chosen
     val_gallery_labels: list[tuple[str, str]] | None = None
+    record: dict = field(default_factory=dict)  # the data's identity (manifest.data_record)
 
     def trained_on(self, genders) -> Features:
         """The same features with only the training images of `genders` (D_pref and D_reg): which
@@ -184,6 +185,7 @@ class Features:
             self.train_images,
             self.logit_scale,
             reg_texts=self.reg_texts,
+            record=self.record,
         )
 
 
@@ -249,6 +251,7 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         list(spec.skewed),
         t.get("val_gallery"),
         dec(t["val_gallery_labels"]) if "val_gallery_labels" in t else None,
+        data_record(bundle.name, model_fingerprint(bundle), "gender", spec.key),
     )
 
 
@@ -385,7 +388,11 @@ class Sweep:
     t = 0, an even split, cannot flip)."""
 
     def __init__(self, feats: Features, projection: SharedProjection | PromptReflection | None = None, k: int = 10):
-        self.feats, self.k = feats, min(k, len(feats.gallery))  # a small real gallery: the top k is all of it
+        if len(feats.gallery) < 4:
+            raise ValueError(f"the gallery holds {len(feats.gallery)} images: retrieval needs at least 4 to rank")
+        # at most half the gallery: were the top k all of it, no t could change who is in it, and every
+        # prompt would read as balanced at every t
+        self.feats, self.k = feats, min(k, len(feats.gallery) // 2)
         self.scorer = _scorer(projection, feats.gallery, feats.prompt_texts)
         self.genders = [g for g, _ in feats.gallery_labels]
         self.acts = [a for _, a in feats.gallery_labels]

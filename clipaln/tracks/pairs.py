@@ -21,10 +21,10 @@ import torch
 
 from .. import losses
 from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
-from ..features import FeatureCache, encode_dataset, encode_texts, resolve_precision
-from ..manifest import digest
+from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
+from ..manifest import data_record, digest
 from ..models import ClipBundle
-from ..policy import PreferenceData, logprobs, similarities
+from ..policy import PreferenceData, logprobs, read_alike, similarities
 from ..projection import SharedProjection
 from ..train import TrainConfig, fit_projection
 from . import typographic
@@ -49,7 +49,7 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM is not part of a column name
             rows = list(csv.DictReader(f))
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
@@ -66,7 +66,7 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         if not isinstance(r, dict) or any(not isinstance(r.get(k), str) or not r[k].strip() for k in FIELDS):
             raise ValueError(f"{path}, row {i}: needs {', '.join(FIELDS)} (non-empty strings)")
         image = Path(r["image"]).expanduser()
-        image = image if image.is_absolute() else path.parent / image
+        image = (image if image.is_absolute() else path.parent / image).resolve()  # one image, one name
         if not image.is_file():
             raise FileNotFoundError(f"{path}, row {i}: image {r['image']} does not exist")
         if r["chosen"].strip() == r["rejected"].strip():
@@ -140,6 +140,14 @@ class Features:
 def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
     """Encode every image once (streamed, cached by model + data) and every distinct caption."""
     paths = [r[0] for r in spec.rows]
+    alike = read_alike(bundle, [r[1] for r in spec.rows], [r[2] for r in spec.rows])
+    if alike:  # row numbers as in the file: the CSV's header is line 1
+        rows = ", ".join(str(i + 1) for i in alike[:5])
+        raise ValueError(
+            f"pairs {rows}{' ...' if len(alike) > 5 else ''}: chosen and rejected read the same to the model's "
+            f"tokenizer ({spec.rows[alike[0]][1]!r} / {spec.rows[alike[0]][2]!r}): case, punctuation or words "
+            "past its context length"
+        )
 
     def compute():
         out = {"images": encode_dataset(bundle, _Images(paths), desc="encode pair images", **encoding)[0]}
@@ -158,7 +166,9 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         emb = t["images"][idx]
         y_w = [index[spec.rows[i][1]] for i in idx]
         y_l = [index[spec.rows[i][2]] for i in idx]
-        return PreferenceData(emb, y_w, y_l, texts, emb if reg is None else reg, bundle.logit_scale)
+        return PreferenceData(emb, y_w, y_l, texts, emb if reg is None else reg, bundle.logit_scale, record=record)
+
+    record = data_record(bundle.name, model_fingerprint(bundle), "pairs", spec.key)
 
     return Features(captions, data(spec.train_idx, t.get("reg")), data(spec.test_idx, t.get("reg")))
 

@@ -25,9 +25,17 @@ from ..data.fonts import UNSEEN_FONTS
 from ..data.real import ImageFolderDataset, Subset, check_template, files_fingerprint, torchvision_dataset
 from ..data.real import spec as dataset_spec
 from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
-from ..features import FeatureCache, PreprocessedView, encode_dataset, encode_images, encode_texts, resolve_precision
+from ..features import (
+    FeatureCache,
+    PreprocessedView,
+    encode_dataset,
+    encode_images,
+    encode_texts,
+    model_fingerprint,
+    resolve_precision,
+)
 from ..finetune import finetune_encoders
-from ..manifest import digest
+from ..manifest import data_record, digest
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, similarities
@@ -35,26 +43,14 @@ from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, spe
 from ..toyworld import OBJECTS
 from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
-from ..train import TrainConfig, fit_projection
+from ..train import SCHEDULES, TrainConfig, fit_projection
 
 #: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
 #: registry) and every preference method averages its iterates with BMA, as the authors do. The
 #: learning rate, epochs and the weight of the orthogonality penalty (orth) were chosen by `tune` on
 #: the toy world's validation split (never on test numbers), under the target for W
 #: (clipaln.projection.MAX_GAP, S_RANGE) and the dial's: `clipaln bench tune --json` prints the grid and the choice.
-DEFAULTS = {
-    "dpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
-    # IPO misses W's target at every setting tried (its smallest singular value stays at or below 0.14
-    # even with orth = 10,000): this is the nearest to it of the grid (docs/toy-world.md)
-    "ipo": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256, bma=True),
-    "kto": dict(lr=0.003, epochs=3, orth=1.0, batch_size=256, bma=True),
-    # CE has no KL term: only orth = 100 keeps its W within the target (at orth = 0: S 0.30 to 1.65)
-    "ce": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256),
-    # the further preference losses take DPO's setting (`typographic.tune(feats, "cdpo")` can tune one)
-    "cdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
-    "rfdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
-    "mdpo": dict(lr=0.003, epochs=10, orth=1.0, batch_size=256, bma=True),
-}
+DEFAULTS = SCHEDULES  # the package's defaults were tuned on this track (clipaln.train.SCHEDULES)
 #: The grid `tune` searches, and how much clean validation accuracy a choice may give up at t = 1.
 LR_GRID = (0.003, 0.01, 0.03, 0.1)
 EPOCH_GRID = (3, 10, 30)
@@ -116,11 +112,13 @@ class Features:
     unseen: Split
     reading: torch.Tensor  # (R, d) text-only images
     reading_labels: torch.Tensor  # (R,)
+    record: dict = field(default_factory=dict)  # the data's identity (manifest.data_record)
 
     def preference_data(self) -> PreferenceData:
         """D_pref = (x', y_w = true class, y_l = written class); D_reg = the clean images."""
+        tr = self.train
         return PreferenceData(
-            self.train.attacked, self.train.labels, self.train.written, self.texts, self.train.clean, self.logit_scale
+            tr.attacked, tr.labels, tr.written, self.texts, tr.clean, self.logit_scale, record=self.record
         )
 
 
@@ -266,6 +264,7 @@ def build_features(
         split("unseen"),
         t["reading"],
         t["reading_labels"].long(),
+        data_record(bundle.name, model_fingerprint(bundle), "typographic", spec.key),
     )
 
 
@@ -318,13 +317,18 @@ def adversarial_finetune(
 ):
     """Online adversarial preference training (App. K; clipaln.adversarial) of the image encoder
     on the first n_train clean training images of `spec` (all by default), perturbed by PGD of
-    radius eps against the current policy at every step. Returns the fine-tuned bundle and the history."""
-    feats = feats or build_features(bundle, spec, progress=progress)
-    n = len(feats.train.labels) if n_train is None else min(n_train, len(feats.train.labels))
+    radius eps against the current policy at every step. Returns the fine-tuned bundle and the history.
+    `feats`: any features of `spec` (for the class texts); without the training split (with_train=False)
+    the labels are read from the training images themselves."""
+    feats = feats or build_features(bundle, spec, progress=progress, with_train=False)
+    total = len(spec.train_set)
+    n = total if n_train is None else min(n_train, total)
+    if feats.train is not None:
+        labels = feats.train.labels[:n]
+    else:
+        labels = torch.tensor([int(spec.train_set[i][1]) for i in range(n)])
     images = PreprocessedView(spec.train_set, 0, bundle.preprocess)  # rendered per batch
-    return adversarial.adversarial_finetune(
-        bundle, images, feats.train.labels[:n], feats.texts, cfg, eps, pgd_steps, progress=progress
-    )
+    return adversarial.adversarial_finetune(bundle, images, labels, feats.texts, cfg, eps, pgd_steps, progress=progress)
 
 
 def robust_accuracy(
@@ -379,15 +383,17 @@ def evaluate_photos(
 ) -> dict:
     """Real typographic photos (clipaln.data.real.photo_set: items (image, true label, written label or
     -1)) classified over the set's own class names: photos/accuracy (the true object wins),
-    photos/attack_success (the written word wins, over photos whose word is a class) and photos/n."""
+    photos/attack_success (the written word wins, over photos whose word is another class: a photo
+    whose word is its own label is no attack), photos/n and photos/not_attacks (those same-word photos)."""
     emb, labels, written = encode_dataset(bundle, photos, (0,), (1, 2), desc="encode photos", **encoding)
     texts = encode_texts(bundle, [check_template(template).format(c) for c in photos.classes])
     pred = similarities(emb, texts, projection).argmax(-1)
-    named = written >= 0
+    named = (written >= 0) & (written != labels)
     return {
         "photos/accuracy": (pred == labels).float().mean().item(),
         "photos/attack_success": (pred[named] == written[named]).float().mean().item() if named.any() else None,
         "photos/n": len(labels),
+        "photos/not_attacks": int((written == labels).sum()),
     }
 
 

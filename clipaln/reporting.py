@@ -1,0 +1,64 @@
+"""Where a run's per-step logs go besides its history.jsonl: TensorBoard or Weights & Biases.
+
+The names are TRL's where TRL has one (loss, learning_rate, grad_norm, rewards/chosen,
+rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected), so a
+dashboard built for TRL's DPOTrainer reads a clipaln run; the rest keep clipaln's (loss/kl, margin/h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPORTERS = ("tensorboard", "wandb")
+#: Per-step columns that are bookkeeping, not metrics.
+NOT_METRICS = ("step", "elapsed_s")
+
+
+class Reporter:
+    """Sends each step's logs to every backend asked for; `close()` flushes them."""
+
+    def __init__(self, report_to: Sequence[str], logdir: Path, config: dict, name: str):
+        unknown = [r for r in report_to if r not in REPORTERS]
+        if unknown:
+            raise ValueError(f"unknown --report-to {', '.join(unknown)}: use {', '.join(REPORTERS)}")
+        self.sinks: list[tuple[Callable[[int, dict], None], Callable[[], None]]] = []
+        if "tensorboard" in report_to:
+            self.sinks.append(_tensorboard(Path(logdir), config))
+        if "wandb" in report_to:
+            self.sinks.append(_wandb(config, name))
+
+    def __call__(self, step: int, row: dict) -> None:
+        metrics = {k: v for k, v in row.items() if k not in NOT_METRICS}
+        for log, _ in self.sinks:
+            log(step, metrics)
+
+    def close(self) -> None:
+        for _, close in self.sinks:
+            close()
+
+
+def _tensorboard(logdir: Path, config: dict):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RuntimeError(
+            "--report-to tensorboard needs the tensorboard package: pip install 'clipaln[track]'"
+        ) from None
+    writer = SummaryWriter(log_dir=str(logdir))
+    writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
+
+    def log(step: int, metrics: dict) -> None:
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, step)
+
+    return log, writer.close
+
+
+def _wandb(config: dict, name: str):
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("--report-to wandb needs the wandb package: pip install wandb") from None
+    run = wandb.init(config=config, name=name, reinit=True)
+    return (lambda step, metrics: run.log(metrics, step=step)), run.finish

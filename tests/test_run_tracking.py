@@ -1,0 +1,97 @@
+"""Runs you can follow and resume whole: TensorBoard under TRL's names, a config file, the
+warm-up and cDPO flags, and a resumed run whose history holds every step once."""
+
+import json
+import signal
+
+import pytest
+from test_tracks_pairs import scenes
+
+import clipaln.train as train_module
+from clipaln import runs
+from clipaln.cli import main
+
+TRL_NAMES = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "learning_rate"}
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scenes")
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in scenes(folder, n=20)))
+    return path
+
+
+def train(pairs_file, out, *flags):
+    return main(["train", "pairs", "--pairs", str(pairs_file), "--out", str(out), "--no-cache", "--quiet", *flags])
+
+
+def test_report_to_tensorboard_writes_trls_names(tmp_path, pairs_file):
+    pytest.importorskip("tensorboard", reason="pip install 'clipaln[track]' for --report-to tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert train(pairs_file, tmp_path / "run", "--epochs", "4", "--report-to", "tensorboard") == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert TRL_NAMES <= tags, TRL_NAMES - tags
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    logged = [e.value for e in events.Scalars("rewards/margins")]
+    assert logged == pytest.approx([row["rewards/margins"] for row in history], rel=1e-6)
+    # TRL's identity: the margin is the chosen reward less the rejected one
+    row = history[-1]
+    assert row["rewards/margins"] == pytest.approx(row["rewards/chosen"] - row["rewards/rejected"], abs=1e-5)
+
+
+def test_a_config_file_sets_the_run_and_flags_win(tmp_path, pairs_file, capsys):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"method": "cdpo", "epochs": 2, "label_smoothing": 0.2, "warmup_ratio": 0.3}))
+    assert train(pairs_file, tmp_path / "a", "--config", str(config)) == 0
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert {k: run["config"][k] for k in ("method", "epochs", "label_smoothing", "warmup_ratio")} == {
+        "method": "cdpo",
+        "epochs": 2,
+        "label_smoothing": 0.2,
+        "warmup_ratio": 0.3,
+    }
+    assert train(pairs_file, tmp_path / "b", "--config", str(config), "--epochs", "3") == 0
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["config"]["epochs"] == 3
+    capsys.readouterr()
+    config.write_text(json.dumps({"epoch": 2}))  # a typo is named, not ignored
+    assert train(pairs_file, tmp_path / "c", "--config", str(config)) == 2
+    assert "unknown field(s) epoch" in capsys.readouterr().err
+    assert train(pairs_file, tmp_path / "d", "--label-smoothing", "0.2") == 2  # DPO has no smoothing
+    assert "label_smoothing is cDPO's" in capsys.readouterr().err
+
+
+def test_the_warmup_ratio_flag_starts_below_the_full_rate(tmp_path, pairs_file):
+    assert train(pairs_file, tmp_path / "run", "--epochs", "10", "--warmup-ratio", "0.5") == 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    rates = [row["learning_rate"] for row in history]
+    assert rates[0] == pytest.approx(max(rates) / 5) and rates.index(max(rates)) == 4  # 5 warm-up steps of 10
+
+
+def test_a_resumed_run_has_every_step_once_and_its_whole_time(tmp_path, pairs_file, monkeypatch):
+    data = dict(root=str(pairs_file), cache=False, progress=False, workers=0)
+    out = tmp_path / "run"
+    real_save, saved = train_module.save_checkpoint, []
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, **data)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    result = runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, resume=True, **data)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history] == list(range(12))
+    elapsed = [row["elapsed_s"] for row in history]
+    assert elapsed == sorted(elapsed) and result["metrics"]["train_seconds"] == elapsed[-1]
