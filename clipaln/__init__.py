@@ -4,6 +4,7 @@ from ._version import __version__
 from .models import ClipBundle, load_clip
 from .policy import PreferenceData
 from .projection import SharedProjection, SpectralScorer
+from .runs import export_run as export
 from .train import TrainConfig, fit_projection
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "PreferenceData",
     "TrainConfig",
     "fit_projection",
+    "export",
     "__version__",
 ]

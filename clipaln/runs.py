@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from . import distributed as dist
-from . import export, manifest
+from . import fold, manifest
 from .data.real import files_fingerprint
 from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
@@ -475,15 +475,15 @@ def export_run(
     header = {"source": str(path.resolve()), "t": t, "model": model, "pretrained": pretrained or "", "format": "pt"}
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
         header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
-    config = export.open_clip_config(model, toy)
+    config = fold.open_clip_config(model, toy)
     out = Path(out).expanduser()
     if out.suffix:
-        written = export.export_checkpoint(bundle.model, proj.scaled(t).weight, out, config, header, overwrite)
+        written = fold.export_checkpoint(bundle.model, proj.scaled(t).weight, out, config, header, overwrite)
     else:
         if config is None:
             raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
         card = _model_card(path, meta, model, pretrained, t)
-        written = export.export_folder(
+        written = fold.export_folder(
             bundle.model, proj.scaled(t).weight, out, config, _preprocess_cfg(bundle), header, card, overwrite
         )
     return {

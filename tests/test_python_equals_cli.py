@@ -86,3 +86,17 @@ def test_several_t_cost_one_model_load(tmp_path, pairs_file, monkeypatch, capsys
     assert many["rows"][1]["preference/accuracy"] == one["preference/accuracy"]
     with pytest.raises(ValueError, match="t must be a finite number"):
         runs.eval_run("pairs", projection=out / "projection.safetensors", t="1", cache=False, progress=False)
+
+
+def test_export_in_python_is_the_command(tmp_path, pairs_file):
+    from safetensors.torch import load_file
+
+    import clipaln
+    from clipaln.fold import HUB_WEIGHTS
+
+    proj, _ = fit_projection(python_features(pairs_file).train, TrainConfig(method="dpo", epochs=2), progress=False)
+    path = proj.save(tmp_path / "w.safetensors")  # a W fitted in Python names its model: it can be exported
+    clipaln.export(path, out=tmp_path / "from_python", t=1.5)
+    assert main(["export", "--projection", str(path), "--t", "1.5", "--out", str(tmp_path / "from_cli")]) == 0
+    a, b = (load_file(tmp_path / name / HUB_WEIGHTS) for name in ("from_python", "from_cli"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
