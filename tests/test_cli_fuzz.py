@@ -1,7 +1,10 @@
-"""Fuzz the command line: 320 seeded random invocations of `clipaln train` and `clipaln eval` (flag
-combinations, odd values, tiny folders, existing and missing outputs). Each one exits 0 or 2, never
-with a traceback; an error is one line; every JSON printed or written parses without NaN or inf."""
+"""Fuzz the command line: 320 seeded random invocations of `clipaln train` (typographic, gender with
+the toy or a people CSV, pairs), `clipaln eval` and `clipaln export` (flag combinations, odd values,
+tiny folders, good and broken CSV and pairs files, existing and missing outputs). Each one exits 0 or
+2, never with a traceback; an error is one line; every JSON printed or written parses without NaN or
+inf; and no invocation changes a byte of the runs it did not create."""
 
+import hashlib
 import json
 import random
 import re
@@ -33,6 +36,24 @@ def world(tmp_path_factory):
         folders.append(root)
     (folders[-1] / ".ipynb_checkpoints").mkdir()
     (base / "a_file.txt").write_text("not a folder")
+    people = base / "people"  # 2 activities x 2 genders x 5 people, and a CSV with a missing column
+    rows = ["path,gender,activity"]
+    for a, act in enumerate(["cooking", "painting"]):
+        for g, gen in enumerate(["man", "woman"]):
+            for i in range(5):
+                (people / f"{a}{g}").mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (20 + i, 20), (90 * a, 90 * g, 30 * i)).save(people / f"{a}{g}" / f"{i}.png")
+                rows.append(f"{a}{g}/{i}.png,{gen},{act}")
+    (people / "people.csv").write_text("\n".join(rows) + "\n")
+    (people / "bad.csv").write_text("path,activity\n00/0.png,cooking\n")
+    pairs = base / "pairs"
+    pairs.mkdir()
+    lines = ["image,chosen,rejected"]
+    for i in range(10):
+        Image.new("RGB", (24, 24), (20 * i, 100, 100)).save(pairs / f"{i}.png")
+        lines.append(f"{i}.png,a photo of a star.,a photo of a ball.")
+    (pairs / "pairs.csv").write_text("\n".join(lines) + "\n")
+    (pairs / "alike.csv").write_text("image,chosen,rejected\n0.png,a photo of a star.,A photo of a STAR\n1.png,a,b\n")
     runs = {}
     for task, n in (("typographic", "12"), ("gender", "16")):
         out = base / f"run-{task}"
@@ -40,6 +61,16 @@ def world(tmp_path_factory):
         assert main(args) == 0
         runs[task] = out / "projection.safetensors"
     return base, folders, runs
+
+
+def fingerprints(base):
+    """sha256 of every file of the fixture's finished runs."""
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for run in base.glob("run-*")
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def choose(rng, pool):
@@ -58,7 +89,38 @@ def random_invocation(rng: random.Random, base, folders, runs, k: int) -> list[s
         "--seed": ["0", "1", "x"],
         "--no-cache": [None],
     }
-    if rng.random() < 0.55:
+    draw = rng.random()
+    if draw < 0.12:  # export: into new paths, onto the runs' own files, over folders
+        args = ["export", "--device", "cpu"]
+        flags = {
+            "--projection": [str(runs["typographic"]), str(runs["gender"]), str(base / "a_file.txt"), "missing.st"],
+            "--t": ["1", "0", "-1", "1e308", "nan", "x"],
+            "--out": [
+                str(base / f"export{k}"),
+                str(base / f"export{k}.safetensors"),
+                str(runs["typographic"]),
+                str(runs["typographic"].parent / "run.json"),
+                str(runs["typographic"].parent),
+                str(base / "a_file.txt"),
+            ],
+        }  # no --overwrite: the runs' files must come through unchanged
+        for f in rng.sample(sorted(flags), rng.randint(1, 3)):
+            value = choose(rng, flags[f])
+            args += [f] if value is None else [f, value]
+        return args
+    if draw < 0.30:  # train pairs / gender on a people CSV, good files and broken ones
+        task = choose(rng, ["pairs", "gender"])
+        args = ["train", task, "--epochs", "1", "--no-cache", "--out", str(base / f"out{k}")]
+        if task == "pairs":
+            args += ["--pairs", choose(rng, [str(base / "pairs" / n) for n in ("pairs.csv", "pairs.csv", "alike.csv")])]
+            args += choose(rng, [[], ["--method", "kto"], ["--n-train", "4"], ["--label-smoothing", "0.2"]])
+        else:
+            csv = choose(
+                rng, [str(base / "people" / n) for n in ("people.csv", "people.csv", "bad.csv", "missing.csv")]
+            )
+            args += ["--dataset", "people", "--root", csv] + choose(rng, [[], ["--method", "ipo"], ["--n-train", "3"]])
+        return args
+    if draw < 0.62:
         cmd = ["train", choose(rng, ["typographic", "typographic", "gender", "nosuch"])]
         flags = {
             **common,
@@ -108,6 +170,7 @@ def test_random_invocations_exit_cleanly(world, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
     base, folders, runs = world
     rng = random.Random(12)
+    before = fingerprints(base)
     codes = []
     for k in range(N_INVOCATIONS):
         args = random_invocation(rng, base, folders, runs, k)
@@ -126,3 +189,4 @@ def test_random_invocations_exit_cleanly(world, capsys, monkeypatch, tmp_path):
     for path in base.rglob("*.json"):
         strict_json(path.read_text())
     assert codes.count(0) >= 30 and codes.count(2) >= 30, codes  # both kinds were exercised
+    assert fingerprints(base) == before  # no invocation changed a run it did not create

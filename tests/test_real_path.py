@@ -45,10 +45,9 @@ def train_and_eval(model, tmp_path, **data):
     out = tmp_path / "run"
     result = runs.train_run("typographic", out=out, model=model, device="cpu", **QUICK, **data)
     assert (out / "run.json").is_file() and 0 <= result["metrics"]["trained"]["accuracy/clean"] <= 1
-    again = runs.eval_run(
+    again = runs.eval_run(  # no model given: eval reads it (and its weights) from the run's manifest
         "typographic",
         projection=out / "projection.safetensors",
-        model=model,
         device="cpu",
         cache=False,
         progress=False,
@@ -147,7 +146,8 @@ def test_real_people_from_a_csv_train_and_eval_gender(tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr().err
     capsys.readouterr()
-    assert main(["eval", "gender", *args, "--projection", str(out / "projection.safetensors"), "--json"]) == 0
+    no_model = [a for a in args if a not in ("--model", "ViT-B-32")]  # the run's manifest names it
+    assert main(["eval", "gender", *no_model, "--projection", str(out / "projection.safetensors"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["prompts"]) == {"cooking", "repairing a car"} and result["k"] == 2  # half the 4-image gallery
 
