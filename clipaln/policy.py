@@ -77,7 +77,7 @@ def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=Non
     if image_emb.dtype != text_emb.dtype or not image_emb.is_floating_point():
         image_emb, text_emb = image_emb.float(), text_emb.float()
     if projection is not None:
-        if getattr(projection, "weight", None) is not None and projection.weight.dtype == torch.float64:
+        if getattr(projection, "exact", None) is not None:
             image_emb, text_emb = image_emb.double(), text_emb.double()  # W_t at large |t|: keep its digits
         image_emb, text_emb = projection(image_emb), projection(text_emb)
     else:

@@ -28,8 +28,8 @@ FORMAT = "clipaln.SharedProjection"
 
 class SharedProjection(nn.Module):
     """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e.
-    A float64 weight (what `scaled` returns) projects in float64: at large |t| the spread of S^t is
-    beyond float32's seven digits."""
+    `scaled(t)` keeps W_t in float64 too (`.exact`) and projects with it: at large |t| the spread of
+    S^t is beyond float32's seven digits. `.weight` stays float32, the parameter a W trains."""
 
     def __init__(self, dim: int, weight: torch.Tensor | None = None):
         super().__init__()
@@ -41,11 +41,11 @@ class SharedProjection(nn.Module):
             raise ValueError(f"weight must be a torch tensor, not {type(weight).__name__} (torch.from_numpy converts)")
         if weight is not None and not weight.is_floating_point():
             raise ValueError(f"weight must be floating point, got {weight.dtype}")
-        w = torch.eye(dim) if weight is None else weight.detach().clone()
-        w = w if w.dtype == torch.float64 else w.float()
+        w = torch.eye(dim) if weight is None else weight.detach().clone().float()
         if w.shape != (dim, dim):
             raise ValueError(f"weight must be {dim}x{dim}, got {tuple(w.shape)}")
         self.weight = nn.Parameter(w)
+        self.register_buffer("exact", None, persistent=False)  # W_t in float64, set by scaled()
         self.metadata: dict[str, str] = {}
 
     @property
@@ -55,7 +55,7 @@ class SharedProjection(nn.Module):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         if emb.shape[-1] != self.dim:
             raise ValueError(f"embeddings of size {emb.shape[-1]} do not match the projection size {self.dim}")
-        w = self.weight
+        w = self.exact if self.exact is not None else self.weight
         x = emb.to(w.dtype) if w.dtype == torch.float64 else emb
         return F.normalize(x @ w.to(x.dtype).T, dim=-1).to(emb.dtype)  # (..., dim): re-normalised W e
 
@@ -82,7 +82,8 @@ class SharedProjection(nn.Module):
                 f"W_t is not finite at t = {t.tolist()}: W's singular values span "
                 f"{float(s.min()):.3g} to {float(s.max()):.3g}; use a smaller |t|"
             )
-        out = SharedProjection(self.dim, w_t)
+        out = SharedProjection(self.dim, w_t.float())
+        out.exact = w_t.to(self.weight.device)
         out.weight.requires_grad_(False)
         out.metadata = dict(self.metadata)
         return out

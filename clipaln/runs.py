@@ -478,13 +478,13 @@ def export_run(
     config = fold.open_clip_config(model, toy)
     out = Path(out).expanduser()
     if out.suffix:
-        written = fold.export_checkpoint(bundle.model, proj.scaled(t).weight, out, config, header, overwrite)
+        written = fold.export_checkpoint(bundle.model, proj.scaled(t).exact, out, config, header, overwrite)
     else:
         if config is None:
             raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
         card = _model_card(path, meta, model, pretrained, t)
         written = fold.export_folder(
-            bundle.model, proj.scaled(t).weight, out, config, _preprocess_cfg(bundle), header, card, overwrite
+            bundle.model, proj.scaled(t).exact, out, config, _preprocess_cfg(bundle), header, card, overwrite
         )
     return {
         "written": [str(p) for p in written],
