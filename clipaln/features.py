@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -37,6 +38,18 @@ def encode_texts(bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512
         tokens = bundle.tokenizer(list(texts[i : i + batch_size])).to(bundle.device)
         out.append(F.normalize(bundle.model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out)
+
+
+def zero_shot_texts(bundle: ClipBundle, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(K, d) zero-shot classifier of a prompt ensemble, made by open_clip's own
+    build_zero_shot_classifier: each class's caption under every template ("a bad photo of a {}."),
+    normalised, averaged and normalised again."""
+    if not templates or not class_names:
+        raise ValueError("a prompt ensemble needs at least one template and one class name")
+    weights = open_clip.build_zero_shot_classifier(
+        bundle.model, bundle.tokenizer, list(class_names), list(templates), device=bundle.device
+    )
+    return weights.T.float().cpu()  # (d, K) there, (K, d) as every clipaln text matrix
 
 
 #: Precisions for encoding: "auto" is bf16 autocast on CUDA and fp32 elsewhere.

@@ -84,7 +84,9 @@ def test_imagenet100_by_wordnet_id_with_train_and_val(tmp_path):
     # D_pref / D_reg come from train/, the reported test split from val/
     assert all("/train/" in str(spec.train_set.base.samples[i][0]) for i in spec.train_set.indices)
     assert all("/val/" in str(spec.test_set.base.samples[i][0]) for i in spec.test_set.indices)
-    train_and_eval("ViT-B-32", tmp_path, dataset="imagenet100", root=str(tmp_path / "in100"))
+    _, result = train_and_eval("ViT-B-32", tmp_path, dataset="imagenet100", root=str(tmp_path / "in100"))
+    assert len(spec.ensemble) == 80  # open_clip's OpenAI ImageNet templates: zero-shot as the field measures it
+    assert {"zeroshot/accuracy", "kl/clean"} <= set(result["metrics"]["trained"])
 
 
 def test_the_real_photo_sets_from_the_command_line(tmp_path, capsys):

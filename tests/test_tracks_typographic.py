@@ -205,3 +205,22 @@ def test_tuning_reads_the_validation_split_only(toy_feats):
     assert {(r["lr"], r["epochs"]) for r in choice["grid"]} == {(0.003, 2), (0.03, 2)}
     assert all("w/orthogonality_gap" in r and "val/dial/min_clean" in r for r in choice["grid"])
     assert (choice["choice"]["lr"], choice["choice"]["epochs"]) in {(0.003, 2), (0.03, 2)}
+
+
+def test_a_prompt_ensemble_scores_clean_images_beside_the_kl(toy):
+    """zeroshot/accuracy: the field's zero-shot measure (open_clip's ensemble classifier), reported by
+    evaluate where the dataset has an ensemble; ImageNet-100 takes open_clip's 80 templates."""
+    import dataclasses
+
+    from clipaln.features import encode_texts, zero_shot_texts
+
+    names = ["star", "ball", "car"]
+    one = zero_shot_texts(toy, names, ["a photo of a {}."])
+    assert torch.allclose(one, encode_texts(toy, [f"a photo of a {c}." for c in names]), atol=1e-5)
+    assert len(typographic.ENSEMBLES["imagenet100"]) == 80
+    spec = dataclasses.replace(typographic.toy_spec(n_train=24, n_test=24), ensemble=("a photo of a {}.", "a {}."))
+    feats = typographic.build_features(toy, spec, progress=False, workers=0)
+    m = typographic.evaluate(feats)
+    assert 0.0 <= m["zeroshot/accuracy"] <= 1.0 and "zero-shot" in typographic.format_metrics(m)
+    plain = typographic.evaluate(dataclasses.replace(feats, ensemble_texts=None))
+    assert "zeroshot/accuracy" not in plain  # no ensemble, no number

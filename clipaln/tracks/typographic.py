@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from .. import adversarial, losses
 from ..data.fonts import UNSEEN_FONTS
@@ -33,6 +34,7 @@ from ..features import (
     encode_texts,
     model_fingerprint,
     resolve_precision,
+    zero_shot_texts,
 )
 from ..finetune import finetune_encoders
 from ..manifest import data_record, digest
@@ -66,6 +68,7 @@ SHORT_NAMES = {
     "T_unseen": "accuracy/attacked_unseen",
     "OCR": "accuracy/ocr",
     "text-only": "accuracy/text_only",
+    "zero-shot": "zeroshot/accuracy",  # with the dataset's prompt ensemble, where it has one
 }
 
 
@@ -113,6 +116,7 @@ class Features:
     reading: torch.Tensor  # (R, d) text-only images
     reading_labels: torch.Tensor  # (R,)
     record: dict = field(default_factory=dict)  # the data's identity (manifest.data_record)
+    ensemble_texts: torch.Tensor | None = None  # (K, d) zero-shot classifier of the spec's prompt ensemble
 
     def preference_data(self) -> PreferenceData:
         """D_pref = (x', y_w = true class, y_l = written class); D_reg = the clean images."""
@@ -141,6 +145,9 @@ class Spec:
     reading_size: int = 224
     seed: int = 0
     key: dict = field(default_factory=dict)
+    # templates of the prompt ensemble the field's zero-shot evaluation uses for this dataset ("{}" for the
+    # class name): open_clip's 80 OpenAI ImageNet templates for imagenet100; empty where there is none
+    ensemble: tuple[str, ...] = ()
 
 
 def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0, n_val: int = 600) -> Spec:
@@ -265,6 +272,7 @@ def build_features(
         t["reading"],
         t["reading_labels"].long(),
         data_record(bundle.name, model_fingerprint(bundle), "typographic", spec.key),
+        zero_shot_texts(bundle, spec.class_names, spec.ensemble) if spec.ensemble else None,
     )
 
 
@@ -370,7 +378,17 @@ def evaluate(
         "accuracy/text_only": accuracy(sim(feats.reading), feats.reading_labels),
         "kl/clean": kl,
         **spectrum(projection),
+        **zero_shot(feats, projection),
     }
+
+
+def zero_shot(feats: Features, projection: SharedProjection | None = None) -> dict:
+    """zeroshot/accuracy: clean test images against the dataset's prompt ensemble (the field's way to
+    measure what a model keeps), with zeroshot/templates; empty where the dataset has no ensemble."""
+    if feats.ensemble_texts is None:
+        return {}
+    hit = accuracy(similarities(feats.test.clean, feats.ensemble_texts, projection), feats.test.labels)
+    return {"zeroshot/accuracy": hit}
 
 
 @torch.no_grad()
@@ -554,6 +572,11 @@ def _split_folders(root: Path) -> tuple[Path, Path] | None:
     return (root / "train", test) if (root / "train").is_dir() and test is not None else None
 
 
+#: The prompt ensembles open_clip ships, by dataset: its 80 OpenAI ImageNet templates, for the
+#: ImageNet classes (ImageNet-100 is named with open_clip's ImageNet class names).
+ENSEMBLES = {"imagenet100": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)}
+
+
 def _sources(dataset: str, root: str, download: bool):
     """(train source, test source or None when both are carved from one set, class names, template)."""
     if dataset == "folder" or dataset_spec(dataset).torchvision is None:  # ImageNet-100 is a folder
@@ -629,6 +652,7 @@ def real_spec(
         n_reading=max(len(names), min(n_test, 500)),
         reading_size=image_size,
         seed=seed,
+        ensemble=ENSEMBLES.get(dataset, ()),
         key={
             "world": dataset,
             "root": str(root),
