@@ -16,3 +16,35 @@ def toy():
     from clipaln import load_clip
 
     return load_clip("toy", device="cpu")
+
+
+@pytest.fixture
+def ctrl_c_after_checkpoints(monkeypatch):
+    """`with ctrl_c_after_checkpoints(n): train(...)`: Ctrl-C arrives right after the n-th checkpoint
+    is written, raising KeyboardInterrupt as in a terminal (even where the runner ignores SIGINT),
+    and the block must stop with it."""
+    import contextlib
+    import signal
+
+    import clipaln.train as train_module
+
+    @contextlib.contextmanager
+    def interrupt(n: int):
+        real_save, saved = train_module.save_checkpoint, []
+
+        def save_then_interrupt(*args, **kwargs):
+            real_save(*args, **kwargs)
+            saved.append(1)
+            if len(saved) == n:
+                signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+
+    return interrupt

@@ -2,12 +2,10 @@
 warm-up and cDPO flags, and a resumed run whose history holds every step once."""
 
 import json
-import signal
 
 import pytest
 from test_tracks_pairs import scenes
 
-import clipaln.train as train_module
 from clipaln import runs
 from clipaln.cli import main
 
@@ -71,25 +69,11 @@ def test_the_warmup_ratio_flag_starts_below_the_full_rate(tmp_path, pairs_file):
     assert rates[0] == pytest.approx(max(rates) / 5) and rates.index(max(rates)) == 4  # 5 warm-up steps of 10
 
 
-def test_a_resumed_run_has_every_step_once_and_its_whole_time(tmp_path, pairs_file, monkeypatch):
+def test_a_resumed_run_has_every_step_once_and_its_whole_time(tmp_path, pairs_file, ctrl_c_after_checkpoints):
     data = dict(root=str(pairs_file), cache=False, progress=False, workers=0)
     out = tmp_path / "run"
-    real_save, saved = train_module.save_checkpoint, []
-
-    def save_then_interrupt(*args, **kwargs):
-        real_save(*args, **kwargs)
-        saved.append(1)
-        if len(saved) == 2:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, **data)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    with ctrl_c_after_checkpoints(2):
+        runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, **data)
     result = runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, resume=True, **data)
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [row["step"] for row in history] == list(range(12))

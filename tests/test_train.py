@@ -96,33 +96,14 @@ def test_preference_data_refuses_equal_pairs(problem):
         )
 
 
-def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, monkeypatch):
-    import signal
-
+def test_interrupt_and_resume_gives_the_uninterrupted_w(problem, tmp_path, ctrl_c_after_checkpoints):
     from safetensors import safe_open
-
-    import clipaln.train as train_module
 
     cfg = TrainConfig(method="dpo", epochs=40, batch_size=16, lr=0.01, bma=True, orth=0.0)
     full, full_hist = fit_projection(problem, cfg, progress=False)
     ckpt = tmp_path / "ckpt.safetensors"
-    real_save, saved = train_module.save_checkpoint, []
-
-    def save_then_interrupt(*args, **kwargs):  # Ctrl-C arrives right after the 5th checkpoint
-        real_save(*args, **kwargs)
-        saved.append(1)
-        if len(saved) == 5:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_interrupt)
-    # Ctrl-C raises KeyboardInterrupt as in a terminal, even where the runner started us with SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    with ctrl_c_after_checkpoints(5):
+        fit_projection(problem, cfg, progress=False, checkpoint=ckpt, checkpoint_every=3)
     with safe_open(str(ckpt), "pt") as f:
         stopped_at = int(f.metadata()["step"])
     assert 0 < stopped_at < 40 * 32
