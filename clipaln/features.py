@@ -75,7 +75,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 #: On a CPU the image tower runs in slices of this many images: a convolutional tower's activations
-#: then stay in cache (the toy's ResNet: 1.9x the images per second of 512-image passes on 2 cores).
+#: then stay in cache. With channels-last, encoding the toy's 17,400 typographic images took 41 s
+#: instead of 69 s on 2 cores (1.7x, end to end).
 CPU_SLICE = 64
 
 

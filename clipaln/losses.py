@@ -128,6 +128,7 @@ class Method:
     weight: Callable[[torch.Tensor, float], torch.Tensor] | None
     paper: dict
     uses_z0: bool = False  # KTO: the loop passes the detached KL estimate z0
+    options: tuple[str, ...] = ()  # TrainConfig fields the loss takes as keywords (cDPO: label_smoothing)
 
 
 LOSSES: dict[str, Method] = {
@@ -157,12 +158,15 @@ LOSSES: dict[str, Method] = {
     # cDPO: -dL/dh = beta [(1 - eps) sigmoid(-beta h) - eps sigmoid(beta h)], zero at h* and negative
     # beyond it: like IPO it stops pushing, but from a logistic loss
     "cdpo": Method(
-        loss=lambda logp, ref_logp, y_w, y_l, beta, z0: cdpo(preference_margin(logp, ref_logp, y_w, y_l), beta),
+        loss=lambda logp, ref_logp, y_w, y_l, beta, z0, label_smoothing=LABEL_SMOOTHING: cdpo(
+            preference_margin(logp, ref_logp, y_w, y_l), beta, label_smoothing
+        ),
         of_margin=cdpo,
         weight=lambda h, beta: (
             beta * ((1 - LABEL_SMOOTHING) * torch.sigmoid(-beta * h) - LABEL_SMOOTHING * torch.sigmoid(beta * h))
         ),
         paper=dict(beta=1.0, lam=1.0),
+        options=("label_smoothing",),
     ),
     # reference-free DPO: DPO on the policy's own margin m (no pi_ref in the loss; the KL term still
     # holds the model near it). of_margin and weight are functions of m, not of h

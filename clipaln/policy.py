@@ -74,7 +74,7 @@ def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=Non
         )
     if image_emb.shape[-1] != text_emb.shape[-1]:
         raise ValueError(f"image embeddings have size {image_emb.shape[-1]} but text embeddings {text_emb.shape[-1]}")
-    if image_emb.dtype != text_emb.dtype or not image_emb.is_floating_point():
+    if image_emb.dtype != text_emb.dtype:
         image_emb, text_emb = image_emb.float(), text_emb.float()
     if projection is not None:
         if getattr(projection, "exact", None) is not None:

@@ -26,6 +26,23 @@ from .io import save_tensors
 FORMAT = "clipaln.SharedProjection"
 
 
+def exponents(t, dim: int | None = None) -> torch.Tensor:
+    """t as a float64 tensor: a finite number, or (given dim) a vector of dim exponents, one per
+    singular direction; one ValueError for anything else (a string, None, a bool, a wrong shape)."""
+    if isinstance(t, (bool, str)) or t is None:
+        raise ValueError(f"t must be a finite number (or a vector of them), got {t!r}")
+    try:
+        t = torch.as_tensor(t, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"t must be a finite number (or a vector of them), got {t!r}") from None
+    if not torch.isfinite(t).all():
+        raise ValueError(f"t must be finite, got {t.tolist()}")
+    if t.ndim > 1 or (t.ndim == 1 and t.numel() != dim):
+        wanted = "a scalar" if dim is None else f"a scalar or a vector of {dim} exponents"
+        raise ValueError(f"t must be {wanted}, got shape {tuple(t.shape)}")
+    return t
+
+
 class SharedProjection(nn.Module):
     """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e.
     `scaled(t)` keeps W_t in float64 too (`.exact`) and projects with it: at large |t| the spread of
@@ -65,16 +82,7 @@ class SharedProjection(nn.Module):
 
     def scaled(self, t) -> SharedProjection:
         """W_t = U S^t V^T in float64; t is a scalar or a vector with one exponent per singular direction."""
-        if isinstance(t, (bool, str)) or t is None:
-            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}")
-        try:
-            t = torch.as_tensor(t, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}") from None
-        if not torch.isfinite(t).all():
-            raise ValueError(f"t must be finite, got {t.tolist()}")
-        if t.ndim > 1 or (t.ndim == 1 and t.numel() != self.dim):
-            raise ValueError(f"t must be a scalar or a vector of {self.dim} exponents, got shape {tuple(t.shape)}")
+        t = exponents(t, self.dim)
         u, s, vh = self.svd()
         w_t = u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh
         if not torch.isfinite(w_t).all():
@@ -169,15 +177,7 @@ class SpectralScorer:
 
     def scores(self, t) -> torch.Tensor:
         """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
-        if isinstance(t, (bool, str)) or t is None:
-            raise ValueError(f"t must be a number or a vector of numbers, got {t!r}")
-        t = torch.as_tensor(t, dtype=torch.float64)
-        if not torch.isfinite(t).all():
-            raise ValueError("t must be finite")
-        if t.ndim > 1 or (t.ndim == 1 and t.numel() != len(self.log_s)):
-            raise ValueError(
-                f"t must be a scalar or a vector of {len(self.log_s)} exponents, got shape {tuple(t.shape)}"
-            )
+        t = exponents(t, len(self.log_s))
         e = 2 * t * self.log_s
         w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)

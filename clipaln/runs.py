@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from .features import FeatureCache, model_fingerprint
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
 from .projection import FORMAT as PROJECTION_FORMAT
-from .projection import SharedProjection
+from .projection import SharedProjection, exponents
 from .reporting import Reporter
 from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
@@ -449,10 +448,8 @@ def eval_run(
 
 
 def _t_value(t) -> float:
-    """t as a float, or a one-line error (a string, None or a bool is not a t)."""
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise ValueError(f"t must be a finite number, got {t!r}")
-    return float(t)
+    """One t of an eval, as a float (one line for what is not a finite number)."""
+    return float(exponents(t))
 
 
 def export_run(

@@ -95,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.method != "cdpo" and self.label_smoothing != losses.LABEL_SMOOTHING:
+        if "label_smoothing" not in entry.options and self.label_smoothing != losses.LABEL_SMOOTHING:
             raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s")
 
 
@@ -363,10 +363,8 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         names += ("logps/chosen", "logps/rejected", "margin/h", "policy/prefers_chosen")
         return zero, dict.fromkeys(names, zero)
     share = len(y_w) / batch
-    if cfg.method == "cdpo":  # its smoothing is a setting of the run, not of the registry
-        per_pair = losses.cdpo(losses.preference_margin(logp, ref_logp, y_w, y_l), cfg.beta, cfg.label_smoothing)
-    else:
-        per_pair = entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0)
+    options = {name: getattr(cfg, name) for name in entry.options}  # cDPO's label_smoothing
+    per_pair = entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0, **options)
     pref = share * cfg.pref_weight * per_pair.mean()
     kl = share * losses.kl_regularizer(logp_reg, ref_logp_reg)
     with torch.no_grad():  # TRL's names: rewards are beta times the log-ratios, so their margin is beta h

@@ -384,7 +384,7 @@ def evaluate(
 
 def zero_shot(feats: Features, projection: SharedProjection | None = None) -> dict:
     """zeroshot/accuracy: clean test images against the dataset's prompt ensemble (the field's way to
-    measure what a model keeps), with zeroshot/templates; empty where the dataset has no ensemble."""
+    measure what a model keeps); empty where the dataset has no ensemble."""
     if feats.ensemble_texts is None:
         return {}
     hit = accuracy(similarities(feats.test.clean, feats.ensemble_texts, projection), feats.test.labels)
