@@ -160,7 +160,9 @@ def cmd_bench(a) -> None:
         return _print_json(widgets.bench(FeatureCache(enabled=not a.no_cache)))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial") else None
+    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial", "regime") else None
+    if a.what == "regime":
+        return _print_json(bench.regime_table(bundle, people, cache, seeds=a.seeds))
     if a.what == "gender":
         return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
     spec = runs.make_spec("typographic", **sizes)
@@ -361,7 +363,7 @@ def _add_eval(sub) -> None:
 def _add_bench(sub) -> None:
     bn = sub.add_parser(
         "bench",
-        help="benchmarks: typographic, tune, claims, gender, speed, encode, ablation, adversarial (PGD), sliders",
+        help="benchmarks: typographic, tune, claims, gender, regime, speed, encode, ablation, adversarial, sliders",
     )
     bn.add_argument(
         "what",
@@ -371,6 +373,7 @@ def _add_bench(sub) -> None:
             "dial",
             "claims",
             "gender",
+            "regime",
             "speed",
             "encode",
             "ablation",
@@ -391,7 +394,7 @@ def _add_bench(sub) -> None:
     bn.add_argument(
         "--n-vit", type=_count(1), default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)"
     )
-    bn.add_argument("--json", action="store_true", help="print one JSON object (always for gender and speed)")
+    bn.add_argument("--json", action="store_true", help="print one JSON object (always for gender, regime and speed)")
     bn.set_defaults(func=cmd_bench)
 
 

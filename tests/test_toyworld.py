@@ -110,6 +110,23 @@ def test_police_skew_is_partial_like_the_papers(phenomena):
     assert phenomena["retrieval/police_men"] <= 9
 
 
+@pytest.mark.xfail(strict=True, reason="target 11 missed: the shipped weights: cos(G, d) = 0.84 (docs/toy-world.md)")
+def test_gender_directions_are_in_the_regime_the_papers_reversal_needs(phenomena):
+    assert 0.21 <= phenomena["gender/alignment_min"] <= phenomena["gender/alignment_max"] <= 0.44
+
+
+def test_gender_alignment_is_measured_under_four_wordings(phenomena):
+    align = phenomena["gender/alignment"]
+    assert len(align) == 4 and "this {gender} is {activity}." in align
+    assert all(-1 <= v <= 1 for v in align.values())
+    assert phenomena["gender/alignment_min"] == min(align.values())
+
+
+@pytest.mark.xfail(strict=True, reason="target 12 missed: 35 of 36 top 10s are 10 / 0 (docs/toy-world.md)")
+def test_skew_is_graded_on_clearly_pictured_people(phenomena):
+    assert phenomena["retrieval/saturated_share"] <= 1 / 3
+
+
 def test_pretraining_runs_end_to_end(tmp_path):
     from clipaln import load_clip
     from clipaln.toyworld.pretrain import PretrainConfig, pretrain

@@ -20,6 +20,7 @@ from ..toyworld.config import SKEW, article
 from ..toyworld.datasets import gallery, heldout_rng
 from ..toyworld.render import ACTIVITIES, GENDERS, OBJECTS, render
 from .gender import RETRIEVAL_TEMPLATE
+from .regime import OTHER_WORDINGS, caption_direction
 
 OBJECT_TEMPLATE = "a photo of {a} {obj}."
 ACTIVITY_TEMPLATE = RETRIEVAL_TEMPLATE
@@ -46,7 +47,15 @@ TARGETS = (
     ("retrieval/min_wordings_holding", 5, len(NEUTRAL_WORDINGS)),
     ("retrieval/direction_matches", 1.0, 1.0),
     ("retrieval/police_men", 7, 9),
+    # the regime the paper's gender reversal needs (docs/toy-world.md, target 11): cos(G, d) where
+    # DPO's Fig. 3 crossing falls in [0.3, 0.6] on the phase diagram (`clipaln bench regime`)
+    ("gender/alignment_min", 0.21, 0.44),
+    ("gender/alignment_max", 0.21, 0.44),
+    # a skew graded by the model's association on clearly pictured people (target 12)
+    ("retrieval/saturated_share", 0.0, 1 / 3),
 )
+#: Gender captions the alignment is measured under: the gender track's and three it never trains on.
+ALIGNMENT_WORDINGS = ("this {gender} is {activity}.", *OTHER_WORDINGS)
 
 
 def object_prompts() -> list[str]:
@@ -100,7 +109,24 @@ def _retrieval(enc, bundle, k: int, n_per_cell: int, seed: int, split: str) -> d
     holding = {act: sum(c[SKEW[act]] >= 7 for c in top[act].values()) for act in SKEW}
     direction = {act: sum(c[SKEW[act]] for c in top[act].values()) > k * len(NEUTRAL_WORDINGS) / 2 for act in SKEW}
     police = counts(POLICE_PROMPT)
+    x = torch.nn.functional.normalize(gal.double(), dim=-1)
+    men = torch.tensor([g == GENDERS[0] for g in genders])
+    g_dir = torch.nn.functional.normalize(x[men].mean(0) - x[~men].mean(0), dim=0)  # the images' G
+    align = {
+        w: float(
+            g_dir
+            @ caption_direction(
+                encode_texts(bundle, [w.format(gender=g, activity=a) for a in ACTIVITIES for g in GENDERS])
+            )
+        )
+        for w in ALIGNMENT_WORDINGS
+    }
+    saturated = [max(c.values()) == k for act in SKEW for c in top[act].values()]
     return {
+        "gender/alignment": align,
+        "gender/alignment_min": min(align.values()),
+        "gender/alignment_max": max(align.values()),
+        "retrieval/saturated_share": sum(saturated) / len(saturated),
         "retrieval/top10": top,
         "retrieval/wordings_holding": holding,
         "retrieval/min_wordings_holding": min(holding.values()),
