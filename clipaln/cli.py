@@ -50,6 +50,7 @@ def _data_args(a) -> dict:
     names += ("workers", "precision", "reg_images")
     return {
         **{k: getattr(a, k) for k in names},
+        **({"seed": 0} if getattr(a, "func", None) is cmd_train and a.seed is None else {}),  # the data's default
         "cache": not a.no_cache,
         "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
     }
@@ -71,7 +72,10 @@ def cmd_train(a) -> None:
     overrides = read_config(a.config) if a.config else {}  # the file, then the flags given
     flags = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing")
     overrides.update({k: getattr(a, k) for k in flags if getattr(a, k) is not None})
-    overrides.update(seed=a.seed, **({"bma": False} if a.no_bma else {}))
+    if a.seed is not None:  # a flag given wins over the config, the config over the default
+        overrides["seed"] = a.seed
+    if a.no_bma:
+        overrides["bma"] = False
     method = a.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
     result = runs.train_run(
@@ -93,6 +97,9 @@ def cmd_train(a) -> None:
     print("wrote " + ", ".join(result["written"]))
 
 
+#: The fewest images `eval toy` judges its calibration targets on: two per object class and per
+#: activity-gender cell, so that no rate is read from one image.
+MIN_TOY_N = 48
 #: eval flags that only eval typographic / gender use.
 TRACK_ONLY_FLAGS = (
     "--projection",
@@ -120,6 +127,8 @@ def cmd_eval(a) -> None:
                 "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
                 + ", ".join(given or ["--projection"])
             )
+        if a.n is not None and a.n < MIN_TOY_N:
+            raise ValueError(f"eval toy measures rates over --n images: at least {MIN_TOY_N} (default 240)")
         bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
         result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
         result["targets"] = phenomena.check_targets(result)
@@ -149,7 +158,30 @@ def cmd_eval(a) -> None:
             print(f"{k:>40}: {v}")
 
 
+#: The flags each benchmark reads (beside --json and --device); any other given is refused, not ignored.
+BENCH_FLAGS = {
+    "speed": {"n_toy", "n_vit"},
+    "encode": {"model", "n", "workers"},
+    "sliders": {"no_cache"},
+    "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
+}
+BENCH_DEFAULT_FLAGS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
+
+
+def _check_bench_flags(a) -> None:
+    defaults = {"model": "toy", "n": 2000, "workers": None, "n_train": None, "n_test": None, "seed": 0}
+    defaults |= {"seeds": (0, 1, 2), "no_cache": False, "n_toy": 2000, "n_vit": None}
+    used = BENCH_FLAGS.get(a.what, BENCH_DEFAULT_FLAGS)
+    given = [f for f, d in defaults.items() if getattr(a, f) != d and f not in used]
+    if given:
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
+    if a.what == "tune" and len(a.seeds) != 1:
+        raise ValueError("bench tune trains one seed: pass --seeds N (one seed)")
+
+
 def cmd_bench(a) -> None:
+    _check_bench_flags(a)
     if a.what == "speed":
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     if a.what == "encode":
@@ -167,7 +199,7 @@ def cmd_bench(a) -> None:
         return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
     spec = runs.make_spec("typographic", **sizes)
     if a.what == "tune":
-        return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))
+        return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))  # one seed (checked above)
     if a.what == "ablation":
         return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
     if a.what == "dial":
@@ -273,7 +305,12 @@ def _add_model_args(p, seed_default: int | None = 0, model_default: str | None =
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--n-train", type=_count(1), default=None, help="training images (default: the track's)")
     p.add_argument("--n-test", type=_count(1), default=None, help="test images (default: the track's)")
-    p.add_argument("--seed", type=int, default=seed_default, help="the data's seed (eval: the run's by default)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=seed_default,
+        help="the data's seed; in train also the training seed (a --config seed sets only that); eval: the run's",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars (logs, batch jobs, notebooks)")
@@ -286,7 +323,7 @@ def _add_model_args(p, seed_default: int | None = 0, model_default: str | None =
 def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the encoders)")
     tr.add_argument("task", choices=["typographic", "gender", "pairs"])
-    _add_model_args(tr)
+    _add_model_args(tr, seed_default=None)
     tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
     tr.add_argument("--config", default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")
     tr.add_argument("--beta", type=_number(0, strict=True), default=None)

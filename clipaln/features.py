@@ -101,6 +101,12 @@ def _worker_errors_unwrapped(loader):
             return
         except Exception as e:
             text = str(e)
+            if "unable to resize file" in text or ("No space left on device" in text and "shm" in text):
+                # the workers pass batches through shared memory (/dev/shm), which a container may keep tiny
+                raise RuntimeError(
+                    "the data loader's workers ran out of shared memory (/dev/shm is full or small): "
+                    "pass --workers 0 (workers=0), or give the container more shared memory (docker --shm-size)"
+                ) from None
             if "in DataLoader worker process" not in text:
                 raise
             last = [line for line in text.strip().splitlines() if line.strip()][-1]

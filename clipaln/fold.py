@@ -10,10 +10,13 @@ projection. The result scores every (image, caption) pair exactly as clipaln's W
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import open_clip
 import torch
+from safetensors import safe_open
 
 from .io import save_tensors, write_text
 
@@ -62,10 +65,23 @@ def export_checkpoint(
         raise ValueError(f"--out must end in .safetensors (one file) or name a folder (no suffix), got {out.name}")
     targets = [out] + ([out.with_suffix(".json")] if config is not None else [])
     _refuse_existing(targets, overwrite)
+    if overwrite and out.exists() and not _is_export(out):  # --overwrite replaces only what export wrote
+        raise FileExistsError(
+            f"{out} is not a clipaln export: choose another --out (--overwrite replaces exports only)"
+        )
     written = [save_tensors(out, fold_projection(model, weight), metadata)]
     if config is not None:
         written.append(write_text(out.with_suffix(".json"), json.dumps(config, indent=1) + "\n"))
     return written
+
+
+def _is_export(weights: Path) -> bool:
+    """Whether a safetensors file was written by clipaln export (its header names the source W)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return "source" in (f.metadata() or {})
+    except Exception:  # not safetensors at all
+        return False
 
 
 HUB_WEIGHTS, HUB_CONFIG, HUB_CARD = "open_clip_model.safetensors", "open_clip_config.json", "README.md"
@@ -95,13 +111,26 @@ def export_folder(
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder: choose another --out")
-    _refuse_existing([out] if out.is_dir() and any(out.iterdir()) else [], overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    return [
-        save_tensors(out / HUB_WEIGHTS, fold_projection(model, weight), metadata),
-        write_text(out / HUB_CONFIG, json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1) + "\n"),
-        write_text(out / HUB_CARD, card),
-    ]
+    existing = out.is_dir() and any(out.iterdir())
+    _refuse_existing([out] if existing else [], overwrite)
+    if existing and not _is_export(out / HUB_WEIGHTS):  # --overwrite replaces only what export wrote
+        raise FileExistsError(
+            f"{out} is a folder that holds no clipaln export: choose another --out (--overwrite replaces exports only)"
+        )
+    stage = out.with_name(out.name + ".partial")  # written whole, then moved in: never half an export
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        save_tensors(stage / HUB_WEIGHTS, fold_projection(model, weight), metadata)
+        write_text(stage / HUB_CONFIG, json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1) + "\n")
+        write_text(stage / HUB_CARD, card)
+        if not out.exists():
+            os.replace(stage, out)
+        else:
+            for name in (HUB_WEIGHTS, HUB_CONFIG, HUB_CARD):
+                os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / HUB_WEIGHTS, out / HUB_CONFIG, out / HUB_CARD]
 
 
 def open_clip_config(name: str, toy_config: dict | None = None) -> dict | None:

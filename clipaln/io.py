@@ -9,15 +9,35 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 
+def read_text(path: str | Path) -> str:
+    """A text file the user gave (CSV, JSONL, config) as UTF-8, a spreadsheet's BOM dropped; one
+    ValueError naming the file, the byte and the fix when it is in another encoding (Latin-1, say)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): save it as UTF-8 "
+            "(a spreadsheet's 'CSV UTF-8'; iconv -f latin1 -t utf-8 converts a Latin-1 file)"
+        ) from None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:  # Ctrl-C and SIGTERM too: never leave a half-written .tmp behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -43,10 +63,20 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) 
             str(tmp),
             metadata={k: str(v) for k, v in (metadata or {}).items()} or None,
         )
+        os.chmod(tmp, 0o644 & ~_umask())  # safetensors writes 0600; weights are as readable as their JSON
+        tmp.replace(path)
     except SafetensorError as e:  # a full or read-only disk: safetensors' own error type, an OSError here
         tmp.unlink(missing_ok=True)
         raise OSError(
             f"cannot write {path}: {str(e).strip().splitlines()[0] if str(e).strip() else 'I/O error'}"
         ) from None
-    tmp.replace(path)
+    except BaseException:  # Ctrl-C and SIGTERM too: never leave a half-written .tmp behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

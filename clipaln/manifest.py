@@ -12,6 +12,8 @@ there, so OUT is either a complete run or absent; it is checked before any work 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -78,18 +80,79 @@ def _short(v) -> str:
     return repr(s if len(s) <= 60 else s[:57] + "...")
 
 
+class OutLock:
+    """An exclusive lock on an output path, held from before any check until the last write: a second
+    clipaln process that would write the same OUT (a run, its .partial, an export) is refused at
+    once with one line, instead of both writing and one losing. The lock is an flock on OUT.lock
+    beside OUT (released by the kernel if the process dies); the file is removed on release, and a
+    taker checks that the file it locked is still the one on disk, so removal cannot race a taker."""
+
+    def __init__(self, out):
+        self.path = Path(out).with_name(Path(out).name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> OutLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot write beside {self.path.parent}: {e.strerror or e}") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise ValueError(f"cannot write beside {self.path.parent}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    target = self.path.with_name(self.path.name.removesuffix(".lock"))
+                    raise ValueError(
+                        f"{target} is being written by another clipaln process (pid {holder}): "
+                        "wait for it to finish, or choose another --out"
+                    ) from None
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not removed by its last holder between our open and our lock
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                self.fd = fd
+                return self
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> OutLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class RunFolder:
     """OUT, written all or nothing: files go to OUT.partial, which becomes OUT in one rename.
 
-    prepare() refuses before any work: OUT is a file, OUT is a finished run or a non-empty folder
-    (unless overwrite), OUT.partial holds an unfinished run (unless resume or overwrite), or the
-    parent is not writable. resume=True needs OUT.partial (where checkpoints live). Used as a context
-    manager, a failure removes OUT.partial unless it holds a checkpoint to resume from."""
+    prepare() takes OUT's lock (OutLock: one process at a time) and refuses before any work: OUT is a
+    file, OUT is a finished run or a non-empty folder (unless overwrite), OUT.partial holds an
+    unfinished run (unless resume or overwrite), or the parent is not writable. resume=True needs
+    OUT.partial (where checkpoints live). commit() replaces only the run prepare() saw. Used as a
+    context manager, a failure removes OUT.partial unless it holds a checkpoint to resume from, and
+    the lock is released either way."""
 
     def __init__(self, out, overwrite: bool = False, resume: bool = False, writer: bool = True):
         self.out = Path(out).expanduser().absolute()
         self.work = self.out.with_name(self.out.name + ".partial")
         self.overwrite, self.resume, self.writer = overwrite, resume, writer
+        self.lock = OutLock(self.out)
+        self.replacing: str | None = None  # the manifest of the run prepare() agreed to replace
 
     def __enter__(self) -> RunFolder:
         """`with RunFolder(out) as folder:` prepares (on the writing process) and abandons on failure."""
@@ -98,11 +161,20 @@ class RunFolder:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        if kind is not None and self.writer:
-            self.abandon()
+        try:
+            if kind is not None and self.writer:
+                self.abandon()
+        finally:
+            self.lock.release()
 
     def prepare(self) -> Path:
         out, work = self.out, self.work
+        if out.is_symlink() and not out.exists():
+            raise ValueError(
+                f"--out {out} is a symbolic link to nothing ({os.readlink(out)}): remove it or choose another --out"
+            )
+        if self.lock.fd is None:
+            self.lock.acquire()
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
         if out.is_dir() and any(out.iterdir()):
@@ -112,6 +184,9 @@ class RunFolder:
                 raise ValueError(
                     f"--out {out} is a finished run: pass --overwrite to replace it, or choose another --out"
                 )
+            self.replacing = (out / MANIFEST).read_text()
+        elif out.is_dir():
+            self.replacing = ""  # an empty folder
         if work.is_dir() and not self.has_checkpoint():  # killed before its first checkpoint: nothing to keep
             shutil.rmtree(work)
             self.resume = False  # --resume of such a run starts it over (its encoding is in the feature cache)
@@ -137,8 +212,9 @@ class RunFolder:
         return self.work.is_dir() and any(self.work.glob("checkpoint*.safetensors"))
 
     def abandon(self) -> None:
-        """After a failure: remove OUT.partial unless it holds a checkpoint to resume from."""
-        if self.work.is_dir() and not self.has_checkpoint():
+        """After a failure: remove OUT.partial unless it holds a checkpoint to resume from (or a
+        finished run that commit() would not move)."""
+        if self.work.is_dir() and not self.has_checkpoint() and not getattr(self, "kept", False):
             shutil.rmtree(self.work, ignore_errors=True)
 
     def commit(self, manifest: dict) -> Path:
@@ -146,7 +222,16 @@ class RunFolder:
         (a run killed before the rename is resumed from them and finishes at once)."""
         write_json(self.work / MANIFEST, manifest)
         old = None
-        if self.out.exists():
+        if self.out.exists() or self.out.is_symlink():
+            seen = (self.out / MANIFEST).read_text() if (self.out / MANIFEST).is_file() else None
+            if seen is None and self.out.is_dir() and not any(self.out.iterdir()):
+                seen = ""
+            if self.replacing is None or seen != self.replacing:  # not the run prepare() agreed to replace
+                self.kept = True  # abandon() must not remove the finished run
+                raise ValueError(
+                    f"{self.out} appeared or changed while this run was training, so it was left as it is; "
+                    f"this run is complete in {self.work}: move it where you want it"
+                )
             old = self.out.with_name(f"{self.out.name}.old-{os.getpid()}")
             os.replace(self.out, old)
         os.replace(self.work, self.out)

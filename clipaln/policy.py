@@ -63,6 +63,27 @@ def read_alike(bundle, chosen: Sequence[str], rejected: Sequence[str]) -> list[i
     return [i for i, (c, r) in enumerate(zip(chosen, rejected)) if tokens[c] == tokens[r]]
 
 
+def unknown_words(bundle, texts: Sequence[str]) -> list[str]:
+    """The words of `texts` outside the tokenizer's vocabulary, for a word-level tokenizer that has
+    one (the toy CLIP's); [] for a BPE tokenizer, which spells any word."""
+    tok = bundle.tokenizer
+    if not (hasattr(tok, "split") and hasattr(tok, "index")):
+        return []
+    return sorted({w for t in texts for w in tok.split(t) if w not in tok.index})
+
+
+def refuse_unknown_words(bundle, texts: Sequence[str], what: str) -> None:
+    """One ValueError when the model cannot read some of `texts`' words (every such word would be
+    <unk>, and a prompt of unknown words scores as any other: numbers that look measured but are not)."""
+    unknown = unknown_words(bundle, texts)
+    if unknown:
+        listed = ", ".join(unknown[:12]) + (" ..." if len(unknown) > 12 else "")
+        raise ValueError(
+            f"the {bundle.name} model cannot read {len(unknown)} word(s) of the {what}: {listed} "
+            f"(its vocabulary has {len(bundle.tokenizer.index)} words); use a model that reads them, such as ViT-B-32"
+        )
+
+
 def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
     """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
     _check_embeddings(image_emb, "image embeddings")
@@ -167,6 +188,7 @@ class PreferenceData:
         same = [i for i, (c, r) in enumerate(zip(chosen, rejected)) if c == r]
         if same:
             raise ValueError(f"{len(same)} pairs have chosen == rejected (first: example {same[0]})")
+        refuse_unknown_words(bundle, list(chosen) + list(rejected), "captions")
         alike = read_alike(bundle, chosen, rejected)
         if alike:
             raise ValueError(

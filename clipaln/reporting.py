@@ -15,13 +15,31 @@ REPORTERS = ("tensorboard", "wandb")
 NOT_METRICS = ("step", "elapsed_s")
 
 
+#: The package each backend needs, and how to install it.
+NEEDS = {
+    "tensorboard": ("tensorboard", "pip install 'clipaln[track]'"),
+    "wandb": ("wandb", "pip install wandb"),
+}
+
+
+def check(report_to: Sequence[str]) -> None:
+    """Refuse, before any work, a backend that is unknown or whose package is not installed."""
+    import importlib.util
+
+    unknown = [r for r in report_to if r not in REPORTERS]
+    if unknown:
+        raise ValueError(f"unknown --report-to {', '.join(unknown)}: use {', '.join(REPORTERS)}")
+    for r in report_to:
+        package, install = NEEDS[r]
+        if importlib.util.find_spec(package) is None:
+            raise RuntimeError(f"--report-to {r} needs the {package} package: {install}")
+
+
 class Reporter:
     """Sends each step's logs to every backend asked for; `close()` flushes them."""
 
     def __init__(self, report_to: Sequence[str], logdir: Path, config: dict, name: str):
-        unknown = [r for r in report_to if r not in REPORTERS]
-        if unknown:
-            raise ValueError(f"unknown --report-to {', '.join(unknown)}: use {', '.join(REPORTERS)}")
+        check(report_to)
         self.sinks: list[tuple[Callable[[int, dict], None], Callable[[], None]]] = []
         if "tensorboard" in report_to:
             self.sinks.append(_tensorboard(Path(logdir), config))

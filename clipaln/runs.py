@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from . import distributed as dist
-from . import fold, manifest
+from . import fold, manifest, reporting
 from .data.real import files_fingerprint
 from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
@@ -204,6 +205,8 @@ def train_run(
         raise ValueError("--orth is for W training; full fine-tuning has no W to keep orthogonal")
     if mode == "full" and report_to:
         raise ValueError("--report-to follows W training; full fine-tuning writes its history.jsonl only")
+    track.train_config(method, **(overrides or {}))  # a bad value is one line before any work
+    reporting.check(report_to)
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     root = Path(data["root"]).expanduser().resolve() if data.get("root") else None
@@ -473,16 +476,21 @@ def export_run(
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
         header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
     config = fold.open_clip_config(model, toy)
-    out = Path(out).expanduser()
-    if out.suffix:
-        written = fold.export_checkpoint(bundle.model, proj.scaled(t).exact, out, config, header, overwrite)
-    else:
-        if config is None:
-            raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
-        card = _model_card(path, meta, model, pretrained, t)
-        written = fold.export_folder(
-            bundle.model, proj.scaled(t).exact, out, config, _preprocess_cfg(bundle), header, card, overwrite
+    out = Path(out).expanduser().absolute()
+    if out.is_symlink() and not out.exists():
+        raise ValueError(
+            f"--out {out} is a symbolic link to nothing ({os.readlink(out)}): remove it or choose another --out"
         )
+    with manifest.OutLock(out.with_suffix("") if out.suffix else out):  # one export (or run) of OUT at a time
+        if out.suffix:
+            written = fold.export_checkpoint(bundle.model, proj.scaled(t).exact, out, config, header, overwrite)
+        else:
+            if config is None:
+                raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
+            card = _model_card(path, meta, model, pretrained, t)
+            written = fold.export_folder(
+                bundle.model, proj.scaled(t).exact, out, config, _preprocess_cfg(bundle), header, card, overwrite
+            )
     return {
         "written": [str(p) for p in written],
         "model": model,

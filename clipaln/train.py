@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from . import losses
-from .io import save_tensors
+from .io import read_text, save_tensors
 from .policy import PreferenceData, logprobs, similarities
 from .projection import SharedProjection, orthogonality_gap
 
@@ -66,7 +66,7 @@ class TrainConfig:
     bma: bool | None = None
     pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
     orth: float | None = None  # the weight of ||W^T W - I||_F^2 / d, which keeps W near orthogonal (fit_projection)
-    label_smoothing: float = losses.LABEL_SMOOTHING  # cDPO's eps (TRL's label_smoothing); cdpo only
+    label_smoothing: float | None = None  # cDPO's eps (TRL's label_smoothing; default 0.1); cdpo only
 
     @classmethod
     def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
@@ -77,35 +77,86 @@ class TrainConfig:
         return cls(method=method, **base)
 
     def __post_init__(self):
+        if not isinstance(self.method, str):
+            raise ValueError(f"method must be one name such as 'dpo', got {self.method!r}")
         entry = losses.method(self.method)  # one line naming the methods when unknown
+        if self.label_smoothing is not None and "label_smoothing" not in entry.options:
+            raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s: leave it out")
+        for name, kind in FIELD_TYPES.items():  # the flags, a config file and Python all pass here
+            setattr(self, name, _typed(name, getattr(self, name), kind))
         for k, v in {**entry.paper, **SCHEDULES.get(self.method, SCHEDULES["dpo"])}.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)):
-            raise ValueError(f"beta must be a number, got {self.beta!r}")
-        if not self.beta > 0 or not math.isfinite(self.beta):
-            raise ValueError(f"beta must be a positive number, got {self.beta}")
-        if not self.lam >= 0 or not math.isfinite(self.lam):
-            raise ValueError(f"lambda must be >= 0, got {self.lam}")
-        if not self.orth >= 0 or not math.isfinite(self.orth):
-            raise ValueError(f"orth must be >= 0, got {self.orth}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if "label_smoothing" not in entry.options and self.label_smoothing != losses.LABEL_SMOOTHING:
-            raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s")
+        if self.label_smoothing is None:
+            self.label_smoothing = losses.LABEL_SMOOTHING
+        for name, (lo, hi, what) in RANGES.items():
+            v = getattr(self, name)
+            if not (lo < v if what.startswith("positive") else lo <= v) or not v < hi:
+                raise ValueError(f"{name} must be {what}, got {v}")
+
+
+#: Every TrainConfig field but method, by type: what a flag, a config file (JSON or YAML, whose
+#: "1e-3" is a string) and Python may give. Numbers written as strings are read as numbers.
+FIELD_TYPES = {
+    "beta": float,
+    "lam": float,
+    "epochs": int,
+    "lr": float,
+    "batch_size": int,
+    "warmup_ratio": float,
+    "seed": int,
+    "bma": bool,
+    "pref_weight": float,
+    "orth": float,
+    "label_smoothing": float,
+}
+#: (lowest, bound above, words) per numeric field; "positive" excludes the lowest.
+RANGES = {
+    "beta": (0, math.inf, "a positive number"),
+    "lam": (0, math.inf, "a number >= 0"),
+    "epochs": (0, math.inf, "a positive whole number"),
+    "lr": (0, math.inf, "a positive, finite number"),
+    "batch_size": (0, math.inf, "a positive whole number"),
+    "warmup_ratio": (0, 1, "in [0, 1)"),
+    "seed": (0, 2**63, "a whole number >= 0"),
+    "pref_weight": (0, math.inf, "a number >= 0 (a negative weight trains the anti-preference)"),
+    "orth": (0, math.inf, "a number >= 0"),
+    "label_smoothing": (0, 0.5, "in [0, 0.5)"),
+}
+
+
+def _typed(name: str, value, kind):
+    """value as `kind` (None stays None), or one ValueError naming the field, the value and the type."""
+    if value is None:
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return int(number)
+    return float(number)
 
 
 def read_config(path) -> dict:
     """TrainConfig fields from a JSON or YAML file (`clipaln train --config FILE`); a one-line error
     names an unknown field, so a typo does not silently train with the default."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+    text = read_text(path)  # UTF-8, not a folder, or one line
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -312,7 +363,8 @@ def loop(
         loss, logs = objective(idx, ridx, batch)
         finite = dist.all_sum(torch.isfinite(loss.detach()).float()).item() == dist.world()  # every rank stops together
         if not finite:
-            last = f" (the last good checkpoint is {checkpoint})" if checkpoint else ""
+            saved = checkpoint is not None and Path(checkpoint).is_file()  # none before the first save
+            last = f" (the last good checkpoint is {checkpoint}: --resume continues from it)" if saved else ""
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta{last}")
         # backward, step (each process holds its weighted share: summed gradients are the global ones)
         opt.zero_grad(set_to_none=True)

@@ -188,7 +188,7 @@ class _Widget:
         self-contained HTML range input (JPEG frames, `scale` of the live size), for a committed
         notebook, nbviewer or the book. Starts at the t nearest t0 (default: the slider's value);
         the live widget is left as it was."""
-        ts = [float(t) for t in ts]
+        ts = sorted(float(t) for t in ts)  # the range input scrubs left to right: smallest t first
         if not ts or len(set(ts)) != len(ts):
             raise ValueError("the player needs distinct values of t")
         now = self.slider.value
@@ -215,6 +215,10 @@ class StaticPlayer:
     def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0):
         if len(ts) != len(frames) or not frames:
             raise ValueError("one frame per t, and at least one")
+        if any(b <= a for a, b in zip(ts, list(ts)[1:])):
+            raise ValueError("the frames' t must increase, as the range input does")
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(frames):
+            raise ValueError(f"start is the index of a frame, 0 to {len(frames) - 1}, got {start!r}")
         self.ts, self.frames, self.start = list(ts), list(frames), start
         self.id = "clipaln-player-" + hashlib.sha1(b"".join(frames)).hexdigest()[:12]
 

@@ -12,12 +12,14 @@ the toy world's people are clipaln.toyworld.datasets.ToyPeople.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..io import read_text
 from .real import _images_in, _open_image
 
 GENDER_TEMPLATE = "this {gender} is {activity}."
@@ -95,12 +97,11 @@ class GenderCSV:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"CSV file not found: {csv_path}")
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM is not part of a column
-            reader = csv.DictReader(f)
-            missing = [c for c in self.COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{csv_path} lacks the columns {', '.join(missing)}")
-            rows = list(reader)
+        reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=""))  # UTF-8; a BOM is not a column
+        missing = [c for c in self.COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path} lacks the columns {', '.join(missing)}")
+        rows = list(reader)
         if not rows:
             raise ValueError(f"{csv_path} has no rows")
         self.samples = []

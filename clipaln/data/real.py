@@ -173,13 +173,17 @@ def files_fingerprint(root: str | Path) -> str:
     root = Path(root)
     files: list[Path] = []
     stack = [root]
+    seen = {(root.stat().st_dev, root.stat().st_ino)}  # a folder linked into itself is walked once
     while stack:
         folder = stack.pop()
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
             if e.is_dir(follow_symlinks=True):
-                stack.append(Path(e.path))
+                st = os.stat(e.path)
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    stack.append(Path(e.path))
             elif e.is_file(follow_symlinks=True):
                 files.append(Path(e.path))
     h = hashlib.sha256()

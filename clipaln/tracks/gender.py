@@ -23,8 +23,8 @@ from ..data.real import Subset, files_fingerprint, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
 from ..manifest import data_record, digest
 from ..models import ClipBundle
-from ..policy import PreferenceData
-from ..projection import SharedProjection, SpectralScorer
+from ..policy import PreferenceData, refuse_unknown_words
+from ..projection import SharedProjection, SpectralScorer, exponents
 from ..toyworld.config import SKEW
 from ..toyworld.datasets import ToyPeople
 from ..train import TrainConfig, fit_projection
@@ -213,6 +213,9 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
     """Encode the training people and the gallery once (cached on disk by model + data); `encoding`
     (progress, workers, precision) goes to features.encode_dataset."""
     genders, activities = spec.genders, spec.activities
+    words = [spec.template.format(gender=g, activity=a) for a in activities for g in genders]
+    words += [spec.neutral_template.format(activity=a) for a in activities]
+    refuse_unknown_words(bundle, words + [spec.retrieval_template.format(activity=a) for a in activities], "prompts")
     if cache is None or not spec.key:  # without a key that names the data, never cache
         cache = FeatureCache(enabled=False)
 
@@ -279,13 +282,20 @@ class PromptReflection:
     It stands where a projection does in Sweep, evaluate and understanding (notebook 04 derives why
     no shared W can do this: W^T W would need the eigenvalue -1)."""
 
-    def __init__(self, direction: torch.Tensor):
+    def __init__(self, direction):
+        try:
+            direction = torch.as_tensor(direction, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"the direction must be a vector of numbers, got {type(direction).__name__}") from None
         if direction.ndim != 1 or not torch.isfinite(direction).all() or direction.norm() == 0:
             raise ValueError("the direction must be a finite, non-zero vector")
-        self.direction = torch.nn.functional.normalize(direction.float(), dim=0)
+        self.direction = torch.nn.functional.normalize(direction, dim=0).float()
         self.dim = direction.numel()
 
     def scorer(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> _ReflectionScorer:
+        for name, e in (("image", image_emb), ("text", text_emb)):
+            if e.ndim != 2 or e.shape[-1] != self.dim:
+                raise ValueError(f"the reflection is {self.dim}-d; the {name} embeddings are {tuple(e.shape)}")
         return _ReflectionScorer(self.direction, image_emb, text_emb)
 
 
@@ -296,7 +306,7 @@ class _ReflectionScorer:
         self.y = torch.nn.functional.normalize(text_emb.float(), dim=-1)
 
     def scores(self, t) -> torch.Tensor:
-        t = float(t)
+        t = float(exponents(t))  # a finite number, as SharedProjection.scaled takes it
         y = self.y - 2 * t * (self.y @ self.g)[:, None] * self.g[None]
         return self.x @ torch.nn.functional.normalize(y, dim=-1).T
 
@@ -326,6 +336,8 @@ def lean_terms(feats: Features, projection: SharedProjection | None, t: float) -
     Returns {prompt: {"alpha", "gain", "gain_term", "coupled_term", "numerator", "lean"}}, with
     "gain" = G_a^T M_t g and "lean" the retrieval quantity itself: the mean cosine of genders[0]'s
     images minus that of genders[1]'s under W_t (cosines divide the numerator by ||W_t x|| ||W_t y||)."""
+    if projection is not None and not isinstance(projection, SharedProjection):
+        raise ValueError(f"this splits what a shared W does; got a {type(projection).__name__}, not a SharedProjection")
     g = image_gender_direction(feats).double()
     x = torch.nn.functional.normalize(feats.gallery.double(), dim=-1)
     y = torch.nn.functional.normalize(feats.prompt_texts.double(), dim=-1)
@@ -357,6 +369,8 @@ def caption_pull(feats: Features, projection: SharedProjection | None, t: float)
     """How each gender's images sit, under W_t, towards the captions: per gender of the test
     gallery, the mean cosine to its own gender's caption ("this man is cooking."), to the other's,
     and to the neutral retrieval prompt of its activity; and the share whose own caption wins."""
+    if projection is not None and not isinstance(projection, SharedProjection):
+        raise ValueError(f"this splits what a shared W does; got a {type(projection).__name__}, not a SharedProjection")
     x = _unit_after(projection, feats.gallery, t)
     c = _unit_after(projection, feats.pref_texts, t)
     v = _unit_after(projection, feats.prompt_texts, t)

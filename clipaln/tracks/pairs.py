@@ -13,6 +13,7 @@ train(feats, cfg), evaluate(feats, projection).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,10 @@ import torch
 from .. import losses
 from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
+from ..io import read_text
 from ..manifest import data_record, digest
 from ..models import ClipBundle
-from ..policy import PreferenceData, logprobs, read_alike, similarities
+from ..policy import PreferenceData, logprobs, read_alike, refuse_unknown_words, similarities
 from ..projection import SharedProjection
 from ..train import TrainConfig, fit_projection
 from . import typographic
@@ -48,12 +50,17 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
+    text = read_text(path)  # UTF-8 or one line naming the file; a spreadsheet's BOM is not part of a column
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM is not part of a column name
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    elif path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of rows
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
+        for i, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -74,6 +81,15 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         out.append((image, r["chosen"].strip(), r["rejected"].strip()))
     if len(out) < 2:
         raise ValueError(f"{path} holds {len(out)} pairs: need at least 2 (some to train on, some to test)")
+    first = {}
+    for i, (image, chosen, rejected) in enumerate(out, start=2 if path.suffix.lower() == ".csv" else 1):
+        other = first.get((image, rejected, chosen))
+        if other is not None:  # A over B and B over A for one image: the preference cancels
+            raise ValueError(
+                f"{path}: rows {other} and {i} prefer opposite captions for {image.name} "
+                f"({chosen!r} / {rejected!r}): keep one"
+            )
+        first.setdefault((image, chosen, rejected), i)
     return out
 
 
@@ -140,6 +156,7 @@ class Features:
 def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
     """Encode every image once (streamed, cached by model + data) and every distinct caption."""
     paths = [r[0] for r in spec.rows]
+    refuse_unknown_words(bundle, [c for r in spec.rows for c in r[1:3]], "captions")
     alike = read_alike(bundle, [r[1] for r in spec.rows], [r[2] for r in spec.rows])
     if alike:  # row numbers as in the file: the CSV's header is line 1
         rows = ", ".join(str(i + 1) for i in alike[:5])

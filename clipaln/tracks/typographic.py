@@ -40,7 +40,7 @@ from ..finetune import finetune_encoders
 from ..manifest import data_record, digest
 from ..metrics import accuracy
 from ..models import ClipBundle
-from ..policy import PreferenceData, logprobs, similarities
+from ..policy import PreferenceData, logprobs, refuse_unknown_words, similarities
 from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, spectrum, within_target
 from ..toyworld import OBJECTS
 from ..toyworld.config import article
@@ -221,6 +221,7 @@ def build_features(
     if len(spec.class_names) < 2:
         raise ValueError("the typographic track needs at least two classes")
     prompts = prompts_for(spec)
+    refuse_unknown_words(bundle, prompts, "class prompts")
     encoding = dict(batch_size=batch_size, workers=workers, precision=precision, progress=progress)
     resolved = resolve_precision(precision, bundle.device)
 
