@@ -80,6 +80,33 @@ def _short(v) -> str:
     return repr(s if len(s) <= 60 else s[:57] + "...")
 
 
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path) -> None:
+    """Refuse a file of a run whose bytes are not those the run recorded in its run.json (a file
+    edited, truncated or swapped for another run's): one ValueError naming it. Files outside a run
+    folder, or of runs written before checksums were recorded, pass."""
+    path = Path(path)
+    run = path.parent / MANIFEST
+    if not run.is_file():
+        return
+    try:
+        recorded = json.loads(run.read_text()).get("files", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ValueError(f"{run} is not a run manifest (not JSON): the run folder is damaged") from None
+    if path.name in recorded and file_sha256(path) != recorded[path.name]:
+        raise ValueError(
+            f"{path} is not the file its run wrote (its sha256 differs from the one in {run}): "
+            "it was edited, truncated or replaced; train again, or restore it"
+        )
+
+
 class OutLock:
     """An exclusive lock on an output path, held from before any check until the last write: a second
     clipaln process that would write the same OUT (a run, its .partial, an export) is refused at
@@ -157,7 +184,11 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         """`with RunFolder(out) as folder:` prepares (on the writing process) and abandons on failure."""
         if self.writer:
-            self.prepare()
+            try:
+                self.prepare()
+            except BaseException:  # refused: __exit__ will not run, so let the lock go here
+                self.lock.release()
+                raise
         return self
 
     def __exit__(self, kind, value, tb) -> None:
@@ -218,8 +249,11 @@ class RunFolder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def commit(self, manifest: dict) -> Path:
-        """Write the manifest last, move OUT.partial to OUT in one rename, then drop the checkpoints
-        (a run killed before the rename is resumed from them and finishes at once)."""
+        """Write the manifest last, with the sha256 of every file beside it (`verify` checks them),
+        move OUT.partial to OUT in one rename, then drop the checkpoints (a run killed before the
+        rename is resumed from them and finishes at once)."""
+        files = sorted(p for p in self.work.iterdir() if p.is_file() and not p.name.startswith("checkpoint"))
+        manifest = {**manifest, "files": {p.name: file_sha256(p) for p in files if p.name != MANIFEST}}
         write_json(self.work / MANIFEST, manifest)
         old = None
         if self.out.exists() or self.out.is_symlink():

@@ -383,6 +383,9 @@ def eval_run(
         raise ValueError("--photos and --image-encoder go with eval typographic")
     _track(task)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
+    for f in (projection, image_encoder):
+        if f is not None and Path(f).expanduser().is_file():
+            manifest.verify(Path(f).expanduser())  # the bytes its run wrote, before anything reads them
     if model is None:  # the run's model and weights, as its manifest names them
         meta = SharedProjection.load(Path(projection).expanduser()).metadata if projection is not None else {}
         model = meta.get("model") or "toy"
@@ -464,6 +467,8 @@ def export_run(
     weights come from the projection's manifest; the weights are checked against its fingerprint.
     Nothing existing is replaced unless overwrite."""
     path = Path(projection).expanduser()
+    if path.is_file():
+        manifest.verify(path)
     meta = SharedProjection.load(path).metadata
     if "model" not in meta:
         raise ValueError(f"{path} does not name its model (written before clipaln 0.3): cannot export it")

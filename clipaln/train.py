@@ -66,7 +66,7 @@ class TrainConfig:
     bma: bool | None = None
     pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
     orth: float | None = None  # the weight of ||W^T W - I||_F^2 / d, which keeps W near orthogonal (fit_projection)
-    label_smoothing: float | None = None  # cDPO's eps (TRL's label_smoothing; default 0.1); cdpo only
+    label_smoothing: float | None = None  # cDPO's eps (TRL's label_smoothing; default 0.1); None for other methods
 
     @classmethod
     def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
@@ -87,11 +87,13 @@ class TrainConfig:
         for k, v in {**entry.paper, **SCHEDULES.get(self.method, SCHEDULES["dpo"])}.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        if self.label_smoothing is None:
-            self.label_smoothing = losses.LABEL_SMOOTHING
+        if self.label_smoothing is None and "label_smoothing" in entry.options:
+            self.label_smoothing = losses.LABEL_SMOOTHING  # cDPO's; None for every other method
         for name, (lo, hi, what) in RANGES.items():
             v = getattr(self, name)
-            if not (lo < v if what.startswith("positive") else lo <= v) or not v < hi:
+            if v is None:  # label_smoothing of a method that has none
+                continue
+            if not (lo < v if "positive" in what else lo <= v) or not v < hi:
                 raise ValueError(f"{name} must be {what}, got {v}")
 
 
@@ -110,10 +112,10 @@ FIELD_TYPES = {
     "orth": float,
     "label_smoothing": float,
 }
-#: (lowest, bound above, words) per numeric field; "positive" excludes the lowest.
+#: (lowest, bound above, words) per numeric field; words that say "positive" exclude the lowest.
 RANGES = {
     "beta": (0, math.inf, "a positive number"),
-    "lam": (0, math.inf, "a number >= 0"),
+    "lam": (0, math.inf, "a number >= 0 (lambda, the weight of the KL regulariser)"),
     "epochs": (0, math.inf, "a positive whole number"),
     "lr": (0, math.inf, "a positive, finite number"),
     "batch_size": (0, math.inf, "a positive whole number"),

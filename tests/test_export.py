@@ -112,5 +112,11 @@ def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu"]) == 2
-    assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu", "--overwrite"]) == 0
-    assert (folder / "notes.txt").read_text() == "mine"  # --overwrite replaces the export's files only
+    # not an export: --overwrite does not make it one (issue #28)
+    assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu", "--overwrite"]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    export = tmp_path / "export"
+    assert main(["export", "--projection", str(proj), "--out", str(export), "--device", "cpu"]) == 0
+    (export / "notes.txt").write_text("mine")
+    assert main(["export", "--projection", str(proj), "--out", str(export), "--device", "cpu", "--overwrite"]) == 0
+    assert (export / "notes.txt").read_text() == "mine"  # --overwrite replaces the export's files only

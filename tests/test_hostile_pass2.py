@@ -153,8 +153,8 @@ def test_captions_the_tokenizer_cannot_tell_apart_are_refused(tmp_path, toy):
 
     rows = [
         ("0.png", "a photo of a star.", "A photo of a STAR"),  # case and punctuation
-        ("1.png", "a photo of a star.", "a photo of a ball."),
-        ("2.png", "a photo of a ball.", "a photo of a star."),
+        ("1.png", "a photo of a star.", "a photo of a cup."),
+        ("2.png", "a photo of a cup.", "a photo of a key."),
     ]
     from PIL import Image
 

@@ -387,3 +387,23 @@ def test_a_nan_loss_names_a_checkpoint_only_when_one_was_saved(tmp_path):
             )
         assert ("checkpoint" in str(e.value)) == named
         assert not named or (tmp_path / f"c{every}.safetensors").is_file()
+
+
+def test_every_file_a_run_writes_is_checked_before_eval_and_export(tmp_path, pairs_file, capsys):
+    import shutil
+
+    assert _train(pairs_file, tmp_path / "r") == 0
+    files = json.loads((tmp_path / "r" / "run.json").read_text())["files"]
+    assert set(files) == {"projection.safetensors", "metrics.json", "history.jsonl"}
+    assert main(["eval", "pairs", "--projection", str(tmp_path / "r" / "projection.safetensors"), "--json"]) == 0
+    capsys.readouterr()
+    shutil.copytree(tmp_path / "r", tmp_path / "s")
+    w = tmp_path / "s" / "projection.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)  # the same size, other bytes
+    for argv in (
+        ["eval", "pairs", "--projection", str(w), "--json"],
+        ["export", "--projection", str(w), "--out", str(tmp_path / "e")],
+    ):
+        assert main(argv) == 2
+        assert "is not the file its run wrote" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

@@ -22,13 +22,14 @@ from clipaln.data.real import ImageFolderDataset, class_prompts
 from clipaln.features import FeatureCache
 from clipaln.models import load_clip
 from clipaln.projection import SharedProjection, SpectralScorer
+from clipaln.toyworld import OBJECTS
 from clipaln.tracks import typographic
 
 COLOURS = ["red", "green", "blue", "orange", "purple", "brown", "pink", "gray", "olive", "navy", "teal", "gold"]
 
 
 def make_folder(root, n_classes=4, per_class=4, names=None):
-    names = names or [f"class{c}" for c in range(n_classes)]
+    names = names or list(OBJECTS[:n_classes])  # class names the toy CLIP can read
     for c, name in enumerate(names):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
@@ -69,9 +70,9 @@ def test_cache_follows_the_files_not_the_path(tmp_path, monkeypatch):
     store = FeatureCache()
     _, first = runs.features(bundle, "typographic", progress=False, **data)
     # swap two class folders in place: the same paths now hold other images
-    os.rename(root / "class0", root / "tmp")
-    os.rename(root / "class1", root / "class0")
-    os.rename(root / "tmp", root / "class1")
+    os.rename(root / "apple", root / "tmp")
+    os.rename(root / "bird", root / "apple")
+    os.rename(root / "tmp", root / "bird")
     spec = runs.make_spec("typographic", **data)
     assert not store.path(bundle, spec.key).is_file()  # a new key: the old entry cannot answer
     _, second = runs.features(bundle, "typographic", progress=False, **data)
@@ -116,7 +117,7 @@ def test_eval_refuses_a_folder_whose_files_changed(tmp_path, capsys):
         == 0
     )
     # one image replaced by another (same count, same names): what the split holds has changed
-    Image.new("RGB", (50, 50), "white").save(root / "class0" / "class0_0.png")
+    Image.new("RGB", (50, 50), "white").save(root / "apple" / "apple_0.png")
     code, _, err = cli(["eval", "typographic", "--projection", out / "projection.safetensors", "--no-cache"], capsys)
     one_line_error(code, err, "other data", "--allow-other-data")
 
@@ -374,7 +375,7 @@ def test_sigkill_at_the_final_rename_leaves_no_half_run(tmp_path):
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_decompression_bomb_is_skipped_or_one_error(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "imgs", 2, 2)
-    Image.new("RGB", (200, 200), "white").save(root / "class0" / "bomb.png")
+    Image.new("RGB", (200, 200), "white").save(root / "apple" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 200 x 200 > 2 x the limit: PIL raises
     ds = ImageFolderDataset(root, skip_bad=True)
     assert [p.name for p in ds.skipped] == ["bomb.png"]
