@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +34,33 @@ def build(site: Path) -> None:
         raise RuntimeError(f"mkdocs build failed: {run.stderr[-2000:]}")
 
 
-def scrub(site: Path) -> dict:
-    """Open notebook 03's page, press KEYS on its player; the readout and frame after each."""
+MATH_PAGES = (
+    "notebooks/03_ocr_vs_detection/index.html",
+    "notebooks/04_gender_bias_retrieval/index.html",
+    "glossary/index.html",
+)
+RAW_TEX = ("$$", "\\frac", "\\top", "$t$")
+
+
+def broken_links(site: Path) -> dict[str, list[str]]:
+    """Every relative href of every page that names no file of the site: {page: [hrefs]}. mkdocs'
+    404.html uses absolute URLs, for a server's root, and is left out."""
+    bad: dict[str, list[str]] = {}
+    for page in sorted(site.rglob("*.html")):
+        if page.name == "404.html" and page.parent == site:
+            continue
+        for href in re.findall(r'href="([^"]+)"', page.read_text(errors="replace")):
+            path = urllib.parse.urlparse(html.unescape(href)).path
+            if href.startswith(("#", "mailto:", "javascript:", "data:")) or "://" in href or not path:
+                continue
+            target = (page.parent / urllib.parse.unquote(path)).resolve()
+            if not (target.is_file() or (target / "index.html").is_file()):
+                bad.setdefault(str(page.relative_to(site)), []).append(href)
+    return bad
+
+
+def _browser():
     from selenium import webdriver
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
@@ -43,7 +69,45 @@ def scrub(site: Path) -> dict:
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
+def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
+    """Open each page from a file:// URL (no server, no network) and wait for MathJax to finish;
+    per page, how many formulas it typeset and how often raw TeX is left in the visible text."""
+    browser = _browser()
+    out = {}
+    try:
+        for page in pages:
+            browser.get((site / page).as_uri())
+            start, quiet = time.time(), 0
+            while time.time() - start < timeout and quiet < 3:  # the queue empty three polls running
+                idle = browser.execute_script(
+                    "var q = window.MathJax && MathJax.Hub && MathJax.Hub.queue;"
+                    "return !!q && q.pending === 0 && q.running === 0"
+                    " && !document.querySelector('.MathJax_Processing, .MathJax_Preview:not(:empty)')"
+                )
+                quiet = quiet + 1 if idle else 0
+                time.sleep(0.5)
+            typeset = browser.execute_script(
+                "return document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_CHTML').length"
+            )
+            text = browser.execute_script(
+                "return Array.from(document.querySelectorAll('.jp-RenderedMarkdown, article'))"
+                ".map(function (e) { return e.innerText; }).join('\\n')"
+            )
+            out[page] = {"typeset": typeset, "raw_tex": {k: text.count(k) for k in RAW_TEX}, "finished": quiet >= 3}
+    finally:
+        browser.quit()
+    return out
+
+
+def scrub(site: Path) -> dict:
+    """Open notebook 03's page, press KEYS on its player; the readout and frame after each."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser = _browser()
     try:
         browser.get((site / PAGE).as_uri())
         player = browser.find_element(By.CSS_SELECTOR, ".clipaln-player")
@@ -74,6 +138,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp))
         result = scrub(Path(tmp))
+        result["maths"] = maths(Path(tmp))
+        result["broken_links"] = broken_links(Path(tmp))
     print(json.dumps(result, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

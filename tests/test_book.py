@@ -30,6 +30,28 @@ def test_the_book_has_every_notebook_and_note(site):
     assert page.count('class="clipaln-player"') == 1  # the static slider, from the committed output
 
 
+def test_every_link_of_the_book_names_a_page_of_it(site):
+    assert book.broken_links(site) == {}
+    solutions = [p for p in (ROOT / "notebooks" / "solutions").glob("*_solutions.ipynb")]
+    for s in solutions:  # in the site and in its navigation
+        assert (site / "notebooks" / "solutions" / s.stem / "index.html").is_file()
+    home = (site / "index.html").read_text()
+    assert all(f'href="notebooks/{nb.stem}/"' in home for nb in (ROOT / "notebooks").glob("0*.ipynb"))
+    assert f'href="notebooks/solutions/{solutions[0].stem}/"' in home  # the navigation, on every page
+    assert (site / "search" / "search_index.json").is_file()
+
+
+def test_maths_is_typeset_offline_in_a_browser(site):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    pytest.importorskip("selenium", reason="pip install selenium")
+    assert (site / "assets" / "mathjax" / "MathJax.js").is_file()  # served from the site itself
+    for page, r in book.maths(site).items():
+        assert r["finished"], page
+        assert r["typeset"] >= 20, (page, r)  # each of these pages holds dozens of formulas
+        assert sum(r["raw_tex"].values()) == 0, (page, r["raw_tex"])
+
+
 def test_the_static_slider_scrubs_in_a_browser(site):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")

@@ -326,7 +326,7 @@ def test_a_folder_linked_into_itself_is_fingerprinted_once(tmp_path):
         (["bench", "encode", "--seeds", "5", "--n-train", "3"], "does not read --n-train, --seeds"),
         (["bench", "sliders", "--seeds", "1"], "does not read --seeds"),
         (["bench", "speed", "--n-train", "4"], "does not read --n-train"),
-        (["eval", "toy", "--n", "1", "--json"], "at least 48"),
+        (["eval", "toy", "--n", "1", "--json"], "at least 24"),
         (["train", "pairs", "--pairs", "x.csv", "--label-smoothing", "0.1", "--out", "o"], "cDPO's"),
     ],
 )

@@ -1,0 +1,83 @@
+"""mkdocs hooks for the book (mkdocs.yml, `hooks:`): maths typeset with no network.
+
+MathJax 2.7 comes from a Python package, jupyter-server-mathjax (the Jupyter project's offline
+MathJax), and is copied into the site as assets/mathjax, so the pages work from a file:// URL or a
+server with no internet. Notebook pages load it through mkdocs-jupyter's `custom_mathjax_url`
+(every notebook page sits two folders deep); markdown pages get it here, with a configuration for
+pymdownx.arithmatex's generic output (\\( \\) and \\[ \\] inside elements of class "arithmatex")."""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+import shutil
+from pathlib import Path
+
+MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+ARITHMATEX_CONFIG = """<script type="text/x-mathjax-config">
+MathJax.Hub.Config({tex2jax: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]],
+  processEscapes: true, processEnvironments: false, ignoreClass: ".*|", processClass: "arithmatex"}});
+</script>"""
+
+
+def _mathjax_static() -> Path:
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        raise RuntimeError("the book needs jupyter-server-mathjax (offline maths): pip install -e '.[book]'") from None
+    return Path(jupyter_server_mathjax.__file__).parent / "static"
+
+
+def on_config(config, **_):
+    _mathjax_static()  # fail at once, not after every page is built
+    return config
+
+
+def on_post_page(output: str, page, config, **_):
+    if not page.file.src_uri.endswith(".md"):
+        return _rewrite_links(output, page)  # notebook pages load MathJax through mkdocs-jupyter
+    depth = page.url.count("/")
+    script = f'{ARITHMATEX_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
+    return output.replace("</body>", script + "</body>", 1)
+
+
+def on_post_build(config, **_):
+    target = Path(config["site_dir"]) / "assets" / "mathjax"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(_mathjax_static(), target)
+
+
+# --- links inside notebooks ---------------------------------------------------------------------
+# mkdocs rewrites a markdown page's links to other pages; mkdocs-jupyter does not, so a notebook's
+# "[Worked solutions](solutions/04_solutions.ipynb)" would point at a file the site does not have.
+
+_PAGES: dict[str, str] = {}  # source path -> page URL
+
+
+def on_files(files, config, **_):
+    _PAGES.clear()
+    _PAGES.update({f.src_uri: f.url for f in files if f.src_uri.endswith((".md", ".ipynb"))})
+    return files
+
+
+def _site_link(page, href: str) -> str | None:
+    """The page URL, relative to `page`, that a notebook's relative link to a .ipynb or .md names."""
+    path, _, anchor = href.partition("#")
+    if "://" in path or path.startswith(("/", "mailto:")) or not path.endswith((".ipynb", ".md")):
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), path))
+    if target not in _PAGES:
+        return None
+    here = posixpath.dirname(page.url.rstrip("/")) if not page.url.endswith("/") else page.url.rstrip("/")
+    rel = posixpath.relpath(_PAGES[target] or ".", here or ".")
+    rel = rel if rel.endswith("/") or rel == "." else rel + "/"
+    return rel + (f"#{anchor}" if anchor else "")
+
+
+def _rewrite_links(output: str, page) -> str:
+    def fix(m):
+        new = _site_link(page, html.unescape(m.group(2)))
+        return m.group(0) if new is None else f"{m.group(1)}{html.escape(new)}{m.group(3)}"
+
+    return re.sub(r'(href=")([^"]+)(")', fix, output)
