@@ -1,9 +1,11 @@
 """Probe: does a gendered *setting* in the toy's pretraining lower cos(G, d)? (docs/toy-world.md, target 11)
 
-`python benchmarks/gender_setting_pretrain_probe.py SHARE STEPS OUT` pretrains a toy CLIP for STEPS
-steps in which a SHARE of the people scenes get a background tinted by the person's gender (blue for
-men, orange for women; the galleries of `clipaln eval toy` keep their plain backgrounds), then
-prints the phenomena, `gender/alignment` among them. About 11 minutes for 500 steps on 2 cores.
+`python benchmarks/gender_setting_pretrain_probe.py SHARE STEPS OUT [WEAK]` pretrains a toy CLIP for
+STEPS steps in which a SHARE of the people scenes get a background tinted by the person's gender
+(blue for men, orange for women; the galleries of `clipaln eval toy` keep their plain backgrounds),
+and of those a WEAK share (default 0) draw the person with a weak figure cue (render's cue 0.5-0.6),
+so that the setting, not the figure, tells their gender there; then prints the phenomena,
+`gender/alignment` among them. About 11 minutes for 500 steps on 2 cores.
 It writes nothing into the package. Last run (500 steps each): SHARE 0.8 gave cos(G, d) 0.877-0.884
 over the four wordings, SHARE 0 gave 0.873-0.877: the setting does not move the alignment.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from clipaln.toyworld import pretrain as P
 
 share, steps, out = float(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+weak = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 TINT = {"man": (150, 175, 235), "woman": (240, 185, 150)}
 plain = P.sample_scene
 
@@ -24,6 +27,8 @@ def sample_scene(rng):
     if "person" in kwargs and rng.random() < share:
         tint = tuple(max(0, min(255, v + rng.randint(-20, 20))) for v in TINT[kwargs["person"]])
         kwargs = {**kwargs, "background": tint}
+        if rng.random() < weak:
+            kwargs["cue"] = rng.uniform(0.5, 0.6)
     return kwargs, captions
 
 

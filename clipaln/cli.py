@@ -44,13 +44,18 @@ def _pct(v: float) -> str:
     return f"{100 * v:5.1f}%"
 
 
+def _data_seed(a) -> int:
+    """train's data seed: --data-seed, else --seed (one seed for both, as before --data-seed), else 0."""
+    return next(s for s in (a.data_seed, a.seed, 0) if s is not None)
+
+
 def _data_args(a) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
     names += ("workers", "precision", "reg_images")
     return {
         **{k: getattr(a, k) for k in names},
-        **({"seed": 0} if getattr(a, "func", None) is cmd_train and a.seed is None else {}),  # the data's default
+        **({"seed": _data_seed(a)} if getattr(a, "func", None) is cmd_train else {}),
         "cache": not a.no_cache,
         "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
     }
@@ -324,6 +329,12 @@ def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a shared projection W (or fine-tune the encoders)")
     tr.add_argument("task", choices=["typographic", "gender", "pairs"])
     _add_model_args(tr, seed_default=None)
+    tr.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="the data's split and draws alone (default: --seed); --seed then trains",
+    )
     tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
     tr.add_argument("--config", default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")
     tr.add_argument("--beta", type=_number(0, strict=True), default=None)

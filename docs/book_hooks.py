@@ -35,8 +35,8 @@ def on_config(config, **_):
 
 
 def on_post_page(output: str, page, config, **_):
-    if not page.file.src_uri.endswith(".md"):
-        return _rewrite_links(output, page)  # notebook pages load MathJax through mkdocs-jupyter
+    if not page.file.src_uri.endswith(".md"):  # notebook pages load MathJax through mkdocs-jupyter
+        return _note_live_widgets(_rewrite_links(output, page))
     depth = page.url.count("/")
     script = f'{ARITHMATEX_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
     return output.replace("</body>", script + "</body>", 1)
@@ -81,3 +81,18 @@ def _rewrite_links(output: str, page) -> str:
         return m.group(0) if new is None else f"{m.group(1)}{html.escape(new)}{m.group(3)}"
 
     return re.sub(r'(href=")([^"]+)(")', fix, output)
+
+
+# --- live widgets ------------------------------------------------------------------------------
+# A live ipywidgets slider needs a kernel, and its page view needs the widget library from a CDN:
+# in the book, offline above all, its output is an empty box. Say so, and point to the player.
+
+WIDGET_NOTE = (
+    '<p class="clipaln-widget-note"><em>Here runs the live slider when the notebook runs in Jupyter '
+    "with a kernel; this page has none. The player below is the same slider, precomputed: drag it.</em></p>"
+)
+
+
+def _note_live_widgets(output: str) -> str:
+    view = '<script type="application/vnd.jupyter.widget-view+json">'
+    return re.sub(re.escape(view) + r"[^<]*</script>", lambda m: m.group(0) + WIDGET_NOTE, output)

@@ -39,6 +39,9 @@ def test_every_link_of_the_book_names_a_page_of_it(site):
     assert all(f'href="notebooks/{nb.stem}/"' in home for nb in (ROOT / "notebooks").glob("0*.ipynb"))
     assert f'href="notebooks/solutions/{solutions[0].stem}/"' in home  # the navigation, on every page
     assert (site / "search" / "search_index.json").is_file()
+    for nb in ("03_ocr_vs_detection", "04_gender_bias_retrieval"):  # the blank live widget points to the player
+        page = (site / "notebooks" / nb / "index.html").read_text()
+        assert page.count("clipaln-widget-note") == 1 and page.index("clipaln-widget-note") < page.index("clipaln-player")
 
 
 def test_maths_is_typeset_offline_in_a_browser(site):

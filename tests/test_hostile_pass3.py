@@ -407,3 +407,11 @@ def test_every_file_a_run_writes_is_checked_before_eval_and_export(tmp_path, pai
         assert main(argv) == 2
         assert "is not the file its run wrote" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_seeds_apart_the_data_split_and_the_training(tmp_path, pairs_file):
+    assert _train(pairs_file, tmp_path / "a", "--seed", "1", "--data-seed", "5") == 0
+    assert _train(pairs_file, tmp_path / "b", "--seed", "2", "--data-seed", "5") == 0
+    a, b = (json.loads((tmp_path / x / "run.json").read_text()) for x in "ab")
+    assert (a["config"]["seed"], b["config"]["seed"]) == (1, 2)
+    assert a["data_key"]["seed"] == b["data_key"]["seed"] == 5 and a["data"] == b["data"]  # one split
