@@ -41,7 +41,8 @@ def test_every_link_of_the_book_names_a_page_of_it(site):
     assert (site / "search" / "search_index.json").is_file()
     for nb in ("03_ocr_vs_detection", "04_gender_bias_retrieval"):  # the blank live widget points to the player
         page = (site / "notebooks" / nb / "index.html").read_text()
-        assert page.count("clipaln-widget-note") == 1 and page.index("clipaln-widget-note") < page.index("clipaln-player")
+        assert page.count("clipaln-widget-note") == 1
+        assert page.index("clipaln-widget-note") < page.index("clipaln-player")
 
 
 def test_maths_is_typeset_offline_in_a_browser(site):
