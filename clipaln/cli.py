@@ -504,6 +504,11 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None) -> int:
+    try:
+        losses.load_plugins()  # before the parser, so that --method lists installed losses
+    except RuntimeError as e:
+        print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None

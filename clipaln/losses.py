@@ -129,6 +129,8 @@ class Method:
     paper: dict
     uses_z0: bool = False  # KTO: the loop passes the detached KL estimate z0
     options: tuple[str, ...] = ()  # TrainConfig fields the loss takes as keywords (cDPO: label_smoothing)
+    schedule: dict | None = None  # lr, epochs, orth, batch_size, bma; None: clipaln.train.SCHEDULES (DPO's)
+    tasks: tuple[str, ...] = ("typographic", "pairs")  # the tracks that train it (gender: its own DEFAULTS)
 
 
 LOSSES: dict[str, Method] = {
@@ -192,7 +194,70 @@ LOSSES: dict[str, Method] = {
         paper=dict(beta=1.0, lam=0.0),
     ),
 }
-METHODS = tuple(LOSSES)
+BUILTIN = tuple(LOSSES)
+#: Entry-point group of out-of-tree losses: a package names a module (or a function to call) there,
+#: and that module calls register() when loaded. load_plugins() loads them; the CLI does at start.
+ENTRY_POINTS = "clipaln.losses"
+
+
+def register(
+    name: str,
+    loss: Callable[..., torch.Tensor],
+    *,
+    of_margin: Callable | None = None,
+    weight: Callable | None = None,
+    paper: dict | None = None,
+    schedule: dict | None = None,
+    tasks: tuple[str, ...] = ("typographic", "pairs"),
+    uses_z0: bool = False,
+    options: tuple[str, ...] = (),
+) -> Method:
+    """Add a loss to the registry, so that TrainConfig, the tracks and `clipaln train --method NAME`
+    train with it. loss(logp, ref_logp, y_w, y_l, beta, z0) -> (N,) per-sample losses; paper: its
+    beta and lam (default 1, 1); schedule: its lr, epochs, orth, batch_size, bma (default DPO's);
+    tasks: the tracks it is for ("typographic", "pairs", "gender"). Returns the entry. A name already
+    taken by a different loss is refused (registering the same entry again, as a re-import does, is not)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a loss's name is one word such as 'simpo', got {name!r}")
+    if not callable(loss):
+        raise ValueError(f"the loss {name!r} must be a function (logp, ref_logp, y_w, y_l, beta, z0) -> (N,)")
+    unknown = set(tasks) - {"typographic", "pairs", "gender"}
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(sorted(unknown))}: use typographic, pairs, gender")
+    entry = Method(
+        loss,
+        of_margin,
+        weight,
+        dict(paper or {"beta": 1.0, "lam": 1.0}),
+        uses_z0,
+        tuple(options),
+        dict(schedule) if schedule else None,
+        tuple(tasks),
+    )
+    if name in LOSSES and LOSSES[name] != entry:
+        if name in BUILTIN or LOSSES[name].loss is not loss:
+            raise ValueError(f"a loss named {name!r} is already registered: choose another name")
+    LOSSES[name] = entry
+    return entry
+
+
+def load_plugins() -> list[str]:
+    """Load every installed package's losses (entry-point group "clipaln.losses"); their names.
+    A plugin that fails to load is one RuntimeError naming it."""
+    from importlib.metadata import entry_points
+
+    before = set(LOSSES)
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as e:
+            raise RuntimeError(f"the loss plugin {ep.name!r} ({ep.value}) failed to load: {e}") from None
+    return sorted(set(LOSSES) - before)
+
+
+METHODS = BUILTIN
 PREFERENCE_METHODS = tuple(m for m, spec in LOSSES.items() if spec.weight is not None)
 
 

@@ -84,7 +84,8 @@ class TrainConfig:
             raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s: leave it out")
         for name, kind in FIELD_TYPES.items():  # the flags, a config file and Python all pass here
             setattr(self, name, _typed(name, getattr(self, name), kind))
-        for k, v in {**entry.paper, **SCHEDULES.get(self.method, SCHEDULES["dpo"])}.items():
+        schedule = SCHEDULES.get(self.method) or entry.schedule or SCHEDULES["dpo"]
+        for k, v in {**entry.paper, **schedule}.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
         if self.label_smoothing is None and "label_smoothing" in entry.options:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .. import metrics
+from .. import losses, metrics
 from ..data.gender import GENDER_TEMPLATE, NEUTRAL_TEMPLATE, GenderCSV, GenderFolder, reversal_task
 from ..data.real import Subset, files_fingerprint, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
@@ -43,10 +43,15 @@ DEFAULTS = {
 RETRIEVAL_TEMPLATE = "a photo of a person {activity}."
 
 
+def methods() -> list[str]:
+    """What the gender track trains with: DEFAULTS' methods and every registered loss for "gender"."""
+    return list(DEFAULTS) + [m for m, e in losses.LOSSES.items() if m not in losses.BUILTIN and "gender" in e.tasks]
+
+
 def train_config(method: str, **overrides) -> TrainConfig:
     """The TrainConfig of `method` on this track: DEFAULTS, then overrides (None = keep)."""
-    if method not in DEFAULTS:
-        raise ValueError(f"the gender track trains with {', '.join(DEFAULTS)}, not {method!r}")
+    if method not in methods():
+        raise ValueError(f"the gender track trains with {', '.join(methods())}, not {method!r}")
     return TrainConfig.for_method(method, DEFAULTS, **overrides)
 
 

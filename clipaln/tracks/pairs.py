@@ -39,9 +39,14 @@ DEFAULTS = {
 FIELDS = ("image", "chosen", "rejected")
 
 
+def methods() -> list[str]:
+    """What a pairs task trains with: DEFAULTS' methods and every registered loss for "pairs"."""
+    return list(DEFAULTS) + [m for m, e in losses.LOSSES.items() if m not in losses.BUILTIN and "pairs" in e.tasks]
+
+
 def train_config(method: str, **overrides) -> TrainConfig:
-    if method not in DEFAULTS:
-        raise ValueError(f"a pairs task trains with {', '.join(DEFAULTS)}, not {method!r}")
+    if method not in methods():
+        raise ValueError(f"a pairs task trains with {', '.join(methods())}, not {method!r}")
     return TrainConfig.for_method(method, DEFAULTS, **overrides)
 
 
