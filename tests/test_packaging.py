@@ -76,7 +76,7 @@ def test_the_wheel_carries_the_toy_clip(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k not in ("CLIPALN_DATA", "PYTHONPATH")}
     p = subprocess.run(
-        [venv / "bin" / "clipaln", "eval", "toy", "--json", "--n", "12"],
+        [venv / "bin" / "clipaln", "eval", "toy", "--json", "--n", "24"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
