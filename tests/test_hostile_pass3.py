@@ -415,3 +415,27 @@ def test_seeds_apart_the_data_split_and_the_training(tmp_path, pairs_file):
     a, b = (json.loads((tmp_path / x / "run.json").read_text()) for x in "ab")
     assert (a["config"]["seed"], b["config"]["seed"]) == (1, 2)
     assert a["data_key"]["seed"] == b["data_key"]["seed"] == 5 and a["data"] == b["data"]  # one split
+
+
+def test_image_files_of_every_mode_read_as_they_look(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from clipaln.data.real import _open_image
+
+    ramp16 = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp16).save(tmp_path / "16bit.png")
+    mean = np.asarray(_open_image(tmp_path / "16bit.png")).mean()
+    assert 120 < mean < 135  # the ramp's middle grey, not clipped to white (PIL's convert gives ~253)
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    assert np.asarray(_open_image(tmp_path / "float.tif")).mean() == pytest.approx(128, abs=1)
+    Image.fromarray(np.full((8, 8), 7.5, dtype=np.float32) * 100).save(tmp_path / "hdr.tif")
+    with pytest.raises(ValueError, match="neither \\[0, 1\\] nor \\[0, 255\\]"):
+        _open_image(tmp_path / "hdr.tif")
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent: white on a page
+    clear.save(tmp_path / "clear.png")
+    assert np.asarray(_open_image(tmp_path / "clear.png")).min() == 255
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([10, 20, 30] * 256)
+    pal.save(tmp_path / "pal.png")
+    assert tuple(np.asarray(_open_image(tmp_path / "pal.png"))[0, 0]) == (10, 20, 30)

@@ -128,11 +128,38 @@ def torchvision_dataset(
 
 
 def _open_image(path: Path) -> Image.Image:
+    """An image file as 8-bit RGB, whatever mode PIL opens it in: 16- and 32-bit integer images are
+    scaled from their range (PIL's convert would clip them to white), float images in [0, 1] or
+    [0, 255] are scaled to 8 bits (others refused), and transparency is laid on white, as a page shows it."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return _to_rgb(im, path)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+def _to_rgb(im: Image.Image, path) -> Image.Image:
+    import numpy as np
+
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if a.size == 0 or not np.isfinite(a).all():
+            raise ValueError(f"cannot read image {path}: empty or not finite ({im.mode})")
+        if im.mode == "F":
+            top = 1.0 if a.min() >= 0 and a.max() <= 1 else 255.0 if a.min() >= 0 and a.max() <= 255 else None
+            if top is None:
+                raise ValueError(
+                    f"cannot read image {path}: float values in [{a.min():g}, {a.max():g}], neither [0, 1] nor "
+                    "[0, 255]; save it as an 8-bit image"
+                )
+        else:  # 16-bit files (I;16) and 32-bit integers: the range their values use
+            top = 255.0 if a.max() <= 255 else 65535.0 if a.max() <= 65535 else float(a.max())
+        return Image.fromarray(np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 #: sha256 of a file's bytes, memoised per process by what the file system says of it (path, size,
