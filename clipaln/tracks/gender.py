@@ -328,6 +328,26 @@ def _unit_after(projection, emb: torch.Tensor, t: float) -> torch.Tensor:
     return torch.nn.functional.normalize(e, dim=-1) if projection is None else projection.scaled(t)(e)
 
 
+def metric(projection: SharedProjection | None, t: float, dim: int) -> torch.Tensor:
+    """M_t = W_t^T W_t = V S^{2t} V^T in float64 (the identity without a projection): every score
+    under a shared W_t is x^T M_t y over the norms (notebook 04, 4.1)."""
+    if projection is None:
+        return torch.eye(dim, dtype=torch.float64)
+    _, s, vh = projection.svd()
+    return vh.double().T @ torch.diag(s.double() ** (2 * t)) @ vh.double()
+
+
+def activity_gaps(feats: Features) -> dict[str, torch.Tensor]:
+    """G_a per activity: the mean unit test-gallery image of its genders[0] minus that of genders[1]."""
+    x = torch.nn.functional.normalize(feats.gallery.double(), dim=-1)
+    first = torch.tensor([g == feats.genders[0] for g, _ in feats.gallery_labels])
+    out = {}
+    for a in feats.activities:
+        of_a = torch.tensor([act == a for _, act in feats.gallery_labels])
+        out[a] = x[of_a & first].mean(0) - x[of_a & ~first].mean(0)
+    return out
+
+
 def lean_terms(feats: Features, projection: SharedProjection | None, t: float) -> dict:
     """What a shared W_t does to each prompt's gender lean, split as notebook 04 derives it.
 
@@ -344,18 +364,15 @@ def lean_terms(feats: Features, projection: SharedProjection | None, t: float) -
     if projection is not None and not isinstance(projection, SharedProjection):
         raise ValueError(f"this splits what a shared W does; got a {type(projection).__name__}, not a SharedProjection")
     g = image_gender_direction(feats).double()
-    x = torch.nn.functional.normalize(feats.gallery.double(), dim=-1)
     y = torch.nn.functional.normalize(feats.prompt_texts.double(), dim=-1)
-    m = torch.eye(g.numel(), dtype=torch.float64)
-    if projection is not None:
-        _, s, vh = projection.svd()
-        m = vh.double().T @ torch.diag(s.double() ** (2 * t)) @ vh.double()
+    m = metric(projection, t, g.numel())
     xu, yu = _unit_after(projection, feats.gallery, t), _unit_after(projection, feats.prompt_texts, t)
     first = torch.tensor([gg == feats.genders[0] for gg, _ in feats.gallery_labels])
+    gaps = activity_gaps(feats)
     out = {}
     for j, a in enumerate(feats.activities):
         of_a = torch.tensor([act == a for _, act in feats.gallery_labels])
-        g_a = x[of_a & first].mean(0) - x[of_a & ~first].mean(0)
+        g_a = gaps[a]
         alpha = y[j] @ g
         r = y[j] - alpha * g
         gain = g_a @ m @ g

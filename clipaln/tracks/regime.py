@@ -126,17 +126,10 @@ def lean_along_captions(feats: gender.Features, projection: SharedProjection | N
     {prompt: {"beta", "caption_term", "rest_term", "numerator"}}, with y = beta d_hat + q and
     numerator = G_a^T M_t y = beta G_a^T M_t d_hat (caption_term) + G_a^T M_t q (rest_term)."""
     _, d = directions(feats)
-    x = F.normalize(feats.gallery.double(), dim=-1)
     y = F.normalize(feats.prompt_texts.double(), dim=-1)
-    m = torch.eye(d.numel(), dtype=torch.float64)
-    if projection is not None:
-        _, s, vh = projection.svd()
-        m = vh.double().T @ torch.diag(s.double() ** (2 * t)) @ vh.double()
-    first = torch.tensor([g == feats.genders[0] for g, _ in feats.gallery_labels])
+    m = gender.metric(projection, t, d.numel())
     out = {}
-    for j, a in enumerate(feats.activities):
-        of_a = torch.tensor([act == a for _, act in feats.gallery_labels])
-        g_a = x[of_a & first].mean(0) - x[of_a & ~first].mean(0)
+    for j, (a, g_a) in enumerate(gender.activity_gaps(feats).items()):
         beta = y[j] @ d
         q = y[j] - beta * d
         out[a] = {
@@ -258,8 +251,7 @@ def phase_point(feats: gender.Features, method: str = "dpo", seed: int = 0, **ov
     led_by = lambda who: [a for a, r in t0.items() if r["retrieval/top_k"][who] > result["t0"]["k"] / 2]
     stats = spectrum(W)
     g, d = directions(feats)
-    _, sv, vh = W.svd()
-    numerator = lambda t: float(g @ vh.double().T @ torch.diag(sv.double() ** (2 * t)) @ vh.double() @ d)
+    numerator = lambda t: float(g @ gender.metric(W, t, g.numel()) @ d)
     reversed_at = next((t for t in ts if numerator(t) < 0), None)
     return {
         "alignment": alignment(feats),
