@@ -59,6 +59,20 @@ def broken_links(site: Path) -> dict[str, list[str]]:
     return bad
 
 
+def foreign_loads(site: Path) -> dict[str, list[str]]:
+    """Every script, stylesheet or font a page would fetch from another host: {page: [urls]}."""
+    out: dict[str, list[str]] = {}
+    pattern = (
+        r'<script[^>]*\ssrc="(https?://[^"]+)"|<link[^>]*\shref="(https?://[^"]+)"|[\'"](https?://[^\'"]+\.js)[\'"]'
+    )
+    for page in sorted(site.rglob("*.html")):
+        urls = [a or b or c for a, b, c in re.findall(pattern, page.read_text(errors="replace"))]
+        urls = [u for u in urls if not u.endswith((".ipynb",))]
+        if urls:
+            out[str(page.relative_to(site))] = sorted(set(urls))
+    return out
+
+
 def _browser():
     from selenium import webdriver
 

@@ -94,5 +94,8 @@ WIDGET_NOTE = (
 
 
 def _note_live_widgets(output: str) -> str:
+    """The note after each live widget; and no loader that fetches the widget library from a CDN
+    (a page of the book loads scripts from itself only, and offline that fetch only fails)."""
     view = '<script type="application/vnd.jupyter.widget-view+json">'
-    return re.sub(re.escape(view) + r"[^<]*</script>", lambda m: m.group(0) + WIDGET_NOTE, output)
+    output = re.sub(re.escape(view) + r"[^<]*</script>", lambda m: m.group(0) + WIDGET_NOTE, output)
+    return re.sub(r"<script>(?:(?!</script>).)*addWidgetsRenderer(?:(?!</script>).)*</script>", "", output, flags=re.S)

@@ -45,6 +45,10 @@ def test_every_link_of_the_book_names_a_page_of_it(site):
         assert page.index("clipaln-widget-note") < page.index("clipaln-player")
 
 
+def test_no_page_fetches_anything_from_another_host(site):
+    assert book.foreign_loads(site) == {}
+
+
 def test_maths_is_typeset_offline_in_a_browser(site):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
