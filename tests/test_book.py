@@ -24,8 +24,10 @@ def site(tmp_path_factory):
 def test_the_book_has_every_notebook_and_note(site):
     for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
         assert (site / "notebooks" / nb.stem / "index.html").is_file(), nb.stem
-    for note in ("method", "toy-world", "teaching"):
+    for note in ("method", "toy-world", "teaching", "glossary", "api"):
         assert (site / note / "index.html").is_file()
+    api = (site / "api" / "index.html").read_text()  # generated from the docstrings
+    assert 'id="clipaln.losses.register"' in api and 'id="clipaln.projection.SharedProjection"' in api
     page = (site / book.PAGE).read_text()
     assert page.count('class="clipaln-player"') == 1  # the static slider, from the committed output
 
