@@ -36,6 +36,7 @@ class ClipBundle:
     tokenizer: Callable
     name: str
     finetune_lr: float = 2e-5  # where full fine-tuning starts (the paper's 2e-5 for ViT-B/32)
+    pretrained: str | None = None  # the weights load_clip was given (a tag or a file), recorded with what it trains
     _embed_dim: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -173,6 +174,6 @@ def load_clip(name: str = TOY, pretrained: str | None = None, device=None) -> Cl
     None (random weights for open_clip models; the shipped weights for "toy", where "random"
     asks for a fresh initialisation).
     """
-    if name == TOY:
-        return _load_toy(pretrained, device)
-    return _load_open_clip(name, pretrained, device)
+    bundle = _load_toy(pretrained, device) if name == TOY else _load_open_clip(name, pretrained, device)
+    bundle.pretrained = pretrained
+    return bundle

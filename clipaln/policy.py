@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .features import encode_images, encode_texts
+from .features import encode_images, encode_texts, model_fingerprint
+from .manifest import data_record, digest
 
 #: The smallest tau PreferenceData accepts: CLIP starts training at 1 / 0.07 = 14.3 and ends near 100;
 #: a value below this is almost surely log tau (open_clip's model.logit_scale, 4.6 for tau = 100).
@@ -199,6 +200,10 @@ class PreferenceData:
         index = {c: i for i, c in enumerate(captions)}
         embed = lambda x: x if isinstance(x, torch.Tensor) else encode_images(bundle, list(x), progress=progress)
         pref = embed(images)
+        # what a W fitted on these records, so that clipaln.export(W) knows its model
+        key = {"captions": digest([chosen, rejected]), "n": len(chosen)}
+        record = {**data_record(bundle.name, model_fingerprint(bundle), "captions", key)}
+        record["pretrained"] = str(getattr(bundle, "pretrained", None) or "")
         return cls(
             pref,
             [index[c] for c in chosen],
@@ -206,4 +211,5 @@ class PreferenceData:
             encode_texts(bundle, captions),
             pref if reg_images is None else embed(reg_images),
             bundle.logit_scale,
+            record=record,
         )

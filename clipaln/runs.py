@@ -459,25 +459,50 @@ def _t_value(t) -> float:
 
 
 def export_run(
-    projection, *, out, t: float = 1.0, device=None, allow_other_weights: bool = False, overwrite: bool = False
+    projection,
+    *,
+    out,
+    t: float = 1.0,
+    device=None,
+    allow_other_weights: bool = False,
+    overwrite: bool = False,
+    model: str | None = None,
+    pretrained: str | None = None,
 ) -> dict:
-    """Fold W_t of a projection file into its model and write it for plain open_clip: OUT.safetensors
-    (and, for the toy or any registered config, OUT.json beside it), or, when OUT has no suffix, a
-    folder in open_clip's hub layout with a model card, which "local-dir:OUT" loads. The model and
-    weights come from the projection's manifest; the weights are checked against its fingerprint.
-    Nothing existing is replaced unless overwrite."""
-    path = Path(projection).expanduser()
-    if path.is_file():
-        manifest.verify(path)
-    meta = SharedProjection.load(path).metadata
+    """Fold W_t of a projection (a file, or a SharedProjection in memory) into its model and write it
+    for plain open_clip: OUT.safetensors (and, for the toy or any registered config, OUT.json beside
+    it), or, when OUT has no suffix, a folder in open_clip's hub layout with a model card, which
+    "local-dir:OUT" loads. The model and weights come from the projection's record (a W fitted on
+    PreferenceData from clipaln carries one), or from model= and pretrained=; the weights are checked
+    against its fingerprint. Nothing existing is replaced unless overwrite."""
+    if isinstance(projection, SharedProjection):
+        path, meta = Path("the projection in memory"), dict(projection.metadata)
+    else:
+        path = Path(projection).expanduser()
+        if path.is_file():
+            manifest.verify(path)
+        meta = SharedProjection.load(path).metadata
+    if model is not None:
+        meta = {**meta, "model": model, "pretrained": pretrained or meta.get("pretrained", "")}
     if "model" not in meta:
-        raise ValueError(f"{path} does not name its model (written before clipaln 0.3): cannot export it")
+        raise ValueError(
+            f"{path} carries no record of its model: pass model= (and pretrained=) to export, or fit W on "
+            "PreferenceData that records one (PreferenceData.from_captions and the tracks' features do)"
+        )
     model, pretrained = meta["model"], meta.get("pretrained") or None
     bundle = load_clip(model, pretrained=pretrained, device=device or "cpu")
-    proj = SharedProjection.load(path, dim=bundle.embed_dim)
+    proj = projection if isinstance(projection, SharedProjection) else SharedProjection.load(path, dim=bundle.embed_dim)
+    if proj.dim != bundle.embed_dim:
+        raise ValueError(f"{path} is {proj.dim}-d; {model}'s embeddings are {bundle.embed_dim}-d")
     _check_projection(path, meta, _identity(bundle, pretrained, allow_other_weights))  # any task folds alike
     toy = toy_config() if model == "toy" and pretrained is None else None
-    header = {"source": str(path.resolve()), "t": t, "model": model, "pretrained": pretrained or "", "format": "pt"}
+    header = {
+        "source": str(path.resolve()) if path.is_file() else "memory",
+        "t": t,
+        "model": model,
+        "pretrained": pretrained or "",
+        "format": "pt",
+    }
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
         header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
     config = fold.open_clip_config(model, toy)
@@ -544,6 +569,6 @@ def _model_card(path: Path, meta: dict, model: str, pretrained, t: float) -> str
         "```",
     ]
     for title, f in (("The run (run.json)", run), ("Its metrics (metrics.json)", metrics)):
-        if f.is_file():
+        if path.is_file() and f.is_file():  # a W from memory has no run beside it
             lines += ["", f"## {title}", "", "```json", f.read_text().strip(), "```"]
     return "\n".join(lines) + "\n"

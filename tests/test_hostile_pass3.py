@@ -439,3 +439,27 @@ def test_image_files_of_every_mode_read_as_they_look(tmp_path):
     pal.putpalette([10, 20, 30] * 256)
     pal.save(tmp_path / "pal.png")
     assert tuple(np.asarray(_open_image(tmp_path / "pal.png"))[0, 0]) == (10, 20, 30)
+
+
+def test_a_w_fitted_in_python_exports_from_memory(tmp_path, toy):
+    import clipaln
+    from clipaln import PreferenceData, fit_projection
+    from clipaln.toyworld import render
+
+    images = [render(obj=o, rng=i) for i, o in enumerate(["apple", "cup", "key", "bird"])]
+    data = PreferenceData.from_captions(
+        toy,
+        images,
+        ["a photo of an apple.", "a photo of a cup.", "a photo of a key.", "a photo of a bird."],
+        ["a photo of a cup.", "a photo of a key.", "a photo of a bird.", "a photo of an apple."],
+    )
+    assert data.record["model"] == "toy"  # from_captions records the model
+    W, _ = fit_projection(data, TrainConfig(method="dpo", epochs=1, batch_size=4), progress=False)
+    r = clipaln.export(W, out=tmp_path / "mem", t=0.5)
+    assert r["model"] == "toy" and (tmp_path / "mem" / "open_clip_model.safetensors").is_file()
+    W.save(tmp_path / "w.safetensors")
+    assert clipaln.export(tmp_path / "w.safetensors", out=tmp_path / "file.safetensors")["model"] == "toy"
+    bare = clipaln.SharedProjection(W.dim, W.weight.detach())
+    with pytest.raises(ValueError, match="carries no record of its model: pass model="):
+        clipaln.export(bare, out=tmp_path / "x")
+    assert clipaln.export(bare, out=tmp_path / "y", model="toy")["model"] == "toy"
