@@ -555,11 +555,21 @@ def _model_card(path: Path, meta: dict, model: str, pretrained, t: float) -> str
         f"Base model: open_clip `{model}`"
         + (f", weights `{pretrained}`" if pretrained else " (the toy CLIP of clipaln)")
         + ". W_t = U S^t V^T (Afzali et al., ICLR 2025) is multiplied into the last linear map of each tower,",
-        "so this model scores every (image, caption) pair as clipaln's W_t does; no clipaln is needed to use it.",
+        "so this model scores every (image, caption) pair as clipaln's W_t does.",
         "",
         "```python",
         "import open_clip",
         'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:PATH/TO/THIS/FOLDER")',
+        *(
+            [
+                "# the toy CLIP reads a 66-word vocabulary, not CLIP's BPE: open_clip.get_tokenizer would",
+                "# give the wrong one. Its tokenizer comes with clipaln (pip install clipaln):",
+                "import clipaln",
+                'tokenizer = clipaln.load_clip("toy").tokenizer',
+            ]
+            if model == "toy"
+            else ['tokenizer = open_clip.get_tokenizer("local-dir:PATH/TO/THIS/FOLDER")  # no clipaln needed']
+        ),
         "```",
         "",
         "## The projection",
