@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -142,8 +143,9 @@ def _typed(name: str, value, kind):
             number = float(value.strip())
         except ValueError:
             raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(number, bool) or not isinstance(number, (int, float)):
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):  # numpy's numbers are Real too
         raise ValueError(f"{name} must be a number, got {value!r}")
+    number = float(number)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if kind is int:
