@@ -9,8 +9,9 @@ times (I + N) with ||N|| <= rho = (kappa - 1) / (kappa + 1), kappa the condition
     G^T M_t d  >=  mid * |G| |d| (cos(G, d) - rho)          (the rotation bound)
 
 so no shared W of condition number kappa reverses gender while cos(G, d) >= rho(kappa). With
-kappa_t = (s_max / s_min)^(2|t|) this puts a floor under the t where the understanding of gender
-can cross 50%: t >= artanh(cos(G, d)) / ln(s_max / s_min)   (`crossing_floor`).
+kappa_t = (s_max / s_min)^(2|t|) this puts a floor under the t where W_t can reverse both genders
+(G^T M_t d < 0): t >= artanh(cos(G, d)) / ln(s_max / s_min)   (`crossing_floor`). The understanding
+can still reach 50% before it one-sidedly, when W_t makes every image read as one gender.
 
 A neutral prompt y turns with the understanding when its lean lives along d: split y = beta d_hat + q
 (q orthogonal to d); its lean's numerator is G_a^T M_t y = beta G_a^T M_t d_hat + G_a^T M_t q exactly,
