@@ -418,6 +418,7 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         zero = logp.sum() * 0
         names = ("loss/pref", "loss/kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
         names += ("logps/chosen", "logps/rejected", "margin/h", "policy/prefers_chosen")
+        names += ("kl",) if entry.uses_z0 else ()
         return zero, dict.fromkeys(names, zero)
     share = len(y_w) / batch
     options = {name: getattr(cfg, name) for name in entry.options}  # cDPO's label_smoothing
@@ -441,6 +442,8 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
             "margin/h": share * h.mean(),
             "policy/prefers_chosen": share * prefers.mean(),  # pi(y_w|x) > pi(y_l|x), whatever pi_ref did
         }
+        if z0 is not None:  # KTO's reference point, logged as TRL's KTOTrainer logs it
+            logs["kl"] = share * z0
     return pref + cfg.lam * kl, logs
 
 

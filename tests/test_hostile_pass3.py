@@ -463,3 +463,14 @@ def test_a_w_fitted_in_python_exports_from_memory(tmp_path, toy):
     with pytest.raises(ValueError, match="carries no record of its model: pass model="):
         clipaln.export(bare, out=tmp_path / "x")
     assert clipaln.export(bare, out=tmp_path / "y", model="toy")["model"] == "toy"
+
+
+def test_kto_logs_its_kl_estimate_as_trl_does():
+    from test_hostile_pass2 import small_data
+
+    from clipaln import fit_projection
+
+    _, hist = fit_projection(small_data(), TrainConfig(method="kto", epochs=2, batch_size=6), progress=False)
+    assert "kl" in hist and len(hist["kl"]) == len(hist["loss"]) and min(hist["kl"]) >= 0
+    _, hist = fit_projection(small_data(), TrainConfig(method="dpo", epochs=2, batch_size=6), progress=False)
+    assert "kl" not in hist  # DPO has no reference point
