@@ -116,6 +116,7 @@ TRACK_ONLY_FLAGS = (
     "--n-test",
     "--allow-other-data",
     "--allow-other-weights",
+    "--choose-t",
     "--download",
     "--reg-images",
     "--workers",
@@ -148,6 +149,7 @@ def cmd_eval(a) -> None:
             t=None if a.t is None else (a.t[0] if len(a.t) == 1 else a.t),
             allow_other_data=a.allow_other_data,
             allow_other_weights=a.allow_other_weights,
+            choose_t=a.choose_t,
             **_data_args(a),
         )
     if a.json:
@@ -396,6 +398,9 @@ def _add_eval(sub) -> None:
         nargs="+",
         default=None,
         help="scale the projection: W_t = U S^t V^T; several values (--t -1 0 1) print one row each, one model load",
+    )
+    e.add_argument(
+        "--choose-t", action="store_true", help="typographic: choose t on the run's validation split, report test at it"
     )
     e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
     e.add_argument(

@@ -358,10 +358,13 @@ def eval_run(
     progress: bool = True,
     allow_other_data: bool = False,
     allow_other_weights: bool = False,
+    choose_t: bool = False,
     **data,
 ) -> dict:
     """Evaluate the base model, W_t of a projection file, or a fine-tuned image encoder, on a task's
-    test data (only what it scores) or, with `photos`, on a real typographic photo set.
+    test data (only what it scores) or, with `photos`, on a real typographic photo set. choose_t
+    (typographic, with a projection): t chosen on the run's validation split
+    (typographic.choose_t), the test metrics at that t.
 
     typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
     prompts at t (default 1 with a projection, else 0). A file written by train_run carries its run's
@@ -439,6 +442,18 @@ def eval_run(
         _, ref = features(base, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         return {"t": None, **typographic.evaluate(feats, reference=ref), "source": source}
+    if choose_t:  # t on the validation split (encoded with the training split, as the run was), test at that t
+        if task != "typographic" or proj is None or ts is not None:
+            raise ValueError("--choose-t goes with eval typographic --projection FILE, and no --t")
+        _, feats = features(bundle, task, cache=cache, progress=progress, with_train=True, spec=spec, **encoding)
+        chosen = typographic.choose_t(feats, proj)
+        return {
+            "t": chosen["t"],
+            **chosen["test"],
+            "chosen_on": chosen["chosen_on"],
+            "val": chosen["val"],
+            "source": {**source, "t": chosen["t"]},
+        }
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
     sweep = gender.Sweep(feats, proj) if task == "gender" else None
 

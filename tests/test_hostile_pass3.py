@@ -474,3 +474,31 @@ def test_kto_logs_its_kl_estimate_as_trl_does():
     assert "kl" in hist and len(hist["kl"]) == len(hist["loss"]) and min(hist["kl"]) >= 0
     _, hist = fit_projection(small_data(), TrainConfig(method="dpo", epochs=2, batch_size=6), progress=False)
     assert "kl" not in hist  # DPO has no reference point
+
+
+def test_t_is_chosen_on_validation_and_reported_on_test(tmp_path, toy, capsys):
+    from clipaln.tracks import typographic
+
+    feats = typographic.build_features(
+        toy, typographic.toy_spec(n_train=96, n_test=48, n_val=48), progress=False, workers=0
+    )
+    W, _ = typographic.train(feats, typographic.train_config("dpo", epochs=2), progress=False)
+    r = typographic.choose_t(feats, W)
+    assert r["chosen_on"] == "validation split" and -2 <= r["t"] <= 1.2
+    base = typographic.evaluate_split(feats, feats.val)["accuracy/clean"]
+    assert r["val"]["accuracy/clean"] >= base - typographic.MAX_CLEAN_DROP
+    assert r["test"] == typographic.evaluate(feats, W.scaled(r["t"]))  # test at the chosen t, not chosen on it
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["train", "typographic", "--n-train", "96", "--n-test", "48", "--epochs", "1", "--quiet", "--out", str(out)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["eval", "typographic", "--projection", str(out / "projection.safetensors"), "--choose-t", "--json"]) == 0
+    )
+    got = json.loads(capsys.readouterr().out)
+    assert got["chosen_on"] == "validation split" and got["source"]["t"] == got["t"]
+    assert main(["eval", "gender", "--projection", str(out / "projection.safetensors"), "--choose-t"]) == 2

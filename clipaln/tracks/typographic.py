@@ -41,7 +41,7 @@ from ..manifest import data_record, digest
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, refuse_unknown_words, similarities
-from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, spectrum, within_target
+from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, exponents, spectrum, within_target
 from ..toyworld import OBJECTS
 from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
@@ -428,6 +428,30 @@ def evaluate_split(feats: Features, split: Split, projection: SharedProjection |
         "accuracy/attacked": accuracy(sim(split.attacked), split.labels),
         "accuracy/ocr": accuracy(sim(split.attacked), split.written),
     }
+
+
+#: The t a validation choice scans by default: Fig. 2's range, in steps of 0.1.
+CHOOSE_TS = tuple(round(-2.0 + 0.1 * i, 1) for i in range(33))
+
+
+def choose_t(
+    feats: Features, projection: SharedProjection, ts=CHOOSE_TS, max_clean_drop: float = MAX_CLEAN_DROP
+) -> dict:
+    """t chosen on the validation split, reported on test: the t of `ts` with the highest attacked
+    accuracy on validation among those whose clean accuracy there is within max_clean_drop of the base
+    model's (ties: the t nearest 1). Returns {"t", "chosen_on", "val": its validation metrics,
+    "test": evaluate() of W_t on the test split}."""
+    if feats.val is None:
+        raise ValueError("choosing t needs a validation split: build the features with one (n_val > 0, with_train)")
+    if projection is None:
+        raise ValueError("choosing t needs a projection W")
+    base = evaluate_split(feats, feats.val)["accuracy/clean"]
+    rows = [(float(t), evaluate_split(feats, feats.val, projection.scaled(float(exponents(t))))) for t in ts]
+    ok = [(t, r) for t, r in rows if r["accuracy/clean"] >= base - max_clean_drop]
+    if not ok:
+        raise ValueError(f"no t in the grid keeps clean validation accuracy within {max_clean_drop:.0%} of the base")
+    t, val = max(ok, key=lambda tr: (tr[1]["accuracy/attacked"], -abs(tr[0] - 1.0)))
+    return {"t": t, "chosen_on": "validation split", "val": val, "test": evaluate(feats, projection.scaled(t))}
 
 
 def dial(sweep: Sweep, ts=DIAL_TS) -> dict:
