@@ -13,6 +13,7 @@ from pathlib import Path
 REPORTERS = ("tensorboard", "wandb")
 #: Per-step columns that are bookkeeping, not metrics.
 NOT_METRICS = ("step", "elapsed_s")
+PREFIX = "train/"  # history.jsonl keeps the bare names
 
 
 #: The package each backend needs, and how to install it.
@@ -47,7 +48,8 @@ class Reporter:
             self.sinks.append(_wandb(config, name))
 
     def __call__(self, step: int, row: dict) -> None:
-        metrics = {k: v for k, v in row.items() if k not in NOT_METRICS}
+        # under "train/", as TRL's trainers (through transformers' Trainer) log to TensorBoard and W&B
+        metrics = {f"{PREFIX}{k}": v for k, v in row.items() if k not in NOT_METRICS}
         for log, _ in self.sinks:
             log(step, metrics)
 

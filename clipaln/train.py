@@ -155,6 +155,16 @@ def _typed(name: str, value, kind):
     return float(number)
 
 
+#: TRL's names for TrainConfig fields (its DPOConfig / KTOConfig, after transformers' TrainingArguments).
+TRL_ALIASES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "loss_type": "method",
+}
+TRL_LOSS_TYPES = {"sigmoid": "dpo"}  # DPOConfig's loss_type for the DPO loss; "ipo" is ours as is
+
+
 def read_config(path) -> dict:
     """TrainConfig fields from a JSON or YAML file (`clipaln train --config FILE`); a one-line error
     names an unknown field, so a typo does not silently train with the default."""
@@ -180,6 +190,13 @@ def read_config(path) -> dict:
             raise ValueError(f"{path} is not JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a mapping of TrainConfig fields")
+    for alias, name in TRL_ALIASES.items():  # a TRL config reads as one of ours
+        if alias in config:
+            if name in config:
+                raise ValueError(f"{path} sets both {alias} (TRL's name) and {name}: keep one")
+            config[name] = config.pop(alias)
+    if isinstance(config.get("method"), str):
+        config["method"] = TRL_LOSS_TYPES.get(config["method"], config["method"])
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(config) - known)
     if unknown:

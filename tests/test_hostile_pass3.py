@@ -502,3 +502,16 @@ def test_t_is_chosen_on_validation_and_reported_on_test(tmp_path, toy, capsys):
     got = json.loads(capsys.readouterr().out)
     assert got["chosen_on"] == "validation split" and got["source"]["t"] == got["t"]
     assert main(["eval", "gender", "--projection", str(out / "projection.safetensors"), "--choose-t"]) == 2
+
+
+def test_a_trl_config_reads_as_ours(tmp_path):
+    from clipaln.train import read_config
+
+    (tmp_path / "trl.yaml").write_text(
+        "learning_rate: 5e-3\nnum_train_epochs: 2\nper_device_train_batch_size: 64\nloss_type: sigmoid\nbeta: 0.5\n"
+    )
+    cfg = TrainConfig(**read_config(tmp_path / "trl.yaml"))
+    assert (cfg.method, cfg.lr, cfg.epochs, cfg.batch_size, cfg.beta) == ("dpo", 0.005, 2, 64, 0.5)
+    (tmp_path / "both.json").write_text('{"lr": 0.1, "learning_rate": 0.2}')
+    with pytest.raises(ValueError, match="sets both learning_rate .* and lr"):
+        read_config(tmp_path / "both.json")

@@ -32,9 +32,9 @@ def test_report_to_tensorboard_writes_trls_names(tmp_path, pairs_file):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert TRL_NAMES <= tags, TRL_NAMES - tags
+    assert {f"train/{n}" for n in TRL_NAMES} <= tags, TRL_NAMES - tags  # under "train/", as TRL's trainers log
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
-    logged = [e.value for e in events.Scalars("rewards/margins")]
+    logged = [e.value for e in events.Scalars("train/rewards/margins")]
     assert logged == pytest.approx([row["rewards/margins"] for row in history], rel=1e-6)
     # TRL's identity: the margin is the chosen reward less the rejected one
     row = history[-1]
