@@ -39,11 +39,13 @@ def check(report_to: Sequence[str]) -> None:
 class Reporter:
     """Sends each step's logs to every backend asked for; `close()` flushes them."""
 
-    def __init__(self, report_to: Sequence[str], logdir: Path, config: dict, name: str):
+    def __init__(self, report_to: Sequence[str], logdir: Path, config: dict, name: str, resume_step: int | None = None):
+        """resume_step: the step a resumed run starts from; TensorBoard drops what the interrupted run
+        logged from there on, so that a step is never logged twice."""
         check(report_to)
         self.sinks: list[tuple[Callable[[int, dict], None], Callable[[], None]]] = []
         if "tensorboard" in report_to:
-            self.sinks.append(_tensorboard(Path(logdir), config))
+            self.sinks.append(_tensorboard(Path(logdir), config, resume_step))
         if "wandb" in report_to:
             self.sinks.append(_wandb(config, name))
 
@@ -58,14 +60,14 @@ class Reporter:
             close()
 
 
-def _tensorboard(logdir: Path, config: dict):
+def _tensorboard(logdir: Path, config: dict, resume_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise RuntimeError(
             "--report-to tensorboard needs the tensorboard package: pip install 'clipaln[track]'"
         ) from None
-    writer = SummaryWriter(log_dir=str(logdir))
+    writer = SummaryWriter(log_dir=str(logdir), purge_step=resume_step)
     writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
 
     def log(step: int, metrics: dict) -> None:

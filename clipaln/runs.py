@@ -36,7 +36,7 @@ from .reporting import Reporter
 from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
 from .tracks import TRACKS, gender, pairs, typographic
-from .train import check_checkpoint
+from .train import check_checkpoint, checkpoint_step
 
 
 def _track(task: str):
@@ -236,7 +236,8 @@ def train_run(
         spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec, **encoding)
         if mode == "w":
             every = (20 if checkpoint_every is None else checkpoint_every) if dist.is_main() else 0
-            reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name)
+            start = checkpoint_step(checkpoint) if resume else None  # TensorBoard drops what came after it
+            reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name, start)
             try:
                 proj, hist = track.train(
                     feats,

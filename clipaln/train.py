@@ -262,6 +262,11 @@ def save_checkpoint(
     save_tensors(path, tensors, {**meta, "history": json.dumps(history or {})})
 
 
+def checkpoint_step(path) -> int:
+    """The step a checkpoint resumes at."""
+    return int(_read_checkpoint(path, tensors=False)[0]["step"])
+
+
 def _read_checkpoint(path, tensors: bool = True) -> tuple[dict, dict]:
     """(header, tensors) of a checkpoint; tensors=False reads the header only."""
     if not Path(path).is_file():

@@ -79,3 +79,29 @@ def test_a_resumed_run_has_every_step_once_and_its_whole_time(tmp_path, pairs_fi
     assert [row["step"] for row in history] == list(range(12))
     elapsed = [row["elapsed_s"] for row in history]
     assert elapsed == sorted(elapsed) and result["metrics"]["train_seconds"] == elapsed[-1]
+
+
+def test_a_run_resumed_between_checkpoints_logs_every_step_once_to_tensorboard(tmp_path, pairs_file, monkeypatch):
+    pytest.importorskip("tensorboard", reason="pip install 'clipaln[track]' for --report-to tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import clipaln.reporting as reporting
+
+    real = reporting.Reporter.__call__
+
+    def interrupted_at_step_7(self, step, row):
+        real(self, step, row)
+        if step == 7:  # logged 0-7; the last checkpoint was written after step 5
+            raise KeyboardInterrupt
+
+    data = dict(root=str(pairs_file), cache=False, progress=False, workers=0, report_to=("tensorboard",))
+    out = tmp_path / "run"
+    monkeypatch.setattr(reporting.Reporter, "__call__", interrupted_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, **data)
+    monkeypatch.setattr(reporting.Reporter, "__call__", real)
+    runs.train_run("pairs", out=out, overrides={"epochs": 12}, checkpoint_every=3, resume=True, **data)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert sorted(steps) == list(range(12)), steps  # steps 6 and 7, logged twice before, once now
