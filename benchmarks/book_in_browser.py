@@ -35,6 +35,7 @@ def build(site: Path) -> None:
 
 
 MATH_PAGES = (
+    "index.html",
     "notebooks/03_ocr_vs_detection/index.html",
     "notebooks/04_gender_bias_retrieval/index.html",
     "glossary/index.html",
@@ -110,7 +111,15 @@ def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
                 "return Array.from(document.querySelectorAll('.jp-RenderedMarkdown, article'))"
                 ".map(function (e) { return e.innerText; }).join('\\n')"
             )
-            out[page] = {"typeset": typeset, "raw_tex": {k: text.count(k) for k in RAW_TEX}, "finished": quiet >= 3}
+            failed = browser.execute_script(  # every message MathJax showed, "File failed to load: ..." among them
+                "return (window.MathJax && MathJax.Message && MathJax.Message.Log) ? MathJax.Message.Log() : ''"
+            )
+            out[page] = {
+                "typeset": typeset,
+                "raw_tex": {k: text.count(k) for k in RAW_TEX},
+                "finished": quiet >= 3,
+                "mathjax_message": failed.strip(),
+            }
     finally:
         browser.quit()
     return out

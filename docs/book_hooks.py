@@ -19,6 +19,12 @@ ARITHMATEX_CONFIG = """<script type="text/x-mathjax-config">
 MathJax.Hub.Config({tex2jax: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]],
   processEscapes: true, processEnvironments: false, ignoreClass: ".*|", processClass: "arithmatex"}});
 </script>"""
+#: The package ships MathJax's STIX-Web fonts only (not its TeX fonts, MathJax's default): say so on
+#: every page, or MathJax reports "File failed to load: .../fonts/TeX/fontdata.js".
+FONT_CONFIG = """<script type="text/x-mathjax-config">
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web",
+  imageFont: null}});
+</script>"""
 
 
 def _mathjax_static() -> Path:
@@ -36,9 +42,9 @@ def on_config(config, **_):
 
 def on_post_page(output: str, page, config, **_):
     if not page.file.src_uri.endswith(".md"):  # notebook pages load MathJax through mkdocs-jupyter
-        return _note_live_widgets(_rewrite_links(output, page))
+        return _note_live_widgets(_rewrite_links(output, page)).replace("</head>", FONT_CONFIG + "\n</head>", 1)
     depth = page.url.count("/")
-    script = f'{ARITHMATEX_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
+    script = f'{ARITHMATEX_CONFIG}\n{FONT_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
     return output.replace("</body>", script + "</body>", 1)
 
 

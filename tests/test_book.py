@@ -58,7 +58,9 @@ def test_maths_is_typeset_offline_in_a_browser(site):
     assert (site / "assets" / "mathjax" / "MathJax.js").is_file()  # served from the site itself
     for page, r in book.maths(site).items():
         assert r["finished"], page
-        assert r["typeset"] >= 20, (page, r)  # each of these pages holds dozens of formulas
+        assert "failed" not in r["mathjax_message"].lower(), (page, r["mathjax_message"])
+        if page != "index.html":  # the home page holds no formula; it must still load MathJax cleanly
+            assert r["typeset"] >= 20, (page, r)  # each of these pages holds dozens of formulas
         assert sum(r["raw_tex"].values()) == 0, (page, r["raw_tex"])
 
 
