@@ -176,10 +176,8 @@ BENCH_DEFAULT_FLAGS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the 
 
 
 def _check_bench_flags(a) -> None:
-    defaults = {"model": "toy", "n": 2000, "workers": None, "n_train": None, "n_test": None, "seed": 0}
-    defaults |= {"seeds": (0, 1, 2), "no_cache": False, "n_toy": 2000, "n_vit": None}
     used = BENCH_FLAGS.get(a.what, BENCH_DEFAULT_FLAGS)
-    given = [f for f, d in defaults.items() if getattr(a, f) != d and f not in used]
+    given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in used]
     if given:
         names = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
@@ -448,7 +446,8 @@ def _add_bench(sub) -> None:
         "--n-vit", type=_count(1), default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)"
     )
     bn.add_argument("--json", action="store_true", help="print one JSON object (always for gender, regime and speed)")
-    bn.set_defaults(func=cmd_bench)
+    flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
+    bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
 
 
 def cmd_export(a) -> None:

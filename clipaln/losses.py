@@ -234,9 +234,8 @@ def register(
         dict(schedule) if schedule else None,
         tuple(tasks),
     )
-    if name in LOSSES and LOSSES[name] != entry:
-        if name in BUILTIN or LOSSES[name].loss is not loss:
-            raise ValueError(f"a loss named {name!r} is already registered: choose another name")
+    if name in BUILTIN or (name in LOSSES and LOSSES[name].loss is not loss):  # a re-import registers again
+        raise ValueError(f"a loss named {name!r} is already registered: choose another name")
     LOSSES[name] = entry
     return entry
 
@@ -257,7 +256,11 @@ def load_plugins() -> list[str]:
     return sorted(set(LOSSES) - before)
 
 
-METHODS = BUILTIN
+def registered_for(task: str) -> list[str]:
+    """The losses registered out of tree (register()) for `task`: what a track adds to its DEFAULTS."""
+    return [m for m, e in LOSSES.items() if m not in BUILTIN and task in e.tasks]
+
+
 PREFERENCE_METHODS = tuple(m for m, spec in LOSSES.items() if spec.weight is not None)
 
 

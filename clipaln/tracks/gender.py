@@ -45,7 +45,7 @@ RETRIEVAL_TEMPLATE = "a photo of a person {activity}."
 
 def methods() -> list[str]:
     """What the gender track trains with: DEFAULTS' methods and every registered loss for "gender"."""
-    return list(DEFAULTS) + [m for m, e in losses.LOSSES.items() if m not in losses.BUILTIN and "gender" in e.tasks]
+    return list(DEFAULTS) + losses.registered_for("gender")
 
 
 def train_config(method: str, **overrides) -> TrainConfig:

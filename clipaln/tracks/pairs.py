@@ -41,7 +41,7 @@ FIELDS = ("image", "chosen", "rejected")
 
 def methods() -> list[str]:
     """What a pairs task trains with: DEFAULTS' methods and every registered loss for "pairs"."""
-    return list(DEFAULTS) + [m for m, e in losses.LOSSES.items() if m not in losses.BUILTIN and "pairs" in e.tasks]
+    return list(DEFAULTS) + losses.registered_for("pairs")
 
 
 def train_config(method: str, **overrides) -> TrainConfig:

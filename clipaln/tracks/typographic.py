@@ -93,7 +93,7 @@ def format_metrics(metrics: dict) -> str:
 def train_config(method: str, **overrides) -> TrainConfig:
     """The TrainConfig of `method` on this track: registry defaults, DEFAULTS, then overrides (None = keep)."""
     entry = losses.method(method)
-    if method not in losses.BUILTIN and "typographic" not in entry.tasks:
+    if method not in losses.BUILTIN and method not in losses.registered_for("typographic"):
         raise ValueError(f"the loss {method!r} is registered for {', '.join(entry.tasks)}, not the typographic track")
     return TrainConfig.for_method(method, DEFAULTS, **overrides)
 
