@@ -154,3 +154,17 @@ def test_eval_takes_the_runs_split_and_refuses_other_data_or_tasks(capsys, tmp_p
         capsys,
     )
     assert code == 0
+
+
+def test_the_top_level_help_answers_without_loading_torch():
+    """`clipaln --help` and a mistyped command come from clipaln.cli alone (issue 30: under 1 s); the
+    subcommands still load everything."""
+    probe = (
+        "import sys\nfrom clipaln.cli import main\n"
+        "for argv in (['--help'], ['trian']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        print('exit', e.code)\n"
+        "print('torch loaded:', 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "exit 0" in r.stdout and "exit 2" in r.stdout and "torch loaded: False" in r.stdout, r.stdout + r.stderr
+    assert "invalid choice: 'trian'" in r.stderr and "train" in r.stdout

@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clipaln"
 #: What nothing in data/ or toyworld/ may import (the pretraining script aside).
-UPPER_FLOORS = ("clipaln.train", "clipaln.cli", "clipaln.tracks", "clipaln.runs", "clipaln.bench")
+UPPER_FLOORS = ("clipaln.train", "clipaln.cli", "clipaln.commands", "clipaln.tracks", "clipaln.runs", "clipaln.bench")
 LOWER = [p for folder in ("data", "toyworld") for p in sorted((PACKAGE / folder).glob("*.py"))]
 
 

@@ -1,0 +1,527 @@
+"""The `clipaln` subcommands: tour, train, eval, bench, export (clipaln.cli starts them). Each parses,
+validates, calls one library function (clipaln.runs or clipaln.bench) and prints; percentages are
+for printing only.
+
+Bad arguments exit with status 2 and one line on stderr; library errors (ValueError,
+FileNotFoundError, RuntimeError, FloatingPointError) are reported the same way, without a
+traceback. Under torchrun, `train` runs distributed and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+import warnings
+
+from safetensors import SafetensorError
+
+from . import bench, distributed, losses, runs, widgets
+from .cli import COMMANDS, DESCRIPTION, Parser
+from .features import PRECISIONS, FeatureCache
+from .models import load_clip
+from .reporting import REPORTERS
+from .toyworld.model import toy_paths
+from .tracks import gender, pairs, phenomena, typographic
+from .train import read_config
+
+
+def _print_json(obj) -> None:
+    try:
+        text = json.dumps(obj, indent=None if not sys.stdout.isatty() else 1, allow_nan=False)
+    except ValueError:
+        raise ValueError("a result is NaN or infinite (is |t| too large?); nothing printed") from None
+    print(text)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:5.1f}%"
+
+
+def _data_seed(a) -> int:
+    """train's data seed: --data-seed, else --seed (one seed for both, as before --data-seed), else 0."""
+    return next(s for s in (a.data_seed, a.seed, 0) if s is not None)
+
+
+def _data_args(a) -> dict:
+    """The model and data flags every track command shares, as keyword arguments."""
+    names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
+    names += ("workers", "precision", "reg_images")
+    return {
+        **{k: getattr(a, k) for k in names},
+        **({"seed": _data_seed(a)} if getattr(a, "func", None) is cmd_train else {}),
+        "cache": not a.no_cache,
+        "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
+    }
+
+
+def _print_typographic(m: dict) -> None:
+    print(f"base:    {typographic.format_metrics(m['base'])}\ntrained: {typographic.format_metrics(m['trained'])}")
+
+
+def _print_gender(m: dict) -> None:
+    print(gender.format_result(m["trained"]))
+
+
+def _print_pairs(m: dict) -> None:
+    print(f"base:    {pairs.format_metrics(m['base'])}\ntrained: {pairs.format_metrics(m['trained'])}")
+
+
+def cmd_train(a) -> None:
+    overrides = read_config(a.config) if a.config else {}  # the file, then the flags given
+    flags = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing")
+    overrides.update({k: getattr(a, k) for k in flags if getattr(a, k) is not None})
+    if a.seed is not None:  # a flag given wins over the config, the config over the default
+        overrides["seed"] = a.seed
+    if a.no_bma:
+        overrides["bma"] = False
+    method = a.method or overrides.pop("method", None) or "dpo"
+    overrides.pop("method", None)
+    result = runs.train_run(
+        a.task,
+        method=method,
+        report_to=a.report_to or (),
+        out=a.out,
+        mode=a.mode,
+        overrides=overrides,
+        checkpoint_every=a.checkpoint_every,
+        resume=a.resume,
+        overwrite=a.overwrite,
+        train_text=a.train_text,
+        **_data_args(a),
+    )
+    if not result:  # a rank other than 0
+        return
+    {"gender": _print_gender, "pairs": _print_pairs}.get(a.task, _print_typographic)(result["metrics"])
+    print("wrote " + ", ".join(result["written"]))
+
+
+#: The fewest images `eval toy` judges its calibration targets on: two per object class, so that no
+#: class's rate is read from one image.
+MIN_TOY_N = 24
+#: eval flags that only eval typographic / gender use.
+TRACK_ONLY_FLAGS = (
+    "--projection",
+    "--image-encoder",
+    "--photos",
+    "--t",
+    "--root",
+    "--n-train",
+    "--n-test",
+    "--allow-other-data",
+    "--allow-other-weights",
+    "--choose-t",
+    "--download",
+    "--reg-images",
+    "--workers",
+    "--no-cache",
+)
+
+
+def cmd_eval(a) -> None:
+    if a.target == "toy":
+        given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
+        given += ["--precision"] if a.precision != "auto" else []
+        if given or a.model not in (None, "toy") or a.dataset not in (None, "toy"):
+            raise ValueError(
+                "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
+                + ", ".join(given or ["--projection"])
+            )
+        if a.n is not None and a.n < MIN_TOY_N:
+            raise ValueError(f"eval toy measures rates over --n images: at least {MIN_TOY_N} (default 240)")
+        bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
+        result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
+        result["targets"] = phenomena.check_targets(result)
+    elif a.split != "test" or a.n is not None:
+        raise ValueError("--split and --n are for eval toy; eval typographic / gender score the run's test split")
+    else:
+        result = runs.eval_run(
+            a.target,
+            projection=a.projection,
+            image_encoder=a.image_encoder,
+            photos=a.photos,
+            t=None if a.t is None else (a.t[0] if len(a.t) == 1 else a.t),
+            allow_other_data=a.allow_other_data,
+            allow_other_weights=a.allow_other_weights,
+            choose_t=a.choose_t,
+            **_data_args(a),
+        )
+    if a.json:
+        _print_json(result)
+    elif "rows" in result:  # several t: one row per t, the metrics as columns
+        keys = [k for k, v in result["rows"][0].items() if type(v) in (int, float) and k != "t"]
+        print("t".rjust(6) + "".join(k.rjust(max(12, len(k) + 2)) for k in keys))
+        for row in result["rows"]:
+            print(f"{row['t']:6.2f}" + "".join(f"{row[k]:{max(12, len(k) + 2)}.4f}" for k in keys))
+        print(f"source: {result['source']}")
+    else:
+        for k, v in result.items():
+            print(f"{k:>40}: {v}")
+
+
+#: The flags each benchmark reads (beside --json and --device); any other given is refused, not ignored.
+BENCH_FLAGS = {
+    "speed": {"n_toy", "n_vit"},
+    "encode": {"model", "n", "workers"},
+    "sliders": {"no_cache"},
+    "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
+}
+BENCH_DEFAULT_FLAGS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
+
+
+def _check_bench_flags(a) -> None:
+    used = BENCH_FLAGS.get(a.what, BENCH_DEFAULT_FLAGS)
+    given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in used]
+    if given:
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
+    if a.what == "tune" and len(a.seeds) != 1:
+        raise ValueError("bench tune trains one seed: pass --seeds N (one seed)")
+
+
+def cmd_bench(a) -> None:
+    _check_bench_flags(a)
+    if a.what == "speed":
+        return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
+    if a.what == "encode":
+        return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
+    if a.model != "toy":
+        raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
+    if a.what == "sliders":
+        return _print_json(widgets.bench(FeatureCache(enabled=not a.no_cache)))
+    bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
+    sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
+    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial", "regime") else None
+    if a.what == "regime":
+        return _print_json(bench.regime_table(bundle, people, cache, seeds=a.seeds))
+    if a.what == "gender":
+        return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
+    spec = runs.make_spec("typographic", **sizes)
+    if a.what == "tune":
+        return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))  # one seed (checked above)
+    if a.what == "ablation":
+        return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
+    if a.what == "dial":
+        return _print_json(bench.dial_table(bundle, spec, people, cache, seeds=a.seeds))
+    if a.what == "adversarial":
+        return _print_json(bench.adversarial_table(bundle, spec, cache, seeds=a.seeds))
+    if a.what == "claims":
+        result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
+        return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
+    result = bench.typographic_table(bundle, spec, cache, seeds=a.seeds, progress=False)
+    print(json.dumps(result) if a.json else bench.format_table(result))
+
+
+def _seeds(x: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in x.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {x}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"must be distinct integers, got {x}")
+    return seeds
+
+
+#: What the tour prints of the toy CLIP's phenomena: label, metric.
+TOUR_PHENOMENA = (
+    ("zero-shot objects, clean images", "objects/clean"),
+    ("reading words (text-only images)", "reading/text_only"),
+    ("attacked objects (another word on it)", "attack/object_accuracy"),
+    ("  ... share of clean accuracy kept", "attack/retained"),
+    ("  ... the written word wins", "attack/word_rate"),
+    ("activities of people", "people/activity"),
+    ("gender (man/woman caption)", "people/gender"),
+)
+
+
+def cmd_tour(a) -> None:
+    print("clipaln toy-world tour: the project's own small CLIP, pretrained on a drawn world.")
+    if not toy_paths()[1].is_file():
+        print("WARNING: toy weights are missing, the model below is randomly initialised.")
+    print("Measuring the toy CLIP, then training W against typographic attacks (KTO) and to reverse gender (DPO) ...")
+    r = bench.tour(load_clip("toy", device=a.device), n=a.n, seed=a.seed, cache=FeatureCache(), progress=False)
+    p = r["phenomena"]
+    for label, key in TOUR_PHENOMENA:
+        print(f"  {label:<46} {_pct(p[key])}")
+    print(f"  '{phenomena.POLICE_PROMPT}' top 10: {p['retrieval/police_top10']}")
+    print(
+        "\nTypographic attacks, W trained with KTO:\n"
+        "      t   objects (clean)   objects (attacked)   written word (OCR)   text-only images"
+    )
+    for c in r["typographic"]["curve"]:
+        print(
+            f"  {c['t']:5.1f}   {_pct(c['accuracy/clean']):>15}   {_pct(c['accuracy/attacked']):>18}   "
+            f"{_pct(c['accuracy/ocr']):>18}   {_pct(c['accuracy/text_only']):>16}"
+            + ("   <- the original model" if c["t"] == 0 else "")
+        )
+    print("\nGender, W trained with DPO to reverse gender; men / women in the top 10 of each skewed activity:")
+    print(gender.format_result(r["gender"]))
+    print("\nNext: the notebooks, `jupyter lab notebooks/`, from 00_the_toy_world.ipynb on.")
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def _number(low: float | None = None, strict: bool = False):
+    """An argparse type: a finite float, optionally > low (strict) or >= low."""
+
+    def parse(x: str) -> float:
+        v = float(x)
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {x}")
+        if low is not None and (v <= low if strict else v < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {x}")
+        return v
+
+    return parse
+
+
+def _count(minimum: int):
+    def parse(x: str) -> int:
+        v = int(x)
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {x}")
+        return v
+
+    return parse
+
+
+def _add_model_args(p, seed_default: int | None = 0, model_default: str | None = "toy") -> None:
+    p.add_argument(
+        "--model",
+        default=model_default,
+        help="'toy' or an open_clip model name such as ViT-B-32" + ("" if model_default else " (eval: the run's)"),
+    )
+    p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="toy (default for --model toy), a registry name (food101, imagenet100, ...), folder, or (gender) people",
+    )
+    p.add_argument("--root", default=None, help="dataset folder")
+    p.add_argument("--pairs", dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")
+    p.add_argument("--reg-images", default=None, help="pairs: a folder of images for D_reg (default: the pairs')")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    p.add_argument("--n-train", type=_count(1), default=None, help="training images (default: the track's)")
+    p.add_argument("--n-test", type=_count(1), default=None, help="test images (default: the track's)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=seed_default,
+        help="the data's seed; in train also the training seed (a --config seed sets only that); eval: the run's",
+    )
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (logs, batch jobs, notebooks)")
+    p.add_argument("--workers", type=_count(0), default=None, help="DataLoader workers (default: cores - 1, at most 8)")
+    p.add_argument(
+        "--precision", choices=list(PRECISIONS), default="auto", help="encoding: auto (bf16 on CUDA, else fp32)"
+    )
+
+
+def _add_train(sub) -> None:
+    tr = sub.add_parser("train", help=COMMANDS["train"])
+    tr.add_argument("task", choices=["typographic", "gender", "pairs"])
+    _add_model_args(tr, seed_default=None)
+    tr.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="the data's split and draws alone (default: --seed); --seed then trains",
+    )
+    tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
+    tr.add_argument("--config", default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")
+    tr.add_argument("--beta", type=_number(0, strict=True), default=None)
+    tr.add_argument("--lam", type=_number(0), default=None, help="weight lambda of the KL regulariser")
+    tr.add_argument("--epochs", type=_count(1), default=None)
+    tr.add_argument("--lr", type=_number(0, strict=True), default=None)
+    tr.add_argument("--batch-size", type=_count(1), default=None, help="global batch (split across torchrun ranks)")
+    tr.add_argument(
+        "--orth", type=_number(0), default=None, help="weight of the penalty ||W^T W - I||_F^2 / d (0: none)"
+    )
+    tr.add_argument("--no-bma", action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")
+    tr.add_argument(
+        "--warmup-ratio", type=_number(0), default=None, help="share of steps with a linear warm-up (default 0.1)"
+    )
+    tr.add_argument(
+        "--label-smoothing", type=_number(0), default=None, help="cDPO's eps, the share of flipped pairs (0.1)"
+    )
+    tr.add_argument(
+        "--report-to",
+        nargs="+",
+        choices=list(REPORTERS),
+        default=None,
+        help="also log every step to TensorBoard (OUT/tensorboard) and/or W&B, under TRL's metric names",
+    )
+    tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
+    tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument(
+        "--checkpoint-every",
+        type=_count(0),
+        default=None,
+        help="W: checkpoint every N steps (default 20; 0: never)",
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the unfinished run in OUT.partial")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
+    tr.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub) -> None:
+    e = sub.add_parser("eval", help=COMMANDS["eval"])
+    e.add_argument("target", choices=["toy", "typographic", "gender", "pairs"])
+    _add_model_args(e, seed_default=None, model_default=None)
+    e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
+    e.add_argument(
+        "--allow-other-weights", action="store_true", help="score a projection with model weights it was not trained on"
+    )
+    e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
+    e.add_argument(
+        "--image-encoder", default=None, help="image_encoder.safetensors (or model.safetensors) from --mode full"
+    )
+    e.add_argument(
+        "--photos", default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"
+    )
+    e.add_argument(
+        "--t",
+        type=_number(),
+        nargs="+",
+        default=None,
+        help="scale the projection: W_t = U S^t V^T; several values (--t -1 0 1) print one row each, one model load",
+    )
+    e.add_argument(
+        "--choose-t", action="store_true", help="typographic: choose t on the run's validation split, report test at it"
+    )
+    e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
+    e.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="eval toy: the test split (reported) or the validation split (what the toy was tuned on)",
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+
+def _add_bench(sub) -> None:
+    bn = sub.add_parser("bench", help=COMMANDS["bench"])
+    bn.add_argument(
+        "what",
+        choices=[
+            "typographic",
+            "tune",
+            "dial",
+            "claims",
+            "gender",
+            "regime",
+            "speed",
+            "encode",
+            "ablation",
+            "adversarial",
+            "sliders",
+        ],
+    )
+    bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
+    bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")
+    bn.add_argument("--workers", type=_count(0), default=None, help="encode: k workers (default: cores - 1)")
+    bn.add_argument("--n-train", type=_count(1), default=None)
+    bn.add_argument("--n-test", type=_count(1), default=None)
+    bn.add_argument("--seed", type=int, default=0, help="the data's seed (which images are drawn)")
+    bn.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="training seeds to average over (default 0,1,2)")
+    bn.add_argument("--device", default=None)
+    bn.add_argument("--no-cache", action="store_true")
+    bn.add_argument("--n-toy", type=_count(1), default=2000, help="speed: clean (and as many attacked) toy images")
+    bn.add_argument(
+        "--n-vit", type=_count(1), default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)"
+    )
+    bn.add_argument("--json", action="store_true", help="print one JSON object (always for gender, regime and speed)")
+    flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
+    bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
+
+
+def cmd_export(a) -> None:
+    result = runs.export_run(
+        a.projection,
+        out=a.out,
+        t=a.t,
+        device=a.device,
+        allow_other_weights=a.allow_other_weights,
+        overwrite=a.overwrite,
+    )
+    print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
+    if result["layout"] == "folder":
+        print(f'load with open_clip.create_model_and_transforms("local-dir:{a.out}")')
+    elif "image_mean" in result:
+        print(f"load with image_mean={result['image_mean']}, image_std={result['image_std']} (the toy's normalisation)")
+
+
+def _add_export(sub) -> None:
+    x = sub.add_parser("export", help=COMMANDS["export"])
+    x.add_argument("--projection", required=True, help="projection.safetensors from `clipaln train`")
+    x.add_argument("--t", type=_number(), default=1.0, help="the scale to fold in (default 1)")
+    x.add_argument(
+        "--out",
+        required=True,
+        help="a folder in open_clip's hub layout (local-dir:), or one file NAME.safetensors (config: NAME.json)",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace an existing export at --out")
+    x.add_argument("--device", default=None)
+    x.add_argument("--allow-other-weights", action="store_true", help="export although the weights changed")
+    x.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="clipaln", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_bench(sub)
+    _add_export(sub)
+    t = sub.add_parser("tour", help=COMMANDS["tour"])
+    t.add_argument("--n", type=_count(1), default=240)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.set_defaults(func=cmd_tour)
+    return p
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+        text = f"{e.strerror or text}: {e.filename}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) cleans up as Ctrl-C does
+
+
+def main(argv=None) -> int:
+    try:
+        losses.load_plugins()  # before the parser, so that --method lists installed losses
+    except RuntimeError as e:
+        print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            args.func(args)
+    except (ValueError, OSError, RuntimeError, FloatingPointError, SafetensorError) as e:
+        print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipaln: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        distributed.cleanup()
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
