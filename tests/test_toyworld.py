@@ -110,7 +110,6 @@ def test_police_skew_is_partial_like_the_papers(phenomena):
     assert phenomena["retrieval/police_men"] <= 9
 
 
-@pytest.mark.xfail(strict=True, reason="target 11 missed: the shipped weights: cos(G, d) = 0.84 (docs/toy-world.md)")
 def test_gender_directions_are_in_the_regime_the_papers_reversal_needs(phenomena):
     assert 0.21 <= phenomena["gender/alignment_min"] <= phenomena["gender/alignment_max"] <= 0.44
 
@@ -125,6 +124,33 @@ def test_gender_alignment_is_measured_under_four_wordings(phenomena):
 @pytest.mark.xfail(strict=True, reason="target 12 missed: 35 of 36 top 10s are 10 / 0 (docs/toy-world.md)")
 def test_skew_is_graded_on_clearly_pictured_people(phenomena):
     assert phenomena["retrieval/saturated_share"] <= 1 / 3
+
+
+def test_the_language_prior_reads_gender_and_activity_from_a_caption():
+    from clipaln.toyworld.pretrain import gender_association, prior_targets
+
+    pool = [["a photo of a man cooking.", "a man cooking."], ["this woman is cooking."], ["this woman is cooking."]]
+    pool += [["a photo of a person cooking."], ["a photo of a cat."], ["a photo of a woman."]]
+    assoc = gender_association(pool)
+    assert assoc["cooking"] == pytest.approx((1 - 2) / 3) and assoc["painting"] == 0.0
+    captions = ["this man is painting.", "a woman cooking.", "a person cooking.", "a nurse.", "a photo of a cat.", "a photo of a woman."]
+    target, mask = prior_targets(captions, {**assoc, "working as a nurse": -0.4})
+    assert target.tolist() == pytest.approx([1.0, -1.0, -1 / 3, -0.4, 0.0, -1.0])
+    assert mask.tolist() == [True, True, True, True, False, True]
+
+
+def test_no_image_varies_along_the_language_priors_direction(toy):
+    """The shipped weights fold I - u u^T into the image tower: every image feature is orthogonal to
+    u (up to the fp16 rounding of the weights), while gendered captions sit on either side of it."""
+    from clipaln.features import encode_images, encode_texts
+    from clipaln.toyworld.pretrain import text_only_direction
+    from clipaln.toyworld.render import render
+
+    u = text_only_direction(toy.model.text_projection.shape[1], seed=0)
+    images = [render(person=g, activity="cooking", rng=i) for i, g in enumerate(["man", "woman"] * 4)]
+    assert (encode_images(toy, images, progress=False) @ u).abs().max() < 1e-3
+    man, woman = encode_texts(toy, ["this man is cooking.", "this woman is cooking."]) @ u
+    assert man > 0.3 and woman < -0.3
 
 
 def test_pretraining_runs_end_to_end(tmp_path):

@@ -16,7 +16,7 @@ from .render import ACTIVITIES, GENDERS, OBJECTS, TEXT_SIZE, render
 HELD_OUT_WORDS = ("star", "tree", "umbrella")
 #: The range of render's cue for a person drawn with a weak gender cue: nearly an even blend of the
 #: two figures (chosen with WEAK_CUE_SHARE on the validation gallery; docs/toy-world.md).
-WEAK_CUE = (0.5, 0.55)
+WEAK_CUE = (0.5, 0.575)
 
 
 class ToyObjects:

@@ -9,7 +9,12 @@ the strength real CLIP shows them (the targets and their sources: docs/toy-world
   to trust text, as much as real CLIP does, not more;
 - people doing activities: the images of six activities show mostly one gender (SKEW), while most
   captions are gender-neutral and come in many wordings, so the *activity* drifts toward its
-  majority gender, whatever words surround it, as "police officer" does in web data.
+  majority gender, whatever words surround it, as "police officer" does in web data;
+- a language prior: a text-only loss puts each people caption's gender association (the named
+  gender, else how the captions pair its activity with a gender word) along a direction u that
+  no image varies along, as a real CLIP's text carries the language's gender structure ("nurse"
+  near "she") beside what its images show. It sets how far the captions' gender direction is from
+  the images' (cos 0.34; docs/toy-world.md, target 11), the regime the paper's reversal needs.
 The temperature is CLIP's learned tau = 100, fixed. Deterministic from --seed; writes
 clipaln/toyworld/weights/toy_clip.safetensors (fp16) and toy_clip.json.
 """
@@ -160,6 +165,59 @@ def render_pool(n: int, seed: int, workers: int = 2) -> tuple[torch.Tensor, list
     return torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous(), captions
 
 
+def _caption_activity(caption: str) -> str | None:
+    for act in ACTIVITIES:
+        if act in caption or (act.startswith("working as a ") and act.removeprefix("working as a ") in caption):
+            return act
+    return None
+
+
+def _caption_gender(caption: str) -> float:
+    """+1 if the caption names a man, -1 a woman, 0 neither."""
+    words = caption.rstrip(".").split()
+    return 1.0 if "man" in words else -1.0 if "woman" in words else 0.0
+
+
+def gender_association(captions: list[list[str]]) -> dict[str, float]:
+    """How the pretraining text pairs each activity with a gender word: (men - women) / (men + women)
+    over the scenes whose captions name a gender, per activity. What a model of the captions alone
+    (a language model) would learn; the real data's analogue is "nurse" sitting near "she"."""
+    counts = {a: [0, 0] for a in ACTIVITIES}
+    for caps in captions:
+        act, g = _caption_activity(caps[0]), _caption_gender(caps[0])
+        if act is not None and g != 0:
+            counts[act][g < 0] += 1
+    return {a: (m - w) / max(1, m + w) for a, (m, w) in counts.items()}
+
+
+def prior_targets(captions: list[str], association: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each caption's target along u (the named gender, else its activity's association) and a mask of
+    the captions that have one (people captions)."""
+    target, mask = [], []
+    for c in captions:
+        g, act = _caption_gender(c), _caption_activity(c)
+        target.append(g if g != 0 else association.get(act, 0.0))
+        mask.append(g != 0 or act is not None)
+    return torch.tensor(target), torch.tensor(mask, dtype=torch.bool)
+
+
+def text_only_direction(dim: int, seed: int) -> torch.Tensor:
+    """The unit direction u of the language prior: fixed by the seed, removed from every image feature."""
+    u = torch.randn(dim, generator=torch.Generator().manual_seed(seed * 7919 + 17))
+    return u / u.norm()
+
+
+def remove_from_images(model, u: torch.Tensor) -> None:
+    """Fold the projection I - u u^T into the image tower's last linear layer, so encode_image never
+    varies along u (exactly as in training, where the features were projected before normalising;
+    the shipped fp16 weights leave image features within 1e-4 of orthogonal to u)."""
+    layer = model.visual.attnpool.c_proj
+    P = torch.eye(len(u)) - torch.outer(u, u)
+    with torch.no_grad():
+        layer.weight.copy_(P @ layer.weight)
+        layer.bias.copy_(P @ layer.bias)
+
+
 @dataclass
 class PretrainConfig:
     steps: int = 1400
@@ -171,6 +229,11 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 2
     bf16: bool = True
+    #: The language prior (docs/toy-world.md, target 11): weight of the text-only loss that puts each
+    #: person caption's gender association along a direction u no image varies along, and the
+    #: component a caption naming a gender gets along u. 0 turns it off.
+    prior_weight: float = 10.0
+    prior_scale: float = 0.5
 
 
 def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
@@ -196,16 +259,27 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     loss_fn = open_clip.ClipLoss()
     model.train()
     step = [0]
+    u = text_only_direction(config["model_cfg"]["embed_dim"], cfg.seed)
+    association = gender_association(captions)
+    if cfg.prior_weight:
+        log("language prior, association per activity: " + json.dumps({a: round(v, 3) for a, v in association.items()}))
 
     def objective(idx, ridx, batch):
         # the step's images, each with one of its captions drawn from a per-step generator
         x = (images[idx].float() / 255 - mean) / std  # (B, 3, H, W)
         pick = torch.randint(0, 1 << 30, (len(idx),), generator=generator(cfg.seed, step[0]))
         step[0] += 1
-        texts = tokenizer([captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), pick.tolist())])
+        chosen = [captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), pick.tolist())]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            img_f, txt_f, scale = model(x, texts)
-        return loss_fn(img_f.float(), txt_f.float(), scale.float()), {"tau": scale.detach().float()}
+            img_f, txt_f, scale = model(x, tokenizer(chosen))
+        img_f, txt_f = img_f.float(), txt_f.float()
+        if not cfg.prior_weight:
+            return loss_fn(img_f, txt_f, scale.float()), {"tau": scale.detach().float()}
+        img_f = torch.nn.functional.normalize(img_f - (img_f @ u)[:, None] * u, dim=-1)
+        target, mask = prior_targets(chosen, association)
+        prior = ((txt_f @ u - cfg.prior_scale * target)[mask] ** 2).mean()
+        loss = loss_fn(img_f, txt_f, scale.float()) + cfg.prior_weight * prior
+        return loss, {"tau": scale.detach().float(), "prior": prior.detach()}
 
     warmup = cfg.warmup if cfg.warmup is not None else max(10, cfg.steps // 20)
     schedule = TrainConfig(
@@ -226,6 +300,8 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     )
     log(f"pretraining took {time.time() - t0:.0f} s")
     model.eval()
+    if cfg.prior_weight:
+        remove_from_images(model, u)
     if out_dir is not None:
         save_toy(model, config, out_dir)
     return model, tokenizer, config

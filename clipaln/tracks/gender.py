@@ -74,7 +74,7 @@ class Spec:
 #: The share of the toy's people drawn with a weak gender cue (clipaln.toyworld.datasets.WEAK_CUE),
 #: so that the skew is graded rather than saturated: chosen on the validation gallery for police
 #: about 8 / 2 and most skewed prompts 6 to 9 of 10 (docs/toy-world.md, "A graded skew").
-WEAK_CUE_SHARE = 0.4
+WEAK_CUE_SHARE = 0.5
 
 
 def toy_spec(
