@@ -121,7 +121,7 @@ def test_gender_alignment_is_measured_under_four_wordings(phenomena):
     assert phenomena["gender/alignment_min"] == min(align.values())
 
 
-@pytest.mark.xfail(strict=True, reason="target 12 missed: 35 of 36 top 10s are 10 / 0 (docs/toy-world.md)")
+@pytest.mark.xfail(strict=True, reason="target 12 missed: 33 of 36 top 10s are 10 / 0 (docs/toy-world.md)")
 def test_skew_is_graded_on_clearly_pictured_people(phenomena):
     assert phenomena["retrieval/saturated_share"] <= 1 / 3
 
