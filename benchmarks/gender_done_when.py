@@ -34,7 +34,10 @@ def summary(row: dict) -> dict:
         "t_star": round(row["t_star"], 3),
         "t_star_men": [ts[p]["retrieval/top_k"]["man"] for p in ts],
         "t_star_within_3_7": sum(3 <= ts[p]["retrieval/top_k"]["man"] <= 7 for p in ts),
-        "ndkl_t0/t_star": [round(row["t0"]["retrieval/ndkl_sum"], 3), round(row["t_star_metrics"]["retrieval/ndkl_sum"], 3)],
+        "ndkl_t0/t_star": [
+            round(row["t0"]["retrieval/ndkl_sum"], 3),
+            round(row["t_star_metrics"]["retrieval/ndkl_sum"], 3),
+        ],
         "distinct_ge4": sum(v >= 4 for v in row["distinct_counts"].values()),
         "S": [round(row["w/s_min"], 3), round(row["w/s_max"], 3)],
         "within": row["w_within_target"],
@@ -45,6 +48,9 @@ table = bench.gender_table(bundle, gender.toy_spec())
 for method in ("dpo", "ipo", "kto"):
     for row in table[method]:
         print(method, json.dumps(summary(row)))
-print("reflection", json.dumps(summary({**table["reflection"][0], "seed": None, "w/s_min": 1, "w/s_max": 1, "w_within_target": None})))
+print(
+    "reflection",
+    json.dumps(summary({**table["reflection"][0], "seed": None, "w/s_min": 1, "w/s_max": 1, "w_within_target": None})),
+)
 r = phenomena.measure(bundle)
 print(json.dumps({k: v for k, v in r.items() if k.startswith(("gender/", "retrieval/satur", "retrieval/police"))}))

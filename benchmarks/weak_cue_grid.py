@@ -1,7 +1,8 @@
 """The graded skew's grid on the VALIDATION gallery (docs/toy-world.md, "A graded skew"):
-`python benchmarks/weak_cue_grid.py [WEIGHTS [CUE_HI,... SHARE,...]]` (WEIGHTS "": the shipped ones) prints, for each weak-cue range
-(0.5, CUE_HI) and share of weakly cued people, the men in the top 10 of each skewed prompt (cooking,
-cleaning, nurse, repairing a car, football, police) and of the two balanced ones at t = 0; then,
+`python benchmarks/weak_cue_grid.py [WEIGHTS [CUE_HI,... SHARE,...]]` (WEIGHTS "": the shipped ones)
+prints, for each weak-cue range (0.5, CUE_HI) and share of weakly cued people, the men in the top 10
+of each skewed prompt (cooking, cleaning, nurse, repairing a car, football, police) and of the two
+balanced ones at t = 0; then,
 for the paper's DPO reversal (training seed 0), where the Fig. 3 analogue crosses 50%, how many
 majorities flip at t = 1 (from man / from woman) and how many skewed prompts hold 3-7 men at t*.
 

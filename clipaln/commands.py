@@ -523,5 +523,3 @@ def main(argv=None) -> int:
         if on_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
-
-

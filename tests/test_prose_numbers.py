@@ -24,7 +24,9 @@ SKIP = [
     re.compile(r"\$[^$\n]*\$"),
     re.compile(r"`[^`]*`"),
     re.compile(r"\b\d{4}\.\d{4,5}\b"),
-    re.compile(r"(?i)\b(?:section|lemma|appendix|eq\.|equation|table|figure|fig\.)s?\s+[A-Z]?\d+(?:\.\d+)*(?:(?:,\s*|\s+and\s+|\s*[-–]\s*)[A-Z]?\d+(?:\.\d+)*)*"),
+    re.compile(
+        r"(?i)\b(?:section|lemma|appendix|eq\.|equation|table|figure|fig\.)s?\s+[A-Z]?\d+(?:\.\d+)*(?:(?:,\s*|\s+and\s+|\s*[-–]\s*)[A-Z]?\d+(?:\.\d+)*)*"
+    ),
     re.compile(r"^#+ .*$", re.M),
     re.compile(r"\]\([^)]*\)"),
 ]

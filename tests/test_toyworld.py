@@ -133,7 +133,14 @@ def test_the_language_prior_reads_gender_and_activity_from_a_caption():
     pool += [["a photo of a person cooking."], ["a photo of a cat."], ["a photo of a woman."]]
     assoc = gender_association(pool)
     assert assoc["cooking"] == pytest.approx((1 - 2) / 3) and assoc["painting"] == 0.0
-    captions = ["this man is painting.", "a woman cooking.", "a person cooking.", "a nurse.", "a photo of a cat.", "a photo of a woman."]
+    captions = [
+        "this man is painting.",
+        "a woman cooking.",
+        "a person cooking.",
+        "a nurse.",
+        "a photo of a cat.",
+        "a photo of a woman.",
+    ]
     target, mask = prior_targets(captions, {**assoc, "working as a nurse": -0.4})
     assert target.tolist() == pytest.approx([1.0, -1.0, -1 / 3, -0.4, 0.0, -1.0])
     assert mask.tolist() == [True, True, True, True, False, True]

@@ -315,8 +315,12 @@ def main(argv=None) -> None:
     p.add_argument("--pool-size", type=int, default=defaults.pool_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--prior-weight", type=float, default=defaults.prior_weight, help="the language prior's weight (0: off)")
-    p.add_argument("--prior-scale", type=float, default=defaults.prior_scale, help="a gendered caption's component along u")
+    p.add_argument(
+        "--prior-weight", type=float, default=defaults.prior_weight, help="the language prior's weight (0: off)"
+    )
+    p.add_argument(
+        "--prior-scale", type=float, default=defaults.prior_scale, help="a gendered caption's component along u"
+    )
     p.add_argument("--out", type=Path, default=data_dir())
     p.add_argument("--no-eval", action="store_true", help="skip measuring the phenomena at the end")
     a = p.parse_args(argv)
