@@ -121,20 +121,36 @@ TRACK_ONLY_FLAGS = (
 )
 
 
+def _eval_toy(a) -> dict:
+    given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
+    given += ["--precision"] if a.precision != "auto" else []
+    if given or a.model not in (None, "toy") or a.dataset not in (None, "toy"):
+        raise ValueError(
+            "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
+            + ", ".join(given or ["--projection"])
+        )
+    if a.n is not None and a.n < MIN_TOY_N:
+        raise ValueError(f"eval toy measures rates over --n images: at least {MIN_TOY_N} (default 240)")
+    bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
+    result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
+    return {**result, "targets": phenomena.check_targets(result)}
+
+
+def _print_eval(result: dict) -> None:
+    if "rows" in result:  # several t: one row per t, the metrics as columns
+        keys = [k for k, v in result["rows"][0].items() if type(v) in (int, float) and k != "t"]
+        print("t".rjust(6) + "".join(k.rjust(max(12, len(k) + 2)) for k in keys))
+        for row in result["rows"]:
+            print(f"{row['t']:6.2f}" + "".join(f"{row[k]:{max(12, len(k) + 2)}.4f}" for k in keys))
+        print(f"source: {result['source']}")
+    else:
+        for k, v in result.items():
+            print(f"{k:>40}: {v}")
+
+
 def cmd_eval(a) -> None:
     if a.target == "toy":
-        given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
-        given += ["--precision"] if a.precision != "auto" else []
-        if given or a.model not in (None, "toy") or a.dataset not in (None, "toy"):
-            raise ValueError(
-                "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
-                + ", ".join(given or ["--projection"])
-            )
-        if a.n is not None and a.n < MIN_TOY_N:
-            raise ValueError(f"eval toy measures rates over --n images: at least {MIN_TOY_N} (default 240)")
-        bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
-        result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
-        result["targets"] = phenomena.check_targets(result)
+        result = _eval_toy(a)
     elif a.split != "test" or a.n is not None:
         raise ValueError("--split and --n are for eval toy; eval typographic / gender score the run's test split")
     else:
@@ -149,37 +165,38 @@ def cmd_eval(a) -> None:
             choose_t=a.choose_t,
             **_data_args(a),
         )
-    if a.json:
-        _print_json(result)
-    elif "rows" in result:  # several t: one row per t, the metrics as columns
-        keys = [k for k, v in result["rows"][0].items() if type(v) in (int, float) and k != "t"]
-        print("t".rjust(6) + "".join(k.rjust(max(12, len(k) + 2)) for k in keys))
-        for row in result["rows"]:
-            print(f"{row['t']:6.2f}" + "".join(f"{row[k]:{max(12, len(k) + 2)}.4f}" for k in keys))
-        print(f"source: {result['source']}")
-    else:
-        for k, v in result.items():
-            print(f"{k:>40}: {v}")
+    _print_json(result) if a.json else _print_eval(result)
 
 
 #: The flags each benchmark reads (beside --json and --device); any other given is refused, not ignored.
-BENCH_FLAGS = {
+BENCH_READS = {
     "speed": {"n_toy", "n_vit"},
     "encode": {"model", "n", "workers"},
     "sliders": {"no_cache"},
     "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
 }
-BENCH_DEFAULT_FLAGS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
+BENCH_DEFAULT_READS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
 
 
 def _check_bench_flags(a) -> None:
-    used = BENCH_FLAGS.get(a.what, BENCH_DEFAULT_FLAGS)
+    used = BENCH_READS.get(a.what, BENCH_DEFAULT_READS)
     given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in used]
     if given:
         names = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
     if a.what == "tune" and len(a.seeds) != 1:
         raise ValueError("bench tune trains one seed: pass --seeds N (one seed)")
+
+
+#: The toy-world benches: what each runs on (bundle, typographic spec, people spec, cache, parsed flags).
+TOY_BENCHES = {
+    "regime": lambda b, spec, people, cache, a: bench.regime_table(b, people, cache, seeds=a.seeds),
+    "gender": lambda b, spec, people, cache, a: bench.gender_table(b, people, cache, seeds=a.seeds),
+    "tune": lambda b, spec, people, cache, a: bench.tune_table(b, spec, cache, seed=a.seeds[0]),  # one seed (checked)
+    "ablation": lambda b, spec, people, cache, a: bench.ablation_table(b, spec, cache, seeds=a.seeds),
+    "dial": lambda b, spec, people, cache, a: bench.dial_table(b, spec, people, cache, seeds=a.seeds),
+    "adversarial": lambda b, spec, people, cache, a: bench.adversarial_table(b, spec, cache, seeds=a.seeds),
+}
 
 
 def cmd_bench(a) -> None:
@@ -195,19 +212,9 @@ def cmd_bench(a) -> None:
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
     people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial", "regime") else None
-    if a.what == "regime":
-        return _print_json(bench.regime_table(bundle, people, cache, seeds=a.seeds))
-    if a.what == "gender":
-        return _print_json(bench.gender_table(bundle, people, cache, seeds=a.seeds))
-    spec = runs.make_spec("typographic", **sizes)
-    if a.what == "tune":
-        return _print_json(bench.tune_table(bundle, spec, cache, seed=a.seeds[0]))  # one seed (checked above)
-    if a.what == "ablation":
-        return _print_json(bench.ablation_table(bundle, spec, cache, seeds=a.seeds))
-    if a.what == "dial":
-        return _print_json(bench.dial_table(bundle, spec, people, cache, seeds=a.seeds))
-    if a.what == "adversarial":
-        return _print_json(bench.adversarial_table(bundle, spec, cache, seeds=a.seeds))
+    spec = runs.make_spec("typographic", **sizes) if a.what not in ("gender", "regime") else None
+    if a.what in TOY_BENCHES:
+        return _print_json(TOY_BENCHES[a.what](bundle, spec, people, cache, a))
     if a.what == "claims":
         result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
         return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
@@ -289,155 +296,172 @@ def _count(minimum: int):
     return parse
 
 
+#: The model and data flags every track command shares: (flag, argparse keywords); --model and --seed,
+#: whose defaults differ between train and eval, are added by _add_model_args.
+MODEL_FLAGS = (
+    ("--pretrained", dict(default=None, help="open_clip tag (openai) or a local checkpoint file")),
+    (
+        "--dataset",
+        dict(
+            default=None,
+            help="toy (default for --model toy), a registry name (food101, imagenet100, ...), folder, or people",
+        ),
+    ),
+    ("--root", dict(default=None, help="dataset folder")),
+    ("--pairs", dict(dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")),
+    ("--reg-images", dict(default=None, help="pairs: a folder of images for D_reg (default: the pairs')")),
+    ("--download", dict(action="store_true", help="let torchvision download the dataset")),
+    ("--n-train", dict(type=_count(1), default=None, help="training images (default: the track's)")),
+    ("--n-test", dict(type=_count(1), default=None, help="test images (default: the track's)")),
+    ("--device", dict(default=None)),
+    ("--no-cache", dict(action="store_true", help="do not read or write the feature cache")),
+    ("--quiet", dict(action="store_true", help="no progress bars (logs, batch jobs, notebooks)")),
+    ("--workers", dict(type=_count(0), default=None, help="DataLoader workers (default: cores - 1, at most 8)")),
+    (
+        "--precision",
+        dict(choices=list(PRECISIONS), default="auto", help="encoding: auto (bf16 on CUDA, else fp32)"),
+    ),
+)
+
+
+def _add_flags(p, table) -> None:
+    for flag, keywords in table:
+        p.add_argument(flag, **keywords)
+
+
 def _add_model_args(p, seed_default: int | None = 0, model_default: str | None = "toy") -> None:
     p.add_argument(
         "--model",
         default=model_default,
         help="'toy' or an open_clip model name such as ViT-B-32" + ("" if model_default else " (eval: the run's)"),
     )
-    p.add_argument("--pretrained", default=None, help="open_clip tag (openai) or a local checkpoint file")
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help="toy (default for --model toy), a registry name (food101, imagenet100, ...), folder, or (gender) people",
-    )
-    p.add_argument("--root", default=None, help="dataset folder")
-    p.add_argument("--pairs", dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")
-    p.add_argument("--reg-images", default=None, help="pairs: a folder of images for D_reg (default: the pairs')")
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--n-train", type=_count(1), default=None, help="training images (default: the track's)")
-    p.add_argument("--n-test", type=_count(1), default=None, help="test images (default: the track's)")
     p.add_argument(
         "--seed",
         type=int,
         default=seed_default,
         help="the data's seed; in train also the training seed (a --config seed sets only that); eval: the run's",
     )
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (logs, batch jobs, notebooks)")
-    p.add_argument("--workers", type=_count(0), default=None, help="DataLoader workers (default: cores - 1, at most 8)")
-    p.add_argument(
-        "--precision", choices=list(PRECISIONS), default="auto", help="encoding: auto (bf16 on CUDA, else fp32)"
-    )
+    _add_flags(p, MODEL_FLAGS)
+
+
+#: train's flags beyond the model and data ones (--method is added apart: its choices include plugins).
+TRAIN_FLAGS = (
+    (
+        "--data-seed",
+        dict(type=int, default=None, help="the data's split and draws alone (default: --seed); --seed then trains"),
+    ),
+    ("--config", dict(default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")),
+    ("--beta", dict(type=_number(0, strict=True), default=None)),
+    ("--lam", dict(type=_number(0), default=None, help="weight lambda of the KL regulariser")),
+    ("--epochs", dict(type=_count(1), default=None)),
+    ("--lr", dict(type=_number(0, strict=True), default=None)),
+    ("--batch-size", dict(type=_count(1), default=None, help="global batch (split across torchrun ranks)")),
+    ("--orth", dict(type=_number(0), default=None, help="weight of the penalty ||W^T W - I||_F^2 / d (0: none)")),
+    ("--no-bma", dict(action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")),
+    ("--warmup-ratio", dict(type=_number(0), default=None, help="share of steps with a linear warm-up (default 0.1)")),
+    ("--label-smoothing", dict(type=_number(0), default=None, help="cDPO's eps, the share of flipped pairs (0.1)")),
+    (
+        "--report-to",
+        dict(
+            nargs="+",
+            choices=list(REPORTERS),
+            default=None,
+            help="also log every step to TensorBoard (OUT/tensorboard) and/or W&B, under TRL's metric names",
+        ),
+    ),
+    ("--mode", dict(choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")),
+    ("--train-text", dict(action="store_true", help="with --mode full: train the text encoder too")),
+    ("--out", dict(required=True, help="output folder")),
+    (
+        "--checkpoint-every",
+        dict(type=_count(0), default=None, help="W: checkpoint every N steps (default 20; 0: never)"),
+    ),
+    ("--resume", dict(action="store_true", help="continue the unfinished run in OUT.partial")),
+    ("--overwrite", dict(action="store_true", help="replace an existing run in OUT")),
+)
 
 
 def _add_train(sub) -> None:
     tr = sub.add_parser("train", help=COMMANDS["train"])
     tr.add_argument("task", choices=["typographic", "gender", "pairs"])
     _add_model_args(tr, seed_default=None)
-    tr.add_argument(
-        "--data-seed",
-        type=int,
-        default=None,
-        help="the data's split and draws alone (default: --seed); --seed then trains",
-    )
     tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
-    tr.add_argument("--config", default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")
-    tr.add_argument("--beta", type=_number(0, strict=True), default=None)
-    tr.add_argument("--lam", type=_number(0), default=None, help="weight lambda of the KL regulariser")
-    tr.add_argument("--epochs", type=_count(1), default=None)
-    tr.add_argument("--lr", type=_number(0, strict=True), default=None)
-    tr.add_argument("--batch-size", type=_count(1), default=None, help="global batch (split across torchrun ranks)")
-    tr.add_argument(
-        "--orth", type=_number(0), default=None, help="weight of the penalty ||W^T W - I||_F^2 / d (0: none)"
-    )
-    tr.add_argument("--no-bma", action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")
-    tr.add_argument(
-        "--warmup-ratio", type=_number(0), default=None, help="share of steps with a linear warm-up (default 0.1)"
-    )
-    tr.add_argument(
-        "--label-smoothing", type=_number(0), default=None, help="cDPO's eps, the share of flipped pairs (0.1)"
-    )
-    tr.add_argument(
-        "--report-to",
-        nargs="+",
-        choices=list(REPORTERS),
-        default=None,
-        help="also log every step to TensorBoard (OUT/tensorboard) and/or W&B, under TRL's metric names",
-    )
-    tr.add_argument("--mode", choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")
-    tr.add_argument("--train-text", action="store_true", help="with --mode full: train the text encoder too")
-    tr.add_argument("--out", required=True, help="output folder")
-    tr.add_argument(
-        "--checkpoint-every",
-        type=_count(0),
-        default=None,
-        help="W: checkpoint every N steps (default 20; 0: never)",
-    )
-    tr.add_argument("--resume", action="store_true", help="continue the unfinished run in OUT.partial")
-    tr.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
+    _add_flags(tr, TRAIN_FLAGS)
     tr.set_defaults(func=cmd_train)
+
+
+#: eval's flags beyond the model and data ones.
+EVAL_FLAGS = (
+    ("--allow-other-data", dict(action="store_true", help="score a projection on data it was not trained for")),
+    (
+        "--allow-other-weights",
+        dict(action="store_true", help="score a projection with model weights it was not trained on"),
+    ),
+    ("--projection", dict(default=None, help="projection.safetensors from `clipaln train`")),
+    ("--image-encoder", dict(default=None, help="image_encoder.safetensors (or model.safetensors) from --mode full")),
+    (
+        "--photos",
+        dict(default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"),
+    ),
+    (
+        "--t",
+        dict(
+            type=_number(),
+            nargs="+",
+            default=None,
+            help="scale the projection: W_t = U S^t V^T; several values (--t -1 0 1) print one row each",
+        ),
+    ),
+    (
+        "--choose-t",
+        dict(action="store_true", help="typographic: choose t on the run's validation split, report test at it"),
+    ),
+    ("--n", dict(type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")),
+    (
+        "--split",
+        dict(
+            choices=["test", "val"],
+            default="test",
+            help="eval toy: the test split (reported) or the validation split (what the toy was tuned on)",
+        ),
+    ),
+    ("--json", dict(action="store_true", help="print one JSON object")),
+)
 
 
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help=COMMANDS["eval"])
     e.add_argument("target", choices=["toy", "typographic", "gender", "pairs"])
     _add_model_args(e, seed_default=None, model_default=None)
-    e.add_argument("--allow-other-data", action="store_true", help="score a projection on data it was not trained for")
-    e.add_argument(
-        "--allow-other-weights", action="store_true", help="score a projection with model weights it was not trained on"
-    )
-    e.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
-    e.add_argument(
-        "--image-encoder", default=None, help="image_encoder.safetensors (or model.safetensors) from --mode full"
-    )
-    e.add_argument(
-        "--photos", default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"
-    )
-    e.add_argument(
-        "--t",
-        type=_number(),
-        nargs="+",
-        default=None,
-        help="scale the projection: W_t = U S^t V^T; several values (--t -1 0 1) print one row each, one model load",
-    )
-    e.add_argument(
-        "--choose-t", action="store_true", help="typographic: choose t on the run's validation split, report test at it"
-    )
-    e.add_argument("--n", type=_count(1), default=None, help="eval toy: held-out images per measurement (default 240)")
-    e.add_argument(
-        "--split",
-        choices=["test", "val"],
-        default="test",
-        help="eval toy: the test split (reported) or the validation split (what the toy was tuned on)",
-    )
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_flags(e, EVAL_FLAGS)
     e.set_defaults(func=cmd_eval)
+
+
+BENCHES = ("typographic", "tune", "dial", "claims", "gender", "regime", "speed", "encode", "ablation", "adversarial")
+#: bench's flags: (flag, argparse keywords).
+BENCH_FLAGS = (
+    ("--model", dict(default="toy", help="encode: toy or an open_clip name (random init)")),
+    ("--n", dict(type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")),
+    ("--workers", dict(type=_count(0), default=None, help="encode: k workers (default: cores - 1)")),
+    ("--n-train", dict(type=_count(1), default=None)),
+    ("--n-test", dict(type=_count(1), default=None)),
+    ("--seed", dict(type=int, default=0, help="the data's seed (which images are drawn)")),
+    ("--seeds", dict(type=_seeds, default=(0, 1, 2), help="training seeds to average over (default 0,1,2)")),
+    ("--device", dict(default=None)),
+    ("--no-cache", dict(action="store_true")),
+    ("--n-toy", dict(type=_count(1), default=2000, help="speed: clean (and as many attacked) toy images")),
+    (
+        "--n-vit",
+        dict(type=_count(1), default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)"),
+    ),
+    ("--json", dict(action="store_true", help="print one JSON object (always for gender, regime and speed)")),
+)
 
 
 def _add_bench(sub) -> None:
     bn = sub.add_parser("bench", help=COMMANDS["bench"])
-    bn.add_argument(
-        "what",
-        choices=[
-            "typographic",
-            "tune",
-            "dial",
-            "claims",
-            "gender",
-            "regime",
-            "speed",
-            "encode",
-            "ablation",
-            "adversarial",
-            "sliders",
-        ],
-    )
-    bn.add_argument("--model", default="toy", help="encode: toy or an open_clip name (random init)")
-    bn.add_argument("--n", type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")
-    bn.add_argument("--workers", type=_count(0), default=None, help="encode: k workers (default: cores - 1)")
-    bn.add_argument("--n-train", type=_count(1), default=None)
-    bn.add_argument("--n-test", type=_count(1), default=None)
-    bn.add_argument("--seed", type=int, default=0, help="the data's seed (which images are drawn)")
-    bn.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="training seeds to average over (default 0,1,2)")
-    bn.add_argument("--device", default=None)
-    bn.add_argument("--no-cache", action="store_true")
-    bn.add_argument("--n-toy", type=_count(1), default=2000, help="speed: clean (and as many attacked) toy images")
-    bn.add_argument(
-        "--n-vit", type=_count(1), default=None, help="speed: images for ViT-B-32 (default 2000 on a GPU, 256 on a CPU)"
-    )
-    bn.add_argument("--json", action="store_true", help="print one JSON object (always for gender, regime and speed)")
+    bn.add_argument("what", choices=[*BENCHES, "sliders"])
+    _add_flags(bn, BENCH_FLAGS)
     flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
     bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
 
