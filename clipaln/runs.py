@@ -219,8 +219,8 @@ def train_run(
     started = time.perf_counter()
     with manifest.RunFolder(out, overwrite=overwrite, resume=resume, writer=dist.is_main()) as folder:
         resume = folder.resume  # False when OUT.partial held no checkpoint yet: the run starts over
+        spec = make_spec(task, model=model, **data)  # a bad data flag is one line before the model loads
         bundle = load_clip(model, pretrained=pretrained, device=device)
-        spec = make_spec(task, model=model, **data)
         overrides = dict(overrides or {})
         if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
             overrides["lr"] = overrides.get("lr") or bundle.finetune_lr

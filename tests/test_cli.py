@@ -168,3 +168,23 @@ def test_the_top_level_help_answers_without_loading_torch():
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert "exit 0" in r.stdout and "exit 2" in r.stdout and "torch loaded: False" in r.stdout, r.stdout + r.stderr
     assert "invalid choice: 'trian'" in r.stderr and "train" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "ViT-B-32", "--dataset", "food101"], "--dataset needs --root"),
+        (["--model", "ViT-B-32"], "a real model needs --dataset"),
+        (["--dataset", "toy", "--root", "somewhere"], "--root goes with --dataset NAME"),
+    ],
+)
+def test_data_flag_errors_come_before_the_model_loads(tmp_path, monkeypatch, capsys, flags, message):
+    """A mistyped data flag costs one line, not a model load first (issue 30: about 9 s on ViT-B-32)."""
+    import clipaln.runs
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data flags were checked")
+
+    monkeypatch.setattr(clipaln.runs, "load_clip", no_load)
+    assert main(["train", "typographic", *flags, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
