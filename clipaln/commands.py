@@ -151,8 +151,8 @@ def _print_eval(result: dict) -> None:
 def cmd_eval(a) -> None:
     if a.target == "toy":
         result = _eval_toy(a)
-    elif a.split != "test" or a.n is not None:
-        raise ValueError("--split and --n are for eval toy; eval typographic / gender score the run's test split")
+    elif a.n is not None:
+        raise ValueError("--n is for eval toy; eval typographic / gender score the run's own splits")
     else:
         result = runs.eval_run(
             a.target,
@@ -163,6 +163,7 @@ def cmd_eval(a) -> None:
             allow_other_data=a.allow_other_data,
             allow_other_weights=a.allow_other_weights,
             choose_t=a.choose_t,
+            split=a.split,
             **_data_args(a),
         )
     _print_json(result) if a.json else _print_eval(result)
@@ -422,7 +423,7 @@ EVAL_FLAGS = (
         dict(
             choices=["test", "val"],
             default="test",
-            help="eval toy: the test split (reported) or the validation split (what the toy was tuned on)",
+            help="the test split (reported) or the validation split (what settings are chosen on)",
         ),
     ),
     ("--json", dict(action="store_true", help="print one JSON object")),

@@ -360,10 +360,13 @@ def eval_run(
     allow_other_data: bool = False,
     allow_other_weights: bool = False,
     choose_t: bool = False,
+    split: str = "test",
     **data,
 ) -> dict:
     """Evaluate the base model, W_t of a projection file, or a fine-tuned image encoder, on a task's
-    test data (only what it scores) or, with `photos`, on a real typographic photo set. choose_t
+    test data (only what it scores) or, with `photos`, on a real typographic photo set. split "val":
+    the run's validation split instead (typographic: clean and attacked accuracy and OCR on the
+    validation images; gender: retrieval on the validation gallery), what settings are chosen on. choose_t
     (typographic, with a projection): t chosen on the run's validation split
     (typographic.choose_t), the test metrics at that t.
 
@@ -377,6 +380,13 @@ def eval_run(
     encode once and return {"rows": [one result per t], "source": ...}. The result's "source" says what was scored."""
     if projection is None and t is not None:
         raise ValueError("--t needs --projection FILE")
+    if split not in ("test", "val"):
+        raise ValueError(f"split is 'test' or 'val', got {split!r}")
+    if split == "val" and (photos is not None or image_encoder is not None or choose_t or task == "pairs"):
+        raise ValueError(
+            "--split val scores W_t on the typographic or gender validation data: no --photos, "
+            "--image-encoder or --choose-t, and pairs runs hold out a test share only"
+        )
     ts = None if t is None or isinstance(t, (int, float)) else [_t_value(v) for v in t]
     if ts is not None and (not ts or photos is not None or image_encoder is not None):
         raise ValueError("several --t values go with --projection (not --photos or --image-encoder), at least one")
@@ -438,7 +448,7 @@ def eval_run(
             "its test split would not be this one and could hold training images; omit the data flags to use "
             "the run's, or pass --allow-other-data"
         )
-    source |= {"data": manifest.digest(spec.key), "data_key": spec.key, "split": "test"}
+    source |= {"data": manifest.digest(spec.key), "data_key": spec.key, "split": split}
     if image_encoder is not None:  # KL against the frozen model, on the same test images
         _, ref = features(base, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
@@ -455,14 +465,20 @@ def eval_run(
             "val": chosen["val"],
             "source": {**source, "t": chosen["t"]},
         }
-    _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
+    val = split == "val"  # the typographic validation split is encoded with the training split
+    _, feats = features(bundle, task, cache=cache, progress=progress, with_train=val, spec=spec, **encoding)
+    if val and (feats.val if task == "typographic" else feats.val_gallery) is None:
+        raise ValueError(f"this {task} data has no validation split to score")
+    if val and task == "gender":
+        feats = feats.on_val_gallery()
     sweep = gender.Sweep(feats, proj) if task == "gender" else None
 
     def at(t: float) -> dict:
         if sweep is not None:
             return sweep.at(t, feats.skewed)
         w_t = proj.scaled(t) if proj is not None else None
-        return {"t": t if proj is not None else None, **_track(task).evaluate(feats, w_t)}
+        scores = typographic.evaluate_split(feats, feats.val, w_t) if val else _track(task).evaluate(feats, w_t)
+        return {"t": t if proj is not None else None, **scores}
 
     if ts is not None:
         return {"rows": [at(v) for v in ts], "source": {**source, "t": ts}}

@@ -156,6 +156,28 @@ def test_eval_takes_the_runs_split_and_refuses_other_data_or_tasks(capsys, tmp_p
     assert code == 0
 
 
+def test_eval_scores_the_runs_validation_split(capsys, tmp_path):
+    """`eval --split val` (issue 30): the run's validation split, what settings are chosen on, the same
+    numbers as the library's evaluate_split; refused where there is none to score."""
+    from clipaln import load_clip, runs
+    from clipaln.tracks import typographic
+
+    out = tmp_path / "run"
+    args = ["--model", "toy", "--epochs", "1", "--n-train", "120", "--n-test", "60", "--seed", "3", "--no-cache"]
+    assert run(["train", "typographic", *args, "--out", str(out)], capsys)[0] == 0
+    proj = str(out / "projection.safetensors")
+    code, text, _ = run(["eval", "typographic", "--projection", proj, "--split", "val", "--no-cache", "--json"], capsys)
+    got = json.loads(text)
+    assert code == 0 and got["source"]["split"] == "val"
+    _, feats = runs.features(
+        load_clip("toy"), "typographic", cache=False, progress=False, n_train=120, n_test=60, seed=3
+    )
+    want = typographic.evaluate_split(feats, feats.val, SharedProjection.load(proj))
+    assert {k: got[k] for k in want} == pytest.approx(want)
+    code, _, err = run(["eval", "typographic", "--projection", proj, "--split", "val", "--choose-t"], capsys)
+    assert code == 2 and "--split val" in err
+
+
 def test_the_top_level_help_answers_without_loading_torch():
     """`clipaln --help` and a mistyped command come from clipaln.cli alone (issue 30: under 1 s); the
     subcommands still load everything."""
