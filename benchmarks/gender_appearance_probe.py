@@ -4,12 +4,14 @@ Draws the gender track's people (no weak cues) with an appearance that goes with
 caption names, and prints cos(G, d) (clipaln.tracks.regime.alignment): figure colours (men from
 five cool colours, women from five warm ones) for a share of people, or an object beside a share of
 them (men: boat, key, house; women: umbrella, bird, star). Run from the project root:
-`python benchmarks/gender_appearance_probe.py` (about 1 min on 2 cores). Last run
-(docs/toy-world.md, targets 11 and 12): colour 0.840 at shares 0, 0.8 and 1;
-objects 0.822 / 0.785 at shares 0.5 / 1.
+`python benchmarks/gender_appearance_probe.py [WEIGHTS]` (about 1 min on 2 cores; WEIGHTS: a toy
+safetensors file, default the shipped toy CLIP v3). Last run, on the toy CLIP v2 (before the language
+prior; docs/toy-world.md, target 11): colour 0.840 at shares 0, 0.8 and 1; objects 0.822 / 0.785 at
+shares 0.5 / 1.
 """
 
 import random
+import sys
 
 import clipaln
 from clipaln.toyworld.config import SKEW
@@ -38,7 +40,7 @@ class Dressed(ToyPeople):
         return render(person=g, activity=a, obj=obj, rng=rng), g, a
 
 
-bundle = clipaln.load_clip("toy")
+bundle = clipaln.load_clip("toy", pretrained=sys.argv[1] if len(sys.argv) > 1 else None)
 for kind, shares in (("colour", (0.0, 0.8, 1.0)), ("objects", (0.5, 1.0))):
     for share in shares:
         tr, ga = Dressed(30, "train", kind, share), Dressed(20, "gallery", kind, share)

@@ -34,7 +34,7 @@ def sample_scene(rng):
 
 
 P.sample_scene = sample_scene
-P.pretrain(P.PretrainConfig(steps=steps), out, log=print)
+P.pretrain(P.PretrainConfig(steps=steps, prior_weight=0.0), out, log=print)  # as measured: v2, no language prior
 
 import clipaln  # noqa: E402
 from clipaln.tracks import phenomena  # noqa: E402
