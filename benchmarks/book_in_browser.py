@@ -1,5 +1,6 @@
 """Build the book and scrub notebook 03's static slider in headless Chromium; prints (and with
---out writes) what the page showed after each key press.
+--out writes) what the page showed after each key press, the maths it typeset, its broken links,
+and how large the players' labels are at 100% zoom (with --out, screenshots of both players beside it).
 
     python benchmarks/book_in_browser.py --out benchmarks/results/book_in_browser.json
 
@@ -23,7 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "notebooks/03_ocr_vs_detection/index.html"
+GALLERY_PAGE = "notebooks/04_gender_bias_retrieval/index.html"
 KEYS = ("ARROW_LEFT", "ARROW_LEFT", "HOME", "END")
+#: A laptop's window at 100% zoom: the book's content column is at its narrowest beside both sidebars.
+WINDOW = (1280, 900)
 
 
 def build(site: Path) -> None:
@@ -74,7 +78,7 @@ def foreign_loads(site: Path) -> dict[str, list[str]]:
     return out
 
 
-def _browser():
+def _browser(window=None):
     from selenium import webdriver
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -84,7 +88,10 @@ def _browser():
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    if window:
+        browser.set_window_size(*window)
+    return browser
 
 
 def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
@@ -154,6 +161,66 @@ def scrub(site: Path) -> dict:
     }
 
 
+def players(site: Path, shots: Path | None = None) -> dict:
+    """Open 03's and 04's pages in a laptop's window at 100% zoom; how large each player's smallest
+    label is on screen, in CSS px (03: the frame's smallest font, data-font-px, times the frame's
+    shrink; 04: the computed font size of the gallery's labels, caption and readout), and what 04's
+    menu changes. With shots, a screenshot of each player is written there."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    browser = _browser(WINDOW)
+    out = {"window": list(WINDOW)}
+    try:
+        browser.get((site / PAGE).as_uri())
+        player = browser.find_element(By.CSS_SELECTOR, ".clipaln-player")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", player)
+        out["03"] = browser.execute_script(
+            "var i = arguments[0].querySelector('img'); return {frame_px: i.naturalWidth, shown_px: i.clientWidth,"
+            " label_px: parseFloat(i.dataset.fontPx) * i.clientWidth / i.naturalWidth}",
+            player,
+        )
+        out["03"]["label_px"] = round(out["03"]["label_px"], 1)
+        if shots:
+            player.screenshot(str(shots / "player_03_in_the_book.png"))
+        browser.get((site / GALLERY_PAGE).as_uri())
+        player = browser.find_element(By.CSS_SELECTOR, ".clipaln-gallery")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", player)
+        state = lambda: browser.execute_script(
+            "var p = arguments[0], px = function (e) { return parseFloat(getComputedStyle(e).fontSize); };"
+            "var labels = Array.from(p.querySelectorAll('.clipaln-label'));"
+            "return {prompt: p.querySelector('select').selectedOptions[0].text,"
+            " readout: p.querySelector('.clipaln-readout').textContent,"
+            " caption: p.querySelector('.clipaln-caption').textContent,"
+            " labels: labels.map(function (e) { return e.textContent; }),"
+            " images: Array.from(p.querySelectorAll('img'))"
+            "   .map(function (e) { return e.src.length + ':' + e.src.slice(-24); }),"
+            " label_px: Math.min.apply(null, labels.map(px).concat([px(p.querySelector('.clipaln-caption')),"
+            "   px(p.querySelector('.clipaln-readout'))])),"
+            " cell_px: p.querySelector('td img').clientWidth,"
+            " prompts: p.querySelectorAll('option').length}",
+            player,
+        )
+        seen = [state()]
+        if shots:
+            player.screenshot(str(shots / "player_04_in_the_book.png"))
+        Select(player.find_element(By.TAG_NAME, "select")).select_by_index(0)
+        seen.append(state())
+        player.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+        seen.append(state())
+        out["04"] = {
+            "prompts": seen[0]["prompts"],
+            "label_px": min(s["label_px"] for s in seen),
+            "cell_px": seen[0]["cell_px"],
+            "steps": [{k: s[k] for k in ("prompt", "readout", "caption", "labels")} for s in seen],
+            "distinct_galleries": len({tuple(s["images"]) for s in seen}),
+        }
+    finally:
+        browser.quit()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None)
@@ -163,6 +230,7 @@ def main() -> None:
         result = scrub(Path(tmp))
         result["maths"] = maths(Path(tmp))
         result["broken_links"] = broken_links(Path(tmp))
+        result["players"] = players(Path(tmp), Path(a.out).parent if a.out else None)
     print(json.dumps(result, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

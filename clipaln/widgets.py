@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import html as htmlmod
 import io
 import json
 import statistics
@@ -35,6 +36,9 @@ from .tracks import gender, typographic
 
 #: The side of a thumbnail, in pixels (a gallery cell is about 125 px wide).
 THUMBNAIL = 128
+#: The smallest text of a slider's frame, in points: 15 px at matplotlib's 100 dpi, and still 12 px
+#: where a page shrinks the trade-off's 720 px frame into the book's narrowest column (572 px).
+FONT = 11
 
 
 def thumbnail(image, side: int = THUMBNAIL) -> np.ndarray:
@@ -183,9 +187,15 @@ class _Widget:
 
         return PNG(data=self.png)
 
-    def player(self, ts, t0: float | None = None, quality: int = 75, scale: float = 0.8) -> StaticPlayer:
+    def font_px(self) -> float:
+        """The smallest text of the frame, in the frame's pixels (a font's size, as CSS gives it)."""
+        sizes = [t.get_fontsize() for t in self.fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        return min(sizes) * self.fig.dpi / 72
+
+    def player(self, ts, t0: float | None = None, quality: int = 80, scale: float = 1.0) -> StaticPlayer:
         """The slider without a kernel: the frames at each t of `ts`, precomputed and packed into a
-        self-contained HTML range input (JPEG frames, `scale` of the live size), for a committed
+        self-contained HTML range input (WebP frames, half the bytes of JPEG at the same quality;
+        `scale` of the live size), for a committed
         notebook, nbviewer or the book. Starts at the t nearest t0 (default: the slider's value);
         the live widget is left as it was."""
         ts = sorted(float(t) for t in ts)  # the range input scrubs left to right: smallest t first
@@ -197,46 +207,124 @@ class _Widget:
         for t in ts:
             self.update(t)
             im = Image.open(io.BytesIO(self.png)).convert("RGB")
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+            if scale != 1.0:
+                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
             out = io.BytesIO()
-            im.save(out, format="jpeg", quality=quality)
+            im.save(out, format="webp", quality=quality)
             frames.append(out.getvalue())
         self.update(now)
         start = min(range(len(ts)), key=lambda i: abs(ts[i] - t0))
-        return StaticPlayer(ts, frames, start)
+        return StaticPlayer(ts, frames, start, font_px=self.font_px() * scale)
 
 
 class StaticPlayer:
     """Precomputed frames behind an HTML range input: scrubbing t needs no kernel, only a browser
     that runs the page's script (a trusted notebook, nbviewer, the book). `.html` is the markup;
     notebooks display it through _repr_html_. The element's id follows the frames' bytes, so the
-    same frames give the same page."""
+    same frames give the same page. The frames fill the page's width up to their own; font_px, the
+    smallest text in a frame's pixels, is written beside them (data-font-px) so that a browser can
+    tell how large a label is on screen."""
 
-    def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0):
+    def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0, font_px: float | None = None):
         if len(ts) != len(frames) or not frames:
             raise ValueError("one frame per t, and at least one")
         if any(b <= a for a, b in zip(ts, list(ts)[1:])):
             raise ValueError("the frames' t must increase, as the range input does")
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(frames):
             raise ValueError(f"start is the index of a frame, 0 to {len(frames) - 1}, got {start!r}")
-        self.ts, self.frames, self.start = list(ts), list(frames), start
+        self.ts, self.frames, self.start, self.font_px = list(ts), list(frames), start, font_px
+        first = Image.open(io.BytesIO(self.frames[0]))
+        self.width, self.mime = first.width, Image.MIME[first.format]
         self.id = "clipaln-player-" + hashlib.sha1(b"".join(frames)).hexdigest()[:12]
 
     @property
     def html(self) -> str:
         data = [base64.b64encode(f).decode() for f in self.frames]
         i = self.start
+        font = "" if self.font_px is None else f' data-font-px="{self.font_px:.1f}"'
         return (
             f'<div class="clipaln-player" id="{self.id}">'
             f'<input type="range" min="0" max="{len(data) - 1}" step="1" value="{i}" aria-label="t" '
             f'style="width:60%;vertical-align:middle"> '
-            f'<span class="clipaln-readout" style="font-family:monospace">t = {self.ts[i]:.2f}</span><br>'
-            f'<img alt="the frame at t" style="max-width:100%" src="data:image/jpeg;base64,{data[i]}">'
+            '<span class="clipaln-readout" style="font-family:monospace;font-size:15px">'
+            f"t = {self.ts[i]:.2f}</span><br>"
+            f'<img alt="the frame at t"{font} style="width:100%;max-width:{self.width}px" '
+            f'src="data:{self.mime};base64,{data[i]}">'
             f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
             f"var frames={json.dumps(data)};var ts={json.dumps(self.ts)};"
             'var s=root.querySelector("input"),im=root.querySelector("img"),r=root.querySelector(".clipaln-readout");'
-            's.addEventListener("input",function(){im.src="data:image/jpeg;base64,"+frames[s.value];'
+            f's.addEventListener("input",function(){{im.src="data:{self.mime};base64,"+frames[s.value];'
             'r.textContent="t = "+ts[s.value].toFixed(2);});})();</script></div>'
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+class GalleryPlayer:
+    """The retrieval slider without a kernel, over a menu of prompts: each thumbnail once, and for
+    each (prompt, t) the top k as indices into them with their labels and a caption, which the
+    page's script lays out as an HTML table. The labels are the page's own text (legible at any
+    zoom) and a prompt's frames cost a few hundred bytes. Without a script (a code host's view) the
+    table shows the starting frame. frames[p][i] = (thumbnail indices, labels, caption) of prompt p
+    at ts[i]."""
+
+    LABEL_PX, CAPTION_PX = 14, 15
+
+    def __init__(self, ts, prompts, frames, thumbs, start: int = 0, prompt: int = 0, columns: int = 5):
+        if not prompts or len(frames) != len(prompts) or any(len(f) != len(ts) for f in frames):
+            raise ValueError("one frame per (prompt, t), and at least one prompt")
+        if any(b <= a for a, b in zip(ts, list(ts)[1:])):
+            raise ValueError("the frames' t must increase, as the range input does")
+        if not (0 <= start < len(ts) and 0 <= prompt < len(prompts)):
+            raise ValueError(
+                f"start is a t index (0 to {len(ts) - 1}), prompt a prompt index (0 to {len(prompts) - 1})"
+            )
+        self.ts, self.prompts, self.frames, self.thumbs = list(ts), list(prompts), frames, list(thumbs)
+        self.start, self.prompt, self.columns = start, prompt, columns
+        self.mime = Image.MIME[Image.open(io.BytesIO(self.thumbs[0])).format]
+        blob = json.dumps([self.prompts, self.frames]).encode() + b"".join(self.thumbs)
+        self.id = "clipaln-gallery-" + hashlib.sha1(blob).hexdigest()[:12]
+
+    @property
+    def html(self) -> str:
+        thumbs = [base64.b64encode(b).decode() for b in self.thumbs]
+        top, labels, caption = self.frames[self.prompt][self.start]
+        options = "".join(
+            f'<option value="{j}"{" selected" if j == self.prompt else ""}>{htmlmod.escape(p)}</option>'
+            for j, p in enumerate(self.prompts)
+        )
+        cells = [
+            f'<td style="padding:3px;text-align:center;vertical-align:top">'
+            f'<img alt="a gallery image" style="width:100%" src="data:{self.mime};base64,{thumbs[i]}">'
+            f'<div class="clipaln-label" style="font-size:{self.LABEL_PX}px;text-align:center">'
+            f"{htmlmod.escape(g)}</div></td>"
+            for i, g in zip(top, labels)
+        ]
+        rows = "".join(
+            "<tr>" + "".join(cells[r : r + self.columns]) + "</tr>" for r in range(0, len(cells), self.columns)
+        )
+        style = f"font-size:{self.CAPTION_PX}px"
+        return (
+            f'<div class="clipaln-player clipaln-gallery" id="{self.id}">'
+            f'<div style="{style}"><label>prompt '
+            f'<select aria-label="prompt" style="{style}">{options}</select></label></div>'
+            f'<input type="range" min="0" max="{len(self.ts) - 1}" step="1" value="{self.start}" aria-label="t" '
+            f'style="width:60%;vertical-align:middle"> '
+            f'<span class="clipaln-readout" style="font-family:monospace;{style}">t = {self.ts[self.start]:.2f}</span>'
+            f'<div class="clipaln-caption" style="{style};margin:4px 0">{htmlmod.escape(caption)}</div>'
+            f'<table class="clipaln-grid" style="width:100%;max-width:{140 * self.columns}px;table-layout:fixed;'
+            f'border-collapse:collapse;margin:0">{rows}</table>'
+            f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
+            f"var thumbs={json.dumps(thumbs)};var frames={json.dumps(self.frames)};var ts={json.dumps(self.ts)};"
+            'var s=root.querySelector("input"),m=root.querySelector("select"),r=root.querySelector(".clipaln-readout"),'
+            'c=root.querySelector(".clipaln-caption"),cells=root.querySelectorAll(".clipaln-grid td");'
+            "function show(){var f=frames[m.value][s.value];"
+            'r.textContent="t = "+ts[s.value].toFixed(2);c.textContent=f[2];'
+            "cells.forEach(function(td,j){"
+            f'td.querySelector("img").src="data:{self.mime};base64,"+thumbs[f[0][j]];'
+            'td.querySelector(".clipaln-label").textContent=f[1][j];});}'
+            's.addEventListener("input",show);m.addEventListener("change",show);})();</script></div>'
         )
 
     def _repr_html_(self) -> str:
@@ -272,23 +360,26 @@ class TradeoffWidget(_Widget):
         self.ts = torch.linspace(t_range[0], t_range[1], round((t_range[1] - t_range[0]) / 0.1) + 1).tolist()
         self.curve = sweep.curve(self.ts)
         n = len(examples)
-        fig = plt.figure(figsize=(11, 4.8), layout="constrained")
-        grid = fig.add_gridspec(2, n, height_ratios=[2.2, 1])
-        self.ax = fig.add_subplot(grid[0, :])
-        for key, color, label in CURVES:
-            self.ax.plot(self.ts, [100 * c[key] for c in self.curve], color=color, label=label)
-        self.ax.axvline(0, color="gray", lw=0.8, ls=":")
-        self.marker = self.ax.axvline(t0, color="black", lw=1.5)
-        self.ax.set(xlabel="t", ylabel="accuracy (%)", ylim=(0, 101))
-        self.ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        self.ax.grid(alpha=0.3)
-        self.img_axes = []
-        for i, im in enumerate(examples):
-            ax = fig.add_subplot(grid[1, i])
-            ax.imshow(thumbnail(im))
-            ax.axis("off")
-            ax.set_title(" ", fontsize=8)
-            self.img_axes.append(ax)
+        cols = (n + 1) // 2 if n > 4 else max(n, 1)  # more than four examples: two rows
+        rows = -(-n // cols)
+        with plt.rc_context({"font.size": FONT}):
+            fig = plt.figure(figsize=(7.2, 3.9 + 1.45 * rows), layout="constrained")
+            grid = fig.add_gridspec(1 + rows, cols, height_ratios=[3.4] + [1.45] * rows)
+            self.ax = fig.add_subplot(grid[0, :])
+            for key, color, label in CURVES:
+                self.ax.plot(self.ts, [100 * c[key] for c in self.curve], color=color, label=label)
+            self.ax.axvline(0, color="gray", lw=0.8, ls=":")
+            self.marker = self.ax.axvline(t0, color="black", lw=1.5)
+            self.ax.set(xlabel="t", ylabel="accuracy (%)", ylim=(0, 101))
+            self.ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=FONT, frameon=False)
+            self.ax.grid(alpha=0.3)
+            self.img_axes = []
+            for i, im in enumerate(examples):
+                ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+                ax.imshow(thumbnail(im))
+                ax.axis("off")
+                ax.set_title(" ", fontsize=FONT)
+                self.img_axes.append(ax)
         self.ax.set_title(" ")
         animated = [self.marker, self.ax.title] + [ax.title for ax in self.img_axes]
         self._start(fig, animated, t0, t_range, 0.1, ".1f")
@@ -302,7 +393,7 @@ class TradeoffWidget(_Widget):
         o, a, r, x = (100 * point[key] for key, _, _ in CURVES)
         self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%   text-only {x:.0f}%")
         for ax, p, y in zip(self.img_axes, self.predictions(t), self.labels):
-            ax.set_title(self.names[p], fontsize=8, color="green" if p == y else "red")
+            ax.set_title(self.names[p], fontsize=FONT, color="green" if p == y else "red")
 
 
 class RetrievalWidget(_Widget):
@@ -318,17 +409,17 @@ class RetrievalWidget(_Widget):
         self.thumbs: dict[int, np.ndarray] = {}
         self.top: list[int] = []
         k = sweep.k
-        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 2.3))
+        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 2.5))
         self.axes = list(np.atleast_1d(axes))
         for ax in self.axes:
             ax.axis("off")
-            ax.set_title(" ", fontsize=8)
-        fig.suptitle(f"the top {k} of the gallery", fontsize=9, y=0.99)
+            ax.set_title(" ", fontsize=FONT)
+        fig.suptitle(f"the top {k} of the gallery", fontsize=FONT, y=0.99)
         # what changes with t, as an axes-level text so that blitting can redraw it
         self.title = self.axes[0].text(
-            0.5, 0.91, " ", transform=fig.transFigure, ha="center", va="top", fontsize=9
+            0.5, 0.9, " ", transform=fig.transFigure, ha="center", va="top", fontsize=FONT
         )  # fmt: skip
-        fig.subplots_adjust(top=0.64, bottom=0.0, left=0.01, right=0.99)
+        fig.subplots_adjust(top=0.6, bottom=0.0, left=0.01, right=0.99)
         self._start(fig, [ax.title for ax in self.axes] + [self.title], t0, t_range, 0.01, ".2f")
         if choices:
             import ipywidgets as w
@@ -353,17 +444,55 @@ class RetrievalWidget(_Widget):
         boxes = [self.frames.box(ax) for ax in self.axes]
         return [(box, self._thumb(i, box[2])) for box, i in zip(boxes, self.top)]
 
-    def _draw(self, t: float) -> None:
-        self.top = self.sweep.ranking(t, self.activity)
-        genders = [self.sweep.genders[i] for i in self.top]
-        for ax, g in zip(self.axes, genders):
-            ax.set_title(g, fontsize=8)
-        r = self.sweep.at(t, [self.activity])["prompts"][self.activity]
+    def frame(self, t: float, activity: str | None = None) -> tuple[list[int], list[str], str]:
+        """The top k gallery indices at t for a prompt (default: the one shown), their genders, and
+        the counts and MaxSkew@k as one line."""
+        activity = self.activity if activity is None else activity
+        top = self.sweep.ranking(t, activity)
+        genders = [self.sweep.genders[i] for i in top]
+        r = self.sweep.at(t, [activity])["prompts"][activity]
         counts = ", ".join(f"{sum(g == x for g in genders)} {x}" for x in self.sweep.feats.genders)
-        prompt = self.sweep.feats.prompts[self.sweep.feats.activities.index(self.activity)]
-        self.title.set_text(
-            f"'{prompt}'\nt = {t:.2f}: {counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}"
-        )
+        return top, genders, f"{counts};  MaxSkew@{self.sweep.k} = {r['retrieval/max_skew']:.2f}"
+
+    def prompt(self, activity: str) -> str:
+        return self.sweep.feats.prompts[self.sweep.feats.activities.index(activity)]
+
+    def _draw(self, t: float) -> None:
+        self.top, genders, line = self.frame(t)
+        for ax, g in zip(self.axes, genders):
+            ax.set_title(g, fontsize=FONT)
+        self.title.set_text(f"'{self.prompt(self.activity)}'\nt = {t:.2f}: {line}")
+
+    def player(self, ts, t0: float | None = None, prompts=None, quality: int = 80) -> GalleryPlayer:
+        """The slider without a kernel, for each prompt of `prompts` (default: the menu's, else the
+        one shown): the top k at each t of `ts`, with the thumbnails they show once (WebP); starts
+        at the t nearest t0 (default: the slider's value) on the prompt shown. Changes nothing here."""
+        ts = sorted(float(t) for t in ts)
+        if not ts or len(set(ts)) != len(ts):
+            raise ValueError("the player needs distinct values of t")
+        if prompts is None:
+            prompts = self.menu.options if hasattr(self, "menu") else [self.activity]
+        prompts = list(prompts)
+        if any(a not in self.sweep.feats.activities for a in prompts):
+            raise ValueError(f"prompts must be among {self.sweep.feats.activities}")
+        if self.activity not in prompts:
+            prompts.insert(0, self.activity)
+        used: dict[int, int] = {}  # gallery index -> thumbnail index
+        frames = []
+        for activity in prompts:
+            frames.append([])
+            for t in ts:
+                top, genders, line = self.frame(t, activity)
+                frames[-1].append(([used.setdefault(i, len(used)) for i in top], genders, line))
+        thumbs = []
+        for i in used:  # in order of first use
+            out = io.BytesIO()
+            Image.fromarray(self._thumb(i, THUMBNAIL)).save(out, format="webp", quality=quality)
+            thumbs.append(out.getvalue())
+        t0 = self.slider.value if t0 is None else float(t0)
+        start = min(range(len(ts)), key=lambda i: abs(ts[i] - t0))
+        labels = [self.prompt(a) for a in prompts]
+        return GalleryPlayer(ts, labels, frames, thumbs, start=start, prompt=prompts.index(self.activity))
 
 
 # --- `clipaln bench sliders` -----------------------------------------------------------------

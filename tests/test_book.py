@@ -72,3 +72,18 @@ def test_the_static_slider_scrubs_in_a_browser(site):
     # loaded at t = 1; two steps left; then the ends of the player's range
     assert r["readouts"] == ["t = 1.00", "t = 0.80", "t = 0.60", "t = -2.00", "t = 2.00"]
     assert r["distinct_frames"] == 5  # every new t shows a new frame
+
+
+def test_the_players_are_legible_at_100_percent_and_04s_holds_every_skewed_prompt(site):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    pytest.importorskip("selenium", reason="pip install selenium")
+    r = book.players(site)
+    assert r["03"]["label_px"] >= 11 and r["03"]["shown_px"] == min(r["03"]["frame_px"], r["03"]["shown_px"])
+    g = r["04"]
+    assert g["label_px"] >= 11 and g["prompts"] == 6  # notebook 04's six skewed prompts
+    first, other, end = g["steps"]
+    assert first["prompt"] != other["prompt"]
+    assert (first["caption"], first["labels"]) != (other["caption"], other["labels"])
+    assert end["readout"] == "t = 1.50" and first["readout"] != end["readout"]
+    assert g["distinct_galleries"] == 3 and all(len(s["labels"]) == 10 for s in g["steps"])

@@ -123,9 +123,38 @@ def test_slider_events_are_coalesced(trained):
     assert ui.ax.title.get_text().startswith("t = -0.5:")
 
 
-def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(toy):
+def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(trained):
     import base64
-    import io
+    import re
+
+    from clipaln.tracks import typographic
+
+    spec, feats, W = trained
+    idx = list(range(8))
+    examples = [Image.new("RGB", (64, 64), (30 * i, 0, 0)) for i in idx]
+    sweep, labels = typographic.Sweep(feats, W), feats.test.labels[idx].tolist()
+    ui = TradeoffWidget(sweep, W, examples, feats.test.attacked[idx], labels, spec.class_names, t0=0.3)
+    before = ui.png
+    ts = [0.0, 0.5, 1.0]
+    player = ui.player(ts, t0=0.45)
+    assert ui.png == before and ui.slider.value == pytest.approx(0.3)  # the live widget is as it was
+    assert player.start == 1 and len(player.frames) == 3
+    for frame in player.frames:  # each frame is the widget's frame, as WebP, at its size
+        im = Image.open(io.BytesIO(frame))
+        assert im.format == "WEBP" and im.size == Image.open(io.BytesIO(before)).size == (720, 680)
+    html = player._repr_html_()
+    assert html.count("data:image/webp;base64,") == 2  # the first frame shown, and the script's prefix
+    assert re.search(r'max="2"', html) and "t = 0.50" in html
+    assert "max-width:720px" in html and 'data-font-px="15.3"' in html  # 11 pt at 100 dpi, the smallest text
+    for frame in player.frames:
+        assert base64.b64encode(frame).decode() in html
+    assert ui.player(ts, t0=0.45).id == player.id  # the same frames give the same page
+    with pytest.raises(ValueError, match="distinct"):
+        ui.player([0.0, 0.0])
+
+
+def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
+    import json
     import re
 
     from clipaln.tracks import gender
@@ -135,20 +164,23 @@ def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(toy):
     feats = gender.build_features(toy, spec, progress=False)
     W, _ = gender.train(feats, TrainConfig(method="dpo", epochs=2, batch_size=32), progress=False)
     images = [spec.gallery_set[i][0] for i in range(len(feats.gallery_labels))]
-    ui = RetrievalWidget(gender.Sweep(feats, W, k=5), images, feats.activities[0], t0=0.3)
+    menu = feats.activities[:3]
+    ui = RetrievalWidget(gender.Sweep(feats, W, k=5), images, menu[1], t0=0.3, choices=menu)
     before = ui.png
     ts = [0.0, 0.5, 1.0]
     player = ui.player(ts, t0=0.45)
-    assert ui.png == before and ui.slider.value == pytest.approx(0.3)  # the live widget is as it was
-    assert player.start == 1 and len(player.frames) == 3
-    for frame in player.frames:  # each frame is an image of the widget's frame, scaled
-        im = Image.open(io.BytesIO(frame))
-        assert im.format == "JPEG" and im.width == round(Image.open(io.BytesIO(before)).width * 0.8)
+    assert ui.png == before and ui.activity == menu[1]  # the live widget is as it was
+    assert player.start == 1 and player.prompt == 1 and len(player.frames) == 3
+    slot = {}  # gallery index -> thumbnail index, one to one
+    for activity, frames in zip(menu, player.frames):  # every (prompt, t): what the widget would show
+        for t, (top, genders, line) in zip(ts, frames):
+            want_top, want_genders, want_line = ui.frame(t, activity)
+            assert all(slot.setdefault(g, i) == i for g, i in zip(want_top, top))
+            assert (genders, line) == (want_genders, want_line)
+    assert sorted(slot.values()) == list(range(len(player.thumbs)))  # each thumbnail once, only those shown
     html = player._repr_html_()
-    assert html.count("data:image/jpeg;base64,") == 2  # the first frame shown, and the script's prefix
-    assert re.search(r'max="2"', html) and "t = 0.50" in html
-    for frame in player.frames:
-        assert base64.b64encode(frame).decode() in html
-    assert ui.player(ts, t0=0.45).id == player.id  # the same frames give the same page
-    with pytest.raises(ValueError, match="distinct"):
-        ui.player([0.0, 0.0])
+    assert html.count("<option") == 3 and html.count("<td") == 5 and html.count('class="clipaln-label"') == 5
+    assert re.search(r'max="2"', html) and "t = 0.50" in html and ui.prompt(menu[1]) in html
+    assert json.dumps(player.frames) in html
+    with pytest.raises(ValueError, match="among"):
+        ui.player(ts, prompts=["juggling"])
