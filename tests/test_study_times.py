@@ -1,0 +1,31 @@
+"""The times a student is told: each tutorial's header gives the study time of the rule in
+benchmarks/study_times.py, and the book's home page gives the same study times and the recorded
+cold run times (benchmarks/results/cold_times.json)."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("study_times", ROOT / "benchmarks" / "study_times.py")
+study_times = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study_times)
+
+
+def test_each_header_states_the_rule_s_study_time():
+    for nb, r in study_times.table().items():
+        path = next((ROOT / "notebooks").glob(f"{nb}_*.ipynb"))
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        want = f"about {r['reading_min']} min to read and run, {r['exercises_min']} min for the {r['exercises']} exercises"
+        assert want in header, (nb, want)
+
+
+def test_the_book_s_home_page_gives_the_recorded_and_estimated_times():
+    cold = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())["notebooks"]
+    rows = {m[0]: m for m in re.findall(r"^\| (0\d) \|.*\| (\d+) \| (\d+) / (\d+) \|$", (ROOT / "book" / "index.md").read_text(), re.M)}
+    table = study_times.table()
+    assert sorted(rows) == sorted(table)
+    for nb, (_, seconds, reading, exercises) in rows.items():
+        assert int(seconds) == round(next(v["cold_s"] for k, v in cold.items() if k.startswith(nb))), nb
+        assert (int(reading), int(exercises)) == (table[nb]["reading_min"], table[nb]["exercises_min"]), nb
