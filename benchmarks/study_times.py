@@ -2,7 +2,7 @@
 reading at 80 words a minute (a careful pace for prose with derivations; maths counts by its
 words), a minute per code cell to run it and read its output, and 20 minutes per exercise.
 
-    python benchmarks/study_times.py            # a markdown table, as the book's home page and docs/teaching.md quote it
+    python benchmarks/study_times.py    # a markdown table, as the book's home page and docs/teaching.md quote it
 
 Record your class's real times and replace the rule where they differ."""
 
