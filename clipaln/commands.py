@@ -70,8 +70,9 @@ def _print_pairs(m: dict) -> None:
     print(f"base:    {pairs.format_metrics(m['base'])}\ntrained: {pairs.format_metrics(m['trained'])}")
 
 
-def cmd_train(a) -> None:
-    overrides = read_config(a.config) if a.config else {}  # the file, then the flags given
+def _train_request(a) -> dict:
+    """train_run's keywords from the flags: a config file's fields, then the flags given."""
+    overrides = read_config(a.config) if a.config else {}
     flags = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing")
     overrides.update({k: getattr(a, k) for k in flags if getattr(a, k) is not None})
     if a.seed is not None:  # a flag given wins over the config, the config over the default
@@ -80,19 +81,41 @@ def cmd_train(a) -> None:
         overrides["bma"] = False
     method = a.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
-    result = runs.train_run(
-        a.task,
-        method=method,
-        report_to=a.report_to or (),
-        out=a.out,
-        mode=a.mode,
-        overrides=overrides,
-        checkpoint_every=a.checkpoint_every,
-        resume=a.resume,
-        overwrite=a.overwrite,
-        train_text=a.train_text,
-        **_data_args(a),
-    )
+    request = dict(task=a.task, method=method, mode=a.mode, overrides=overrides, train_text=a.train_text)
+    request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), **_data_args(a))
+    return request
+
+
+#: train flags a resumed run may change: how it runs and logs, not what it trains.
+FREE_ON_RESUME = ("checkpoint_every", "report_to", "device", "cache", "progress", "workers")
+
+
+def _as_started(a, request: dict) -> dict:
+    """--resume: the run's own request from OUT.partial, so no flag need be typed again; a flag
+    given that differs from it is refused (a resumed run continues as it started)."""
+    started = runs.started_request(a.out)
+    if started is None:  # no checkpoint yet: the run starts over, from the flags
+        return request
+    default = _train_request(argparse.Namespace(**{**vars(a), **a.flag_defaults}))
+    given = {k: v for k, v in runs.as_recorded(request).items() if v != runs.as_recorded(default)[k]}
+    mine, theirs = given.pop("overrides", {}), started.pop("overrides")
+    mine = {k: v for k, v in mine.items() if v != default["overrides"].get(k)}
+    clashes = [(k, v, started[k]) for k, v in given.items() if k in started and v != started[k]]
+    clashes = [c for c in clashes if c[0] not in FREE_ON_RESUME]
+    clashes += [(k, v, theirs[k]) for k, v in mine.items() if k in theirs and v != theirs[k]]
+    if clashes:  # a field the run left at its default is checked against the checkpoint's config
+        k, v, was = clashes[0]
+        flag = "--" + k.replace("_", "-")
+        raise ValueError(f"{flag} {v} differs from the run's {was} ({a.out}.partial): refusing to resume")
+    free = {k: request[k] for k in FREE_ON_RESUME if k in request and (k not in started or k in given)}
+    return {**started, **free, "overrides": {**theirs, **mine}}
+
+
+def cmd_train(a) -> None:
+    request = _train_request(a)
+    if a.resume:
+        request = _as_started(a, request)
+    result = runs.train_run(out=a.out, resume=a.resume, overwrite=a.overwrite, **request)
     if not result:  # a rank other than 0
         return
     {"gender": _print_gender, "pairs": _print_pairs}.get(a.task, _print_typographic)(result["metrics"])
@@ -388,7 +411,8 @@ def _add_train(sub) -> None:
     _add_model_args(tr, seed_default=None)
     tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
     _add_flags(tr, TRAIN_FLAGS)
-    tr.set_defaults(func=cmd_train)
+    dests = [a.dest for a in tr._actions if a.dest not in ("help", "task")]
+    tr.set_defaults(func=cmd_train, flag_defaults={d: tr.get_default(d) for d in dests})  # for --resume
 
 
 #: eval's flags beyond the model and data ones.

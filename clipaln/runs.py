@@ -171,6 +171,30 @@ def _header(m: dict) -> dict:
     return {**flat, "manifest": json.dumps(m, sort_keys=True, default=str)}
 
 
+#: The arguments a run was started with, beside its checkpoints in OUT.partial (dropped with them).
+REQUEST = "checkpoint.request.json"
+
+
+def as_recorded(request: dict) -> dict:
+    """train_run's keywords with local paths made absolute, as a started run records them (a resume
+    may be typed in another folder)."""
+    out = dict(request)
+    for k in ("root", "reg_images"):
+        if out.get(k):
+            out[k] = str(Path(out[k]).expanduser().resolve())
+    out["pretrained"] = _resolved(out.get("pretrained"))
+    return out
+
+
+def started_request(out) -> dict | None:
+    """The arguments the unfinished run in OUT.partial was started with (train_run's keywords, but
+    out, resume, overwrite, device, cache and progress), or None when it holds no checkpoint yet."""
+    work = Path(out).expanduser().with_name(Path(out).expanduser().name + ".partial")
+    if not (work / "checkpoint.safetensors").is_file() or not (work / REQUEST).is_file():
+        return None
+    return json.loads((work / REQUEST).read_text())
+
+
 def train_run(
     task: str,
     *,
@@ -219,6 +243,12 @@ def train_run(
     started = time.perf_counter()
     with manifest.RunFolder(out, overwrite=overwrite, resume=resume, writer=dist.is_main()) as folder:
         resume = folder.resume  # False when OUT.partial held no checkpoint yet: the run starts over
+        if not resume and dist.is_main():  # what --resume reads back, so that no flag must be typed again
+            asked = dict(task=task, method=method, mode=mode, overrides=overrides or {}, train_text=train_text,
+                         checkpoint_every=checkpoint_every, report_to=list(report_to), model=model,
+                         pretrained=pretrained, **{k: v for k, v in data.items()}, **encoding)  # fmt: skip
+            asked.pop("workers", None)  # how to read the data, not what: free to change on resume
+            write_json(folder.work / REQUEST, as_recorded(asked))
         spec = make_spec(task, model=model, **data)  # a bad data flag is one line before the model loads
         bundle = load_clip(model, pretrained=pretrained, device=device)
         overrides = dict(overrides or {})

@@ -358,7 +358,8 @@ def loop(
     as an uninterrupted run; identity: what else a resumed checkpoint must match (model weights,
     data; a run's manifest entries); report: called with (step, that step's logs) after every step
     (clipaln.reporting writes them to TensorBoard or W&B). Returns the history of every step ("step",
-    "loss", "learning_rate", "grad_norm", "elapsed_s" and the objective's logs); a resumed run's
+    "loss", "loss/total", "learning_rate", "grad_norm", "elapsed_s" and the objective's logs; "loss" is
+    the objective's own where its logs name one, else the total); a resumed run's
     holds the steps before its checkpoint too, each once, and its elapsed_s goes on from theirs.
     """
     opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr)
@@ -375,7 +376,8 @@ def loop(
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"nothing to resume: no checkpoint at {checkpoint}")
         start, avg, avg_w, before = load_checkpoint(checkpoint, state, opt, cfg, run)
-    hist: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "grad_norm": [], "elapsed_s": []}
+    hist: dict[str, list[float]] = {"step": [], "loss": [], "loss/total": [], "learning_rate": [], "grad_norm": []}
+    hist["elapsed_s"] = []
     if start:  # the steps before the checkpoint, each once
         hist.update({k: v[:start] for k, v in before.items()})
     t0 = time.perf_counter() - (hist["elapsed_s"][-1] if hist["elapsed_s"] else 0.0)
@@ -407,7 +409,9 @@ def loop(
             for k, v in state.items():
                 avg[k] += w * v.detach().float()
             avg_w += w
-        row = {k: dist.all_sum(v.detach()).item() for k, v in {"loss": loss, **logs}.items()}
+        # "loss" is the objective's own (TRL's: the preference loss) where it names one; what was
+        # minimised, with the KL and the penalty, is "loss/total"
+        row = {k: dist.all_sum(v.detach()).item() for k, v in {"loss": loss, "loss/total": loss, **logs}.items()}
         row |= {"learning_rate": lr, "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
         for k, v in {"step": step, **row}.items():
             hist.setdefault(k, []).append(v)
@@ -438,7 +442,7 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         z0 = dist.all_sum(local * len(y_w)) / batch
     if not len(y_w):
         zero = logp.sum() * 0
-        names = ("loss/pref", "loss/kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+        names = ("loss", "loss/kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
         names += ("logps/chosen", "logps/rejected", "margin/h", "policy/prefers_chosen")
         names += ("kl",) if entry.uses_z0 else ()
         return zero, dict.fromkeys(names, zero)
@@ -453,7 +457,7 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
         ref_w, ref_l = ref_logp.gather(1, y_w[:, None])[:, 0], ref_logp.gather(1, y_l[:, None])[:, 0]
         prefers = (logp_w > logp_l).float()
         logs = {
-            "loss/pref": pref,
+            "loss": pref,  # TRL's "loss": the preference loss (its trainers have no KL term beside it)
             "loss/kl": kl,
             "rewards/chosen": share * cfg.beta * (logp_w - ref_w).mean(),
             "rewards/rejected": share * cfg.beta * (logp_l - ref_l).mean(),

@@ -105,3 +105,26 @@ def test_a_run_resumed_between_checkpoints_logs_every_step_once_to_tensorboard(t
     events.Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
     assert sorted(steps) == list(range(12)), steps  # steps 6 and 7, logged twice before, once now
+
+
+def test_resume_reads_the_run_s_flags_back_and_refuses_a_different_one(
+    tmp_path, pairs_file, ctrl_c_after_checkpoints, capsys
+):
+    from safetensors.torch import load_file
+
+    flags = ["--method", "kto", "--lr", "0.02", "--epochs", "6", "--seed", "3", "--checkpoint-every", "2"]
+    assert train(pairs_file, tmp_path / "whole", *flags) == 0
+    with ctrl_c_after_checkpoints(2):  # the same run, started from Python
+        runs.train_run("pairs", method="kto", out=tmp_path / "run", overrides={"lr": 0.02, "epochs": 6, "seed": 3},
+                       checkpoint_every=2, root=str(pairs_file), seed=3, cache=False, progress=False)  # fmt: skip
+    capsys.readouterr()
+    bare = ["train", "pairs", "--out", str(tmp_path / "run"), "--resume", "--quiet"]  # no flag typed again
+    assert main([*bare, "--lr", "0.01"]) == 2
+    assert "--lr 0.01 differs from the run's 0.02" in capsys.readouterr().err
+    assert main([*bare, "--pairs", str(tmp_path / "other.csv")]) == 2
+    assert "refusing to resume" in capsys.readouterr().err
+    assert main([*bare, "--checkpoint-every", "3"]) == 0  # how it runs may change, not what it trains
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (run["config"]["method"], run["config"]["lr"], run["config"]["seed"]) == ("kto", 0.02, 3)
+    w = {k: load_file(tmp_path / d / "projection.safetensors") for k, d in (("a", "whole"), ("b", "run"))}
+    assert all((w["a"][k] == w["b"][k]).all() for k in w["a"])  # the uninterrupted run's W, bit for bit

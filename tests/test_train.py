@@ -129,3 +129,13 @@ def test_nan_loss_stops_with_the_step_named(problem):
     bad.logit_scale = float("nan")  # past the constructor's checks: the loop's own guard must stop it
     with pytest.raises(FloatingPointError, match="at step 0"):
         fit_projection(bad, TrainConfig(epochs=1), progress=False)
+
+
+def test_loss_is_trls_preference_loss_and_the_total_has_its_own_name(problem):
+    cfg = TrainConfig(method="dpo", epochs=2, batch_size=128, lam=0.5, orth=3.0, bma=False)
+    _, hist = fit_projection(problem, cfg, progress=False)
+    for i in range(len(hist["step"])):
+        total = hist["loss"][i] + cfg.lam * hist["loss/kl"][i] + cfg.orth * hist["loss/orth"][i]
+        assert hist["loss/total"][i] == pytest.approx(total, rel=1e-5)
+    assert hist["loss"][-1] < hist["loss/total"][-1]  # once W moved, the KL and the penalty are not in "loss"
+    assert "loss/pref" not in hist
