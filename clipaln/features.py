@@ -375,10 +375,17 @@ class FeatureCache:
             return None
         return out if expected is not None and expected == tensors_checksum(out) else None
 
-    def get(self, bundle: ClipBundle, data_key: dict, compute) -> dict[str, torch.Tensor]:
+    def get(self, bundle: ClipBundle, data_key: dict, compute, superset: dict | None = None) -> dict[str, torch.Tensor]:
+        """superset: the key of an entry that holds every tensor this one would (a training run's
+        features, for an eval that needs only the test split): read instead when it is stored."""
         if not self.enabled:
             self.misses += 1
             return compute()
+        if superset is not None and self.path(bundle, superset).is_file():
+            out = self._read(self.path(bundle, superset))
+            if out is not None:
+                self.hits += 1
+                return out
         path = self.path(bundle, data_key)
         if path.is_file():
             out = self._read(path)

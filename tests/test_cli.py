@@ -210,3 +210,18 @@ def test_data_flag_errors_come_before_the_model_loads(tmp_path, monkeypatch, cap
     monkeypatch.setattr(clipaln.runs, "load_clip", no_load)
     assert main(["train", "typographic", *flags, "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_first_eval_after_training_reads_the_training_run_s_features(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["train", "typographic", "--n-train", "40", "--n-test", "12", "--epochs", "1", "--quiet", "--out", str(out)]
+        )
+        == 0
+    )
+    cached = sorted((tmp_path / "cache").iterdir())
+    assert main(["eval", "typographic", "--projection", str(out / "projection.safetensors"), "--json"]) == 0
+    assert sorted((tmp_path / "cache").iterdir()) == cached  # nothing encoded again, nothing new stored
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy/clean"] >= 0

@@ -260,7 +260,8 @@ def build_features(
         **({} if with_train else {"train": False}),
         **({} if resolved == "fp32" else {"precision": resolved}),
     }
-    t = cache.get(bundle, key, compute)
+    # an eval after training reads the training run's entry, which holds the test split too
+    t = cache.get(bundle, key, compute, superset=None if with_train else {k: v for k, v in key.items() if k != "train"})
     split = lambda n: Split(
         t.get(f"{n}.clean", t["test.clean"]), t[f"{n}.attacked"], t[f"{n}.labels"].long(), t[f"{n}.written"].long()
     )
