@@ -52,7 +52,7 @@ def _data_args(a) -> dict:
     names += ("workers", "precision", "reg_images")
     return {
         **{k: getattr(a, k) for k in names},
-        **({"seed": _data_seed(a)} if getattr(a, "func", None) is cmd_train else {}),
+        **({"seed": _data_seed(a), "val_share": a.val_share} if getattr(a, "func", None) is cmd_train else {}),
         "cache": not a.no_cache,
         "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
     }
@@ -375,6 +375,14 @@ TRAIN_FLAGS = (
         dict(type=int, default=None, help="the data's split and draws alone (default: --seed); --seed then trains"),
     ),
     ("--config", dict(default=None, help="a JSON or YAML file of TrainConfig fields; flags given win")),
+    (
+        "--val-share",
+        dict(
+            type=_number(0),
+            default=None,
+            help="pairs: a share of the images held out to validate on (eval --split val)",
+        ),
+    ),
     ("--beta", dict(type=_number(0, strict=True), default=None)),
     ("--lam", dict(type=_number(0), default=None, help="weight lambda of the KL regulariser")),
     ("--epochs", dict(type=_count(1), default=None)),

@@ -55,20 +55,26 @@ def make_spec(
     seed: int = 0,
     download: bool = False,
     reg_images: str | None = None,
+    val_share: float | None = None,
+    whole: bool = False,
 ):
     """The task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
 
     n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
-    toy world's (activity, gender) cells); None keeps the track's default."""
+    toy world's (activity, gender) cells); None keeps the track's default. val_share (pairs): a share
+    of the images held out for validation; whole (pairs): every row held out, a file scored whole."""
     toy_data = dataset in (None, "toy")
     if reg_images is not None and task != "pairs":
         raise ValueError("--reg-images is for the pairs task")
+    if val_share and task != "pairs":
+        raise ValueError("--val-share is for the pairs task: typographic and gender hold out their own validation data")
     if task == "pairs":
         if root is None:
             raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
         if n_train is not None or n_test is not None or dataset not in (None, "toy"):
             raise ValueError("the pairs task splits the file's rows 80/20: no --n-train, --n-test or --dataset")
-        return pairs.real_spec(str(Path(root).expanduser().resolve()), seed=seed, reg_images=reg_images)
+        path = str(Path(root).expanduser().resolve())
+        return pairs.real_spec(path, seed=seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
     if task == "gender":
         if dataset == "people":
             if root is None:
@@ -311,7 +317,7 @@ def train_run(
 
 
 #: What a run records of the data it trained on, so that eval can take the same split.
-DATA_FIELDS = ("dataset", "root", "n_train", "n_test", "seed", "reg_images")
+DATA_FIELDS = ("dataset", "root", "n_train", "n_test", "seed", "reg_images", "val_share")
 
 
 def _data_fields(data: dict) -> dict:
@@ -323,6 +329,7 @@ def _data_fields(data: dict) -> dict:
         "n_test": data.get("n_test") or "",
         "seed": data.get("seed", 0),
         "reg_images": str(Path(data["reg_images"]).expanduser().resolve()) if data.get("reg_images") else "",
+        **({"val_share": data["val_share"]} if data.get("val_share") else {}),
     }
 
 
@@ -331,7 +338,8 @@ def _same_data(recorded: dict, data: dict) -> dict:
     filled = dict(data)
     for k in DATA_FIELDS:
         if filled.get(k) is None and recorded.get(k, "") != "":
-            filled[k] = int(recorded[k]) if k in ("n_train", "n_test", "seed") else recorded[k]
+            convert = {"n_train": int, "n_test": int, "seed": int, "val_share": float}.get(k, lambda v: v)
+            filled[k] = convert(recorded[k])
     return filled
 
 
@@ -412,10 +420,9 @@ def eval_run(
         raise ValueError("--t needs --projection FILE")
     if split not in ("test", "val"):
         raise ValueError(f"split is 'test' or 'val', got {split!r}")
-    if split == "val" and (photos is not None or image_encoder is not None or choose_t or task == "pairs"):
+    if split == "val" and (photos is not None or image_encoder is not None or choose_t):
         raise ValueError(
-            "--split val scores W_t on the typographic or gender validation data: no --photos, "
-            "--image-encoder or --choose-t, and pairs runs hold out a test share only"
+            "--split val scores W_t on the run's validation data: no --photos, --image-encoder or --choose-t"
         )
     ts = None if t is None or isinstance(t, (int, float)) else [_t_value(v) for v in t]
     if ts is not None and (not ts or photos is not None or image_encoder is not None):
@@ -471,8 +478,9 @@ def eval_run(
         return {"t": source["t"], **result, "source": source}
     data = _same_data(recorded, data) if recorded else data
     data["seed"] = 0 if data.get("seed") is None else data["seed"]
-    spec = make_spec(task, model=model, **data)
-    if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not allow_other_data:
+    whole = _separate_pairs_file(recorded, data, split) if task == "pairs" and not allow_other_data else False
+    spec = make_spec(task, model=model, whole=whole, **data)
+    if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not (allow_other_data or whole):
         raise ValueError(
             f"{projection or image_encoder} was trained on other data (or the files under its root changed since): "
             "its test split would not be this one and could hold training images; omit the data flags to use "
@@ -497,7 +505,9 @@ def eval_run(
         }
     val = split == "val"  # the typographic validation split is encoded with the training split
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=val, spec=spec, **encoding)
-    if val and (feats.val if task == "typographic" else feats.val_gallery) is None:
+    if val and task == "pairs":
+        feats = feats.on_val()
+    elif val and (feats.val if task == "typographic" else feats.val_gallery) is None:
         raise ValueError(f"this {task} data has no validation split to score")
     if val and task == "gender":
         feats = feats.on_val_gallery()
@@ -507,12 +517,43 @@ def eval_run(
         if sweep is not None:
             return sweep.at(t, feats.skewed)
         w_t = proj.scaled(t) if proj is not None else None
-        scores = typographic.evaluate_split(feats, feats.val, w_t) if val else _track(task).evaluate(feats, w_t)
+        if val and task == "typographic":
+            scores = typographic.evaluate_split(feats, feats.val, w_t)
+        else:  # pairs: the validation pairs are in the test's place
+            scores = _track(task).evaluate(feats, w_t)
         return {"t": t if proj is not None else None, **scores}
 
     if ts is not None:
         return {"rows": [at(v) for v in ts], "source": {**source, "t": ts}}
     return {**at(t), "source": source}
+
+
+def _separate_pairs_file(recorded: dict, data: dict, split: str) -> bool:
+    """Is `data` a pairs file other than the run's, none of whose images the run trained on (then it is
+    scored whole, every row held out)? A file holding training images is refused in one line."""
+    if not recorded.get("root") or not data.get("root"):
+        return False
+    if Path(data["root"]).expanduser().resolve() == Path(recorded["root"]):
+        return False
+    if split == "val":
+        raise ValueError("--split val scores the run's own validation pairs: omit --pairs")
+    try:
+        own = _same_data(recorded, {k: None for k in DATA_FIELDS})
+        run = make_spec("pairs", **{k: v for k, v in own.items() if v is not None and k != "dataset"})
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(
+            f"cannot check that {data['root']} holds none of the run's training images (its own pairs file: {e}); "
+            "pass --allow-other-data to score it anyway, split as the run's was"
+        ) from None
+    trained = {manifest.file_sha256(run.rows[i][0]): run.rows[i][0].name for i in run.train_idx}
+    mine = {manifest.file_sha256(p) for p in {r[0] for r in pairs.read_pairs(data["root"])}}
+    seen = sorted(trained[h] for h in mine & set(trained))
+    if seen:
+        raise ValueError(
+            f"{data['root']} holds {len(seen)} image(s) this W was trained on ({', '.join(seen[:3])}): score a file "
+            "without them, or pass --allow-other-data to split it as the run's was"
+        )
+    return True
 
 
 def _t_value(t) -> float:

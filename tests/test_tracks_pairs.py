@@ -8,6 +8,7 @@ import pytest
 from clipaln.cli import main
 from clipaln.models import load_clip
 from clipaln.policy import PreferenceData
+from clipaln.projection import SharedProjection
 from clipaln.toyworld import OBJECTS, render
 from clipaln.tracks import pairs
 
@@ -80,3 +81,66 @@ def test_pairs_are_split_by_image_and_fields_must_be_strings(tmp_path):
     (tmp_path / "s" / "bad.jsonl").write_text(json.dumps({"image": 5, "chosen": "a", "rejected": "b"}) + "\n")
     with pytest.raises(ValueError, match="non-empty strings"):
         pairs.read_pairs(tmp_path / "s" / "bad.jsonl")
+
+
+def _write(folder, rows):
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_validation_share_is_held_apart_and_scored(tmp_path, capsys):
+    from clipaln.cli import main
+
+    path = _write(tmp_path / "a", scenes(tmp_path / "a", n=20))
+    spec = pairs.real_spec(str(path), val_share=0.25)
+    assert len(spec.val_idx) == 5 and len(spec.test_idx) == 4 and len(spec.train_idx) == 11
+    assert not set(spec.val_idx) & (set(spec.test_idx) | set(spec.train_idx))
+    assert pairs.real_spec(str(path)).key == pairs.real_spec(str(path), val_share=0.0).key  # old runs keep their key
+    out = tmp_path / "run"
+    assert main(["train", "pairs", "--pairs", str(path), "--val-share", "0.25", "--epochs", "3", "--no-cache",
+                 "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    assert "validation" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())["trained"]
+    assert main(["eval", "pairs", "--projection", str(out / "projection.safetensors"), "--split", "val", "--json",
+                 "--no-cache"]) == 0  # fmt: skip
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["preference/accuracy"] == pytest.approx(metrics["preference/accuracy_val"])
+    assert main(["train", "typographic", "--val-share", "0.2", "--out", str(tmp_path / "t")]) == 2
+    assert "--val-share is for the pairs task" in capsys.readouterr().err
+
+
+def test_a_separate_pairs_file_is_scored_whole_unless_it_holds_training_images(tmp_path, capsys):
+    from clipaln.cli import main
+
+    path = _write(tmp_path / "a", scenes(tmp_path / "a", n=20))
+    out = tmp_path / "run"
+    assert (
+        main(["train", "pairs", "--pairs", str(path), "--epochs", "2", "--no-cache", "--quiet", "--out", str(out)]) == 0
+    )
+    capsys.readouterr()
+    spec = pairs.real_spec(str(path))
+    other = tmp_path / "b"  # new images of the same kind (other draws): never trained on
+    other.mkdir()
+    rows = []
+    for i in range(24):
+        obj = OBJECTS[i % len(OBJECTS)]
+        render(obj=obj, person="person", activity="cooking", rng=random.Random(1000 + i)).save(other / f"{i}.png")
+        rows.append({"image": f"{i}.png", "chosen": f"a photo of a {obj}.", "rejected": "a photo of a person cooking."})
+    fresh = _write(other, rows)
+    args = ["eval", "pairs", "--projection", str(out / "projection.safetensors"), "--no-cache", "--json"]
+    assert main([*args, "--pairs", str(fresh)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["source"]["data_key"]["whole"] is True and scored["preference/accuracy_train"] is None
+    bundle = load_clip("toy")
+    every = pairs.build_features(bundle, pairs.real_spec(str(fresh), whole=True))
+    assert len(every.test.y_w) == 24  # all 24 rows count as held out, not a fifth of them
+    proj = SharedProjection.load(out / "projection.safetensors")
+    assert scored["preference/accuracy"] == pytest.approx(pairs.evaluate(every, proj)["preference/accuracy"])
+    trained = spec.rows[spec.train_idx[0]][0]  # a training image, under another name
+    (other / "copy.png").write_bytes(trained.read_bytes())
+    copied = {"image": "copy.png", "chosen": "a photo of a key.", "rejected": "a photo of a person cooking."}
+    _write(other, [*rows, copied])
+    assert main([*args, "--pairs", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds 1 image(s) this W was trained on ({trained.name})" in err and "--allow-other-data" in err

@@ -13,6 +13,7 @@ train(feats, cfg), evaluate(feats, projection).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -116,20 +117,36 @@ class Spec:
     test_idx: list[int]
     reg_paths: list[Path] | None = None  # D_reg: other images (default: the training images)
     key: dict = field(default_factory=dict)
+    val_idx: list[int] = field(default_factory=list)  # held out to choose settings on (--val-share)
 
 
-def real_spec(path: str, seed: int = 0, test_share: float = 0.2, reg_images: str | None = None) -> Spec:
+def real_spec(
+    path: str,
+    seed: int = 0,
+    test_share: float = 0.2,
+    reg_images: str | None = None,
+    val_share: float = 0.0,
+    whole: bool = False,
+) -> Spec:
     """A pairs file split at random (seeded) by image into training and held-out pairs (a fifth of the
-    images, with all their pairs, are held out)."""
+    images, with all their pairs, are held out), and with val_share a validation share of the images
+    apart from both. whole=True: every row is held out (a separate file scored whole, none trained on)."""
+    if not 0 <= val_share < 1 or test_share + val_share >= 1:
+        raise ValueError(f"--val-share is a share of the images in [0, {1 - test_share:g}), got {val_share}")
     rows = read_pairs(path)
     images = sorted({r[0] for r in rows})  # split by image: every pair of a held-out image is held out
-    if len(images) < 2:
+    if len(images) < 2 and not whole:
         raise ValueError(f"{path} shows {len(images)} image: need at least 2 (some to train on, some to test)")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_test = max(1, round(test_share * len(images)))
+    n_test = len(images) if whole else max(1, round(test_share * len(images)))
+    n_val = max(1, round(val_share * len(images))) if val_share else 0
+    if not whole and n_test + n_val >= len(images):
+        raise ValueError(f"{path} shows {len(images)} images: too few for a test share and --val-share {val_share}")
     held = {images[i] for i in order[:n_test]}
+    checking = {images[i] for i in order[n_test : n_test + n_val]}
     perm = [i for i, r in enumerate(rows) if r[0] in held] + [i for i, r in enumerate(rows) if r[0] not in held]
     n_test = sum(r[0] in held for r in rows)
+    val_idx = [i for i, r in enumerate(rows) if r[0] in checking]
     reg = None
     if reg_images is not None:
         folder = Path(reg_images).expanduser()
@@ -147,15 +164,25 @@ def real_spec(path: str, seed: int = 0, test_share: float = 0.2, reg_images: str
         "n_test": n_test,
         "seed": seed,
         "reg": paths_fingerprint(reg) if reg else None,
+        **({"val": digest(val_idx), "val_share": val_share} if val_share else {}),
+        **({"whole": True} if whole else {}),
     }
-    return Spec(rows, sorted(perm[n_test:]), sorted(perm[:n_test]), reg, key)
+    train_idx = sorted(set(perm[n_test:]) - set(val_idx))
+    return Spec(rows, train_idx, sorted(perm[:n_test]), reg, key, val_idx)
 
 
 @dataclass
 class Features:
     captions: list[str]
-    train: PreferenceData
+    train: PreferenceData | None  # None: a file scored whole, none of it trained on
     test: PreferenceData
+    val: PreferenceData | None = None
+
+    def on_val(self) -> Features:
+        """The same features with the validation pairs in the test's place (to score or choose on)."""
+        if self.val is None:
+            raise ValueError("this pairs run has no validation pairs: train it with --val-share")
+        return dataclasses.replace(self, test=self.val)
 
 
 def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
@@ -192,17 +219,22 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
 
     record = data_record(bundle.name, model_fingerprint(bundle), "pairs", spec.key)
 
-    return Features(captions, data(spec.train_idx, t.get("reg")), data(spec.test_idx, t.get("reg")))
+    train = data(spec.train_idx, t.get("reg")) if spec.train_idx else None
+    val = data(spec.val_idx, t.get("reg")) if spec.val_idx else None
+    return Features(captions, train, data(spec.test_idx, t.get("reg")), val)
 
 
 def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+    if feats.train is None:
+        raise ValueError("these pairs are all held out (a file scored whole): nothing to train on")
     return fit_projection(feats.train, cfg, progress=progress, **checkpointing)
 
 
 @torch.no_grad()
 def evaluate(feats: Features, projection: SharedProjection | None = None) -> dict:
     """preference/accuracy (held-out pairs whose chosen caption the model scores above the rejected
-    one), preference/accuracy_train, and kl/reg = KL(pi_ref || pi) on the D_reg images."""
+    one), preference/accuracy_train (None for a file scored whole), preference/accuracy_val (with
+    validation pairs), and kl/reg = KL(pi_ref || pi) on the D_reg images."""
 
     def prefers(d: PreferenceData) -> float:
         s = similarities(d.pref_images, d.texts, projection)
@@ -212,11 +244,16 @@ def evaluate(feats: Features, projection: SharedProjection | None = None) -> dic
     kl = losses.kl_regularizer(
         logprobs(d.reg_images, d.texts, d.logit_scale, projection), logprobs(d.reg_images, d.texts, d.logit_scale)
     )
-    return {"preference/accuracy": prefers(d), "preference/accuracy_train": prefers(feats.train), "kl/reg": kl.item()}
+    out = {"preference/accuracy": prefers(d), "preference/accuracy_train": None, "kl/reg": kl.item()}
+    if feats.train is not None:
+        out["preference/accuracy_train"] = prefers(feats.train)
+    if feats.val is not None:
+        out["preference/accuracy_val"] = prefers(feats.val)
+    return out
 
 
 def format_metrics(m: dict) -> str:
-    return (
-        f"held-out pairs preferred {100 * m['preference/accuracy']:.1f}%  "
-        f"(train {100 * m['preference/accuracy_train']:.1f}%)  KL {m['kl/reg']:.4f}"
-    )
+    pct = lambda k: "n/a" if m.get(k) is None else f"{100 * m[k]:.1f}%"
+    val = f", validation {pct('preference/accuracy_val')}" if "preference/accuracy_val" in m else ""
+    train = f"train {pct('preference/accuracy_train')}{val}"
+    return f"held-out pairs preferred {pct('preference/accuracy')}  ({train})  KL {m['kl/reg']:.4f}"
