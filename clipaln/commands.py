@@ -82,12 +82,13 @@ def _train_request(a) -> dict:
     method = a.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
     request = dict(task=a.task, method=method, mode=a.mode, overrides=overrides, train_text=a.train_text)
-    request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), **_data_args(a))
+    request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), eval_every=a.eval_every)
+    request |= _data_args(a)
     return request
 
 
 #: train flags a resumed run may change: how it runs and logs, not what it trains.
-FREE_ON_RESUME = ("checkpoint_every", "report_to", "device", "cache", "progress", "workers")
+FREE_ON_RESUME = ("checkpoint_every", "report_to", "eval_every", "device", "cache", "progress", "workers")
 
 
 def _as_started(a, request: dict) -> dict:
@@ -399,6 +400,14 @@ TRAIN_FLAGS = (
             choices=list(REPORTERS),
             default=None,
             help="also log every step to TensorBoard (OUT/tensorboard) and/or W&B, under TRL's metric names",
+        ),
+    ),
+    (
+        "--eval-every",
+        dict(
+            type=_count(1),
+            default=None,
+            help="score W on the validation data every N steps (history, eval/ in TensorBoard)",
         ),
     ),
     ("--mode", dict(choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")),

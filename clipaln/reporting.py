@@ -50,8 +50,9 @@ class Reporter:
             self.sinks.append(_wandb(config, name))
 
     def __call__(self, step: int, row: dict) -> None:
-        # under "train/", as TRL's trainers (through transformers' Trainer) log to TensorBoard and W&B
-        metrics = {f"{PREFIX}{k}": v for k, v in row.items() if k not in NOT_METRICS}
+        # under "train/", as TRL's trainers (through transformers' Trainer) log to TensorBoard and W&B;
+        # validation metrics are already "eval/...", as theirs are
+        metrics = {k if k.startswith("eval/") else f"{PREFIX}{k}": v for k, v in row.items() if k not in NOT_METRICS}
         for log, _ in self.sinks:
             log(step, metrics)
 

@@ -213,6 +213,7 @@ def train_run(
     overwrite: bool = False,
     train_text: bool = False,
     report_to: Sequence[str] = (),
+    eval_every: int = 0,
     model: str = "toy",
     pretrained: str | None = None,
     device=None,
@@ -227,7 +228,9 @@ def train_run(
     (typographic task). overrides: TrainConfig fields (None keeps the track's default). OUT is checked
     before any work; an existing run is replaced only with overwrite; resume continues the unfinished
     run in OUT.partial and refuses one of another model, weights, data or config. report_to:
-    "tensorboard" (events in OUT/tensorboard) and/or "wandb", each step under TRL's names. Returns
+    "tensorboard" (events in OUT/tensorboard) and/or "wandb", each step under TRL's names. eval_every:
+    validation metrics of the current W every so many steps (track.validator), in the history and
+    under "eval/" in the reporters. Returns
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
     _check_train_flags(task, mode, resume, train_text, checkpoint_every)
@@ -236,6 +239,8 @@ def train_run(
     if mode == "full" and report_to:
         raise ValueError("--report-to follows W training; full fine-tuning writes its history.jsonl only")
     track.train_config(method, **(overrides or {}))  # a bad value is one line before any work
+    if eval_every and (mode == "full" or (task == "pairs" and not data.get("val_share"))):
+        raise ValueError("--eval-every scores W on validation data: W training, and for pairs --val-share")
     reporting.check(report_to)
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
@@ -275,6 +280,9 @@ def train_run(
             start = checkpoint_step(checkpoint) if resume else None  # TensorBoard drops what came after it
             reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name, start)
             try:
+                validate = track.validator(feats) if eval_every else None
+                if eval_every and validate is None:
+                    raise ValueError(f"--eval-every scores W on validation data, and this {task} data has none")
                 proj, hist = track.train(
                     feats,
                     cfg,
@@ -284,6 +292,8 @@ def train_run(
                     resume=resume,
                     identity=identity,
                     report=reporter if report_to else None,
+                    validate=validate,
+                    eval_every=eval_every or 0,
                 )
             finally:
                 reporter.close()

@@ -348,6 +348,8 @@ def loop(
     resume: bool = False,
     identity: dict | None = None,
     report: Callable[[int, dict], None] | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    eval_every: int = 0,
 ) -> dict[str, list[float]]:
     """Minimise `objective` over `params` for cfg.epochs epochs of n samples (or `steps` steps).
 
@@ -357,7 +359,9 @@ def loop(
     them every `checkpoint_every` steps, and that resume=True continues from, to the same result
     as an uninterrupted run; identity: what else a resumed checkpoint must match (model weights,
     data; a run's manifest entries); report: called with (step, that step's logs) after every step
-    (clipaln.reporting writes them to TensorBoard or W&B). Returns the history of every step ("step",
+    (clipaln.reporting writes them to TensorBoard or W&B); evaluate: called every `eval_every` steps
+    and after the last (on the current iterate), its metrics logged under "eval/" (None in the
+    history at the other steps). Returns the history of every step ("step",
     "loss", "loss/total", "learning_rate", "grad_norm", "elapsed_s" and the objective's logs; "loss" is
     the objective's own where its logs name one, else the total); a resumed run's
     holds the steps before its checkpoint too, each once, and its elapsed_s goes on from theirs.
@@ -413,8 +417,14 @@ def loop(
         # minimised, with the KL and the penalty, is "loss/total"
         row = {k: dist.all_sum(v.detach()).item() for k, v in {"loss": loss, "loss/total": loss, **logs}.items()}
         row |= {"learning_rate": lr, "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
+        if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == total):
+            with torch.no_grad():
+                row |= {f"eval/{k}": float(v) for k, v in evaluate().items()}
+        done = len(hist["step"])
         for k, v in {"step": step, **row}.items():
-            hist.setdefault(k, []).append(v)
+            hist.setdefault(k, [None] * done).append(v)
+        for column in hist.values():  # a step without an eval: None there
+            column.extend([None] * (done + 1 - len(column)))
         if report is not None and dist.is_main():
             report(step, row)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and dist.is_main():
@@ -485,11 +495,13 @@ def fit_projection(
     cfg: TrainConfig,
     projection: SharedProjection | None = None,
     progress: bool = True,
+    validate: Callable[[SharedProjection], dict[str, float]] | None = None,
     **checkpointing,
 ) -> tuple[SharedProjection, dict]:
     """Train W on cached features; returns the projection and the per-step history.
 
-    checkpointing: checkpoint, checkpoint_every, resume, as in `loop`.
+    validate: metrics of a W on validation data, logged every checkpointing["eval_every"] steps under
+    "eval/"; checkpointing: checkpoint, checkpoint_every, resume, report, eval_every, as in `loop`.
     """
     proj = projection or SharedProjection(data.pref_images.shape[-1])
     tau = data.logit_scale
@@ -510,7 +522,18 @@ def fit_projection(
 
     params = list(proj.parameters())
     n, m = len(data.pref_images), len(data.reg_images)
-    hist = loop(params, objective, n, m, cfg, desc=f"fit W ({cfg.method})", progress=progress, **checkpointing)
+    evaluate = (lambda: validate(proj)) if validate is not None else None
+    hist = loop(
+        params,
+        objective,
+        n,
+        m,
+        cfg,
+        desc=f"fit W ({cfg.method})",
+        progress=progress,
+        evaluate=evaluate,
+        **checkpointing,
+    )
     proj.metadata.update({k: str(v) for k, v in asdict(cfg).items()})
     proj.metadata.update(data.record)  # what it trained on: eval's leakage guard reads it
     return proj, hist

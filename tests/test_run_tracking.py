@@ -128,3 +128,23 @@ def test_resume_reads_the_run_s_flags_back_and_refuses_a_different_one(
     assert (run["config"]["method"], run["config"]["lr"], run["config"]["seed"]) == ("kto", 0.02, 3)
     w = {k: load_file(tmp_path / d / "projection.safetensors") for k, d in (("a", "whole"), ("b", "run"))}
     assert all((w["a"][k] == w["b"][k]).all() for k in w["a"])  # the uninterrupted run's W, bit for bit
+
+
+def test_eval_every_n_steps_logs_validation_metrics_to_history_and_tensorboard(tmp_path, pairs_file, capsys):
+    flags = ["--val-share", "0.25", "--epochs", "10", "--eval-every", "3"]
+    assert train(pairs_file, tmp_path / "bare", "--epochs", "10", "--eval-every", "3") == 2  # no validation pairs
+    assert "--eval-every scores W on validation data" in capsys.readouterr().err
+    assert train(pairs_file, tmp_path / "run", *flags) == 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    scored = {row["step"]: row["eval/preference/accuracy"] for row in history}
+    last = history[-1]["step"]
+    assert [s for s, v in scored.items() if v is not None] == [*range(2, last, 3), last]  # every 3rd step and the last
+    assert all(0 <= v <= 1 for v in scored.values() if v is not None)
+    pytest.importorskip("tensorboard", reason="pip install 'clipaln[track]' for --report-to tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert train(pairs_file, tmp_path / "tb", *flags, "--report-to", "tensorboard") == 0
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("eval/preference/accuracy")}  # "eval/", as TRL's are
+    assert logged == pytest.approx({s: v for s, v in scored.items() if v is not None})

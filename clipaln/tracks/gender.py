@@ -268,6 +268,20 @@ def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpoint
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
 
+def validator(feats: Features, k: int = 10):
+    """W -> the summaries of retrieval on the validation gallery at t = 1 (summed NDKL, flipped and
+    balanced prompts, precision@k: what `--eval-every` logs during training), or None without one."""
+    if feats.val_gallery is None:
+        return None
+    val = feats.on_val_gallery()
+
+    def validate(projection):
+        r = Sweep(val, projection, k=k).at(1.0, val.skewed)
+        return {n: v for n, v in r.items() if n.startswith("retrieval/")}
+
+    return validate
+
+
 def image_gender_direction(feats: Features) -> torch.Tensor:
     """The unit vector from the mean (unit-length) training image of genders[1] to that of genders[0]:
     the direction along which the pictured gender varies, from the labels the reversal task uses."""

@@ -231,24 +231,34 @@ def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpoint
 
 
 @torch.no_grad()
+def prefers(d: PreferenceData, projection: SharedProjection | None = None) -> float:
+    """The share of d's pairs whose chosen caption the model scores above the rejected one."""
+    s = similarities(d.pref_images, d.texts, projection)
+    return (s.gather(1, d.y_w[:, None]) > s.gather(1, d.y_l[:, None])).float().mean().item()
+
+
+def validator(feats: Features):
+    """W -> preference/accuracy on the validation pairs (what `--eval-every` logs during training),
+    or None without them (train with --val-share)."""
+    if feats.val is None:
+        return None
+    return lambda projection: {"preference/accuracy": prefers(feats.val, projection)}
+
+
+@torch.no_grad()
 def evaluate(feats: Features, projection: SharedProjection | None = None) -> dict:
     """preference/accuracy (held-out pairs whose chosen caption the model scores above the rejected
     one), preference/accuracy_train (None for a file scored whole), preference/accuracy_val (with
     validation pairs), and kl/reg = KL(pi_ref || pi) on the D_reg images."""
-
-    def prefers(d: PreferenceData) -> float:
-        s = similarities(d.pref_images, d.texts, projection)
-        return (s.gather(1, d.y_w[:, None]) > s.gather(1, d.y_l[:, None])).float().mean().item()
-
     d = feats.test
     kl = losses.kl_regularizer(
         logprobs(d.reg_images, d.texts, d.logit_scale, projection), logprobs(d.reg_images, d.texts, d.logit_scale)
     )
-    out = {"preference/accuracy": prefers(d), "preference/accuracy_train": None, "kl/reg": kl.item()}
+    out = {"preference/accuracy": prefers(d, projection), "preference/accuracy_train": None, "kl/reg": kl.item()}
     if feats.train is not None:
-        out["preference/accuracy_train"] = prefers(feats.train)
+        out["preference/accuracy_train"] = prefers(feats.train, projection)
     if feats.val is not None:
-        out["preference/accuracy_val"] = prefers(feats.val)
+        out["preference/accuracy_val"] = prefers(feats.val, projection)
     return out
 
 

@@ -431,6 +431,14 @@ def evaluate_split(feats: Features, split: Split, projection: SharedProjection |
     }
 
 
+def validator(feats: Features):
+    """W -> its clean and attacked accuracy and OCR on the validation split (what `--eval-every`
+    logs during training), or None when the data has no validation split."""
+    if feats.val is None:
+        return None
+    return lambda projection: evaluate_split(feats, feats.val, projection)
+
+
 #: The t a validation choice scans by default: Fig. 2's range, in steps of 0.1.
 CHOOSE_TS = tuple(round(-2.0 + 0.1 * i, 1) for i in range(33))
 
