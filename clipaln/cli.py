@@ -13,7 +13,8 @@ DESCRIPTION = "Preference optimisation for CLIP-like models."
 COMMANDS = {
     "train": "train a shared projection W (or fine-tune the encoders)",
     "eval": "measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`",
-    "bench": "benchmarks: typographic, tune, claims, gender, regime, speed, encode, ablation, adversarial, sliders",
+    "bench": "benchmarks: typographic, tune, dial, claims, gender, regime, speed, encode, ablation, adversarial, "
+    "paper, sliders",
     "export": "fold W_t into the model: a checkpoint plain open_clip loads",
     "tour": "the toy-world tour: what the shipped toy CLIP does",
 }

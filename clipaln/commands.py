@@ -199,6 +199,7 @@ BENCH_READS = {
     "encode": {"model", "n", "workers"},
     "sliders": {"no_cache"},
     "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
+    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "no_cache"},
 }
 BENCH_DEFAULT_READS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
 
@@ -224,8 +225,22 @@ TOY_BENCHES = {
 }
 
 
+def _bench_paper(a) -> None:
+    if a.data_root is None:
+        raise ValueError(
+            "bench paper reads the datasets under --data-root ROOT (ROOT/imagenet100, ROOT/oxford_pets, ...)"
+        )
+    sizes = {k: v for k, v in (("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
+    cache = FeatureCache(enabled=not a.no_cache)
+    result = bench.paper_table(a.model, a.pretrained, a.data_root, a.train_on, seed=a.seed, device=a.device,
+                               cache=cache, progress=not a.json, **sizes)  # fmt: skip
+    print(json.dumps(result) if a.json else bench.paper_markdown(result))
+
+
 def cmd_bench(a) -> None:
     _check_bench_flags(a)
+    if a.what == "paper":
+        return _bench_paper(a)
     if a.what == "speed":
         return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
     if a.what == "encode":
@@ -479,10 +494,24 @@ def _add_eval(sub) -> None:
     e.set_defaults(func=cmd_eval)
 
 
-BENCHES = ("typographic", "tune", "dial", "claims", "gender", "regime", "speed", "encode", "ablation", "adversarial")
+BENCHES = (
+    "typographic", "tune", "dial", "claims", "gender", "regime", "speed", "encode", "ablation", "adversarial", "paper",
+)  # fmt: skip
 #: bench's flags: (flag, argparse keywords).
 BENCH_FLAGS = (
-    ("--model", dict(default="toy", help="encode: toy or an open_clip name (random init)")),
+    ("--model", dict(default="toy", help="encode, paper: toy or an open_clip name (encode: random init)")),
+    (
+        "--pretrained",
+        dict(default=None, help="paper: open_clip tag (openai) or a checkpoint file (default: random init)"),
+    ),
+    (
+        "--data-root",
+        dict(default=None, help="paper: a folder of the Table 1 datasets, one folder each by registry name"),
+    ),
+    (
+        "--train-on",
+        dict(default="imagenet100", help="paper: the dataset W trains on (default imagenet100, as the authors)"),
+    ),
     ("--n", dict(type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")),
     ("--workers", dict(type=_count(0), default=None, help="encode: k workers (default: cores - 1)")),
     ("--n-train", dict(type=_count(1), default=None)),
@@ -505,6 +534,7 @@ def _add_bench(sub) -> None:
     bn.add_argument("what", choices=[*BENCHES, "sliders"])
     _add_flags(bn, BENCH_FLAGS)
     flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
+    flags += ("pretrained", "data_root", "train_on")
     bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
 
 

@@ -247,3 +247,48 @@ def test_the_photo_sets_as_their_releases_unpack(tmp_path):
     assert photos.classes == ["cup", "pen", "good", "bad"]  # classes.json's, in its order
     assert [(photos.classes[s[1]], photos.classes[s[2]]) for s in photos.samples] == [("cup", "good"), ("pen", "cup")]
     assert photos[0][0].size == (40, 40)
+
+
+def oxford_pets(root, breeds=("Abyssinian", "american_bulldog", "Bengal"), n=3):
+    """Oxford-IIIT Pets as torchvision reads it: images/ and annotations/{trainval,test}.txt."""
+    base = root / "oxford-iiit-pet"
+    (base / "annotations").mkdir(parents=True)
+    for split, offset in (("trainval", 0), ("test", 100)):
+        lines = []
+        for label, breed in enumerate(breeds, start=1):
+            ids = [f"{breed}_{offset + i}" for i in range(n)]
+            (base / "images").mkdir(exist_ok=True)
+            for i, image_id in enumerate(ids):
+                Image.new("RGB", (40 + i, 40), COLOURS[label]).save(base / "images" / f"{image_id}.jpg")
+            lines += [f"{image_id} {label} {1 + breed[0].isupper()} 1" for image_id in ids]
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))  # the second run reads the first's features
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        class_folders(root / "imagenet100" / split, IMAGENET100_WNIDS[:5])
+    class_folders(root / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
+    oxford_pets(root / "oxford_pets")
+    args = ["bench", "paper", "--model", "ViT-B-32", "--data-root", str(root), "--n-train", "10", "--n-test", "6"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pretrained"] == "random init" and result["trained_on"] == "imagenet100"
+    assert result["datasets"] == ["imagenet100", "oxford_pets", "eurosat"] and "food101" in result["missing"]
+    assert set(result["rows"]) == {"base", "dpo", "ipo", "kto", "ce"}
+    pets = result["rows"]["dpo"]["oxford_pets"]
+    assert pets["O"]["authors"] == 85.25 and pets["T"]["authors"] == 79.72  # their BMA, from their log
+    assert pets["T"]["diff"] == pytest.approx(pets["T"]["ours"] - 79.72, abs=0.01)
+    assert result["rows"]["base"]["oxford_pets"]["T"]["authors"] == 62.01  # their reference model, attacked
+    assert result["rows"]["ce"]["imagenet100"]["O"]["authors"] == 51.5
+    assert result["rows"]["dpo"]["imagenet100"]["O"]["authors"] is None  # no such log: said, not guessed
+    assert all(0 <= c[k]["ours"] <= 100 for rows in result["rows"].values() for c in rows.values() for k in "OT")
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "| dpo | oxford_pets |" in table and "79.7" in table and "Not under the data root" in table
+    assert main(["bench", "paper", "--model", "ViT-B-32"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert main(["bench", "typographic", "--data-root", str(root)]) == 2  # a flag another bench would ignore
+    assert "does not read --data-root" in capsys.readouterr().err
