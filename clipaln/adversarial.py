@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ def _embed(visual, x: torch.Tensor) -> torch.Tensor:
 
 
 def pgd(
-    visual,
+    visual: torch.nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     texts: torch.Tensor,
@@ -82,7 +83,7 @@ def pgd(
 
 def robust_accuracy(
     bundle: ClipBundle,
-    images,
+    images: Any,
     labels: torch.Tensor,
     texts: torch.Tensor,
     eps: float,
@@ -114,7 +115,7 @@ def robust_accuracy(
 
 def adversarial_finetune(
     bundle: ClipBundle,
-    images,
+    images: Any,
     labels: torch.Tensor,
     texts: torch.Tensor,
     cfg: TrainConfig,

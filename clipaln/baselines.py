@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
 from . import losses
+from .models import ClipBundle
 from .policy import PreferenceData, logprobs, predict
 from .projection import SharedProjection
 from .train import TrainConfig, fit_projection, loop
@@ -65,7 +68,11 @@ def paint_interpolate(
 
 
 def paint_select_alpha(
-    w_finetuned: SharedProjection, images: torch.Tensor, texts: torch.Tensor, alphas=None, max_drop: float = 1.0
+    w_finetuned: SharedProjection,
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    alphas: Iterable[float] | None = None,
+    max_drop: float = 1.0,
 ) -> float:
     """The largest alpha whose predictions on held-out clean `images` (e.g. the validation split)
     change from the zero-shot ones on at most max_drop percent, as PAINT picks its mixing coefficient."""
@@ -84,7 +91,9 @@ def paint_select_alpha(
 PREFIX_MARKER = "X"
 
 
-def encode_text_with_prefix(model, tokens: torch.Tensor, marker_id: int, prefix: torch.Tensor) -> torch.Tensor:
+def encode_text_with_prefix(
+    model: torch.nn.Module, tokens: torch.Tensor, marker_id: int, prefix: torch.Tensor
+) -> torch.Tensor:
     """open_clip CLIP.encode_text with the marker token's embedding replaced by `prefix` (width,)."""
     x = model.token_embedding(tokens)  # (K, L, width)
     x = torch.where((tokens == marker_id)[..., None], prefix.to(x.dtype), x)
@@ -102,7 +111,12 @@ def encode_text_with_prefix(model, tokens: torch.Tensor, marker_id: int, prefix:
 
 
 def defense_prefix(
-    bundle, class_names, template: str, data: PreferenceData, cfg: TrainConfig, progress: bool = True
+    bundle: ClipBundle,
+    class_names: Sequence[str],
+    template: str,
+    data: PreferenceData,
+    cfg: TrainConfig,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Learn one prefix token for "template with 'X {class}'"; returns the (K, d) prompt embeddings.
 

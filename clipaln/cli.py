@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 DESCRIPTION = "Preference optimisation for CLIP-like models."
 #: The subcommands' one-line help, read by the top-level help here and by clipaln.commands.
@@ -21,7 +23,7 @@ COMMANDS = {
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -33,7 +35,7 @@ def _top_level() -> Parser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:  # the top-level help, or its one-line error, without torch
         _top_level().parse_args(argv[:1])

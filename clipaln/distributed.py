@@ -10,6 +10,7 @@ path of one process with the same global batch. Only rank 0 writes files.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -84,7 +85,7 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def sum_gradients(params) -> None:
+def sum_gradients(params: Iterable[torch.Tensor]) -> None:
     """All-reduce (sum) the gradients of `params` across ranks."""
     if not active():
         return

@@ -11,9 +11,10 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -140,7 +141,7 @@ class Columns(torch.utils.data.Dataset):
 @torch.no_grad()
 def encode_dataset(
     bundle: ClipBundle,
-    dataset,
+    dataset: Any,
     image_columns: Sequence[int] = (0,),
     int_columns: Sequence[int] = (),
     *,
@@ -375,7 +376,13 @@ class FeatureCache:
             return None
         return out if expected is not None and expected == tensors_checksum(out) else None
 
-    def get(self, bundle: ClipBundle, data_key: dict, compute, superset: dict | None = None) -> dict[str, torch.Tensor]:
+    def get(
+        self,
+        bundle: ClipBundle,
+        data_key: dict,
+        compute: Callable[[], dict[str, torch.Tensor]],
+        superset: dict | None = None,
+    ) -> dict[str, torch.Tensor]:
         """superset: the key of an entry that holds every tensor this one would (a training run's
         features, for an eval that needs only the test split): read instead when it is stored."""
         if not self.enabled:

@@ -55,7 +55,12 @@ def fold_projection(model: torch.nn.Module, weight: torch.Tensor) -> dict[str, t
 
 
 def export_checkpoint(
-    model: torch.nn.Module, weight: torch.Tensor, out, config: dict | None, metadata: dict, overwrite: bool = False
+    model: torch.nn.Module,
+    weight: torch.Tensor,
+    out: str | Path,
+    config: dict | None,
+    metadata: dict,
+    overwrite: bool = False,
 ) -> list:
     """Write the folded checkpoint to `out` (safetensors) and, given the model's open_clip config, the
     config beside it (out with .json: `open_clip.add_model_config(that file)` registers it under the
@@ -96,7 +101,7 @@ def _refuse_existing(paths, overwrite: bool) -> None:
 def export_folder(
     model: torch.nn.Module,
     weight: torch.Tensor,
-    out,
+    out: str | Path,
     config: dict,
     preprocess: dict,
     metadata: dict,

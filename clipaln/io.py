@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError
 
@@ -41,7 +42,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def write_json(path: str | Path, obj) -> Path:
+def write_json(path: str | Path, obj: Any) -> Path:
     """JSON without NaN or inf (a ValueError names the problem instead of writing invalid JSON)."""
     try:
         text = json.dumps(obj, indent=1, default=float, allow_nan=False)

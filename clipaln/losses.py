@@ -24,7 +24,7 @@ def _take(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)  # (N,)
 
 
-def preference_margin(logp, ref_logp, y_w, y_l) -> torch.Tensor:
+def preference_margin(logp: torch.Tensor, ref_logp: torch.Tensor, y_w: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
     """h = [log pi(y_w|x) - log pi(y_l|x)] - [log pi_ref(y_w|x) - log pi_ref(y_l|x)], (N,).
 
     With the text encoder frozen the softmax normalisers cancel inside each bracket, so
@@ -54,12 +54,12 @@ def cdpo(h: torch.Tensor, beta: float, eps: float = LABEL_SMOOTHING) -> torch.Te
     return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
 
 
-def policy_margin(logp, y_w, y_l) -> torch.Tensor:
+def policy_margin(logp: torch.Tensor, y_w: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
     """m = log pi(y_w|x) - log pi(y_l|x), the margin without a reference, (N,)."""
     return _take(logp, y_w) - _take(logp, y_l)
 
 
-def multi_dpo(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
+def multi_dpo(logp: torch.Tensor, ref_logp: torch.Tensor, y_w: torch.Tensor, beta: float) -> torch.Tensor:
     """Multi-negative DPO: every other class is a rejected action, in the Plackett-Luce (top-1)
     form of DPO's Bradley-Terry model (Rafailov et al. 2023, App. A.3; Chen et al. 2024, "Softmax
     DPO"), (N,):
@@ -69,7 +69,7 @@ def multi_dpo(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
     return -(_take(r, y_w) - torch.logsumexp(r, dim=-1))
 
 
-def multi_dpo_weights(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
+def multi_dpo_weights(logp: torch.Tensor, ref_logp: torch.Tensor, y_w: torch.Tensor, beta: float) -> torch.Tensor:
     """-dL/dr(y) of multi-negative DPO, (N, K): beta (1 - p(y_w)) for y_w and -beta p(y) for every
     other class, p = softmax(beta r): each wrong class is pushed down in proportion to how much
     probability it holds (DPO's sigmoid weight, spread over the negatives)."""
@@ -78,7 +78,14 @@ def multi_dpo_weights(logp, ref_logp, y_w, beta: float) -> torch.Tensor:
     return beta * (onehot - p)
 
 
-def kto(logp, ref_logp, y_w, y_l, z0, beta: float) -> torch.Tensor:
+def kto(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    y_w: torch.Tensor,
+    y_l: torch.Tensor,
+    z0: torch.Tensor | float,
+    beta: float,
+) -> torch.Tensor:
     """KTO, unpaired form (Ethayarajh et al. 2024, arXiv 2402.01306), per-sample (N, 2).
 
     r(y) = log pi(y|x) - log pi_ref(y|x);  column 0: 1 - sigmoid(beta (r(y_w) - z0)) (desirable),
@@ -91,12 +98,12 @@ def kto(logp, ref_logp, y_w, y_l, z0, beta: float) -> torch.Tensor:
     return torch.stack([1 - torch.sigmoid(beta * (r_w - z0)), 1 - torch.sigmoid(beta * (z0 - r_l))], dim=-1)
 
 
-def kl_batch_estimate(logp, ref_logp) -> torch.Tensor:
+def kl_batch_estimate(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """z0 for KTO: batch mean of KL(pi || pi_ref) on reference (clean) images, detached, >= 0."""
     return (logp.exp() * (logp - ref_logp)).sum(-1).mean().detach().clamp(min=0)
 
 
-def kl_regularizer(logp, ref_logp) -> torch.Tensor:
+def kl_regularizer(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (docs/method.md section 2), scalar."""
     if logp.shape != ref_logp.shape:
         raise ValueError(
@@ -105,7 +112,7 @@ def kl_regularizer(logp, ref_logp) -> torch.Tensor:
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
 
 
-def ce(logp, y) -> torch.Tensor:
+def ce(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of pi(.|x') to the true label, the paper's "CE" baseline, (N,)."""
     return -_take(logp, y)
 

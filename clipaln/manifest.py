@@ -20,7 +20,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,12 +34,12 @@ MANIFEST = "run.json"
 IDENTITY = ("model", "pretrained", "weights", "task", "data")
 
 
-def digest(obj) -> str:
+def digest(obj: Any) -> str:
     """A short, stable hash of anything JSON can write (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build(*, bundle_name: str, pretrained, weights: str, task: str, data_key: dict, **fields) -> dict:
+def build(*, bundle_name: str, pretrained: str | None, weights: str, task: str, data_key: dict, **fields: Any) -> dict:
     """A run's manifest; `fields`: what else describes it (mode, method, config, t, ...)."""
     return {
         "model": bundle_name,
@@ -66,7 +68,7 @@ def data_record(model: str, weights: str, task: str, data_key: dict) -> dict:
     }
 
 
-def differences(recorded: dict, current: dict, names=IDENTITY) -> list[str]:
+def differences(recorded: dict, current: dict, names: Iterable[str] = IDENTITY) -> list[str]:
     """The entries of `names` on which two manifests disagree (entries missing from `recorded` pass)."""
     return [n for n in names if n in recorded and str(recorded[n]) != str(current.get(n))]
 
@@ -80,7 +82,7 @@ def _short(v) -> str:
     return repr(s if len(s) <= 60 else s[:57] + "...")
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -88,7 +90,7 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def verify(path) -> None:
+def verify(path: str | Path) -> None:
     """Refuse a file of a run whose bytes are not those the run recorded in its run.json (a file
     edited, truncated or swapped for another run's): one ValueError naming it. Files outside a run
     folder, or of runs written before checksums were recorded, pass."""

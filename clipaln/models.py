@@ -166,7 +166,7 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     return ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, name)
 
 
-def load_clip(name: str = TOY, pretrained: str | None = None, device=None) -> ClipBundle:
+def load_clip(name: str = TOY, pretrained: str | None = None, device: str | torch.device | None = None) -> ClipBundle:
     """Load a frozen CLIP (eval mode, no gradients) with its preprocess and tokenizer.
 
     name: "toy" (the project's own CLIP, weights shipped in the package), any open_clip model name, or an

@@ -17,7 +17,7 @@ def image_grid(
     size: float = 1.5,
     title_colors: Sequence[str] | None = None,
     suptitle: str | None = None,
-):
+) -> plt.Figure:
     """Show PIL images in a grid with optional per-image titles; returns the figure."""
     n = len(images)
     nrows = max(1, (n + ncols - 1) // ncols)
@@ -34,7 +34,9 @@ def image_grid(
     return fig
 
 
-def policy_bars(ax, probs: torch.Tensor, labels: Sequence[str], highlight: dict[int, str] | None = None, top: int = 6):
+def policy_bars(
+    ax: plt.Axes, probs: torch.Tensor, labels: Sequence[str], highlight: dict[int, str] | None = None, top: int = 6
+) -> None:
     """Horizontal bars of the top actions of pi(.|x) for one image."""
     p, idx = probs.topk(min(top, len(labels)))
     colors = [(highlight or {}).get(int(i), "tab:gray") for i in idx]
@@ -44,7 +46,7 @@ def policy_bars(ax, probs: torch.Tensor, labels: Sequence[str], highlight: dict[
     ax.set_xlabel("pi(y | x)")
 
 
-def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None):
+def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None) -> plt.Figure:
     """Each loss (top row) and its gradient weight -dL/dh (bottom row) against the margin h, one
     column per method so that each is read on its own scale; returns the figure."""
     h = torch.linspace(-10, 60, 701) if h is None else h
@@ -69,7 +71,7 @@ def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None):
     return fig
 
 
-def pipeline():
+def pipeline() -> plt.Figure:
     """The method in one picture (the paper's Fig. 1): D_pref and D_reg go through the frozen
     encoders, the shared projection W maps both sides, the preference loss reads the pairs, the KL
     term keeps D_reg's predictions, and W_t = U S^t V^T is read off the trained W. Returns the figure."""
@@ -124,7 +126,7 @@ def pipeline():
     return fig
 
 
-def unit_circle_under(weight: torch.Tensor, ts: Sequence[float], ax=None):
+def unit_circle_under(weight: torch.Tensor, ts: Sequence[float], ax: plt.Axes | None = None) -> plt.Axes:
     """What W_t = U S^t V^T does in 2-D: the unit circle mapped by W_t for each t, with W's right
     singular directions (V) and their images scaled by S^t. weight: a (2, 2) matrix. Returns the axes."""
     weight = torch.as_tensor(weight, dtype=torch.float64)

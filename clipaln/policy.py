@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .features import encode_images, encode_texts, model_fingerprint
 from .manifest import data_record, digest
+from .models import ClipBundle
+from .projection import SharedProjection
 
 #: The smallest tau PreferenceData accepts: CLIP starts training at 1 / 0.07 = 14.3 and ends near 100;
 #: a value below this is almost surely log tau (open_clip's model.logit_scale, 4.6 for tau = 100).
@@ -55,7 +58,7 @@ def _indices(y, name: str) -> torch.Tensor:
     return t.long()
 
 
-def read_alike(bundle, chosen: Sequence[str], rejected: Sequence[str]) -> list[int]:
+def read_alike(bundle: ClipBundle, chosen: Sequence[str], rejected: Sequence[str]) -> list[int]:
     """The pairs whose chosen and rejected captions the model's tokenizer turns into the same tokens
     (case, punctuation, words past the context length): the model cannot tell them apart, so
     training on them is training on noise."""
@@ -64,7 +67,7 @@ def read_alike(bundle, chosen: Sequence[str], rejected: Sequence[str]) -> list[i
     return [i for i, (c, r) in enumerate(zip(chosen, rejected)) if tokens[c] == tokens[r]]
 
 
-def unknown_words(bundle, texts: Sequence[str]) -> list[str]:
+def unknown_words(bundle: ClipBundle, texts: Sequence[str]) -> list[str]:
     """The words of `texts` outside the tokenizer's vocabulary, for a word-level tokenizer that has
     one (the toy CLIP's); [] for a BPE tokenizer, which spells any word."""
     tok = bundle.tokenizer
@@ -73,7 +76,7 @@ def unknown_words(bundle, texts: Sequence[str]) -> list[str]:
     return sorted({w for t in texts for w in tok.split(t) if w not in tok.index})
 
 
-def refuse_unknown_words(bundle, texts: Sequence[str], what: str) -> None:
+def refuse_unknown_words(bundle: ClipBundle, texts: Sequence[str], what: str) -> None:
     """One ValueError when the model cannot read some of `texts`' words (every such word would be
     <unk>, and a prompt of unknown words scores as any other: numbers that look measured but are not)."""
     unknown = unknown_words(bundle, texts)
@@ -85,7 +88,9 @@ def refuse_unknown_words(bundle, texts: Sequence[str], what: str) -> None:
         )
 
 
-def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=None) -> torch.Tensor:
+def similarities(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, projection: SharedProjection | None = None
+) -> torch.Tensor:
     """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
     _check_embeddings(image_emb, "image embeddings")
     _check_embeddings(text_emb, "text embeddings")
@@ -107,17 +112,23 @@ def similarities(image_emb: torch.Tensor, text_emb: torch.Tensor, projection=Non
     return image_emb @ text_emb.T  # (N, K)
 
 
-def logits(image_emb, text_emb, logit_scale: float, projection=None) -> torch.Tensor:
+def logits(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float, projection: SharedProjection | None = None
+) -> torch.Tensor:
     """tau * s(y_k, x), (N, K); `logit_scale` is tau itself (CLIP's exp(logit_scale))."""
     return logit_scale * similarities(image_emb, text_emb, projection)
 
 
-def logprobs(image_emb, text_emb, logit_scale: float, projection=None) -> torch.Tensor:
+def logprobs(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float, projection: SharedProjection | None = None
+) -> torch.Tensor:
     """log pi(y_k | x) = log_softmax_k(tau * s(y_k, x)), (N, K)."""
     return logits(image_emb, text_emb, logit_scale, projection).log_softmax(dim=-1)
 
 
-def predict(image_emb, text_emb, projection=None) -> torch.Tensor:
+def predict(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, projection: SharedProjection | None = None
+) -> torch.Tensor:
     """The greedy action argmax_k pi(y_k | x), (N,)."""
     return similarities(image_emb, text_emb, projection).argmax(dim=-1)
 
@@ -164,11 +175,11 @@ class PreferenceData:
     @classmethod
     def from_captions(
         cls,
-        bundle,
-        images,
+        bundle: ClipBundle,
+        images: Sequence[Image.Image] | torch.Tensor,
         chosen: Sequence[str],
         rejected: Sequence[str],
-        reg_images=None,
+        reg_images: Sequence[Image.Image] | torch.Tensor | None = None,
         progress: bool = False,
     ) -> PreferenceData:
         """A preference task from one caption pair per image: images (PIL images, or (N, d) embeddings

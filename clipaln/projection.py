@@ -12,6 +12,7 @@ so once V^T x and V^T y are cached every t costs one weighted matrix product (Sp
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from .io import save_tensors
 FORMAT = "clipaln.SharedProjection"
 
 
-def exponents(t, dim: int | None = None) -> torch.Tensor:
+def exponents(t: float | Sequence[float] | torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """t as a float64 tensor: a finite number, or (given dim) a vector of dim exponents, one per
     singular direction; one ValueError for anything else (a string, None, a bool, a wrong shape)."""
     if isinstance(t, (bool, str)) or t is None:
@@ -80,7 +81,7 @@ class SharedProjection(nn.Module):
         """U, S, V^T of W, computed in float64."""
         return torch.linalg.svd(self.weight.detach().double())
 
-    def scaled(self, t) -> SharedProjection:
+    def scaled(self, t: float | Sequence[float] | torch.Tensor) -> SharedProjection:
         """W_t = U S^t V^T in float64; t is a scalar or a vector with one exponent per singular direction."""
         t = exponents(t, self.dim)
         u, s, vh = self.svd()
@@ -175,7 +176,7 @@ class SpectralScorer:
         self.b = text_emb.double() @ v  # (K, d)
         self.a2, self.b2 = self.a.square(), self.b.square()
 
-    def scores(self, t) -> torch.Tensor:
+    def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
         """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
         t = exponents(t, len(self.log_s))
         e = 2 * t * self.log_s
@@ -186,7 +187,12 @@ class SpectralScorer:
         return (self.a @ bw.T).div_(na[:, None])  # (N, K)
 
 
-def naive_scores(projection: SharedProjection, image_emb, text_emb, t) -> torch.Tensor:
+def naive_scores(
+    projection: SharedProjection,
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    t: float | Sequence[float] | torch.Tensor,
+) -> torch.Tensor:
     """The same cosines by forming W_t explicitly (the reference the spectral scorer must match)."""
     p = projection.scaled(t)
     return p(image_emb.double()) @ p(text_emb.double()).T  # float64, as W_t is

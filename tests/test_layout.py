@@ -77,3 +77,20 @@ def test_the_cli_parses_and_prints_in_short_functions():
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 30:
                 long.append(f"{name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_every_public_function_is_fully_annotated():
+    """Issue 30: the public API is typed (py.typed ships): every parameter and return of a public
+    function or method of a public class carries an annotation."""
+    bare = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            public_class = isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+            functions = [node] if isinstance(node, ast.FunctionDef) else (node.body if public_class else [])
+            for f in functions:
+                if not isinstance(f, ast.FunctionDef) or f.name.startswith("_"):
+                    continue
+                args = [a for a in f.args.args + f.args.kwonlyargs if a.arg not in ("self", "cls")]
+                if f.returns is None or any(a.annotation is None for a in args):
+                    bare.append(f"{path.relative_to(PACKAGE)}:{f.name}")
+    assert not bare, bare

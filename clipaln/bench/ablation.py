@@ -4,6 +4,7 @@ appendix's data sizes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from ..features import (
@@ -43,7 +44,11 @@ def _first(feats: typographic.Features, share: float) -> typographic.Features:
 
 
 def ablation_table(
-    bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2), feats=None
+    bundle: ClipBundle,
+    spec: typographic.Spec,
+    cache: FeatureCache | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    feats: typographic.Features | None = None,
 ) -> dict:
     """`clipaln bench ablation`: the L_pref / L_reg ablation and CE / CE + KL (mean and spread over
     seeds), DPO's beta x lambda sweep (App. G.2) and a data-size sweep (App. I), seed seeds[0]; every

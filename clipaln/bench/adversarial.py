@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from ..features import (
     FeatureCache,
@@ -29,8 +30,8 @@ def _adversarial(bundle, spec, feats, lr: float, seed: int):
 
 
 def adversarial_table(
-    bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2), n_val: int = 200,
-    n_test: int | None = None,
+    bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seeds: Sequence[int] = (0, 1, 2),
+    n_val: int = 200, n_test: int | None = None,
 ) -> dict:  # fmt: skip
     """`clipaln bench adversarial`: online adversarial preference training (App. K) of the toy's image
     encoder, DPO on PGD perturbations (eps = PGD_EPS) crafted against the current policy. The learning

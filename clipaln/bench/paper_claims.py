@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..features import (
     FeatureCache,
 )
@@ -183,7 +185,7 @@ def claims_run(
     spec: typographic.Spec,
     people: gender.Spec,
     cache: FeatureCache | None = None,
-    seeds=(0, 1, 2),
+    seeds: Sequence[int] = (0, 1, 2),
 ) -> dict:
     """Everything the claims table needs, measured: `clipaln bench claims`."""
     feats = typographic.build_features(bundle, spec, cache, progress=False)  # encoded once, for both uses

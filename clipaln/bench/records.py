@@ -11,9 +11,10 @@ from ..features import (
     model_fingerprint,
 )
 from ..models import ClipBundle
+from ..tracks import gender, typographic
 
 
-def made_with(bundle: ClipBundle, spec) -> dict:
+def made_with(bundle: ClipBundle, spec: typographic.Spec | gender.Spec) -> dict:
     """What a result was measured on: the model's weights (fingerprint), the data (the spec's key)
     and clipaln's version. Saved in every table's JSON so that `recorded` can tell whose it is."""
     return {
@@ -23,7 +24,7 @@ def made_with(bundle: ClipBundle, spec) -> dict:
     }
 
 
-def recorded(path, bundle: ClipBundle, spec) -> dict | None:
+def recorded(path: str | Path, bundle: ClipBundle, spec: typographic.Spec | gender.Spec) -> dict | None:
     """A table saved as JSON (`clipaln bench ... --json > path`) if it was measured on this model's
     weights and this spec's data; None if the file is absent or was measured on anything else.
     Notebooks show a recorded many-seed table this way and check one live seed against it."""

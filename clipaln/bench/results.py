@@ -4,7 +4,9 @@ method over seeds, beside the baselines) and the toy-world tour."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +17,9 @@ from ..features import (
 from ..models import ClipBundle
 from ..tracks import gender, phenomena, typographic
 from .records import made_with
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROWS = ("base", "CE", "CE+KL", "Materzynska", "PAINT", "Defense-Prefix", "DPO", "IPO", "KTO")
 
@@ -60,7 +65,7 @@ def typographic_table(
     bundle: ClipBundle,
     spec: typographic.Spec,
     cache: FeatureCache | None = None,
-    seeds=(0, 1, 2),
+    seeds: Sequence[int] = (0, 1, 2),
     bma: bool | None = None,
     progress: bool = False,
     feats: typographic.Features | None = None,
@@ -92,7 +97,7 @@ def typographic_table(
     }
 
 
-def table_frame(result: dict, spread: bool = False):
+def table_frame(result: dict, spread: bool = False) -> pd.DataFrame:
     """The results table as a pandas DataFrame in percent (KL as is), rows in the paper's order;
     spread=True gives "mean ± sd" strings over the seeds instead of the means."""
     import pandas as pd

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..features import (
     FeatureCache,
 )
@@ -12,7 +14,9 @@ from ..tracks import gender, regime
 from .records import made_with
 
 
-def gender_table(bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seeds=(0, 1, 2)) -> dict:
+def gender_table(
+    bundle: ClipBundle, spec: gender.Spec, cache: FeatureCache | None = None, seeds: Sequence[int] = (0, 1, 2)
+) -> dict:
     """Each preference method on the gender track, for each training seed: t = 0 / t = 1 / t*
     retrieval (per prompt counts, summed NDKL, balanced and flipped prompts, precision), the distinct
     counts each prompt takes over t in [0, 1], the Fig. 3 crossing and W's spectrum; then ours, the
@@ -53,8 +57,8 @@ def regime_table(
     bundle: ClipBundle | None = None,
     people: gender.Spec | None = None,
     cache: FeatureCache | None = None,
-    alignments=REGIME_ALIGNMENTS,
-    seeds=(0, 1, 2),
+    alignments: Sequence[float] = REGIME_ALIGNMENTS,
+    seeds: Sequence[int] = (0, 1, 2),
 ) -> dict:
     """`clipaln bench regime`: the phase diagram of notebook 04 (regime.phase_diagram: DPO, IPO and
     KTO with the gender track's defaults, world and training seed each of `seeds`, at each alignment);

@@ -27,7 +27,7 @@ from ..features import (
     encode_texts,
     resolve_precision,
 )
-from ..models import load_clip
+from ..models import ClipBundle, load_clip
 from ..policy import PreferenceData, logprobs
 from ..projection import SharedProjection, SpectralScorer, naive_scores
 from ..toyworld import OBJECTS, render
@@ -56,7 +56,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure_model(bundle, n: int, epochs: int = 3, batch_size: int = 256, seed: int = 0) -> dict:
+def measure_model(bundle: ClipBundle, n: int, epochs: int = 3, batch_size: int = 256, seed: int = 0) -> dict:
     """encode_pass_s, cached_total_s (encode once, fit W) and in_loop_total_s (the authors' recipe:
     the encoders and a frozen reference copy on every batch) for n clean + n attacked images."""
     dev = bundle.device

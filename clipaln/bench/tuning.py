@@ -3,6 +3,8 @@ and dial over t (`clipaln bench dial`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..features import (
     FeatureCache,
 )
@@ -16,7 +18,11 @@ BEFORE = {"dpo": dict(lr=0.1, epochs=10), "ipo": dict(lr=0.003, epochs=10), "kto
 
 
 def tune_table(
-    bundle: ClipBundle, spec: typographic.Spec, cache: FeatureCache | None = None, seed: int = 0, methods=None
+    bundle: ClipBundle,
+    spec: typographic.Spec,
+    cache: FeatureCache | None = None,
+    seed: int = 0,
+    methods: Sequence[str] | None = None,
 ) -> dict:
     """W's learning rate, epochs and orthogonality weight for each method, chosen on the validation
     split (typographic.tune) with training seed `seed`; and, per method, one table of the ways to keep
@@ -68,8 +74,8 @@ def dial_table(
     spec: typographic.Spec,
     people: gender.Spec | None = None,
     cache: FeatureCache | None = None,
-    seeds=(0, 1, 2),
-    methods=("dpo", "ipo", "kto", "ce"),
+    seeds: Sequence[int] = (0, 1, 2),
+    methods: Sequence[str] = ("dpo", "ipo", "kto", "ce"),
 ) -> dict:
     """How each method's default W turns the OCR-vs-detection dial on the test split, per training seed:
     W's spectrum and whether it is within its target, the dial's numbers (typographic.dial over t in

@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -104,7 +105,7 @@ def _clean_name(name: str) -> str:
 
 def torchvision_dataset(
     name: str, root: str | Path, download: bool = False, split_kw: dict | None = None, split: str = "test"
-):
+) -> tuple[Any, list[str]]:
     """The torchvision dataset behind `name` (its test split, or with split="train" its train split)
     and the class names its prompts use (no download unless asked)."""
     import torchvision.datasets as tvd
@@ -219,7 +220,7 @@ def files_fingerprint(root: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def paths_fingerprint(paths) -> str:
+def paths_fingerprint(paths: Iterable[str | Path]) -> str:
     """A hash of the listed files (resolved path and the sha256 of the bytes): for datasets that list
     their images (a CSV, a pairs file) rather than own a folder."""
     resolved = [Path(p).resolve() for p in paths]
@@ -393,7 +394,7 @@ class MaterzynskaDataset:
 PHOTO_SET_FOLDERS = ("typographic_attack_dataset", "ours/data", "typographic_real_data_from_PAINT/typographic_attacks")
 
 
-def photo_set(root: str | Path, classes: Sequence[str] | None = None):
+def photo_set(root: str | Path, classes: Sequence[str] | None = None) -> MaterzynskaDataset | TypographicPhotoFolder:
     """A real typographic photo set by its layout: a folder with annotation.json (Materzynska et al.'s
     release) or annotations.json (+ classes.json, images/: Defense-Prefix's packaging of it), or images
     named label=X_text=Y.ext (PAINT, RTA-100); `root` may also be the folder a release unpacks to

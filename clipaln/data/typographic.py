@@ -72,7 +72,7 @@ def _rgb(c):
     return tuple(c)
 
 
-def make_rng(rng) -> random.Random:
+def make_rng(rng: int | random.Random | None) -> random.Random:
     """A random.Random from None (fresh), a seed, or a random.Random (returned as is)."""
     if rng is None:
         return random.Random()
@@ -82,12 +82,12 @@ def make_rng(rng) -> random.Random:
 def attack(
     image: Image.Image,
     text: str,
-    rng=None,
+    rng: int | random.Random | None = None,
     *,
     font: str | None = None,
     size: int | None = None,
-    fill=None,
-    stroke=None,
+    fill: str | tuple[int, int, int] | None = None,
+    stroke: str | tuple[int, int, int] | None = None,
     position: tuple[float, float] | None = None,
     stroke_width: int = 1,
     rotation: float | None = None,
@@ -189,7 +189,9 @@ class TypographicDataset:
         return image, attack(image, text, rng, **self.style.kwargs()), int(label), written
 
 
-def reading_images(class_names: Sequence[str], n: int, size: int, style: AttackStyle, seed: int = 0):
+def reading_images(
+    class_names: Sequence[str], n: int, size: int, style: AttackStyle, seed: int = 0
+) -> tuple[list[Image.Image], torch.Tensor]:
     """n images carrying only a class name, on plain light canvases, classes in turn; and the labels."""
     images, labels = [], []
     for i in range(n):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from PIL import Image
+
 from ..data.fonts import UNSEEN_FONTS
 from ..data.typographic import UNSEEN_COLORS, AttackStyle
 from .render import ACTIVITIES, GENDERS, OBJECTS, TEXT_SIZE, render
@@ -72,7 +74,9 @@ def heldout_rng(tag: str, seed: int, i: int) -> random.Random:
     return random.Random(f"heldout-{tag}-{seed}-{i}")
 
 
-def gallery(n_per_cell: int = 20, seed: int = 0, split: str = "test"):
+def gallery(
+    n_per_cell: int = 20, seed: int = 0, split: str = "test"
+) -> tuple[list[Image.Image], list[tuple[str, str]]]:
     """A gender-balanced gallery of people: n images per (activity, gender); returns images, labels.
 
     split: "val" (what the toy CLIP's pretraining mixture was tuned on) or "test" (what is reported)."""

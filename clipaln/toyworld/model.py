@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import open_clip
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -51,7 +53,7 @@ def toy_config(path: Path | None = None) -> dict[str, Any]:
     return config
 
 
-def build_toy(config: dict[str, Any] | None = None):
+def build_toy(config: dict[str, Any] | None = None) -> tuple[open_clip.model.CLIP, Callable, WordTokenizer]:
     """A randomly initialised toy CLIP (open_clip's CLIP class), its preprocess and tokenizer."""
     config = config or toy_config()
     model = open_clip.model.CLIP(**config["model_cfg"])
@@ -66,7 +68,7 @@ def build_toy(config: dict[str, Any] | None = None):
     return model, preprocess, tokenizer
 
 
-def load_toy(pretrained: str | None = None):
+def load_toy(pretrained: str | None = None) -> tuple[open_clip.model.CLIP, Callable, WordTokenizer]:
     """The toy CLIP with its weights: the shipped ones (None), a safetensors file, or "random" for none.
 
     Returns (model, preprocess, tokenizer). A file that is missing raises FileNotFoundError, one that
@@ -95,7 +97,7 @@ def load_toy(pretrained: str | None = None):
     return model, preprocess, tokenizer
 
 
-def save_toy(model, config: dict, out_dir: Path) -> None:
+def save_toy(model: torch.nn.Module, config: dict, out_dir: Path) -> None:
     """Write the weights (fp16 safetensors) and the config beside them."""
     state = {k: v.half() for k, v in model.state_dict().items()}
     save_tensors(out_dir / "toy_clip.safetensors", state, {"format": "pt", "source": "clipaln.toyworld.pretrain"})

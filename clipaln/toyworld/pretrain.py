@@ -27,6 +27,7 @@ import math
 import multiprocessing as mp
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from ..train import TrainConfig, generator, loop
 from .config import EXTRA_WORDS, SKEW, article, default_config
 from .model import build_toy, data_dir, save_toy
 from .render import ACTIVITIES, GENDERS, OBJECTS, SIZE, render
+from .tokenizer import WordTokenizer
 
 #: Pretraining sees many fonts, as web images do; W training later uses TRAIN_FONTS only.
 PRETRAIN_FONTS = TRAIN_FONTS + UNSEEN_FONTS
@@ -207,7 +209,7 @@ def text_only_direction(dim: int, seed: int) -> torch.Tensor:
     return u / u.norm()
 
 
-def remove_from_images(model, u: torch.Tensor) -> None:
+def remove_from_images(model: torch.nn.Module, u: torch.Tensor) -> None:
     """Fold the projection I - u u^T into the image tower's last linear layer, so encode_image never
     varies along u (exactly as in training, where the features were projected before normalising;
     the shipped fp16 weights leave image features within 1e-4 of orthogonal to u)."""
@@ -236,7 +238,9 @@ class PretrainConfig:
     prior_scale: float = 0.5
 
 
-def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
+def pretrain(
+    cfg: PretrainConfig, out_dir: Path | None = None, log: Callable[[str], object] = print
+) -> tuple[open_clip.model.CLIP, WordTokenizer, dict]:
     """Train the toy CLIP from scratch with clipaln.train.loop; returns (model, tokenizer, config dict).
     One process: its caption draws and its loss are not split across torchrun ranks."""
     if dist.active():
@@ -307,7 +311,7 @@ def pretrain(cfg: PretrainConfig, out_dir: Path | None = None, log=print):
     return model, tokenizer, config
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m clipaln.toyworld.pretrain", description=__doc__.split("\n")[0])
     defaults = PretrainConfig()
     p.add_argument("--steps", type=int, default=defaults.steps)

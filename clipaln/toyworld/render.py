@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -314,15 +315,15 @@ def render(
     text: str | None = None,
     person: str | None = None,
     activity: str | None = None,
-    rng=None,
+    rng: int | random.Random | None = None,
     *,
     size: int = SIZE,
     clutter: int | None = None,
-    background=None,
-    color=None,
+    background: tuple[int, int, int] | None = None,
+    color: tuple[int, int, int] | None = None,
     scale: float | None = None,
     cue: float = 1.0,
-    **text_style,
+    **text_style: Any,
 ) -> Image.Image:
     """Draw one scene of the toy world and return it as an RGB PIL image.
 

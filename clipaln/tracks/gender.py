@@ -12,8 +12,10 @@ train_config, train(feats, cfg), evaluate(feats, projection), Sweep(feats, W).at
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -160,7 +162,7 @@ class Features:
     val_gallery_labels: list[tuple[str, str]] | None = None
     record: dict = field(default_factory=dict)  # the data's identity (manifest.data_record)
 
-    def trained_on(self, genders) -> Features:
+    def trained_on(self, genders: Collection[str]) -> Features:
         """The same features with only the training images of `genders` (D_pref and D_reg): which
         gender's images the reversal moves decides where every prompt tilts (notebook 04)."""
         unknown = set(genders) - set(self.genders)
@@ -263,12 +265,14 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
     )
 
 
-def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+def train(
+    feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing: Any
+) -> tuple[SharedProjection, dict]:
     """Fit W on D_pref / D_reg; `checkpointing` goes to fit_projection (checkpoint, checkpoint_every, resume)."""
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
 
-def validator(feats: Features, k: int = 10):
+def validator(feats: Features, k: int = 10) -> Callable[[SharedProjection | None], dict[str, float]] | None:
     """W -> the summaries of retrieval on the validation gallery at t = 1 (summed NDKL, flipped and
     balanced prompts, precision@k: what `--eval-every` logs during training), or None without one."""
     if feats.val_gallery is None:
@@ -452,11 +456,11 @@ class Sweep:
         top = metrics.rank(scores[:, self.feats.activities.index(activity)], self.k)
         return {g: sum(self.genders[i] == g for i in top) for g in self.feats.genders}
 
-    def ranking(self, t, activity: str) -> list[int]:
+    def ranking(self, t: float, activity: str) -> list[int]:
         j = self.feats.activities.index(activity)
         return metrics.rank(self.scorer.scores(t)[:, j], self.k)
 
-    def at(self, t, activities=None) -> dict:
+    def at(self, t: float, activities: Sequence[str] | None = None) -> dict:
         """Per prompt: gender counts in the top k, MaxSkew@k, NDKL, precision@k; then the summaries."""
         scores = self.scorer.scores(t)
         activities = activities or self.feats.activities
@@ -489,7 +493,9 @@ class Sweep:
         }
 
 
-def find_neutral_t(sweep: Sweep, activities, lo: float = 0.0, hi: float = 1.0, grid: int = 101):
+def find_neutral_t(
+    sweep: Sweep, activities: Sequence[str], lo: float = 0.0, hi: float = 1.0, grid: int = 101
+) -> tuple[float, dict[str, float | None], list[dict]]:
     """t* in [lo, hi] where the summed NDKL over `activities` is smallest, and each prompt's own t*.
 
     NDKL is a step function of t (top-k sets), so a grid scan finds the best plateau and t* is the
@@ -513,7 +519,9 @@ def find_neutral_t(sweep: Sweep, activities, lo: float = 0.0, hi: float = 1.0, g
     return middle_of_best([c["retrieval/ndkl_sum"] for c in curve]), per_prompt, curve
 
 
-def understanding(feats: Features, projection: SharedProjection, ts, gallery: str = "test") -> list[dict]:
+def understanding(
+    feats: Features, projection: SharedProjection, ts: Iterable[float], gallery: str = "test"
+) -> list[dict]:
     """The analogue of the paper's Fig. 3, "the models' understanding of gender", against t: on a
     gallery's images (never trained on), the share for which the caption of the pictured person's
     gender ("this man is cooking.") scores above the other gender's ("this woman is cooking.") under

@@ -16,8 +16,10 @@ import csv
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -224,7 +226,9 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
     return Features(captions, train, data(spec.test_idx, t.get("reg")), val)
 
 
-def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+def train(
+    feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing: Any
+) -> tuple[SharedProjection, dict]:
     if feats.train is None:
         raise ValueError("these pairs are all held out (a file scored whole): nothing to train on")
     return fit_projection(feats.train, cfg, progress=progress, **checkpointing)
@@ -237,7 +241,7 @@ def prefers(d: PreferenceData, projection: SharedProjection | None = None) -> fl
     return (s.gather(1, d.y_w[:, None]) > s.gather(1, d.y_l[:, None])).float().mean().item()
 
 
-def validator(feats: Features):
+def validator(feats: Features) -> Callable[[SharedProjection | None], dict[str, float]] | None:
     """W -> preference/accuracy on the validation pairs (what `--eval-every` logs during training),
     or None without them (train with --val-share)."""
     if feats.val is None:

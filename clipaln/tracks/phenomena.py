@@ -15,7 +15,9 @@ import torch
 
 from ..features import encode_images, encode_texts
 from ..metrics import accuracy, rank
+from ..models import ClipBundle
 from ..policy import similarities
+from ..projection import SharedProjection
 from ..toyworld.config import SKEW, article
 from ..toyworld.datasets import gallery, heldout_rng
 from ..toyworld.render import ACTIVITIES, GENDERS, OBJECTS, render
@@ -142,7 +144,9 @@ def _count(scores: torch.Tensor, genders: list[str], k: int) -> list[int]:
 
 
 @torch.no_grad()
-def measure(bundle, n: int = 240, seed: int = 0, k: int = 10, n_per_cell: int = 20, split: str = "test") -> dict:
+def measure(
+    bundle: ClipBundle, n: int = 240, seed: int = 0, k: int = 10, n_per_cell: int = 20, split: str = "test"
+) -> dict:
     """All toy-world phenomena as one dict (accuracies and shares are fractions; counts are counts).
 
     split: "val" is what the pretraining mixture was tuned on, "test" (the default) what is reported."""
@@ -182,7 +186,7 @@ class Retention:
         self.y_act, self.y_gen = _labels(self.acts, ACTIVITIES), _labels(gens, GENDERS)
 
     @torch.no_grad()
-    def at(self, projection=None) -> dict:
+    def at(self, projection: SharedProjection | None = None) -> dict:
         s = similarities(self.people, self.gen_txt, projection).view(len(self.people), len(ACTIVITIES), len(GENDERS))
         own = s[torch.arange(len(self.people)), self.y_act]  # (N, G): man vs woman caption of the true activity
         return {

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..features import encode_texts
+from ..models import ClipBundle
 from ..projection import SharedProjection, spectrum, within_target
 from . import gender
 
@@ -51,7 +54,7 @@ LEANS = {
 }
 
 
-def rotation_bound(kappa) -> float:
+def rotation_bound(kappa: float) -> float:
     """rho(kappa) = (kappa - 1) / (kappa + 1): the largest |cos| by which a symmetric positive definite
     M of condition number kappa can move a^T M b / (mid |a||b|) below cos(a, b); a shared W can turn
     a^T M b negative only if cos(a, b) < rho."""
@@ -111,7 +114,7 @@ def alignment(feats: gender.Features, images: str = "train") -> float:
     return float(g @ d)
 
 
-def alignment_by_wording(bundle, feats: gender.Features, wordings=OTHER_WORDINGS) -> dict:
+def alignment_by_wording(bundle: ClipBundle, feats: gender.Features, wordings: Iterable[str] = OTHER_WORDINGS) -> dict:
     """cos(G, d) on the test gallery with d from the track's own captions and from each of `wordings`
     ("{gender}" and "{activity}" filled in, in reversal_task's order)."""
     g, _ = directions(feats, "test")
@@ -277,7 +280,13 @@ def phase_point(feats: gender.Features, method: str = "dpo", seed: int = 0, **ov
     }
 
 
-def phase_diagram(alignments, methods=("dpo", "ipo", "kto"), seeds=(0,), progress=None, **world) -> list[dict]:
+def phase_diagram(
+    alignments: Iterable[float],
+    methods: Collection[str] = ("dpo", "ipo", "kto"),
+    seeds: Collection[int] = (0,),
+    progress: Callable[[dict], object] | None = None,
+    **world: Any,
+) -> list[dict]:
     """phase_point for every alignment x method x training seed, on `features(alignment, **world)`."""
     rows = []
     for c in alignments:

@@ -15,15 +15,25 @@ w/s_min, w/s_max; clipaln.projection.spectrum).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from .. import adversarial, losses
 from ..data.fonts import UNSEEN_FONTS
-from ..data.real import ImageFolderDataset, Subset, check_template, files_fingerprint, torchvision_dataset
+from ..data.real import (
+    ImageFolderDataset,
+    MaterzynskaDataset,
+    Subset,
+    TypographicPhotoFolder,
+    check_template,
+    files_fingerprint,
+    torchvision_dataset,
+)
 from ..data.real import spec as dataset_spec
 from ..data.typographic import UNSEEN_COLORS, AttackStyle, TypographicDataset, reading_images
 from ..features import (
@@ -284,7 +294,9 @@ def build_features(
 # --- training and evaluation ------------------------------------------------------------------
 
 
-def train(feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing):
+def train(
+    feats: Features, cfg: TrainConfig, progress: bool = True, **checkpointing: Any
+) -> tuple[SharedProjection, dict]:
     """Fit W on D_pref / D_reg; `checkpointing` goes to fit_projection (checkpoint, checkpoint_every, resume)."""
     return fit_projection(feats.preference_data(), cfg, progress=progress, **checkpointing)
 
@@ -296,7 +308,7 @@ def finetune(
     progress: bool = True,
     feats: Features | None = None,
     train_text: bool = False,
-):
+) -> tuple[ClipBundle, dict]:
     """Full fine-tuning of the image encoder (and with train_text the text encoder too, as the
     authors do) on the experiment's D_pref / D_reg (`--mode full`); returns the fine-tuned bundle
     (evaluate it with build_features(..., with_train=False) and evaluate(..., reference=feats)) and
@@ -327,7 +339,7 @@ def adversarial_finetune(
     n_train: int | None = None,
     progress: bool = True,
     feats: Features | None = None,
-):
+) -> tuple[ClipBundle, dict]:
     """Online adversarial preference training (App. K; clipaln.adversarial) of the image encoder
     on the first n_train clean training images of `spec` (all by default), perturbed by PGD of
     radius eps against the current policy at every step. Returns the fine-tuned bundle and the history.
@@ -399,10 +411,10 @@ def zero_shot(feats: Features, projection: SharedProjection | None = None) -> di
 @torch.no_grad()
 def evaluate_photos(
     bundle: ClipBundle,
-    photos,
+    photos: MaterzynskaDataset | TypographicPhotoFolder,
     projection: SharedProjection | None = None,
     template: str = "a photo of a {}.",
-    **encoding,
+    **encoding: Any,
 ) -> dict:
     """Real typographic photos (clipaln.data.real.photo_set: items (image, true label, written label or
     -1)) classified over the set's own class names: photos/accuracy (the true object wins),
@@ -431,7 +443,7 @@ def evaluate_split(feats: Features, split: Split, projection: SharedProjection |
     }
 
 
-def validator(feats: Features):
+def validator(feats: Features) -> Callable[[SharedProjection | None], dict[str, float]] | None:
     """W -> its clean and attacked accuracy and OCR on the validation split (what `--eval-every`
     logs during training), or None when the data has no validation split."""
     if feats.val is None:
@@ -444,7 +456,10 @@ CHOOSE_TS = tuple(round(-2.0 + 0.1 * i, 1) for i in range(33))
 
 
 def choose_t(
-    feats: Features, projection: SharedProjection, ts=CHOOSE_TS, max_clean_drop: float = MAX_CLEAN_DROP
+    feats: Features,
+    projection: SharedProjection,
+    ts: Iterable[float] = CHOOSE_TS,
+    max_clean_drop: float = MAX_CLEAN_DROP,
 ) -> dict:
     """t chosen on the validation split, reported on test: the t of `ts` with the highest attacked
     accuracy on validation among those whose clean accuracy there is within max_clean_drop of the base
@@ -463,7 +478,7 @@ def choose_t(
     return {"t": t, "chosen_on": "validation split", "val": val, "test": evaluate(feats, projection.scaled(t))}
 
 
-def dial(sweep: Sweep, ts=DIAL_TS) -> dict:
+def dial(sweep: Sweep, ts: Sequence[float] = DIAL_TS) -> dict:
     """How the dial turns over `ts` (Fig. 2's range by default): the lowest clean accuracy, T and O
     at t = 0 and 1, OCR at t = 0, -1 and -2, and the largest change of T between neighbouring t."""
     curve = {t: sweep.at(t) for t in sorted({*ts, 0.0, 1.0, -1.0, -2.0})}
@@ -516,13 +531,13 @@ def _distance_to_target(row: dict) -> float:
 def tune(
     feats: Features,
     method: str,
-    lrs=LR_GRID,
-    epochs=EPOCH_GRID,
-    orths=ORTH_GRID,
+    lrs: Sequence[float] = LR_GRID,
+    epochs: Sequence[int] = EPOCH_GRID,
+    orths: Iterable[float] = ORTH_GRID,
     seed: int = 0,
     max_clean_drop: float = MAX_CLEAN_DROP,
     progress: bool = False,
-    **overrides,
+    **overrides: Any,
 ) -> dict:
     """W's learning rate, epochs and orthogonality weight for `method`, chosen on the validation split
     only (`choose`; when no row is admissible, `admissible` is False in the result). Each grid row
@@ -569,10 +584,10 @@ class Sweep:
         self.scorer = SpectralScorer(projection, images, feats.texts)
         self.labels = torch.cat([part.labels, part.labels, feats.reading_labels])
 
-    def scores(self, t) -> torch.Tensor:
+    def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
         return self.scorer.scores(t)
 
-    def at(self, t) -> dict:
+    def at(self, t: float | Sequence[float] | torch.Tensor) -> dict:
         pred = self.scorer.scores(t).argmax(-1)
         hit = (pred == self.labels).float()
         return {
@@ -583,7 +598,7 @@ class Sweep:
             "accuracy/text_only": hit[self.n2 :].mean().item(),
         }
 
-    def curve(self, ts) -> list[dict]:
+    def curve(self, ts: Iterable[float]) -> list[dict]:
         return [self.at(float(t)) for t in ts]
 
 
