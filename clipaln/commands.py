@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 
 from safetensors import SafetensorError
 
@@ -91,35 +92,71 @@ def _train_request(a) -> dict:
 FREE_ON_RESUME = ("checkpoint_every", "report_to", "eval_every", "device", "cache", "progress", "workers")
 
 
+#: train's flags that set a TrainConfig field, by their dest.
+OVERRIDE_FLAGS = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing", "seed")
+#: train's flags that say where and how to run, not what: never compared on resume.
+NOT_COMPARED = ("resume", "out", "overwrite", "quiet", "no_cache", "config", "device", "workers")
+_UNSET = object()
+
+
+def _typed(argv) -> set[str]:
+    """The dests of the train flags typed on the command line (a flag typed at its default counts)."""
+    parser = build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train._actions:
+        if action.dest not in ("help", "task"):
+            action.default = _UNSET
+    return {
+        k for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET and k not in ("func", "flag_defaults")
+    }
+
+
+def _asked(a, request: dict, started: dict, theirs: dict) -> dict:
+    """{name: (typed, the run's)} for each flag typed (or config field given) that says what the run trains.
+    On resume --seed is the training seed; the data seed is compared only when --data-seed is typed."""
+    typed = _typed(a.argv) - set(NOT_COMPARED) - set(FREE_ON_RESUME)
+    fields = set(read_config(a.config)) if a.config else set()
+    asked = {"task": (a.task, started.get("task"))}
+    mine, recorded = request["overrides"], runs.as_recorded(request)
+    for dest in typed | fields:
+        if dest in OVERRIDE_FLAGS or dest in fields - {"method"}:
+            asked[dest] = (mine.get(dest), theirs.get(dest))
+        elif dest == "no_bma":
+            asked["bma"] = (False, theirs.get("bma", False))
+        elif dest == "data_seed":
+            asked["data_seed"] = (a.data_seed, started.get("seed"))
+        elif dest in recorded:
+            asked[dest] = (recorded[dest], started.get(dest))
+    return asked
+
+
 def _as_started(a, request: dict) -> dict:
-    """--resume: the run's own request from OUT.partial, so no flag need be typed again; a flag
-    given that differs from it is refused (a resumed run continues as it started)."""
+    """--resume: the run's own request from OUT.partial, so no flag need be typed again; a flag typed
+    that differs from it is refused (a resumed run continues as it started), except those that say how
+    it runs and logs (FREE_ON_RESUME). A field the run left at its default is checked against the
+    checkpoint's config."""
     started = runs.started_request(a.out)
     if started is None:  # no checkpoint yet: the run starts over, from the flags
         return request
-    default = _train_request(argparse.Namespace(**{**vars(a), **a.flag_defaults}))
-    given = {k: v for k, v in runs.as_recorded(request).items() if v != runs.as_recorded(default)[k]}
-    mine, theirs = given.pop("overrides", {}), started.pop("overrides")
-    mine = {k: v for k, v in mine.items() if v != default["overrides"].get(k)}
-    clashes = [(k, v, started[k]) for k, v in given.items() if k in started and v != started[k]]
-    clashes = [c for c in clashes if c[0] not in FREE_ON_RESUME]
-    clashes += [(k, v, theirs[k]) for k, v in mine.items() if k in theirs and v != theirs[k]]
-    if clashes:  # a field the run left at its default is checked against the checkpoint's config
-        k, v, was = clashes[0]
-        flag = "--" + k.replace("_", "-")
-        raise ValueError(f"{flag} {v} differs from the run's {was} ({a.out}.partial): refusing to resume")
-    free = {k: request[k] for k in FREE_ON_RESUME if k in request and (k not in started or k in given)}
-    return {**started, **free, "overrides": {**theirs, **mine}}
+    theirs = started.pop("overrides")
+    for name, (mine, was) in _asked(a, request, started, theirs).items():
+        if mine != was and (was is not None or name not in OVERRIDE_FLAGS):
+            flag = name if name == "task" else "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {mine} differs from the run's {was} ({a.out}.partial): refusing to resume")
+    typed = _typed(a.argv)
+    free = {k: request[k] for k in request if k not in started or (k in FREE_ON_RESUME and k in typed)}
+    overrides = {**theirs, **{k: v for k, v in request["overrides"].items() if k in typed or a.config}}
+    return {**started, **free, "overrides": overrides}
 
 
-def cmd_train(a) -> None:
+def cmd_train(a: argparse.Namespace) -> None:
     request = _train_request(a)
     if a.resume:
         request = _as_started(a, request)
     result = runs.train_run(out=a.out, resume=a.resume, overwrite=a.overwrite, **request)
     if not result:  # a rank other than 0
         return
-    {"gender": _print_gender, "pairs": _print_pairs}.get(a.task, _print_typographic)(result["metrics"])
+    {"gender": _print_gender, "pairs": _print_pairs}.get(request["task"], _print_typographic)(result["metrics"])
     print("wrote " + ", ".join(result["written"]))
 
 
@@ -172,7 +209,7 @@ def _print_eval(result: dict) -> None:
             print(f"{k:>40}: {v}")
 
 
-def cmd_eval(a) -> None:
+def cmd_eval(a: argparse.Namespace) -> None:
     if a.target == "toy":
         result = _eval_toy(a)
     elif a.n is not None:
@@ -234,10 +271,10 @@ def _bench_paper(a) -> None:
     cache = FeatureCache(enabled=not a.no_cache)
     result = bench.paper_table(a.model, a.pretrained, a.data_root, a.train_on, seed=a.seed, device=a.device,
                                cache=cache, progress=not a.json, **sizes)  # fmt: skip
-    print(json.dumps(result) if a.json else bench.paper_markdown(result))
+    _print_json(result) if a.json else print(bench.paper_markdown(result))
 
 
-def cmd_bench(a) -> None:
+def cmd_bench(a: argparse.Namespace) -> None:
     _check_bench_flags(a)
     if a.what == "paper":
         return _bench_paper(a)
@@ -284,7 +321,7 @@ TOUR_PHENOMENA = (
 )
 
 
-def cmd_tour(a) -> None:
+def cmd_tour(a: argparse.Namespace) -> None:
     print("clipaln toy-world tour: the project's own small CLIP, pretrained on a drawn world.")
     if not toy_paths()[1].is_file():
         print("WARNING: toy weights are missing, the model below is randomly initialised.")
@@ -538,7 +575,7 @@ def _add_bench(sub) -> None:
     bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
 
 
-def cmd_export(a) -> None:
+def cmd_export(a: argparse.Namespace) -> None:
     result = runs.export_run(
         a.projection,
         out=a.out,
@@ -595,13 +632,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (a batch system's stop) cleans up as Ctrl-C does
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         losses.load_plugins()  # before the parser, so that --method lists installed losses
     except RuntimeError as e:
         print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (train --resume compares it)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:

@@ -57,7 +57,7 @@ def make_spec(
     reg_images: str | None = None,
     val_share: float | None = None,
     whole: bool = False,
-):
+) -> typographic.Spec | gender.Spec | pairs.Spec:
     """The task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
 
     n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
@@ -116,11 +116,11 @@ def features(
     cache: bool = True,
     progress: bool = True,
     with_train: bool = True,
-    spec=None,
+    spec: typographic.Spec | gender.Spec | pairs.Spec | None = None,
     workers: int | None = None,
     precision: str = "auto",
     **data,
-):
+) -> tuple[typographic.Spec | gender.Spec | pairs.Spec, typographic.Features | gender.Features | pairs.Features]:
     """(spec, features) of a task for a loaded model; `data` goes to make_spec (unless `spec` is given);
     workers and precision to the streaming encoder."""
     spec = spec or make_spec(task, model=bundle.name, **data)
@@ -158,7 +158,14 @@ def _check_train_flags(task, mode, resume, train_text, checkpoint_every) -> None
         raise ValueError("--checkpoint-every is for W training; full fine-tuning writes no checkpoints")
 
 
-def run_manifest(bundle: ClipBundle, pretrained, task: str, spec, data: dict, **fields) -> dict:
+def run_manifest(
+    bundle: ClipBundle,
+    pretrained: str | None,
+    task: str,
+    spec: typographic.Spec | gender.Spec | pairs.Spec,
+    data: dict,
+    **fields,
+) -> dict:
     """The manifest of a run of `task` on `spec` (see clipaln.manifest): model, weights, data, split, ..."""
     return manifest.build(
         bundle_name=bundle.name,
@@ -192,7 +199,7 @@ def as_recorded(request: dict) -> dict:
     return out
 
 
-def started_request(out) -> dict | None:
+def started_request(out: str | Path) -> dict | None:
     """The arguments the unfinished run in OUT.partial was started with (train_run's keywords, but
     out, resume, overwrite, device, cache and progress), or None when it holds no checkpoint yet."""
     work = Path(out).expanduser().with_name(Path(out).expanduser().name + ".partial")
@@ -205,7 +212,7 @@ def train_run(
     task: str,
     *,
     method: str = "dpo",
-    out,
+    out: str | Path,
     mode: str = "w",
     overrides: dict | None = None,
     checkpoint_every: int | None = None,
@@ -216,7 +223,7 @@ def train_run(
     eval_every: int = 0,
     model: str = "toy",
     pretrained: str | None = None,
-    device=None,
+    device: str | None = None,
     cache: bool = True,
     progress: bool = True,
     **data,
@@ -256,8 +263,8 @@ def train_run(
         resume = folder.resume  # False when OUT.partial held no checkpoint yet: the run starts over
         if not resume and dist.is_main():  # what --resume reads back, so that no flag must be typed again
             asked = dict(task=task, method=method, mode=mode, overrides=overrides or {}, train_text=train_text,
-                         checkpoint_every=checkpoint_every, report_to=list(report_to), model=model,
-                         pretrained=pretrained, **{k: v for k, v in data.items()}, **encoding)  # fmt: skip
+                         checkpoint_every=checkpoint_every, report_to=list(report_to), eval_every=eval_every,
+                         model=model, pretrained=pretrained, **data, **encoding)  # fmt: skip
             asked.pop("workers", None)  # how to read the data, not what: free to change on resume
             write_json(folder.work / REQUEST, as_recorded(asked))
         spec = make_spec(task, model=model, **data)  # a bad data flag is one line before the model loads
@@ -396,13 +403,13 @@ def _load_encoder(bundle: ClipBundle, path, pretrained, allow_other_weights: boo
 def eval_run(
     task: str,
     *,
-    projection=None,
-    image_encoder=None,
-    photos=None,
+    projection: str | Path | None = None,
+    image_encoder: str | Path | None = None,
+    photos: str | Path | None = None,
     t: float | Sequence[float] | None = None,
     model: str | None = None,
     pretrained: str | None = None,
-    device=None,
+    device: str | None = None,
     cache: bool = True,
     progress: bool = True,
     allow_other_data: bool = False,
@@ -572,11 +579,11 @@ def _t_value(t) -> float:
 
 
 def export_run(
-    projection,
+    projection: str | Path,
     *,
-    out,
+    out: str | Path,
     t: float = 1.0,
-    device=None,
+    device: str | None = None,
     allow_other_weights: bool = False,
     overwrite: bool = False,
     model: str | None = None,

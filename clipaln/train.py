@@ -165,7 +165,7 @@ TRL_ALIASES = {
 TRL_LOSS_TYPES = {"sigmoid": "dpo"}  # DPOConfig's loss_type for the DPO loss; "ipo" is ours as is
 
 
-def read_config(path) -> dict:
+def read_config(path: str | Path) -> dict:
     """TrainConfig fields from a JSON or YAML file (`clipaln train --config FILE`); a one-line error
     names an unknown field, so a typo does not silently train with the default."""
     path = Path(path).expanduser()
@@ -242,13 +242,13 @@ def rank_batch(step: int, n: int, m: int, batch_size: int, seed: int) -> tuple[t
 
 
 def save_checkpoint(
-    path,
+    path: str | Path,
     state: dict,
     opt: torch.optim.Optimizer,
     step: int,
     avg: dict,
     avg_w: float,
-    cfg,
+    cfg: TrainConfig,
     run: dict | None = None,
     history: dict | None = None,
 ) -> None:
@@ -262,7 +262,7 @@ def save_checkpoint(
     save_tensors(path, tensors, {**meta, "history": json.dumps(history or {})})
 
 
-def checkpoint_step(path) -> int:
+def checkpoint_step(path: str | Path) -> int:
     """The step a checkpoint resumes at."""
     return int(_read_checkpoint(path, tensors=False)[0]["step"])
 
@@ -288,14 +288,14 @@ def _check_meta(path, meta: dict, expected: dict) -> None:
             raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
 
 
-def check_checkpoint(path, expected: dict) -> None:
+def check_checkpoint(path: str | Path, expected: dict) -> None:
     """Refuse (ValueError, one line) a checkpoint that is unreadable or was written with other `expected`
     entries (config, model weights, data), before any work is done."""
     _check_meta(path, _read_checkpoint(path, tensors=False)[0], expected)
 
 
 def load_checkpoint(
-    path, state: dict, opt: torch.optim.Optimizer, cfg, run: dict | None = None
+    path: str | Path, state: dict, opt: torch.optim.Optimizer, cfg: TrainConfig, run: dict | None = None
 ) -> tuple[int, dict, float, dict]:
     """Restore what save_checkpoint wrote into `state` and `opt`; returns (step, bma_sums, bma_weight,
     history of the steps before it).
@@ -343,7 +343,7 @@ def loop(
     bma_state: dict[str, torch.Tensor] | None = None,
     clip_grad: float | None = None,
     after_step: Callable[[], None] | None = None,
-    checkpoint=None,
+    checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
     identity: dict | None = None,
@@ -360,11 +360,12 @@ def loop(
     as an uninterrupted run; identity: what else a resumed checkpoint must match (model weights,
     data; a run's manifest entries); report: called with (step, that step's logs) after every step
     (clipaln.reporting writes them to TensorBoard or W&B); evaluate: called every `eval_every` steps
-    and after the last (on the current iterate), its metrics logged under "eval/" (None in the
-    history at the other steps). Returns the history of every step ("step",
-    "loss", "loss/total", "learning_rate", "grad_norm", "elapsed_s" and the objective's logs; "loss" is
-    the objective's own where its logs name one, else the total); a resumed run's
-    holds the steps before its checkpoint too, each once, and its elapsed_s goes on from theirs.
+    on the current iterate and, for the last step, on the W that is returned (the BMA average when
+    cfg.bma), its metrics logged under "eval/" (None in the history at the other steps). Returns the
+    history of every step ("step", "loss", "loss/total", "learning_rate", "grad_norm", "elapsed_s" and
+    the objective's logs; "loss" is the objective's own where its logs name one, else the total); a
+    resumed run's holds the steps before its checkpoint too, each once, and its elapsed_s goes on
+    from theirs.
     """
     opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr)
     state = bma_state if bma_state is not None else {str(i): p for i, p in enumerate(params)}
@@ -382,8 +383,10 @@ def loop(
         start, avg, avg_w, before = load_checkpoint(checkpoint, state, opt, cfg, run)
     hist: dict[str, list[float]] = {"step": [], "loss": [], "loss/total": [], "learning_rate": [], "grad_norm": []}
     hist["elapsed_s"] = []
-    if start:  # the steps before the checkpoint, each once
+    if start:  # the steps before the checkpoint, each once; a column they lack holds None there
         hist.update({k: v[:start] for k, v in before.items()})
+        for column in hist.values():
+            column[:0] = [None] * (start - len(column))
     t0 = time.perf_counter() - (hist["elapsed_s"][-1] if hist["elapsed_s"] else 0.0)
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not progress or not dist.is_main())
     for step in range(start, total):
@@ -417,7 +420,7 @@ def loop(
         # minimised, with the KL and the penalty, is "loss/total"
         row = {k: dist.all_sum(v.detach()).item() for k, v in {"loss": loss, "loss/total": loss, **logs}.items()}
         row |= {"learning_rate": lr, "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
-        if evaluate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == total):
+        if evaluate is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < total:
             with torch.no_grad():
                 row |= {f"eval/{k}": float(v) for k, v in evaluate().items()}
         done = len(hist["step"])
@@ -436,13 +439,29 @@ def loop(
         with torch.no_grad():
             for k, v in state.items():
                 v.copy_((avg[k] / avg_w).to(v.dtype))
+    if evaluate is not None and eval_every and hist["step"]:  # the last row: the W that is saved (BMA's)
+        with torch.no_grad():
+            final = {f"eval/{k}": float(v) for k, v in evaluate().items()}
+        for k, v in final.items():
+            hist.setdefault(k, [None] * len(hist["step"]))[-1] = v
+        if report is not None and dist.is_main():
+            report(total - 1, final)
     return hist
 
 
 # --- the preference objective and W -----------------------------------------------------------
 
 
-def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, ref_logp_reg, batch: int):
+def preference_objective(
+    cfg: TrainConfig,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    y_w: torch.Tensor,
+    y_l: torch.Tensor,
+    logp_reg: torch.Tensor,
+    ref_logp_reg: torch.Tensor,
+    batch: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """This process's part of L = L_pref + lambda KL(pi_ref || pi) for a global batch of `batch`
     samples, of which it holds len(y_w), and its logs (TRL's names), weighted the same way."""
     entry = losses.method(cfg.method)
@@ -484,7 +503,13 @@ def preference_objective(cfg: TrainConfig, logp, ref_logp, y_w, y_l, logp_reg, r
 
 
 @torch.no_grad()
-def preference_accuracy(images, texts, y_w, y_l, projection=None) -> float:
+def preference_accuracy(
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    y_w: torch.Tensor,
+    y_l: torch.Tensor,
+    projection: SharedProjection | None = None,
+) -> float:
     """Share of D_pref where the policy scores y_w above y_l."""
     s = similarities(images, texts, projection)
     return (s.gather(1, y_w[:, None]) > s.gather(1, y_l[:, None])).float().mean().item()

@@ -20,7 +20,7 @@ import io
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,7 +41,7 @@ THUMBNAIL = 128
 FONT = 11
 
 
-def thumbnail(image, side: int = THUMBNAIL) -> np.ndarray:
+def thumbnail(image: Image.Image | np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
     """A (side, side, 3) uint8 array of the image, centre-cropped to a square."""
     im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     return np.asarray(ImageOps.fit(im.convert("RGB"), (side, side), Image.BICUBIC))
@@ -66,7 +66,7 @@ class Frames:
         self.height = int(round(fig.bbox.height))
         self.texts: dict[tuple, np.ndarray] = {}
 
-    def box(self, ax) -> tuple[int, int, int]:
+    def box(self, ax: plt.Axes) -> tuple[int, int, int]:
         """(top row, left column, side) in frame pixels of the largest square centred in ax."""
         x0, y0, x1, y1 = ax.get_window_extent().extents
         side = int(min(x1 - x0, y1 - y0))
@@ -87,7 +87,7 @@ class Frames:
             for i, (a, r) in enumerate(zip(self.animated, rects))
         ]
 
-    def render(self, tiles=()) -> bytes:
+    def render(self, tiles: Iterable[tuple[tuple[int, int, int], np.ndarray]] = ()) -> bytes:
         """The frame as PNG; tiles: (box, (side, side, 3) uint8 array) pairs to paste."""
         self.canvas.restore_region(self.background)
         paste, fresh = [], []
@@ -111,7 +111,7 @@ class Frames:
         Image.fromarray(rgb).save(out, format="png", compress_level=1)
         return out.getvalue()
 
-    def fresh(self, tiles=()) -> bytes:
+    def fresh(self, tiles: Iterable[tuple[tuple[int, int, int], np.ndarray]] = ()) -> bytes:
         """The same frame drawn from scratch, with no cached text (what render must equal)."""
         saved, self.texts = self.texts, {}
         try:
@@ -261,6 +261,11 @@ class StaticPlayer:
         return self.html
 
 
+def _script_json(value: object) -> str:
+    """JSON to place inside a <script>: "</" written as "<\\/" so that no label can close the script."""
+    return json.dumps(value).replace("</", "<\\/")
+
+
 class GalleryPlayer:
     """The retrieval slider without a kernel, over a menu of prompts: each thumbnail once, and for
     each (prompt, t) the top k as indices into them with their labels and a caption, which the
@@ -316,7 +321,7 @@ class GalleryPlayer:
             f'<table class="clipaln-grid" style="width:100%;max-width:{140 * self.columns}px;table-layout:fixed;'
             f'border-collapse:collapse;margin:0">{rows}</table>'
             f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var thumbs={json.dumps(thumbs)};var frames={json.dumps(self.frames)};var ts={json.dumps(self.ts)};"
+            f"var thumbs={json.dumps(thumbs)};var frames={_script_json(self.frames)};var ts={json.dumps(self.ts)};"
             'var s=root.querySelector("input"),m=root.querySelector("select"),r=root.querySelector(".clipaln-readout"),'
             'c=root.querySelector(".clipaln-caption"),cells=root.querySelectorAll(".clipaln-grid td");'
             "function show(){var f=frames[m.value][s.value];"
@@ -406,7 +411,7 @@ class RetrievalWidget(_Widget):
         if activity not in sweep.feats.activities or any(c not in sweep.feats.activities for c in choices or ()):
             raise ValueError(f"activities must be among {sweep.feats.activities}")
         self.sweep, self.images, self.activity = sweep, gallery_images, activity
-        self.thumbs: dict[int, np.ndarray] = {}
+        self.thumbs: dict[tuple[int, int], np.ndarray] = {}  # (gallery index, side)
         self.top: list[int] = []
         k = sweep.k
         fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 2.5))
@@ -436,9 +441,9 @@ class RetrievalWidget(_Widget):
         return self.update(self.slider.value)
 
     def _thumb(self, i: int, side: int) -> np.ndarray:
-        if i not in self.thumbs:
-            self.thumbs[i] = thumbnail(self.images[i], side)
-        return self.thumbs[i]
+        if (i, side) not in self.thumbs:
+            self.thumbs[i, side] = thumbnail(self.images[i], side)
+        return self.thumbs[i, side]
 
     def _tiles(self):
         boxes = [self.frames.box(ax) for ax in self.axes]
@@ -463,7 +468,9 @@ class RetrievalWidget(_Widget):
             ax.set_title(g, fontsize=FONT)
         self.title.set_text(f"'{self.prompt(self.activity)}'\nt = {t:.2f}: {line}")
 
-    def player(self, ts, t0: float | None = None, prompts=None, quality: int = 80) -> GalleryPlayer:
+    def player(
+        self, ts: Iterable[float], t0: float | None = None, prompts: Iterable[str] | None = None, quality: int = 80
+    ) -> GalleryPlayer:
         """The slider without a kernel, for each prompt of `prompts` (default: the menu's, else the
         one shown): the top k at each t of `ts`, with the thumbnails they show once (WebP); starts
         at the t nearest t0 (default: the slider's value) on the prompt shown. Changes nothing here."""

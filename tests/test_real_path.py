@@ -282,8 +282,11 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
     assert pets["O"]["authors"] == 85.25 and pets["T"]["authors"] == 79.72  # their BMA, from their log
     assert pets["T"]["diff"] == pytest.approx(pets["T"]["ours"] - 79.72, abs=0.01)
     assert result["rows"]["base"]["oxford_pets"]["T"]["authors"] == 62.01  # their reference model, attacked
-    assert result["rows"]["ce"]["imagenet100"]["O"]["authors"] == 51.5
-    assert result["rows"]["dpo"]["imagenet100"]["O"]["authors"] is None  # no such log: said, not guessed
+    assert result["rows"]["ce"]["eurosat"]["T"]["authors"] is not None
+    # their only ImageNet log is 1000-way: no authors' number beside ImageNet-100, and the output says why
+    assert all(r["imagenet100"][k]["authors"] is None for r in result["rows"].values() for k in "OT")
+    assert "1000-way" in result["not_compared"]["imagenet100"]
+    assert result["n_test"] == {"imagenet100": 6, "oxford_pets": 6, "eurosat": 6}
     assert all(0 <= c[k]["ours"] <= 100 for rows in result["rows"].values() for c in rows.values() for k in "OT")
     assert main(args) == 0
     table = capsys.readouterr().out

@@ -8,6 +8,7 @@ from test_tracks_pairs import scenes
 
 from clipaln import runs
 from clipaln.cli import main
+from clipaln.models import load_clip
 
 TRL_NAMES = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "learning_rate"}
 
@@ -148,3 +149,35 @@ def test_eval_every_n_steps_logs_validation_metrics_to_history_and_tensorboard(t
     events.Reload()
     logged = {e.step: e.value for e in events.Scalars("eval/preference/accuracy")}  # "eval/", as TRL's are
     assert logged == pytest.approx({s: v for s, v in scored.items() if v is not None})
+
+
+def test_the_last_eval_row_scores_the_saved_w(tmp_path, pairs_file):
+    from clipaln.projection import SharedProjection
+    from clipaln.tracks import pairs
+
+    out = tmp_path / "run"
+    assert train(pairs_file, out, "--val-share", "0.25", "--epochs", "10", "--eval-every", "4") == 0
+    last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
+    feats = pairs.build_features(load_clip("toy"), runs.make_spec("pairs", root=str(pairs_file), val_share=0.25))
+    saved = SharedProjection.load(out / "projection.safetensors")
+    assert last["eval/preference/accuracy"] == pytest.approx(pairs.prefers(feats.val, saved))  # BMA, not the iterate
+
+
+def test_resume_compares_what_was_typed_even_at_its_default(tmp_path, pairs_file, ctrl_c_after_checkpoints, capsys):
+    out = tmp_path / "run"
+    with ctrl_c_after_checkpoints(1):  # ipo, data seed 5, training seed 3, validation every 2 steps
+        data = dict(root=str(pairs_file), seed=5, val_share=0.25, cache=False, progress=False)
+        runs.train_run("pairs", method="ipo", out=out, overrides={"epochs": 8, "seed": 3}, checkpoint_every=3,
+                       eval_every=2, **data)  # fmt: skip
+    capsys.readouterr()
+    bare = ["--out", str(out), "--resume", "--quiet"]
+    assert main(["train", "pairs", *bare, "--method", "dpo"]) == 2  # dpo is the parser's default: typed, it counts
+    assert "--method dpo differs from the run's ipo" in capsys.readouterr().err
+    assert main(["train", "gender", *bare]) == 2
+    assert "task gender differs from the run's pairs" in capsys.readouterr().err
+    assert main(["train", "pairs", *bare, "--seed", "3"]) == 0  # the training seed, as typed when it started
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    evaluated = [row["step"] for row in history if row["eval/preference/accuracy"] is not None]
+    assert evaluated == [1, 3, 5, 7]  # --eval-every read back too, to the end
+    run = json.loads((out / "run.json").read_text())
+    assert (run["config"]["method"], run["config"]["seed"], run["seed"]) == ("ipo", 3, 5)

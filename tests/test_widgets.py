@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from clipaln.projection import naive_scores
-from clipaln.widgets import Frames, RetrievalWidget, TradeoffWidget
+from clipaln.widgets import Frames, GalleryPlayer, RetrievalWidget, TradeoffWidget
 
 pytest.importorskip("ipywidgets")
 
@@ -92,7 +92,7 @@ def test_the_retrieval_frame_shows_the_ranking(toy):
         frame = pixels(ui.png)
         for ax, i in zip(ui.axes, top):
             r, c, side = ui.frames.box(ax)
-            assert (frame[r : r + side, c : c + side] == ui.thumbs[i]).all()
+            assert (frame[r : r + side, c : c + side] == ui.thumbs[i, side]).all()
     other = feats.activities[1]
     ui.menu.value = other  # the menu switches the prompt at the slider's t
     assert ui.top == list(sweep.ranking(ui.slider.value, other)) and feats.prompts[1] in ui.title.get_text()
@@ -184,3 +184,9 @@ def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
     assert json.dumps(player.frames) in html
     with pytest.raises(ValueError, match="among"):
         ui.player(ts, prompts=["juggling"])
+    assert {Image.open(io.BytesIO(b)).size for b in player.thumbs} == {(128, 128)}  # one size, the player's
+    for activity in menu:  # and the live slider still pastes its own size after the player was made
+        ui.select(activity)
+        assert ui.update(0.7) > 0 and (pixels(ui.png) == pixels(ui.frames.fresh(ui._tiles()))).all()
+    hostile = GalleryPlayer([0.0], ["p"], [[([0], ["</script><b>x</b>"], "c")]], player.thumbs[:1])
+    assert hostile.html.count("</script>") == 1  # a label cannot close the player's script

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from ..features import FeatureCache
 from ..models import load_clip
 from ..tracks import typographic
 
-#: The paper's Table 1 datasets: clipaln's registry name -> the name in the authors' logs.
+#: The paper's Table 1 datasets: clipaln's registry name -> the name in the authors' logs (None: no
+#: log of the same task).
 DATASETS = {
-    "imagenet100": "imagenet",
+    "imagenet100": None,
     "caltech101": "caltech",
     "oxford_pets": "pets",
     "stanford_cars": "cars",
@@ -41,6 +45,10 @@ METHODS = ("dpo", "ipo", "kto", "ce")
 #: The paper's beta and lambda (docs/method.md section 2); lr, epochs, orth and batch: W's own schedule.
 PAPER_SETTINGS = {"dpo": dict(beta=1.0, lam=1.0), "ipo": dict(beta=0.01, lam=0.01), "kto": dict(beta=1.5, lam=0.01)}
 AUTHORS = Path(__file__).with_name("authors_table1.json")
+#: Cells with no authors' number, and why.
+NOT_COMPARED = {
+    "imagenet100": "the authors' only ImageNet log (CE's) scores 1000-way ImageNet; ImageNet-100 is another task",
+}
 
 
 def authors() -> dict:
@@ -54,6 +62,8 @@ def _theirs(logged: dict, method: str | None, dataset: str, column: str) -> floa
     policy for CE, and for the base row the reference model's ("Ref Acc") from their DPO log, or from
     their CE log where no DPO log has the dataset (ImageNet; CE's test split is their other one)."""
     name = DATASETS[dataset]
+    if name is None:
+        return None
     if method is None:
         method = next((m for m in ("dpo", "ce") if name in logged["methods"].get(m, {})), "dpo")
         key = "ref"
@@ -63,7 +73,7 @@ def _theirs(logged: dict, method: str | None, dataset: str, column: str) -> floa
     return None if value is None else round(100 * value, 2)
 
 
-def layouts(data_root) -> dict[str, Path]:
+def layouts(data_root: str | Path) -> dict[str, Path]:
     """The Table 1 datasets present under data_root, each in the folder of its registry name."""
     root = Path(data_root).expanduser()
     if not root.is_dir():
@@ -76,18 +86,20 @@ def layouts(data_root) -> dict[str, Path]:
 def paper_table(
     model: str,
     pretrained: str | None,
-    data_root,
+    data_root: str | Path,
     train_on: str = "imagenet100",
-    methods=METHODS,
+    methods: Sequence[str] = METHODS,
     n_train: int = 2000,
     n_test: int = 1000,
     seed: int = 0,
-    device=None,
+    device: str | torch.device | None = None,
     cache: FeatureCache | None = None,
     progress: bool = True,
 ) -> dict:
     """Table 1: W trained on `train_on` with each method, O and T on every dataset found, ours and
-    the authors' in percent, and the difference. Missing datasets are listed, not guessed."""
+    the authors' in percent, and the difference. Missing datasets are listed, not guessed. seed: the
+    data's draws and the training seed; n_test: at most so many test images per dataset (the result
+    gives each dataset's own count)."""
     found = layouts(data_root)
     if train_on not in found:
         raise FileNotFoundError(f"--data-root {data_root} has no {train_on}/ folder to train on")
@@ -102,13 +114,14 @@ def paper_table(
     for m in methods:
         cfg = typographic.train_config(m, seed=seed, **PAPER_SETTINGS.get(m, {}))
         trained[m] = typographic.train(feats, cfg, progress=progress)[0]
-    logged, rows = authors(), {}
+    logged, rows, sizes = authors(), {}, {}
     for name, folder in found.items():
         if name == train_on:
             scored = feats
         else:  # the test split only: nothing of these sets is trained on
             other = typographic.real_spec(name, str(folder), n_train=0, n_test=n_test, seed=seed, n_val=0)
             scored = typographic.build_features(bundle, other, cache, progress=progress, with_train=False)
+        sizes[name] = len(scored.test.labels)
         for m in (None, *methods):
             r = typographic.evaluate(scored, trained.get(m))
             ours = {"O": 100 * r["accuracy/clean"], "T": 100 * r["accuracy/attacked"]}
@@ -126,7 +139,8 @@ def paper_table(
         "pretrained": pretrained or "random init",
         "trained_on": train_on,
         "n_train": len(feats.train.labels),
-        "n_test": n_test,
+        "n_test": sizes,
+        "seed": seed,
         "settings": {m: {**PAPER_SETTINGS.get(m, {}), "schedule": "train.SCHEDULES"} for m in methods},
         "ours": "the shared W (section 3.4) on cached features, t = 1",
         "authors": "full fine-tuning of both encoders, BMA of the weights (their logs: "
@@ -134,6 +148,7 @@ def paper_table(
         + ")",
         "datasets": list(found),
         "missing": [d for d in DATASETS if d not in found],
+        "not_compared": {d: why for d, why in NOT_COMPARED.items() if d in found},
         "rows": rows,
     }
 
@@ -155,4 +170,6 @@ def markdown(result: dict) -> str:
             lines.append(f"| {method} | {dataset} | " + " | ".join(fmt(v) for v in values) + " |")
     if result["missing"]:
         lines += ["", "Not under the data root (not measured): " + ", ".join(result["missing"]) + "."]
+    for dataset, why in result["not_compared"].items():
+        lines += ["", f"No authors' number for {dataset}: {why}."]
     return "\n".join(lines)
