@@ -118,11 +118,12 @@ def _asked(a, request: dict, started: dict, theirs: dict) -> dict:
     fields = set(read_config(a.config)) if a.config else set()
     asked = {"task": (a.task, started.get("task"))}
     mine, recorded = request["overrides"], runs.as_recorded(request)
+    effective = runs.train_config(started["task"], started["method"], theirs).__dict__  # what the run trains with
     for dest in typed | fields:
         if dest in OVERRIDE_FLAGS or dest in fields - {"method"}:
-            asked[dest] = (mine.get(dest), theirs.get(dest))
+            asked[dest] = (mine.get(dest), effective.get(dest))
         elif dest == "no_bma":
-            asked["bma"] = (False, theirs.get("bma", False))
+            asked["bma"] = (False, effective["bma"])
         elif dest == "data_seed":
             asked["data_seed"] = (a.data_seed, started.get("seed"))
         elif dest in recorded:
@@ -140,10 +141,10 @@ def _as_started(a, request: dict) -> dict:
         return request
     theirs = started.pop("overrides")
     for name, (mine, was) in _asked(a, request, started, theirs).items():
-        if mine != was and (was is not None or name not in OVERRIDE_FLAGS):
+        if mine != was:
             flag = name if name == "task" else "--" + name.replace("_", "-")
             raise ValueError(f"{flag} {mine} differs from the run's {was} ({a.out}.partial): refusing to resume")
-    typed = _typed(a.argv)
+    typed = {"bma" if d == "no_bma" else d for d in _typed(a.argv)}
     free = {k: request[k] for k in request if k not in started or (k in FREE_ON_RESUME and k in typed)}
     overrides = {**theirs, **{k: v for k, v in request["overrides"].items() if k in typed or a.config}}
     return {**started, **free, "overrides": overrides}

@@ -36,7 +36,12 @@ from .reporting import Reporter
 from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
 from .tracks import TRACKS, gender, pairs, typographic
-from .train import check_checkpoint, checkpoint_step
+from .train import TrainConfig, check_checkpoint, checkpoint_step
+
+
+def train_config(task: str, method: str, overrides: dict) -> TrainConfig:
+    """The TrainConfig a run of `task` trains with: the track's defaults for `method`, then overrides."""
+    return _track(task).train_config(method, **overrides)
 
 
 def _track(task: str):

@@ -175,7 +175,9 @@ def test_resume_compares_what_was_typed_even_at_its_default(tmp_path, pairs_file
     assert "--method dpo differs from the run's ipo" in capsys.readouterr().err
     assert main(["train", "gender", *bare]) == 2
     assert "task gender differs from the run's pairs" in capsys.readouterr().err
-    assert main(["train", "pairs", *bare, "--seed", "3"]) == 0  # the training seed, as typed when it started
+    assert main(["train", "pairs", *bare, "--no-bma"]) == 2  # the run averages (IPO's default): not silently dropped
+    assert "--bma False differs from the run's True" in capsys.readouterr().err
+    assert main(["train", "pairs", *bare, "--seed", "3", "--lr", "0.003"]) == 0  # as started; 0.003 is IPO's lr
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     evaluated = [row["step"] for row in history if row["eval/preference/accuracy"] is not None]
     assert evaluated == [1, 3, 5, 7]  # --eval-every read back too, to the end
