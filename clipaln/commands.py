@@ -106,15 +106,13 @@ def _typed(argv) -> set[str]:
     for action in train._actions:
         if action.dest not in ("help", "task"):
             action.default = _UNSET
-    return {
-        k for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET and k not in ("func", "flag_defaults")
-    }
+    return {k for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET and k != "func"}
 
 
-def _asked(a, request: dict, started: dict, theirs: dict) -> dict:
+def _asked(a, typed: set[str], request: dict, started: dict, theirs: dict) -> dict:
     """{name: (typed, the run's)} for each flag typed (or config field given) that says what the run trains.
     On resume --seed is the training seed; the data seed is compared only when --data-seed is typed."""
-    typed = _typed(a.argv) - set(NOT_COMPARED) - set(FREE_ON_RESUME)
+    typed = typed - set(NOT_COMPARED) - set(FREE_ON_RESUME)
     fields = set(read_config(a.config)) if a.config else set()
     asked = {"task": (a.task, started.get("task"))}
     mine, recorded = request["overrides"], runs.as_recorded(request)
@@ -134,17 +132,17 @@ def _asked(a, request: dict, started: dict, theirs: dict) -> dict:
 def _as_started(a, request: dict) -> dict:
     """--resume: the run's own request from OUT.partial, so no flag need be typed again; a flag typed
     that differs from it is refused (a resumed run continues as it started), except those that say how
-    it runs and logs (FREE_ON_RESUME). A field the run left at its default is checked against the
-    checkpoint's config."""
+    it runs and logs (FREE_ON_RESUME). A TrainConfig field the run did not set is compared with what
+    it trains with, the track's default."""
     started = runs.started_request(a.out)
     if started is None:  # no checkpoint yet: the run starts over, from the flags
         return request
-    theirs = started.pop("overrides")
-    for name, (mine, was) in _asked(a, request, started, theirs).items():
+    theirs, typed = started.pop("overrides"), _typed(a.argv)
+    for name, (mine, was) in _asked(a, typed, request, started, theirs).items():
         if mine != was:
             flag = name if name == "task" else "--" + name.replace("_", "-")
             raise ValueError(f"{flag} {mine} differs from the run's {was} ({a.out}.partial): refusing to resume")
-    typed = {"bma" if d == "no_bma" else d for d in _typed(a.argv)}
+    typed = {"bma" if d == "no_bma" else d for d in typed}
     free = {k: request[k] for k in request if k not in started or (k in FREE_ON_RESUME and k in typed)}
     overrides = {**theirs, **{k: v for k, v in request["overrides"].items() if k in typed or a.config}}
     return {**started, **free, "overrides": overrides}
@@ -481,8 +479,7 @@ def _add_train(sub) -> None:
     _add_model_args(tr, seed_default=None)
     tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
     _add_flags(tr, TRAIN_FLAGS)
-    dests = [a.dest for a in tr._actions if a.dest not in ("help", "task")]
-    tr.set_defaults(func=cmd_train, flag_defaults={d: tr.get_default(d) for d in dests})  # for --resume
+    tr.set_defaults(func=cmd_train)
 
 
 #: eval's flags beyond the model and data ones.
