@@ -98,6 +98,23 @@ def kto(
     return torch.stack([1 - torch.sigmoid(beta * (r_w - z0)), 1 - torch.sigmoid(beta * (z0 - r_l))], dim=-1)
 
 
+def check_against(mine: Callable, reference: Callable = dpo, beta: float = 1.0) -> str:
+    """Hold a per-sample loss L(h, beta) written from its equation (notebook 01, exercise 5) against
+    one of these: values and gradients on margins from -200 (a pair lost badly) to 200. Raises an
+    AssertionError naming the first margin where they differ; returns a one-line summary."""
+    h = torch.cat([torch.linspace(-20, 20, 401), torch.tensor([-200.0, -100.0, 100.0, 200.0])])
+    h_mine, h_ref = h.clone().requires_grad_(), h.clone().requires_grad_()
+    got, want = mine(h_mine, beta), reference(h_ref, beta)
+    got.sum().backward()
+    want.sum().backward()
+    for what, a, b in (("loss", got, want), ("gradient", h_mine.grad, h_ref.grad)):
+        bad = ~torch.isclose(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise AssertionError(f"at h = {h[i]:g} your {what} is {a[i]:g}, clipaln's {b[i]:g}")
+    return f"matches clipaln.losses.{reference.__name__} on all {len(h)} margins, values and gradients"
+
+
 def kl_batch_estimate(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """z0 for KTO: batch mean of KL(pi || pi_ref) on reference (clean) images, detached, >= 0."""
     return (logp.exp() * (logp - ref_logp)).sum(-1).mean().detach().clamp(min=0)

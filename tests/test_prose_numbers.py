@@ -52,6 +52,7 @@ NOT_OUTPUTS: dict[str, dict[str, str]] = {
     },
     "05_real_clip_on_a_gpu.ipynb": {
         "5.8": "quoted: the README's speed table (clipaln bench speed), toy ratio",
+        "7.0": "quoted: the README's speed table (clipaln bench speed), ViT-B-32 ratio",
         "50%": "a setting: clipaln.tracks.gender.WEAK_CUE_SHARE",
         "60%": "a setting: gender.real_spec's train_share",
     },

@@ -29,9 +29,9 @@ from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerp
 from ..io import read_text
 from ..manifest import data_record, digest
 from ..models import ClipBundle
-from ..policy import PreferenceData, logprobs, read_alike, refuse_unknown_words, similarities
+from ..policy import PreferenceData, logprobs, read_alike, refuse_unknown_words
 from ..projection import SharedProjection
-from ..train import TrainConfig, fit_projection
+from ..train import TrainConfig, fit_projection, preference_accuracy
 from . import typographic
 
 #: W's settings for a task of your own: the typographic track's (tuned on its validation split), the
@@ -237,8 +237,7 @@ def train(
 @torch.no_grad()
 def prefers(d: PreferenceData, projection: SharedProjection | None = None) -> float:
     """The share of d's pairs whose chosen caption the model scores above the rejected one."""
-    s = similarities(d.pref_images, d.texts, projection)
-    return (s.gather(1, d.y_w[:, None]) > s.gather(1, d.y_l[:, None])).float().mean().item()
+    return preference_accuracy(d.pref_images, d.texts, d.y_w, d.y_l, projection)
 
 
 def validator(feats: Features) -> Callable[[SharedProjection | None], dict[str, float]] | None:
