@@ -27,7 +27,7 @@ from .models import load_clip
 from .reporting import REPORTERS
 from .toyworld.model import toy_paths
 from .tracks import gender, pairs, phenomena, typographic
-from .train import read_config
+from .train import SCHEDULER_TYPES, read_config
 
 
 def _print_json(obj) -> None:
@@ -74,10 +74,8 @@ def _print_pairs(m: dict) -> None:
 def _train_request(a) -> dict:
     """train_run's keywords from the flags: a config file's fields, then the flags given."""
     overrides = read_config(a.config) if a.config else {}
-    flags = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing")
-    overrides.update({k: getattr(a, k) for k in flags if getattr(a, k) is not None})
-    if a.seed is not None:  # a flag given wins over the config, the config over the default
-        overrides["seed"] = a.seed
+    # a flag given wins over the config, the config over the default
+    overrides.update({k: getattr(a, k) for k in OVERRIDE_FLAGS if getattr(a, k) is not None})
     if a.no_bma:
         overrides["bma"] = False
     method = a.method or overrides.pop("method", None) or "dpo"
@@ -94,6 +92,13 @@ FREE_ON_RESUME = ("checkpoint_every", "report_to", "eval_every", "device", "cach
 
 #: train's flags that set a TrainConfig field, by their dest.
 OVERRIDE_FLAGS = ("beta", "lam", "epochs", "lr", "batch_size", "orth", "warmup_ratio", "label_smoothing", "seed")
+OVERRIDE_FLAGS += (  # TRL's names, with TRL's meaning (TrainConfig)
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "weight_decay",
+    "lr_scheduler_type",
+)
 #: train's flags that say where and how to run, not what: never compared on resume.
 NOT_COMPARED = ("resume", "out", "overwrite", "quiet", "no_cache", "config", "device", "workers")
 _UNSET = object()
@@ -444,6 +449,14 @@ TRAIN_FLAGS = (
     ("--no-bma", dict(action="store_true", help="keep the last iterate, not the Beta(0.7, 0.7) average")),
     ("--warmup-ratio", dict(type=_number(0), default=None, help="share of steps with a linear warm-up (default 0.1)")),
     ("--label-smoothing", dict(type=_number(0), default=None, help="cDPO's eps, the share of flipped pairs (0.1)")),
+    (
+        "--per-device-train-batch-size",
+        dict(type=_count(1), default=None, help="TRL's: per rank; global = this x ranks x accumulation steps"),
+    ),
+    ("--gradient-accumulation-steps", dict(type=_count(1), default=None, help="micro-batches per step (TRL's)")),
+    ("--max-grad-norm", dict(type=_number(0, strict=True), default=None, help="clip the gradient norm (TRL's)")),
+    ("--weight-decay", dict(type=_number(0), default=None, help="Adamax's weight decay (default 0)")),
+    ("--lr-scheduler-type", dict(choices=list(SCHEDULER_TYPES), default=None, help="after warm-up (cosine)")),
     (
         "--report-to",
         dict(

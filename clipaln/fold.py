@@ -80,6 +80,19 @@ def export_checkpoint(
     return written
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that export would refuse, before any work: a suffix other than .safetensors, or
+    something there that is not to be replaced."""
+    if out.suffix and out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors (one file) or name a folder (no suffix), got {out.name}")
+    if out.suffix:
+        _refuse_existing([out, out.with_suffix(".json")], overwrite)
+    elif out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder: choose another --out")
+    else:
+        _refuse_existing([out] if out.is_dir() and any(out.iterdir()) else [], overwrite)
+
+
 def _is_export(weights: Path) -> bool:
     """Whether a safetensors file was written by clipaln export (its header names the source W)."""
     try:
@@ -138,8 +151,10 @@ def export_folder(
     return [out / HUB_WEIGHTS, out / HUB_CONFIG, out / HUB_CARD]
 
 
-def open_clip_config(name: str, toy_config: dict | None = None) -> dict | None:
-    """The open_clip model config of `name` (the toy's from its own file)."""
+def open_clip_config(name: str, toy_config: dict | None = None, quick_gelu: bool = False) -> dict | None:
+    """The open_clip model config of `name` (the toy's from its own file), with QuickGELU where the
+    model was built with it for its weights (OpenAI's), so that plain open_clip builds it alike."""
     if toy_config is not None:
         return toy_config["model_cfg"]
-    return open_clip.get_model_config(name)
+    config = open_clip.get_model_config(name)
+    return {**config, "quick_gelu": True} if config is not None and quick_gelu else config

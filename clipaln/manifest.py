@@ -55,12 +55,13 @@ def build(*, bundle_name: str, pretrained: str | None, weights: str, task: str, 
     }
 
 
-def data_record(model: str, weights: str, task: str, data_key: dict) -> dict:
-    """What features know of the data they were built from (the manifest's identity entries), as
-    strings: a W trained on them carries it in its file, so eval can refuse a test split that is not
-    the complement of its training split."""
+def data_record(model: str, weights: str, task: str, data_key: dict, pretrained: str | None = None) -> dict:
+    """What features know of the model and data they were built from (the manifest's identity entries),
+    as strings: a W trained on them carries it in its file, so eval can refuse a test split that is not
+    the complement of its training split, and export folds it into the weights it was trained on."""
     return {
         "model": model,
+        "pretrained": pretrained or "",
         "weights": weights,
         "task": task,
         "data": digest(data_key),

@@ -10,6 +10,8 @@ Nothing past this module branches on which world a model comes from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import warnings
@@ -37,6 +39,7 @@ class ClipBundle:
     name: str
     finetune_lr: float = 2e-5  # where full fine-tuning starts (the paper's 2e-5 for ViT-B/32)
     pretrained: str | None = None  # the weights load_clip was given (a tag or a file), recorded with what it trains
+    activation: str = ""  # "quick_gelu" or "gelu": what the towers run, as the weights were trained
     _embed_dim: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -104,11 +107,11 @@ class MissingPackage(RuntimeError):
     """A model needs an optional package that is not installed."""
 
 
-def _create(name: str, pretrained: str | None):
+def _create(name: str, pretrained: str | None, build: dict | None = None):
     try:
         with torch.random.fork_rng(devices=[]):  # random init is seeded: the same model in every process
             torch.manual_seed(0)
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **(build or {}))
     except ModuleNotFoundError as e:  # e.g. SigLIP's tokenizer needs transformers
         raise MissingPackage(f"{name} needs the package {e.name!r}: pip install {e.name}") from None
     try:
@@ -116,6 +119,88 @@ def _create(name: str, pretrained: str | None):
     except ModuleNotFoundError as e:
         raise MissingPackage(f"{name}'s tokenizer needs the package {e.name!r}: pip install {e.name}") from None
     return model, preprocess, tokenizer
+
+
+def tag_config(name: str, tag: str) -> dict:
+    """open_clip's pretrained config for `tag` of `name` (activation, preprocessing, where the weights
+    live), or {} for an unknown pair."""
+    return dict(open_clip.get_pretrained_cfg(name, tag) or {})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def known_weights(name: str, path: str | Path) -> tuple[str, dict] | None:
+    """(tag, config) when a local file is one of open_clip's pretrained weights for `name`, where that can
+    be told without a network: an open_clip_config.json beside it (a hub snapshot, an export), a path
+    that names the tag's hub repository (the hub's cache layout), or, for OpenAI's .pt files, the
+    sha256 that the tag's download URL carries. None when it cannot be told."""
+    path = Path(path)
+    sidecar = path.parent / "open_clip_config.json"
+    if sidecar.is_file():
+        try:
+            cfg = json.loads(sidecar.read_text(encoding="utf-8"))
+            model_cfg, preprocess = dict(cfg.get("model_cfg") or {}), dict(cfg.get("preprocess_cfg") or {})
+        except (ValueError, AttributeError, TypeError):
+            model_cfg, preprocess = {}, {}
+        if "quick_gelu" in model_cfg or preprocess:
+            return "open_clip_config.json", {"quick_gelu": bool(model_cfg.get("quick_gelu", False)), **preprocess}
+    base = name.removesuffix("-quickgelu")
+    resolved = str(path.resolve())
+    digest = None
+    for model in (base, f"{base}-quickgelu"):
+        for tag in open_clip.list_pretrained_tags_by_model(model) if model in open_clip.list_models() else []:
+            cfg = tag_config(model, tag)
+            org_repo = cfg.get("hf_hub", "").strip("/").split("/")[:2]  # "org/repo/" or "org/repo/file"
+            if len(org_repo) == 2 and (
+                "models--" + "--".join(org_repo) in resolved  # the hub's cache
+                or "/".join(org_repo) in resolved
+                or any(folder.name == org_repo[1] for folder in path.resolve().parents)  # a clone of the repo
+            ):
+                return tag, cfg
+            url = cfg.get("url", "")
+            if "openaipublic" in url and path.suffix == ".pt":
+                digest = digest or _sha256(path)
+                if digest.startswith(url.split("/")[-2]):
+                    return tag, cfg
+    return None
+
+
+#: open_clip's preprocessing keys in a pretrained config, and create_model_and_transforms' names for them
+_PREPROCESS = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation"}
+_PREPROCESS |= {"resize_mode": "image_resize_mode"}
+
+
+def _as_trained(name: str, pretrained: str | None, local: bool, hub_id: bool) -> tuple[dict, str]:
+    """How open_clip must build `name` for these weights to run as they were trained: the keyword
+    arguments (QuickGELU, preprocessing) and the activation's name. A known mismatch is one ValueError."""
+    if hub_id or pretrained is None:
+        return {}, ""
+    cfg = tag_config(name, pretrained) if not local else None
+    source = f"tag {pretrained!r}"
+    if local:
+        found = known_weights(name, pretrained)
+        if found is None:
+            return {}, ""
+        source = f"{pretrained} ({found[0]}'s weights)"
+        cfg = found[1]
+        cfg = {k: v for k, v in cfg.items() if k in _PREPROCESS or k == "quick_gelu"} | {"local": True}
+    trained_quick = bool(cfg.get("quick_gelu", False))
+    model_quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    if model_quick and not trained_quick:
+        raise ValueError(
+            f"{source} was trained with GELU, but {name} builds QuickGELU: "
+            f"use --model {name.removesuffix('-quickgelu')}"
+        )
+    kwargs = {"force_quick_gelu": True} if trained_quick and not model_quick else {}
+    if cfg.pop("local", False):  # open_clip applies a tag's preprocessing itself, not a file's
+        kwargs |= {_PREPROCESS[k]: v for k, v in cfg.items() if k in _PREPROCESS}
+    return kwargs, "quick_gelu" if trained_quick else "gelu"
 
 
 def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
@@ -133,12 +218,6 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     if pretrained is not None and pretrained.startswith("~"):
         pretrained = str(Path(pretrained).expanduser())
     local = pretrained is not None and Path(pretrained).is_file()
-    if local and "quickgelu" not in name.lower() and f"{name}-quickgelu" in open_clip.list_models():
-        warnings.warn(
-            f"loading {pretrained} into {name}: if these are OpenAI's weights, use --model {name}-quickgelu "
-            "(OpenAI trained with QuickGELU; the plain config runs GELU and silently loses accuracy)",
-            stacklevel=3,
-        )
     if pretrained is not None and not local and not hub_id:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
@@ -147,23 +226,40 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
             raise ValueError(
                 f"unknown pretrained tag {pretrained!r} for {name}; known tags: {', '.join(tags) or 'none'}"
             )
+    build, activation = _as_trained(name, pretrained, local, hub_id)
+    if local and not activation and "quickgelu" not in name.lower() and f"{name}-quickgelu" in open_clip.list_models():
+        warnings.warn(
+            f"loading {pretrained} into {name} with GELU: if these are OpenAI's weights, use --model {name}-quickgelu "
+            "(OpenAI trained with QuickGELU; the plain config runs GELU and silently loses accuracy)",
+            stacklevel=3,
+        )
     needs_hub = name.startswith("hf-hub:") or (pretrained is not None and not local)
     if needs_hub and not _hub_reachable():
         try:  # the weights may already be in the local hub cache
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model, preprocess, tokenizer = _create(name, pretrained)
+            model, preprocess, tokenizer = _create(name, pretrained, build)
         except MissingPackage:
             raise
         except Exception:
             raise RuntimeError(_offline_message(name, pretrained or name)) from None
     else:
-        model, preprocess, tokenizer = _create(name, pretrained)
+        model, preprocess, tokenizer = _create(name, pretrained, build)
     if pretrained is None and not hub_id:
         warnings.warn(
             f"{name} has RANDOM weights (pretrained=None, seeded): fine for tests and timing, meaningless for results.",
             stacklevel=3,
         )
-    return ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, name)
+    bundle = ClipBundle(_freeze(model.to(_device(device))), preprocess, tokenizer, name)
+    bundle.activation = activation or _activation(model)
+    return bundle
+
+
+def _activation(model: torch.nn.Module) -> str:
+    """'quick_gelu' or 'gelu': what the model's transformer blocks run ('' for other towers)."""
+    for module in model.modules():
+        if isinstance(module, open_clip.transformer.QuickGELU):
+            return "quick_gelu"
+    return "gelu" if any(isinstance(m, torch.nn.GELU) for m in model.modules()) else ""
 
 
 def load_clip(name: str = TOY, pretrained: str | None = None, device: str | torch.device | None = None) -> ClipBundle:

@@ -9,6 +9,7 @@ both embeddings are projected and re-normalised first.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,15 @@ class PreferenceData:
         if int(self.y_w.max()) >= k or int(self.y_l.max()) >= k or int(min(self.y_w.min(), self.y_l.min())) < 0:
             raise ValueError(f"action indices must lie in [0, {k})")
 
+    def to(self, device: str | torch.device) -> PreferenceData:
+        """The same data with every tensor on `device` (itself where they are there already)."""
+        device = torch.device(device)
+        if self.pref_images.device == device:
+            return self
+        move = lambda x: None if x is None else x.to(device)
+        names = ("pref_images", "y_w", "y_l", "texts", "reg_images", "reg_texts")
+        return dataclasses.replace(self, **{name: move(getattr(self, name)) for name in names})
+
     @classmethod
     def from_captions(
         cls,
@@ -213,8 +223,7 @@ class PreferenceData:
         pref = embed(images)
         # what a W fitted on these records, so that clipaln.export(W) knows its model
         key = {"captions": digest([chosen, rejected]), "n": len(chosen)}
-        record = {**data_record(bundle.name, model_fingerprint(bundle), "captions", key)}
-        record["pretrained"] = str(getattr(bundle, "pretrained", None) or "")
+        record = data_record(bundle.name, model_fingerprint(bundle), "captions", key, bundle.pretrained)
         return cls(
             pref,
             [index[c] for c in chosen],

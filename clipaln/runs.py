@@ -16,7 +16,9 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -615,11 +617,20 @@ def export_run(
             "PreferenceData that records one (PreferenceData.from_captions and the tracks' features do)"
         )
     model, pretrained = meta["model"], meta.get("pretrained") or None
+    out = Path(out).expanduser().absolute()
+    fold.check_out(out, overwrite)  # before the model loads (seconds for a ViT)
     bundle = load_clip(model, pretrained=pretrained, device=device or "cpu")
     proj = projection if isinstance(projection, SharedProjection) else SharedProjection.load(path, dim=bundle.embed_dim)
     if proj.dim != bundle.embed_dim:
         raise ValueError(f"{path} is {proj.dim}-d; {model}'s embeddings are {bundle.embed_dim}-d")
     _check_projection(path, meta, _identity(bundle, pretrained, allow_other_weights))  # any task folds alike
+    other_weights = bool(meta.get("weights")) and meta["weights"] != model_fingerprint(bundle)
+    if other_weights:  # allowed, and said: a W folded into weights it was not trained on
+        warnings.warn(
+            f"{path} was trained on other weights of {model} than {pretrained or 'its random init'}: "
+            "the export folds it into these, as --allow-other-weights asked",
+            stacklevel=2,
+        )
     toy = toy_config() if model == "toy" and pretrained is None else None
     header = {
         "source": str(path.resolve()) if path.is_file() else "memory",
@@ -630,8 +641,7 @@ def export_run(
     }
     if toy is not None:  # not open_clip's default normalisation: pass image_mean / image_std when loading
         header |= {"image_mean": json.dumps(toy["image_mean"]), "image_std": json.dumps(toy["image_std"])}
-    config = fold.open_clip_config(model, toy)
-    out = Path(out).expanduser().absolute()
+    config = fold.open_clip_config(model, toy, quick_gelu=bundle.activation == "quick_gelu")
     if out.is_symlink() and not out.exists():
         raise ValueError(
             f"--out {out} is a symbolic link to nothing ({os.readlink(out)}): remove it or choose another --out"
@@ -642,7 +652,7 @@ def export_run(
         else:
             if config is None:
                 raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
-            card = _model_card(path, meta, model, pretrained, t)
+            card = _model_card(path, meta, model, pretrained, t, other_weights)
             written = fold.export_folder(
                 bundle.model, proj.scaled(t).exact, out, config, _preprocess_cfg(bundle), header, card, overwrite
             )
@@ -670,18 +680,32 @@ def _preprocess_cfg(bundle: ClipBundle) -> dict:
     return out
 
 
-def _model_card(path: Path, meta: dict, model: str, pretrained, t: float) -> str:
-    """README.md for an exported folder: what it is, how to load it, and the run it came from."""
+def _model_card(path: Path, meta: dict, model: str, pretrained, t: float, other_weights: bool = False) -> str:
+    """README.md for an exported folder: what it is, how to load it, and the run it came from (file
+    paths by their names only: a card is shared, the folders it came from are not)."""
     run = path.parent / "run.json"
     metrics = path.parent / "metrics.json"
+    if pretrained:
+        weights = f", weights `{_names_only(pretrained)}`"
+    else:
+        weights = " (the toy CLIP of clipaln)" if model == "toy" else " at random init (seeded), not trained weights"
     lines = [
         f"# {model} with clipaln's W_t folded in (t = {t})",
         "",
         f"Base model: open_clip `{model}`"
-        + (f", weights `{pretrained}`" if pretrained else " (the toy CLIP of clipaln)")
+        + weights
         + ". W_t = U S^t V^T (Afzali et al., ICLR 2025) is multiplied into the last linear map of each tower,",
         "so this model scores every (image, caption) pair as clipaln's W_t does.",
         "",
+        *(
+            [
+                "**W was trained on other weights than these** (exported with --allow-other-weights): its",
+                "numbers are not this model's.",
+                "",
+            ]
+            if other_weights
+            else []
+        ),
         "```python",
         "import open_clip",
         'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:PATH/TO/THIS/FOLDER")',
@@ -700,10 +724,28 @@ def _model_card(path: Path, meta: dict, model: str, pretrained, t: float) -> str
         "## The projection",
         "",
         "```json",
-        json.dumps({k: meta[k] for k in sorted(meta)}, indent=1),
+        json.dumps(_names_only({k: meta[k] for k in sorted(meta)}), indent=1),
         "```",
     ]
     for title, f in (("The run (run.json)", run), ("Its metrics (metrics.json)", metrics)):
         if path.is_file() and f.is_file():  # a W from memory has no run beside it
-            lines += ["", f"## {title}", "", "```json", f.read_text().strip(), "```"]
+            text = json.dumps(_names_only(json.loads(f.read_text())), indent=1)
+            lines += ["", f"## {title}", "", "```json", text, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _names_only(value):
+    """`value` with every absolute path in it (a string, or inside JSON text, lists and dicts) cut to
+    its last part."""
+    if isinstance(value, dict):
+        return {k: _names_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_names_only(v) for v in value]
+    if isinstance(value, str):
+        if value.startswith(("{", "[")):
+            try:
+                return json.dumps(_names_only(json.loads(value)), sort_keys=True)
+            except ValueError:
+                pass
+        return re.sub(r"(?<![\w.])(?:/|~/|[A-Za-z]:\\)[^\s\"']*", lambda m: Path(m.group()).name or m.group(), value)
+    return value

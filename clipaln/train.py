@@ -68,6 +68,12 @@ class TrainConfig:
     pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
     orth: float | None = None  # the weight of ||W^T W - I||_F^2 / d, which keeps W near orthogonal (fit_projection)
     label_smoothing: float | None = None  # cDPO's eps (TRL's label_smoothing; default 0.1); None for other methods
+    # TRL's (transformers' TrainingArguments') names, with their meaning there:
+    per_device_train_batch_size: int | None = None  # set: the global batch is this x ranks x accumulation steps
+    gradient_accumulation_steps: int = 1  # each rank's share of a batch runs in this many micro-batches
+    max_grad_norm: float | None = None  # clip the global gradient's norm (None: no clipping, the paper's)
+    weight_decay: float = 0.0  # Adamax's (torch.optim.Adamax: added to the gradient, not decoupled)
+    lr_scheduler_type: str = "cosine"  # after the warm-up: cosine, linear, constant (constant_with_warmup)
 
     @classmethod
     def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
@@ -85,8 +91,18 @@ class TrainConfig:
             raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s: leave it out")
         for name, kind in FIELD_TYPES.items():  # the flags, a config file and Python all pass here
             setattr(self, name, _typed(name, getattr(self, name), kind))
+        if self.per_device_train_batch_size is not None and self.batch_size is not None:
+            raise ValueError(
+                "batch_size is the global batch and per_device_train_batch_size TRL's per-rank one: set one of them"
+            )
+        if self.lr_scheduler_type not in SCHEDULER_TYPES:
+            raise ValueError(
+                f"lr_scheduler_type must be one of {', '.join(SCHEDULER_TYPES)}, got {self.lr_scheduler_type!r}"
+            )
         schedule = SCHEDULES.get(self.method) or entry.schedule or SCHEDULES["dpo"]
         for k, v in {**entry.paper, **schedule}.items():
+            if k == "batch_size" and self.per_device_train_batch_size is not None:
+                continue  # TRL's per-rank batch sets the global one (global_batch)
             if getattr(self, k) is None:
                 setattr(self, k, v)
         if self.label_smoothing is None and "label_smoothing" in entry.options:
@@ -113,6 +129,10 @@ FIELD_TYPES = {
     "pref_weight": float,
     "orth": float,
     "label_smoothing": float,
+    "per_device_train_batch_size": int,
+    "gradient_accumulation_steps": int,
+    "max_grad_norm": float,
+    "weight_decay": float,
 }
 #: (lowest, bound above, words) per numeric field; words that say "positive" exclude the lowest.
 RANGES = {
@@ -126,7 +146,13 @@ RANGES = {
     "pref_weight": (0, math.inf, "a number >= 0 (a negative weight trains the anti-preference)"),
     "orth": (0, math.inf, "a number >= 0"),
     "label_smoothing": (0, 0.5, "in [0, 0.5)"),
+    "per_device_train_batch_size": (0, math.inf, "a positive whole number"),
+    "gradient_accumulation_steps": (0, math.inf, "a positive whole number"),
+    "max_grad_norm": (0, math.inf, "a positive number"),
+    "weight_decay": (0, math.inf, "a number >= 0"),
 }
+#: lr_scheduler_type: transformers' names for what follows the linear warm-up
+SCHEDULER_TYPES = ("cosine", "linear", "constant", "constant_with_warmup")
 
 
 def _typed(name: str, value, kind):
@@ -159,7 +185,6 @@ def _typed(name: str, value, kind):
 TRL_ALIASES = {
     "learning_rate": "lr",
     "num_train_epochs": "epochs",
-    "per_device_train_batch_size": "batch_size",
     "loss_type": "method",
 }
 TRL_LOSS_TYPES = {"sigmoid": "dpo"}  # DPOConfig's loss_type for the DPO loss; "ipo" is ours as is
@@ -204,12 +229,26 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def lr_at(step: int, total: int, base: float, warmup_ratio: float) -> float:
-    """Linear warm-up for warmup_ratio of the steps, then cosine decay to zero."""
-    warm = max(1, int(total * warmup_ratio))
+def lr_at(step: int, total: int, base: float, warmup_ratio: float, kind: str = "cosine") -> float:
+    """Linear warm-up for warmup_ratio of the steps, then (kind, transformers' lr_scheduler_type)
+    cosine or linear decay to zero, or the base rate; "constant" has no warm-up."""
+    warm = 0 if kind == "constant" else max(1, int(total * warmup_ratio))
     if step < warm:
         return base * (step + 1) / warm
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    if kind in ("constant", "constant_with_warmup"):
+        return base
+    progress = (step - warm) / max(1, total - warm)
+    if kind == "linear":
+        return base * (1 - progress)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def global_batch(cfg: TrainConfig) -> int:
+    """The samples of one optimiser step over every rank: batch_size, or TRL's
+    per_device_train_batch_size x ranks x gradient_accumulation_steps."""
+    if cfg.per_device_train_batch_size is not None:
+        return cfg.per_device_train_batch_size * dist.world() * cfg.gradient_accumulation_steps
+    return cfg.batch_size
 
 
 def bma_weight(progress: float, a: float = 0.7) -> float:
@@ -258,6 +297,7 @@ def save_checkpoint(
     tensors = {f"state.{k}": v for k, v in state.items()} | {f"bma.{k}": v for k, v in avg.items()}
     for i, s in opt.state_dict()["state"].items():  # Adamax: step (a scalar), exp_avg, exp_inf
         tensors |= {f"opt.{i}.{k}": torch.atleast_1d(v) for k, v in s.items()}
+    tensors = {k: v.detach().cpu() for k, v in tensors.items()}  # from whichever device trains
     meta = {"step": step, "bma_weight": repr(avg_w), **asdict(cfg), **(run or {})}
     save_tensors(path, tensors, {**meta, "history": json.dumps(history or {})})
 
@@ -367,9 +407,10 @@ def loop(
     resumed run's holds the steps before its checkpoint too, each once, and its elapsed_s goes on
     from theirs.
     """
-    opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr)
+    opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = bma_state if bma_state is not None else {str(i): p for i, p in enumerate(params)}
-    bs = min(cfg.batch_size, n)
+    bs = min(global_batch(cfg), n)
+    clip_grad = clip_grad if clip_grad is not None else cfg.max_grad_norm
     total = steps if steps is not None else cfg.epochs * math.ceil(n / bs)
     # BMA, as the authors do it: the initial model (point 0) and every iterate (points 1..total),
     # weighted by the Beta(0.7, 0.7) density at the middle of their share of training progress
@@ -391,20 +432,20 @@ def loop(
     bar = tqdm(total=total, initial=start, desc=desc, unit="step", disable=not progress or not dist.is_main())
     for step in range(start, total):
         # learning rate
-        lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
+        lr = lr_at(step, total, cfg.lr, cfg.warmup_ratio, cfg.lr_scheduler_type)
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
-        # forward: this process's part of a global D_pref batch and a D_reg batch of the same size
+        # forward and backward: this process's part of a global D_pref batch and a D_reg batch of the
+        # same size, in gradient_accumulation_steps micro-batches whose gradients add up
         idx, ridx, batch = rank_batch(step, n, m, bs, cfg.seed)
-        loss, logs = objective(idx, ridx, batch)
-        finite = dist.all_sum(torch.isfinite(loss.detach()).float()).item() == dist.world()  # every rank stops together
+        opt.zero_grad(set_to_none=True)
+        loss, logs = _forward_backward(objective, idx, ridx, batch, cfg.gradient_accumulation_steps)
+        finite = dist.all_sum(torch.isfinite(loss).float()).item() == dist.world()  # every rank stops together
         if not finite:
             saved = checkpoint is not None and Path(checkpoint).is_file()  # none before the first save
             last = f" (the last good checkpoint is {checkpoint}: --resume continues from it)" if saved else ""
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta{last}")
-        # backward, step (each process holds its weighted share: summed gradients are the global ones)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # step (each process holds its weighted share: summed gradients are the global ones)
         dist.sum_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad is not None else math.inf)
         opt.step()
@@ -418,7 +459,7 @@ def loop(
             avg_w += w
         # "loss" is the objective's own (TRL's: the preference loss) where it names one; what was
         # minimised, with the KL and the penalty, is "loss/total"
-        row = {k: dist.all_sum(v.detach()).item() for k, v in {"loss": loss, "loss/total": loss, **logs}.items()}
+        row = {k: dist.all_sum(v).item() for k, v in {"loss": loss, "loss/total": loss, **logs}.items()}
         row |= {"learning_rate": lr, "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
         if evaluate is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < total:
             with torch.no_grad():
@@ -449,6 +490,24 @@ def loop(
     return hist
 
 
+def _forward_backward(
+    objective: Objective, idx: torch.Tensor, ridx: torch.Tensor, batch: int, micro_batches: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The objective's loss and logs over this process's indices (detached, summed over micro-batches),
+    each micro-batch's backward done: the gradients add up to the whole share's."""
+    if micro_batches == 1:
+        loss, logs = objective(idx, ridx, batch)
+        loss.backward()
+        return loss.detach(), {k: v.detach() for k, v in logs.items()}
+    total, summed = None, {}
+    for part, rpart in zip(idx.tensor_split(micro_batches), ridx.tensor_split(micro_batches)):
+        loss, logs = objective(part, rpart, batch)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+        summed = {k: summed.get(k, 0) + v.detach() for k, v in logs.items()}
+    return total, summed
+
+
 # --- the preference objective and W -----------------------------------------------------------
 
 
@@ -467,8 +526,10 @@ def preference_objective(
     entry = losses.method(cfg.method)
     z0 = None
     if entry.uses_z0:  # KTO's detached KL estimate z0, over the global batch (a collective call)
+        # over the samples every rank holds in this call: the global batch, or one micro-batch of it
         local = losses.kl_batch_estimate(logp_reg, ref_logp_reg) if len(y_w) else torch.zeros((), device=logp.device)
-        z0 = dist.all_sum(local * len(y_w)) / batch
+        held = batch if dist.world() == 1 and len(y_w) == batch else int(dist.all_sum(torch.tensor(len(y_w))).item())
+        z0 = dist.all_sum(local * len(y_w)) / held
     if not len(y_w):
         zero = logp.sum() * 0
         names = ("loss", "loss/kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -521,14 +582,19 @@ def fit_projection(
     projection: SharedProjection | None = None,
     progress: bool = True,
     validate: Callable[[SharedProjection], dict[str, float]] | None = None,
+    device: str | torch.device | None = None,
     **checkpointing,
 ) -> tuple[SharedProjection, dict]:
-    """Train W on cached features; returns the projection and the per-step history.
+    """Train W on cached features; returns the projection (on the CPU) and the per-step history.
 
-    validate: metrics of a W on validation data, logged every checkpointing["eval_every"] steps under
-    "eval/"; checkpointing: checkpoint, checkpoint_every, resume, report, eval_every, as in `loop`.
+    device: where W trains ("cuda", "mps", "cpu"; None: a GPU where there is one, as load_clip
+    picks): the features move there once, and on the CPU nothing moves. validate: metrics of a W on
+    validation data, logged every checkpointing["eval_every"] steps under "eval/"; checkpointing:
+    checkpoint, checkpoint_every, resume, report, eval_every, as in `loop`.
     """
-    proj = projection or SharedProjection(data.pref_images.shape[-1])
+    device = torch.device(device) if device is not None else default_device()
+    data = data.to(device)
+    proj = (projection or SharedProjection(data.pref_images.shape[-1])).to(device)
     tau = data.logit_scale
     reg_texts = data.texts if data.reg_texts is None else data.reg_texts
     ref_pref = logprobs(data.pref_images, data.texts, tau)  # (N, K), the frozen pi_ref
@@ -547,7 +613,8 @@ def fit_projection(
 
     params = list(proj.parameters())
     n, m = len(data.pref_images), len(data.reg_images)
-    evaluate = (lambda: validate(proj)) if validate is not None else None
+    on_cpu = lambda: proj if device.type == "cpu" else SharedProjection(proj.dim, proj.weight.detach().cpu())
+    evaluate = (lambda: validate(on_cpu())) if validate is not None else None  # validation features stay put
     hist = loop(
         params,
         objective,
@@ -559,6 +626,16 @@ def fit_projection(
         evaluate=evaluate,
         **checkpointing,
     )
+    proj = proj.to("cpu")
     proj.metadata.update({k: str(v) for k, v in asdict(cfg).items()})
     proj.metadata.update(data.record)  # what it trained on: eval's leakage guard reads it
     return proj, hist
+
+
+def default_device() -> torch.device:
+    """A GPU where there is one (CUDA, then Apple's MPS), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

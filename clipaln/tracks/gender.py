@@ -261,7 +261,7 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         list(spec.skewed),
         t.get("val_gallery"),
         dec(t["val_gallery_labels"]) if "val_gallery_labels" in t else None,
-        data_record(bundle.name, model_fingerprint(bundle), "gender", spec.key),
+        data_record(bundle.name, model_fingerprint(bundle), "gender", spec.key, bundle.pretrained),
     )
 
 

@@ -219,7 +219,7 @@ def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = 
         y_l = [index[spec.rows[i][2]] for i in idx]
         return PreferenceData(emb, y_w, y_l, texts, emb if reg is None else reg, bundle.logit_scale, record=record)
 
-    record = data_record(bundle.name, model_fingerprint(bundle), "pairs", spec.key)
+    record = data_record(bundle.name, model_fingerprint(bundle), "pairs", spec.key, bundle.pretrained)
 
     train = data(spec.train_idx, t.get("reg")) if spec.train_idx else None
     val = data(spec.val_idx, t.get("reg")) if spec.val_idx else None

@@ -286,7 +286,7 @@ def build_features(
         split("unseen"),
         t["reading"],
         t["reading_labels"].long(),
-        data_record(bundle.name, model_fingerprint(bundle), "typographic", spec.key),
+        data_record(bundle.name, model_fingerprint(bundle), "typographic", spec.key, bundle.pretrained),
         zero_shot_texts(bundle, spec.class_names, spec.ensemble) if spec.ensemble else None,
     )
 
