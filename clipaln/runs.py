@@ -180,6 +180,7 @@ def run_manifest(
         weights=model_fingerprint(bundle),
         task=task,
         data_key=spec.key,
+        activation=bundle.activation,  # as the weights were trained: QuickGELU for OpenAI's
         **_data_fields(data),
         **fields,
     )
@@ -308,6 +309,7 @@ def train_run(
                     report=reporter if report_to else None,
                     validate=validate,
                     eval_every=eval_every or 0,
+                    device=bundle.device,  # W trains where the model runs
                 )
             finally:
                 reporter.close()

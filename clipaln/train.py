@@ -80,6 +80,8 @@ class TrainConfig:
         """A track's per-method defaults, then `overrides` (None keeps the default); what neither
         sets comes from the package's defaults (the paper's beta and lambda, SCHEDULES)."""
         base = dict((track_defaults or {}).get(method, {}))
+        if overrides.get("per_device_train_batch_size") is not None:  # TRL's batch replaces the default one
+            base.pop("batch_size", None)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(method=method, **base)
 

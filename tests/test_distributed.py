@@ -115,3 +115,19 @@ def test_full_finetuning_runs_under_torchrun(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["config"]["mode"] == "full"
     assert (out / "image_encoder.safetensors").is_file()
+
+
+def test_trls_per_device_batch_is_per_rank_and_accumulation_adds_micro_batches(tmp_path):
+    """TRL's per_device_train_batch_size with 2 ranks is a global batch of twice it; one process with
+    2 accumulation steps of it takes the same global batch: both give the W of --batch-size 64."""
+    flags = [a for a in ARGS if a not in ("--batch-size", "64")]
+    ref, two, accumulated = tmp_path / "ref", tmp_path / "two", tmp_path / "acc"
+    _run([sys.executable, "-m", "clipaln", *ARGS, "--out", str(ref)], tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+    _run([*torchrun, "-m", "clipaln", *flags, "--per-device-train-batch-size", "32", "--out", str(two)], tmp_path)
+    per_device = ["--per-device-train-batch-size", "32", "--gradient-accumulation-steps", "2"]
+    _run([sys.executable, "-m", "clipaln", *flags, *per_device, "--out", str(accumulated)], tmp_path)
+    w = {p.name: SharedProjection.load(p / "projection.safetensors").weight for p in (ref, two, accumulated)}
+    assert (w["ref"] - torch.eye(w["ref"].shape[0])).abs().max() > 1e-3  # it trained
+    assert (w["two"] - w["ref"]).abs().max() < 1e-5
+    assert (w["acc"] - w["ref"]).abs().max() < 1e-5

@@ -120,3 +120,48 @@ def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
     (export / "notes.txt").write_text("mine")
     assert main(["export", "--projection", str(proj), "--out", str(export), "--device", "cpu", "--overwrite"]) == 0
     assert (export / "notes.txt").read_text() == "mine"  # --overwrite replaces the export's files only
+
+
+def test_python_export_of_a_track_w_folds_it_into_the_local_weights_it_trained_on(tmp_path):
+    """clipaln.export(W) after typographic.train on a local-file ViT-B-32: the export holds that
+    file's weights with W folded in (not random ones), and a W on other weights is said on the card."""
+    from safetensors.torch import load_file, save_file
+
+    import clipaln
+    from clipaln.fold import fold_projection
+    from clipaln.tracks import typographic
+    from clipaln.train import TrainConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = open_clip.create_model("ViT-B-32", pretrained=None)
+        torch.manual_seed(5)
+        with torch.no_grad():  # weights no random init of ours would give
+            source.visual.proj.add_(0.01 * torch.randn_like(source.visual.proj))
+        weights = tmp_path / "mine.safetensors"
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+        bundle = load_clip("ViT-B-32", pretrained=str(weights), device="cpu")
+    root = tmp_path / "imgs"
+    for c, colour in enumerate(["red", "green", "blue"]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40 + i, 40), colour).save(root / f"class{c}" / f"{i}.jpg")
+    spec = typographic.real_spec("folder", str(root), n_train=6, n_test=3)
+    feats = typographic.build_features(bundle, spec, progress=False)
+    proj, _ = typographic.train(feats, TrainConfig(method="dpo", epochs=2), progress=False)
+    assert proj.metadata["pretrained"] == str(weights)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*other weights")  # W's own weights: no such warning
+        clipaln.export(proj, t=1.0, out=tmp_path / "aligned.safetensors")
+    written = load_file(str(tmp_path / "aligned.safetensors"))
+    expected = fold_projection(bundle.model, proj.scaled(1.0).exact)
+    assert torch.equal(written["visual.proj"], expected["visual.proj"])
+    # other weights, allowed: a warning and a line on the card
+    other = tmp_path / "other.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_file({k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}, str(other))
+    with pytest.warns(UserWarning, match="trained on other weights"):
+        clipaln.export(proj, out=tmp_path / "folder", pretrained=str(other), model="ViT-B-32", allow_other_weights=True)
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "W was trained on other weights than these" in card and str(tmp_path) not in card

@@ -1,6 +1,7 @@
 """load_clip: the toy model offline, real open_clip architectures at random init, fast hub errors."""
 
 import time
+import warnings
 
 import pytest
 import torch
@@ -98,3 +99,132 @@ def test_a_local_dir_model_and_a_missing_optional_package(tmp_path):
     except ModuleNotFoundError:
         with pytest.raises(RuntimeError, match="needs the package 'transformers'"):
             load_clip("ViT-B-16-SigLIP", device="cpu")
+
+
+# --- the model a tag was trained with -----------------------------------------------------------
+
+
+@pytest.fixture
+def openai_stub(tmp_path, monkeypatch):
+    """open_clip's download of any tag stubbed by a local file of QuickGELU weights (no hub here);
+    returns the model those weights were saved from."""
+    import open_clip
+    import open_clip.factory
+    from safetensors.torch import save_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    weights = tmp_path / "stub" / "open_clip_model.safetensors"
+    weights.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, **kw: str(weights))
+    return reference
+
+
+def _runs_quick_gelu(model) -> bool:
+    import open_clip
+
+    return any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
+
+
+def test_a_tag_builds_the_activation_and_preprocessing_its_weights_were_trained_with(openai_stub):
+    bundle = load_clip("ViT-B-32", pretrained="openai", device="cpu")
+    assert _runs_quick_gelu(bundle.model) and bundle.activation == "quick_gelu"
+    x = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        ours, theirs = bundle.model.encode_image(x), openai_stub.encode_image(x)
+        assert (ours - theirs).abs().max() < 1e-5
+        tokens = bundle.tokenizer(["a photo of a cat."])
+        assert (bundle.model.encode_text(tokens) - openai_stub.encode_text(tokens)).abs().max() < 1e-5
+    # a GELU tag stays GELU
+    laion = load_clip("ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu")
+    assert not _runs_quick_gelu(laion.model) and laion.activation == "gelu"
+
+
+def test_a_local_file_that_is_a_known_tags_weights_loads_as_the_tag(tmp_path, openai_stub):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in openai_stub.state_dict().items()}
+    clone = tmp_path / "vit_base_patch32_clip_224.openai" / "open_clip_model.safetensors"  # a clone of the hub repo
+    cache = (
+        tmp_path
+        / "hub"
+        / "models--timm--vit_base_patch32_clip_224.openai"
+        / "snapshots"
+        / "abc"
+        / "open_clip_model.safetensors"
+    )
+    for path in (clone, cache):
+        path.parent.mkdir(parents=True)
+        save_file(state, str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing to warn about: the file is known
+            bundle = load_clip("ViT-B-32", pretrained=str(path), device="cpu")
+        assert _runs_quick_gelu(bundle.model) and bundle.activation == "quick_gelu"
+    # a GELU tag's weights into the QuickGELU config: one line naming the fix
+    laion = tmp_path / "laion" / "CLIP-ViT-B-32-laion2B-s34B-b79K" / "open_clip_model.safetensors"
+    laion.parent.mkdir(parents=True)
+    save_file(state, str(laion))
+    with pytest.raises(
+        ValueError, match="trained with GELU, but ViT-B-32-quickgelu builds QuickGELU: use --model ViT-B-32$"
+    ):
+        load_clip("ViT-B-32-quickgelu", pretrained=str(laion), device="cpu")
+
+
+def test_the_readmes_real_clip_commands_run_as_written(tmp_path, openai_stub, monkeypatch, capsys):
+    """Every README line with --pretrained openai, run as written (the shell's ~ expanded) against
+    the stubbed download, on a tiny data folder in each layout it names; each run's model is QuickGELU."""
+    import json
+    import os
+    import re
+    import shlex
+    from pathlib import Path
+
+    from PIL import Image
+
+    from clipaln.cli import main
+    from clipaln.data.imagenet import IMAGENET100_WNIDS
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    colours = ["red", "green", "blue", "orange", "purple"]
+    for c, food in enumerate(["apple_pie", "sushi"]):  # torchvision's Food101 layout
+        (data / "food-101" / "images" / food).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40 + i, 40), colours[c]).save(data / "food-101" / "images" / food / f"{i}.jpg")
+    meta = data / "food-101" / "meta"
+    meta.mkdir()
+    for split, ids in (("train", range(0, 2)), ("test", range(2, 4))):
+        (meta / f"{split}.json").write_text(json.dumps({f: [f"{f}/{i}" for i in ids] for f in ["apple_pie", "sushi"]}))
+    (data / "paint").mkdir()
+    for name in ("label=apple pie_text=sushi.jpg", "label=sushi_text=apple pie.jpg"):
+        Image.new("RGB", (48, 48), "white").save(data / "paint" / name)
+    rows = ["path,gender,activity"]
+    for a, act in enumerate(["cooking", "repairing a car"]):
+        for g, gen in enumerate(["man", "woman"]):
+            (data / "people" / f"{a}{g}").mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (40, 40 + i), colours[a + 2 * g]).save(data / "people" / f"{a}{g}" / f"{i}.jpg")
+            rows += [f"people/{a}{g}/{i}.jpg,{gen},{act}" for i in range(5)]
+    (data / "people.csv").write_text("\n".join(rows) + "\n")
+    for split in ("train", "val"):
+        for c, wnid in enumerate(IMAGENET100_WNIDS[:3]):
+            (data / "imagenet100" / split / wnid).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40 + i, 40), colours[c]).save(data / "imagenet100" / split / wnid / f"{i}.jpg")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    commands = [line.split("#")[0] for line in readme.splitlines() if re.match(r"clipaln .*--pretrained openai", line)]
+    assert len(commands) >= 4
+    for command in commands:
+        argv = [os.path.expanduser(a) for a in shlex.split(command)[1:]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code = main([*argv, "--device", "cpu"] if argv[0] != "bench" else argv)
+        out = capsys.readouterr()
+        assert code == 0, f"{command}: {out.err}"
+    for run in ("runs/food", "runs/people"):
+        manifest = json.loads((tmp_path / run / "run.json").read_text())
+        assert manifest["pretrained"] == "openai" and manifest["activation"] == "quick_gelu"

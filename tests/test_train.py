@@ -1,9 +1,11 @@
 """Training W on a synthetic problem with a known answer, and the training loop's contracts."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from clipaln import losses
+from clipaln import losses, train
 from clipaln.data.synthetic import typographic_features
 from clipaln.policy import logprobs
 from clipaln.train import PreferenceData, TrainConfig, bma_weight, fit_projection, lr_at, preference_accuracy
@@ -139,3 +141,102 @@ def test_loss_is_trls_preference_loss_and_the_total_has_its_own_name(problem):
         assert hist["loss/total"][i] == pytest.approx(total, rel=1e-5)
     assert hist["loss"][-1] < hist["loss/total"][-1]  # once W moved, the KL and the penalty are not in "loss"
     assert "loss/pref" not in hist
+
+
+# --- W on the run's device; TRL's names -------------------------------------------------------
+
+
+def _small_data():
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    n, k, d = 96, 6, 16
+    return PreferenceData(
+        F.normalize(torch.randn(n, d, generator=g), dim=-1),
+        torch.randint(0, 3, (n,), generator=g),
+        torch.randint(3, 6, (n,), generator=g),
+        F.normalize(torch.randn(k, d, generator=g), dim=-1),
+        F.normalize(torch.randn(n, d, generator=g), dim=-1),
+        100.0,
+    )
+
+
+def test_w_on_the_cpu_is_bit_identical_to_before_the_device_change():
+    """The sha256 of W's bytes as commit 285a6f7 (before W moved to the run's device) trained it, on one
+    thread (the figures were measured there and here on this project's machine)."""
+    import hashlib
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for method, expected in (("dpo", "22eeb813778f1e41"), ("kto", "a34516156162511c")):
+            cfg = TrainConfig(method=method, epochs=3, batch_size=32)
+            proj, _ = fit_projection(_small_data(), cfg, progress=False, device="cpu")
+            assert hashlib.sha256(proj.weight.detach().numpy().tobytes()).hexdigest()[:16] == expected, method
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_w_trains_on_cuda_where_there_is_one():
+    data, seen = _small_data(), []
+    cfg = TrainConfig(method="dpo", epochs=3, batch_size=32)
+    report = lambda step, row: seen.append(step)
+    on_gpu, _ = fit_projection(data, cfg, progress=False, report=report)  # the default device: the GPU
+    on_cpu, _ = fit_projection(data, cfg, progress=False, device="cpu")
+    assert seen and on_gpu.weight.device.type == "cpu"  # trained there, handed back here
+    assert (on_gpu.weight - on_cpu.weight).abs().max() < 1e-4
+
+
+def test_fit_projection_moves_the_features_to_the_device_once(monkeypatch):
+    """The data move to the device in one call before the loop, and W comes back on the CPU."""
+    data, moves = _small_data(), []
+    original = PreferenceData.to
+    monkeypatch.setattr(PreferenceData, "to", lambda self, device: moves.append(str(device)) or original(self, device))
+    proj, _ = fit_projection(data, TrainConfig(method="dpo", epochs=1, batch_size=32), progress=False, device="cpu")
+    assert moves == ["cpu"] and proj.weight.device.type == "cpu"
+
+
+def test_trls_names_mean_what_they_mean_in_trl():
+    from clipaln.train import lr_at, read_config
+
+    # per_device_train_batch_size is per rank: with one process and 2 accumulation steps, a global 2 x 16
+    cfg = TrainConfig(method="dpo", per_device_train_batch_size=16, gradient_accumulation_steps=2)
+    assert cfg.batch_size is None and train.global_batch(cfg) == 32
+    with pytest.raises(ValueError, match="set one of them"):
+        TrainConfig(batch_size=64, per_device_train_batch_size=16)
+    # the schedules after the warm-up, as transformers names them
+    rates = {k: [lr_at(s, 10, 1.0, 0.2, k) for s in range(10)] for k in train.SCHEDULER_TYPES}
+    assert rates["cosine"][:2] == [0.5, 1.0] and rates["cosine"][-1] < 0.05
+    assert rates["linear"][2] == 1.0 and rates["linear"][-1] == pytest.approx(1 / 8)
+    assert rates["constant_with_warmup"] == [0.5] + [1.0] * 9 and rates["constant"] == [1.0] * 10
+    with pytest.raises(ValueError, match="lr_scheduler_type must be one of"):
+        TrainConfig(lr_scheduler_type="polynomial")
+    # max_grad_norm clips the global gradient; weight decay reaches the optimiser
+    data = _small_data()
+    _, hist = fit_projection(data, TrainConfig(epochs=1, batch_size=32, max_grad_norm=1e-3), progress=False)
+    _, free = fit_projection(data, TrainConfig(epochs=1, batch_size=32), progress=False)
+    assert hist["grad_norm"][0] == free["grad_norm"][0] > 1e-3  # the norm before clipping
+    clipped, _ = fit_projection(data, TrainConfig(epochs=1, batch_size=32, max_grad_norm=1e-3), progress=False)
+    unclipped, _ = fit_projection(data, TrainConfig(epochs=1, batch_size=32), progress=False)
+    decayed, _ = fit_projection(data, TrainConfig(epochs=1, batch_size=32, weight_decay=0.5), progress=False)
+    assert not torch.equal(clipped.weight, unclipped.weight) and not torch.equal(decayed.weight, unclipped.weight)
+    # a TRL config file reads with TRL's meaning
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trl.json"
+        path.write_text(json.dumps({"per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_grad_norm": 1.0}))
+        config = read_config(path)
+    assert config == {"per_device_train_batch_size": 8, "lr": 1e-3, "max_grad_norm": 1.0}
+
+
+def test_gradient_accumulation_gives_the_whole_batchs_w():
+    data = _small_data()
+    for method in ("dpo", "kto"):
+        whole, _ = fit_projection(data, TrainConfig(method=method, epochs=2, batch_size=32), progress=False)
+        cfg = TrainConfig(method=method, epochs=2, per_device_train_batch_size=8, gradient_accumulation_steps=4)
+        parts, _ = fit_projection(data, cfg, progress=False)
+        tolerance = 1e-6 if method == "dpo" else 1e-3  # KTO's z0 is each micro-batch's, as in TRL
+        assert (whole.weight - parts.weight).abs().max() < tolerance, method
