@@ -240,7 +240,7 @@ BENCH_READS = {
     "encode": {"model", "n", "workers"},
     "sliders": {"no_cache"},
     "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
-    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "no_cache"},
+    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds", "no_cache"},
 }
 BENCH_DEFAULT_READS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
 
@@ -251,6 +251,8 @@ def _check_bench_flags(a) -> None:
     if given:
         names = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
+    if a.seeds is None:  # each bench's own default
+        a.seeds = {"tune": (0,), "paper": (a.seed,)}.get(a.what, (0, 1, 2))
     if a.what == "tune" and len(a.seeds) != 1:
         raise ValueError("bench tune trains one seed: pass --seeds N (one seed)")
 
@@ -274,7 +276,7 @@ def _bench_paper(a) -> None:
     sizes = {k: v for k, v in (("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
     cache = FeatureCache(enabled=not a.no_cache)
     result = bench.paper_table(a.model, a.pretrained, a.data_root, a.train_on, seed=a.seed, device=a.device,
-                               cache=cache, progress=not a.json, **sizes)  # fmt: skip
+                               cache=cache, progress=not a.json, seeds=a.seeds, **sizes)  # fmt: skip
     _print_json(result) if a.json else print(bench.paper_markdown(result))
 
 
@@ -565,7 +567,10 @@ BENCH_FLAGS = (
     ("--n-train", dict(type=_count(1), default=None)),
     ("--n-test", dict(type=_count(1), default=None)),
     ("--seed", dict(type=int, default=0, help="the data's seed (which images are drawn)")),
-    ("--seeds", dict(type=_seeds, default=(0, 1, 2), help="training seeds to average over (default 0,1,2)")),
+    (
+        "--seeds",
+        dict(type=_seeds, default=None, help="training seeds to average over (default 0,1,2; tune 0; paper --seed)"),
+    ),
     ("--device", dict(default=None)),
     ("--no-cache", dict(action="store_true")),
     ("--n-toy", dict(type=_count(1), default=2000, help="speed: clean (and as many attacked) toy images")),

@@ -295,3 +295,30 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
     assert "--data-root" in capsys.readouterr().err
     assert main(["bench", "typographic", "--data-root", str(root)]) == 2  # a flag another bench would ignore
     assert "does not read --data-root" in capsys.readouterr().err
+
+
+def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, monkeypatch):
+    """Sizes, seeds, schedule values, preprocessing and the authors' test sets, in the JSON and the
+    markdown; --seeds 0,1,2 gives each cell a mean and an sd."""
+    monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        class_folders(root / "imagenet100" / split, IMAGENET100_WNIDS[:3])
+    class_folders(root / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
+    args = ["bench", "paper", "--model", "ViT-B-32", "--data-root", str(root), "--n-train", "6", "--n-test", "6"]
+    assert main([*args, "--seeds", "0,1,2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    protocol = result["protocol"]
+    assert protocol["ours"]["training_seeds"] == [0, 1, 2] and protocol["ours"]["n_test_cap"] == 6
+    assert protocol["ours"]["n_train"] == result["n_train"] and protocol["ours"]["n_train_asked"] == 6
+    assert protocol["ours"]["schedule"]["ipo"]["beta"] == 0.01 and "lr" in protocol["ours"]["schedule"]["dpo"]
+    assert "Normalize" in protocol["ours"]["preprocessing"] and "CLIPProcessor" in protocol["authors"]["preprocessing"]
+    assert protocol["authors"]["n_test_cap"] == 5120
+    assert "caltech {'ce': 5120, 'dpo': 8591" in protocol["authors"]["test_sets"]  # their CE and DPO test sets differ
+    cell = result["rows"]["dpo"]["eurosat"]
+    assert cell["authors_test_size"] == 5120 and cell["O"]["sd"] is not None
+    assert result["rows"]["base"]["eurosat"]["O"]["sd"] is None  # the base model has no training seed
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "**Protocol**" in table and "one training seed" in table and "| n_test_cap | 6 | 5120 |" in table
+    assert "| dpo | eurosat |" in table and " / 5120 |" in table

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,67 @@ def _theirs(logged: dict, method: str | None, dataset: str, column: str) -> floa
     return None if value is None else round(100 * value, 2)
 
 
+def _their_test_size(logged: dict, method: str | None, dataset: str) -> int | None:
+    """How many test images the authors' log of this cell scored (their CE and DPO logs differ on some)."""
+    name = DATASETS[dataset]
+    if name is None:
+        return None
+    if method is None:
+        method = next((m for m in ("dpo", "ce") if name in logged["methods"].get(m, {})), "dpo")
+    return logged["methods"].get(method, {}).get(name, {}).get("test_size")
+
+
+def _preprocessing(bundle) -> str:
+    """The image transform the model was loaded with, in words."""
+    steps = getattr(bundle.preprocess, "transforms", [bundle.preprocess])
+    return " -> ".join(type(step).__name__ + _args(step) for step in steps)
+
+
+def _args(step) -> str:
+    for name in ("size", "mean"):
+        if hasattr(step, name):
+            value = getattr(step, name)
+            extra = f", std={tuple(round(x, 4) for x in step.std)}" if name == "mean" else ""
+            value = tuple(round(x, 4) for x in value) if name == "mean" else value
+            return f"({name}={value}{extra})"
+    return ""
+
+
+def _protocol(bundle, n_train, n_test, trained_on, sizes, seed, seeds, configs, logged) -> dict:
+    """What this table measured and how, beside what the authors' logs measured."""
+    different = {
+        d: {m: logged["methods"][m][d]["test_size"] for m in logged["methods"] if d in logged["methods"][m]}
+        for d in sorted({d for m in logged["methods"].values() for d in m})
+    }
+    different = {d: v for d, v in different.items() if len(set(v.values())) > 1}
+    return {
+        "ours": {
+            "n_train": trained_on,
+            "n_train_asked": n_train,
+            "n_test_cap": n_test,
+            "n_test": sizes,
+            "data_seed": seed,
+            "training_seeds": seeds,
+            "cells": "mean over the training seeds, with their sd" if len(seeds) > 1 else "one training seed (no sd)",
+            "schedule": configs,
+            "what_trains": "the shared W on cached features (frozen encoders), t = 1",
+            "activation": bundle.activation or "n/a",
+            "preprocessing": _preprocessing(bundle),
+        },
+        "authors": {
+            "n_train": "all of their training set (ImageNet-100's training images)",
+            "n_test_cap": 5120,
+            "schedule": "full fine-tuning of both encoders and logit_scale: 3 epochs, batch 512, lr 2e-5, Adamax, "
+            "cosine, BMA of the weights (PAPER.md; lambda 1 in their ImageNet script)",
+            "preprocessing": "Hugging Face transformers' CLIPProcessor with CLIPModel (openai/clip-vit-base-patch32)",
+            "seeds": "one (seed 0)",
+            "test_sets": "each cell's own test_size from their log (authors_test_size); where their CE and DPO "
+            "logs of one dataset scored different test sets: "
+            + (", ".join(f"{d} {v}" for d, v in different.items()) or "none"),
+        },
+    }
+
+
 def layouts(data_root: str | Path) -> dict[str, Path]:
     """The Table 1 datasets present under data_root, each in the folder of its registry name."""
     root = Path(data_root).expanduser()
@@ -95,11 +157,13 @@ def paper_table(
     device: str | torch.device | None = None,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> dict:
     """Table 1: W trained on `train_on` with each method, O and T on every dataset found, ours and
     the authors' in percent, and the difference. Missing datasets are listed, not guessed. seed: the
-    data's draws and the training seed; n_test: at most so many test images per dataset (the result
-    gives each dataset's own count)."""
+    data's draws; seeds: the training seeds (default: seed alone), each cell their mean with its sd;
+    n_test: at most so many test images per dataset (the result gives each dataset's own count).
+    The result's "protocol" states sizes, seeds, schedules and preprocessing, ours and the authors'."""
     found = layouts(data_root)
     if train_on not in found:
         raise FileNotFoundError(f"--data-root {data_root} has no {train_on}/ folder to train on")
@@ -110,10 +174,15 @@ def paper_table(
     spec = typographic.real_spec(train_on, str(found[train_on]), n_train=n_train, n_test=n_test, seed=seed)
     spec = dataclasses.replace(spec, ensemble=())  # Table 1 is O and T: no 80-template zero-shot ensemble
     feats = typographic.build_features(bundle, spec, cache, progress=progress)
-    trained = {}
+    seeds = [seed] if seeds is None else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be distinct whole numbers, got {seeds!r}")
+    trained, configs = {}, {}
     for m in methods:
-        cfg = typographic.train_config(m, seed=seed, **PAPER_SETTINGS.get(m, {}))
-        trained[m] = typographic.train(feats, cfg, progress=progress)[0]
+        for s in seeds:
+            cfg = typographic.train_config(m, seed=s, **PAPER_SETTINGS.get(m, {}))
+            trained.setdefault(m, []).append(typographic.train(feats, cfg, progress=progress)[0])
+        configs[m] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"}
     logged, rows, sizes = authors(), {}, {}
     for name, folder in found.items():
         if name == train_on:
@@ -123,16 +192,18 @@ def paper_table(
             scored = typographic.build_features(bundle, other, cache, progress=progress, with_train=False)
         sizes[name] = len(scored.test.labels)
         for m in (None, *methods):
-            r = typographic.evaluate(scored, trained.get(m))
-            ours = {"O": 100 * r["accuracy/clean"], "T": 100 * r["accuracy/attacked"]}
+            results = [typographic.evaluate(scored, w) for w in trained.get(m, [None])]
             cell = {}
-            for column, value in ours.items():
-                theirs = _theirs(logged, m, name, column)
+            for column, key in (("O", "accuracy/clean"), ("T", "accuracy/attacked")):
+                runs = [100 * r[key] for r in results]
+                value, theirs = statistics.fmean(runs), _theirs(logged, m, name, column)
                 cell[column] = {
                     "ours": round(value, 2),
+                    "sd": round(statistics.stdev(runs), 2) if len(runs) > 1 else None,
                     "authors": theirs,
                     "diff": None if theirs is None else round(value - theirs, 2),
                 }
+            cell["authors_test_size"] = _their_test_size(logged, m, name)
             rows.setdefault(m or "base", {})[name] = cell
     return {
         "model": model,
@@ -141,7 +212,9 @@ def paper_table(
         "n_train": len(feats.train.labels),
         "n_test": sizes,
         "seed": seed,
+        "seeds": seeds,
         "settings": {m: {**PAPER_SETTINGS.get(m, {}), "schedule": "train.SCHEDULES"} for m in methods},
+        "protocol": _protocol(bundle, n_train, n_test, len(feats.train.labels), sizes, seed, seeds, configs, logged),
         "ours": "the shared W (section 3.4) on cached features, t = 1",
         "authors": "full fine-tuning of both encoders, BMA of the weights (their logs: "
         + logged["source"]["repo"]
@@ -156,18 +229,32 @@ def paper_table(
 def markdown(result: dict) -> str:
     """One row per (method, dataset): O and T, ours / the authors' / the difference, in percent."""
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}"
+    ours = lambda c: fmt(c["ours"]) + ("" if c.get("sd") is None else f" ± {c['sd']:.1f}")
+    protocol = result["protocol"]
     lines = [
         f"Table 1 protocol: {result['model']} ({result['pretrained']}), W trained on {result['trained_on']}. "
         f"Ours: {result['ours']}. Authors: {result['authors']}.",
         "",
-        "| method | dataset | O ours | O authors | O diff | T ours | T authors | T diff |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | dataset | O ours | O authors | O diff | T ours | T authors | T diff | test n (ours/authors') |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, per_dataset in result["rows"].items():
         for dataset, cell in per_dataset.items():
             o, t = cell["O"], cell["T"]
-            values = [o["ours"], o["authors"], o["diff"], t["ours"], t["authors"], t["diff"]]
-            lines.append(f"| {method} | {dataset} | " + " | ".join(fmt(v) for v in values) + " |")
+            values = [ours(o), fmt(o["authors"]), fmt(o["diff"]), ours(t), fmt(t["authors"]), fmt(t["diff"])]
+            sizes = f"{result['n_test'][dataset]} / {cell['authors_test_size'] or 'n/a'}"
+            lines.append(f"| {method} | {dataset} | " + " | ".join(values) + f" | {sizes} |")
+    lines += ["", "**Protocol**", "", "| | ours | the authors' |", "|---|---|---|"]
+    for key in ("n_train", "n_test_cap", "schedule", "preprocessing"):
+        mine = protocol["ours"][key]
+        if key == "schedule":
+            mine = "; ".join(
+                f"{m}: " + ", ".join(f"{k}={v}" for k, v in c.items() if v is not None) for m, c in mine.items()
+            )
+        lines.append(f"| {key} | {mine} | {protocol['authors'][key]} |")
+    ours_seeds = f"{protocol['ours']['cells']}: {protocol['ours']['training_seeds']}"
+    lines.append(f"| seeds | {ours_seeds} | {protocol['authors']['seeds']} |")
+    lines.append(f"| test sets | data seed {protocol['ours']['data_seed']} | {protocol['authors']['test_sets']} |")
     if result["missing"]:
         lines += ["", "Not under the data root (not measured): " + ", ".join(result["missing"]) + "."]
     for dataset, why in result["not_compared"].items():

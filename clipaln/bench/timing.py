@@ -139,6 +139,35 @@ def slider_update_ms(
     }
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can train on: the CPU, and CUDA or Apple's MPS where present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def w_fit_speed(device: str, k: int = 1000, d: int = 512, batch_size: int = 256, steps: int = 30) -> dict:
+    """Optimiser steps per second of W's fit on `device` at ImageNet-1k's shape (K = 1000 classes,
+    d = 512, batch 256; features drawn at random), after 3 warm-up steps."""
+    g = torch.Generator().manual_seed(0)
+    n = batch_size * (steps + 3)
+    feats = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    texts = F.normalize(torch.randn(k, d, generator=g), dim=-1)
+    y_w = torch.randint(0, k, (n,), generator=g)
+    y_l = (y_w + 1 + torch.randint(0, k - 1, (n,), generator=g)) % k
+    data = PreferenceData(feats, y_w, y_l, texts, feats, 100.0)
+    dev = torch.device(device)
+    times: list[float] = []
+    report = lambda step, row: (_sync(dev), times.append(time.perf_counter()))
+    cfg = TrainConfig(method="dpo", epochs=1, batch_size=batch_size, bma=True)
+    fit_projection(data, cfg, progress=False, device=device, report=report)
+    per_step = (times[-1] - times[2]) / (len(times) - 3)
+    return {"device": device, "steps_per_s": round(1 / per_step, 2), "k": k, "d": d, "batch_size": batch_size}
+
+
 def speed(device: str | None = None, n_toy: int = 2000, n_vit: int | None = None) -> dict:
     """`clipaln bench speed`: the toy and a random-init ViT-B-32 (n_vit images; default 2000 on a
     GPU, 256 on a CPU), and the slider's update time."""
@@ -150,6 +179,7 @@ def speed(device: str | None = None, n_toy: int = 2000, n_vit: int | None = None
     n_vit = n_vit or (2000 if device.startswith("cuda") else 256)
     out["ViT-B-32 (random init)"] = measure_model(vit, n=n_vit, batch_size=128)
     out.update(slider_update_ms())
+    out["w_fit_steps_per_s"] = {dev: w_fit_speed(dev)["steps_per_s"] for dev in available_devices()}
     out["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return out
 
