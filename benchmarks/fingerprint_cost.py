@@ -1,8 +1,11 @@
-"""What it costs for the data's identity to follow its bytes: files_fingerprint on a folder of N
-files (default 100,000 of 8 KiB, the size of a small JPEG), the first call (every byte read and
-hashed) and a second call in the same process (memoised by stat), beside the old stat-only hash.
+"""What the data's identity costs at ImageNet scale: files_fingerprint on a synthetic tree of N small
+files (default 1,000,000 of 2 KiB in 1,000 class folders), in its default mode (relative paths and
+sizes of every file, every byte of one file in 256) and with --full-hash (every byte), beside the
+stat-only hash of the files' paths, sizes and times. Reports seconds, the share of the bytes each
+mode read, and whether it was computed once (a second call is timed too).
 
-    python benchmarks/fingerprint_cost.py [--n 100000] [--kib 8] [--out benchmarks/results/fingerprint.json]
+    python benchmarks/fingerprint_cost.py [--n 1000000] [--kib 2] [--full-up-to 100000] \
+        [--out benchmarks/results/fingerprint.json]
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from clipaln.data.real import files_fingerprint
+from clipaln.data import real
 
 
 def stat_only(root: Path) -> str:
-    """The fingerprint before issue #21: relative path, size and mtime (blind to swapped bytes)."""
+    """Relative path, size and mtime of every file: what reading no byte at all costs."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -30,32 +33,74 @@ def stat_only(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return round(time.perf_counter() - start, 2), value
+
+
+def measure(root: Path, total_bytes: int, full: bool) -> dict:
+    read: list[int] = []  # list.append is atomic under the GIL; += on a shared int from threads is not
+    original = real._sha256
+
+    def counting(path):
+        read.append(os.path.getsize(path))
+        return original(path)
+
+    real._sha256, real._DIGESTS = counting, {}
+    try:
+        seconds, value = timed(lambda: real.files_fingerprint(root, full=full))
+    finally:
+        real._sha256 = original
+    return {
+        "s": seconds,
+        "bytes_read_share": round(sum(read) / total_bytes, 5),
+        "files_read": len(read),
+        "fingerprint": value,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--kib", type=int, default=8)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--kib", type=int, default=2)
+    ap.add_argument("--full-up-to", type=int, default=100_000, help="time --full-hash on the first this many")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "tree"
         payload = os.urandom(a.kib * 1024)
-        for i in range(a.n):  # 100 class folders, as an ImageNet-100 layout would have
-            folder = root / f"class_{i % 100:03d}"
-            folder.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        for i in range(a.n):  # 1,000 class folders, as ImageNet lays out its training set
+            folder = root / f"class_{i % 1000:04d}"
+            if i < 1000:
+                folder.mkdir(parents=True)
             (folder / f"{i}.jpg").write_bytes(payload[: -1 - i % 7] + bytes([i % 251]))
-        timings = {}
-        for name, fn in (("stat_only_s", lambda: stat_only(root)), ("content_first_s", lambda: files_fingerprint(root)),
-                         ("content_memoised_s", lambda: files_fingerprint(root))):  # fmt: skip
-            start = time.perf_counter()
-            fn()
-            timings[name] = round(time.perf_counter() - start, 2)
+        made_s = round(time.perf_counter() - start, 1)
+        total = sum(len(payload) - i % 7 for i in range(a.n))
+        stat_s, _ = timed(lambda: stat_only(root))
+        default = measure(root, total, full=False)
+        again_s, again = timed(lambda: real.files_fingerprint(root, full=False))
+        part = Path(tmp) / "part"  # --full-hash on a tenth of the tree (it reads every byte)
+        part.mkdir()
+        for folder in sorted(root.iterdir())[: max(1, 1000 * a.full_up_to // a.n)]:
+            os.symlink(folder, part / folder.name)
+        sizes = [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(part, followlinks=True) for f in fs]
+        full = measure(part, sum(sizes), full=True)
+        full["files"] = len(sizes)
     result = {
         "files": a.n,
         "kib_each": a.kib,
-        "gib": round(a.n * a.kib / 2**20, 2),
-        **timings,
+        "gib": round(total / 2**30, 2),
+        "made_in_s": made_s,
+        "stat_only_s": stat_s,
+        "default": default,
+        "default_again_s": again_s,
+        "default_same_again": again == default["fingerprint"],
+        "full_hash_on_part": full,
         "cores": os.cpu_count(),
-        "note": "first call reads and hashes every byte (page cache warm: the files were just written)",
+        "note": "page cache warm (the files were just written); default: paths and sizes of all, every byte of 1 in "
+        f"{real.SAMPLE_ONE_IN} files",
     }
     print(json.dumps(result, indent=1))
     if a.out:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from safetensors import SafetensorError
 
 from . import bench, distributed, losses, runs, widgets
 from .cli import COMMANDS, DESCRIPTION, Parser
+from .data.real import FULL_HASH_ENV
 from .features import PRECISIONS, FeatureCache
 from .models import load_clip
 from .reporting import REPORTERS
@@ -49,6 +51,8 @@ def _data_seed(a) -> int:
 
 def _data_args(a) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
+    if getattr(a, "full_hash", False):  # read by data.real.files_fingerprint wherever the data is read
+        os.environ[FULL_HASH_ENV] = "1"
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
     names += ("workers", "precision", "reg_images")
     return {
@@ -394,6 +398,10 @@ MODEL_FLAGS = (
     ("--pairs", dict(dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")),
     ("--reg-images", dict(default=None, help="pairs: a folder of images for D_reg (default: the pairs')")),
     ("--download", dict(action="store_true", help="let torchvision download the dataset")),
+    (
+        "--full-hash",
+        dict(action="store_true", help="fingerprint the data by every byte (default: sizes and a sample)"),
+    ),
     ("--n-train", dict(type=_count(1), default=None, help="training images (default: the track's)")),
     ("--n-test", dict(type=_count(1), default=None, help="test images (default: the track's)")),
     ("--device", dict(default=None)),

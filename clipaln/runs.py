@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from . import distributed as dist
 from . import fold, manifest, reporting
-from .data.real import files_fingerprint
+from .data.real import files_fingerprint, hashing_in_full, paths_fingerprint
 from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
 from .io import save_tensors, write_json, write_text
@@ -505,7 +505,9 @@ def eval_run(
     data = _same_data(recorded, data) if recorded else data
     data["seed"] = 0 if data.get("seed") is None else data["seed"]
     whole = _separate_pairs_file(recorded, data, split) if task == "pairs" and not allow_other_data else False
-    spec = make_spec(task, model=model, whole=whole, **data)
+    full = json.loads(recorded.get("data_key") or "{}").get("files", "").startswith("content:")
+    with hashing_in_full(full or None):  # the run's files were fingerprinted by content: so are these
+        spec = make_spec(task, model=model, whole=whole, **data)
     if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not (allow_other_data or whole):
         raise ValueError(
             f"{projection or image_encoder} was trained on other data (or the files under its root changed since): "
@@ -560,6 +562,10 @@ def _separate_pairs_file(recorded: dict, data: dict, split: str) -> bool:
     if not recorded.get("root") or not data.get("root"):
         return False
     if Path(data["root"]).expanduser().resolve() == Path(recorded["root"]):
+        return False
+    given = Path(data["root"]).expanduser().resolve()
+    files = paths_fingerprint([given, *sorted({r[0] for r in pairs.read_pairs(given)})])
+    if files == json.loads(recorded.get("data_key") or "{}").get("files"):  # the run's file, copied elsewhere
         return False
     if split == "val":
         raise ValueError("--split val scores the run's own validation pairs: omit --pairs")

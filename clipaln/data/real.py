@@ -6,6 +6,7 @@ Downloads are always the user's choice (`download=True`); nothing here downloads
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as torch_dist
 from PIL import Image, UnidentifiedImageError
 
+from .. import distributed as dist
 from . import imagenet
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -193,15 +196,38 @@ def _digests(paths: list[Path]) -> list[str]:
     return [_DIGESTS[k] for k in keys]
 
 
-def files_fingerprint(root: str | Path) -> str:
-    """A hash of every file under root: its relative path and the sha256 of its bytes. Adding,
-    removing, editing, swapping or moving a file (to another class folder, say) changes it; copying
-    the folder elsewhere does not. Cost: reading every byte once per process (100,000 files of
-    8 KiB: 16.7 s on 2 cores, then 2.1 s; benchmarks/fingerprint_cost.py)."""
-    root = Path(root)
-    files: list[Path] = []
+#: The default fingerprint hashes every byte of one file in this many, chosen by its relative path.
+SAMPLE_ONE_IN = 256
+#: Set to 1 to hash every byte of every file (what `--full-hash` sets).
+FULL_HASH_ENV = "CLIPALN_FULL_HASH"
+
+
+def full_hash() -> bool:
+    """Whether fingerprints read every byte (CLIPALN_FULL_HASH=1, --full-hash) or sample."""
+    return os.environ.get(FULL_HASH_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+@contextlib.contextmanager
+def hashing_in_full(setting: bool | None):
+    """Within the block, full_hash() is `setting` (None: as it was)."""
+    before = os.environ.get(FULL_HASH_ENV)
+    if setting is not None:
+        os.environ[FULL_HASH_ENV] = "1" if setting else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FULL_HASH_ENV, None)
+        else:
+            os.environ[FULL_HASH_ENV] = before
+
+
+def _walk(root: Path) -> list[tuple[str, int, Path]]:
+    """(relative path, size, path) of every file under root, in a stable order; a folder linked into
+    itself is walked once."""
+    files: list[tuple[str, int, Path]] = []
     stack = [root]
-    seen = {(root.stat().st_dev, root.stat().st_ino)}  # a folder linked into itself is walked once
+    seen = {(root.stat().st_dev, root.stat().st_ino)}
     while stack:
         folder = stack.pop()
         with os.scandir(folder) as it:
@@ -213,20 +239,56 @@ def files_fingerprint(root: str | Path) -> str:
                     seen.add((st.st_dev, st.st_ino))
                     stack.append(Path(e.path))
             elif e.is_file(follow_symlinks=True):
-                files.append(Path(e.path))
-    h = hashlib.sha256()
-    for f, digest in zip(files, _digests(files)):
-        h.update(f"{f.relative_to(root)}\0{digest}\n".encode())
-    return h.hexdigest()[:16]
+                path = Path(e.path)
+                files.append((path.relative_to(root).as_posix(), e.stat(follow_symlinks=True).st_size, path))
+    return files
+
+
+def _sampled(relative: str) -> bool:
+    return int(hashlib.sha256(relative.encode()).hexdigest()[:8], 16) % SAMPLE_ONE_IN == 0
+
+
+def files_fingerprint(root: str | Path, full: bool | None = None) -> str:
+    """The identity of the files under root, independent of where root is (a copy elsewhere has the
+    same): every file's relative path and size, and the sha256 of every byte of a sample of the files
+    (one in SAMPLE_ONE_IN, chosen by relative path; at least 8). Adding, removing, renaming or moving a
+    file, or changing its size, changes it; so does any edit of a sampled file. full (default: the
+    CLIPALN_FULL_HASH setting, `--full-hash`): hash every byte of every file, which also sees a
+    same-size edit of any file, at the cost of reading the whole dataset (100,000 files of 8 KiB:
+    16.7 s on 2 cores). Under torchrun rank 0 computes it and the others receive it.
+    The result names its mode ("sampled:..." or "content:..."); benchmarks/fingerprint_cost.py
+    measures both."""
+    full = full_hash() if full is None else full
+    if dist.active():  # read once per run, not once per rank
+        result = [None]
+        if dist.is_main():
+            with dist.suspended():
+                result = [files_fingerprint(root, full)]
+        torch_dist.broadcast_object_list(result, src=0)
+        return result[0]
+    root = Path(root)
+    files = _walk(root)
+    h = hashlib.sha256(b"content" if full else b"sampled")
+    for relative, size, _ in files:
+        h.update(f"{relative}\0{size}\n".encode())
+    chosen = files if full else [f for f in files if _sampled(f[0])]
+    if not full and len(chosen) < min(8, len(files)):  # a small folder: its first files by path hash
+        ranked = sorted(files, key=lambda f: hashlib.sha256(f[0].encode()).hexdigest())
+        chosen = sorted({*chosen, *ranked[:8]})
+    for (relative, _, _), digest in zip(chosen, _digests([f[2] for f in chosen])):
+        h.update(f"{relative}\0{digest}\n".encode())
+    return ("content:" if full else "sampled:") + h.hexdigest()[:16]
 
 
 def paths_fingerprint(paths: Iterable[str | Path]) -> str:
-    """A hash of the listed files (resolved path and the sha256 of the bytes): for datasets that list
-    their images (a CSV, a pairs file) rather than own a folder."""
+    """A hash of the listed files, for datasets that list their images (a CSV, a pairs file) rather
+    than own a folder: each file's path relative to the first one's folder (the list file's: a copy of
+    the whole elsewhere has the same) and the sha256 of its bytes."""
     resolved = [Path(p).resolve() for p in paths]
+    base = resolved[0].parent if resolved else Path("/")
     h = hashlib.sha256()
     for p, digest in zip(resolved, _digests(resolved)):
-        h.update(f"{p}\0{digest}\n".encode())
+        h.update(f"{os.path.relpath(p, base)}\0{digest}\n".encode())
     return h.hexdigest()[:16]
 
 

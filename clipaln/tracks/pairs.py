@@ -160,8 +160,7 @@ def real_spec(
     root = Path(path).expanduser().resolve()
     key = {
         "world": "pairs",
-        "root": str(root),
-        "files": paths_fingerprint([root, *sorted({r[0] for r in rows})]),
+        "files": paths_fingerprint([root, *sorted({r[0] for r in rows})]),  # relative to the file: not where it lies
         "split": digest(perm),
         "n_test": n_test,
         "seed": seed,

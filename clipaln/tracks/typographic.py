@@ -707,8 +707,7 @@ def real_spec(
         ensemble=ENSEMBLES.get(dataset, ()),
         key={
             "world": dataset,
-            "root": str(root),
-            "files": files_fingerprint(root),
+            "files": files_fingerprint(root),  # where root lies is not part of it: a copy elsewhere is the same data
             "split": digest([perm[:n_train], test_idx, rest[:n_val]]),
             "n": len(train_ds) + (len(test_ds) if test_ds is not train_ds else 0),
             "n_train": n_train,
