@@ -84,7 +84,10 @@ def _train_request(a) -> dict:
         overrides["bma"] = False
     method = a.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
+    if a.lock_text and a.train_text:
+        raise ValueError("--lock-text keeps the text tower frozen and --train-text trains it: give one")
     request = dict(task=a.task, method=method, mode=a.mode, overrides=overrides, train_text=a.train_text)
+    request |= {"lock_image": True} if a.lock_image else {}
     request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), eval_every=a.eval_every)
     request |= _data_args(a)
     return request
@@ -104,7 +107,7 @@ OVERRIDE_FLAGS += (  # TRL's names, with TRL's meaning (TrainConfig)
     "lr_scheduler_type",
 )
 #: train's flags that say where and how to run, not what: never compared on resume.
-NOT_COMPARED = ("resume", "out", "overwrite", "quiet", "no_cache", "config", "device", "workers")
+NOT_COMPARED = ("resume", "out", "overwrite", "quiet", "no_cache", "config", "device", "workers", "lock_text")
 _UNSET = object()
 
 
@@ -486,10 +489,12 @@ TRAIN_FLAGS = (
     ),
     ("--mode", dict(choices=["w", "full"], default="w", help="w: the shared W; full: fine-tune encoders")),
     ("--train-text", dict(action="store_true", help="with --mode full: train the text encoder too")),
+    ("--lock-image", dict(action="store_true", help="with --mode full --train-text: keep the image tower frozen")),
+    ("--lock-text", dict(action="store_true", help="with --mode full: keep the text tower frozen (the default)")),
     ("--out", dict(required=True, help="output folder")),
     (
         "--checkpoint-every",
-        dict(type=_count(0), default=None, help="W: checkpoint every N steps (default 20; 0: never)"),
+        dict(type=_count(0), default=None, help="checkpoint every N steps (default: W 20, full 200; 0: never)"),
     ),
     ("--resume", dict(action="store_true", help="continue the unfinished run in OUT.partial")),
     ("--overwrite", dict(action="store_true", help="replace an existing run in OUT")),
@@ -513,7 +518,7 @@ EVAL_FLAGS = (
         dict(action="store_true", help="score a projection with model weights it was not trained on"),
     ),
     ("--projection", dict(default=None, help="projection.safetensors from `clipaln train`")),
-    ("--image-encoder", dict(default=None, help="image_encoder.safetensors (or model.safetensors) from --mode full")),
+    ("--image-encoder", dict(default=None, help="model.safetensors from --mode full (or an older image_encoder.safetensors)")),
     (
         "--photos",
         dict(default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"),
@@ -600,15 +605,17 @@ def _add_bench(sub) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    result = runs.export_run(
-        a.projection,
-        out=a.out,
-        t=a.t,
-        device=a.device,
-        allow_other_weights=a.allow_other_weights,
-        overwrite=a.overwrite,
-    )
-    print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
+    if (a.projection is None) == (a.image_encoder is None):
+        raise ValueError("export takes --projection FILE (a W) or --image-encoder FILE (a fine-tuned model): one")
+    common = dict(out=a.out, device=a.device, allow_other_weights=a.allow_other_weights, overwrite=a.overwrite)
+    if a.image_encoder is not None:
+        if a.t != 1.0:
+            raise ValueError("--t scales a W: a fine-tuned model has none (export it with --image-encoder alone)")
+        result = runs.export_finetuned(a.image_encoder, **common)
+        print(f"wrote the fine-tuned {result['model']}: " + ", ".join(result["written"]))
+    else:
+        result = runs.export_run(a.projection, t=a.t, **common)
+        print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
     if result["layout"] == "folder":
         print(f'load with open_clip.create_model_and_transforms("local-dir:{a.out}")')
     elif "image_mean" in result:
@@ -617,7 +624,8 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def _add_export(sub) -> None:
     x = sub.add_parser("export", help=COMMANDS["export"])
-    x.add_argument("--projection", required=True, help="projection.safetensors from `clipaln train`")
+    x.add_argument("--projection", default=None, help="projection.safetensors from `clipaln train`")
+    x.add_argument("--image-encoder", default=None, help="model.safetensors from `clipaln train --mode full`")
     x.add_argument("--t", type=_number(), default=1.0, help="the scale to fold in (default 1)")
     x.add_argument(
         "--out",

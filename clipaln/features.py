@@ -241,7 +241,8 @@ class PreprocessedView:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _one(self, i: int) -> torch.Tensor:
+    def row(self, i: int) -> torch.Tensor:
+        """Image i, preprocessed: (3, H, W)."""
         return self.preprocess(self.dataset[i][self.column])
 
     def __getitem__(self, idx) -> torch.Tensor:
@@ -249,8 +250,8 @@ class PreprocessedView:
         if self.workers > 0 and len(idx) > 1:
             if self._pool is None:  # one pool for the whole training run, not one per batch
                 self._pool = ThreadPoolExecutor(self.workers)
-            return torch.stack(list(self._pool.map(self._one, idx)))
-        return torch.stack([self._one(i) for i in idx])
+            return torch.stack(list(self._pool.map(self.row, idx)))
+        return torch.stack([self.row(i) for i in idx])
 
 
 class _Singles:

@@ -55,16 +55,16 @@ def fold_projection(model: torch.nn.Module, weight: torch.Tensor) -> dict[str, t
 
 
 def export_checkpoint(
-    model: torch.nn.Module,
-    weight: torch.Tensor,
+    state: dict[str, torch.Tensor],
     out: str | Path,
     config: dict | None,
     metadata: dict,
     overwrite: bool = False,
 ) -> list:
-    """Write the folded checkpoint to `out` (safetensors) and, given the model's open_clip config, the
-    config beside it (out with .json: `open_clip.add_model_config(that file)` registers it under the
-    file's stem). Refuses to replace an existing file unless overwrite. Returns the paths written."""
+    """Write a model's state (W folded in: fold_projection, or a fine-tuned model's own) to `out`
+    (safetensors) and, given the model's open_clip config, the config beside it (out with .json:
+    `open_clip.add_model_config(that file)` registers it under the file's stem). Refuses to replace
+    an existing file unless overwrite. Returns the paths written."""
     out = Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors (one file) or name a folder (no suffix), got {out.name}")
@@ -74,7 +74,7 @@ def export_checkpoint(
         raise FileExistsError(
             f"{out} is not a clipaln export: choose another --out (--overwrite replaces exports only)"
         )
-    written = [save_tensors(out, fold_projection(model, weight), metadata)]
+    written = [save_tensors(out, state, metadata)]
     if config is not None:
         written.append(write_text(out.with_suffix(".json"), json.dumps(config, indent=1) + "\n"))
     return written
@@ -112,8 +112,7 @@ def _refuse_existing(paths, overwrite: bool) -> None:
 
 
 def export_folder(
-    model: torch.nn.Module,
-    weight: torch.Tensor,
+    state: dict[str, torch.Tensor],
     out: str | Path,
     config: dict,
     preprocess: dict,
@@ -121,11 +120,12 @@ def export_folder(
     card: str,
     overwrite: bool = False,
 ) -> list:
-    """Write the folded model as a folder in open_clip's hub layout: open_clip_config.json
-    ({"model_cfg", "preprocess_cfg"}), open_clip_model.safetensors and a model card (README.md), so
-    that `open_clip.create_model_and_transforms("local-dir:OUT")` loads it (and the folder can be
-    pushed to the Hugging Face Hub as it is, for "hf-hub:"). Refuses an existing folder unless
-    overwrite; then it replaces only these three files. Returns the paths written."""
+    """Write a model's state (W folded in, or a fine-tuned model's own) as a folder in open_clip's hub
+    layout: open_clip_config.json ({"model_cfg", "preprocess_cfg"}), open_clip_model.safetensors and
+    a model card (README.md), so that `open_clip.create_model_and_transforms("local-dir:OUT")` loads
+    it (and the folder can be pushed to the Hugging Face Hub as it is, for "hf-hub:"). Refuses an
+    existing folder unless overwrite; then it replaces only these three files. Returns the paths
+    written."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder: choose another --out")
@@ -138,7 +138,7 @@ def export_folder(
     stage = out.with_name(out.name + ".partial")  # written whole, then moved in: never half an export
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        save_tensors(stage / HUB_WEIGHTS, fold_projection(model, weight), metadata)
+        save_tensors(stage / HUB_WEIGHTS, state, metadata)
         write_text(stage / HUB_CONFIG, json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1) + "\n")
         write_text(stage / HUB_CARD, card)
         if not out.exists():

@@ -5,8 +5,8 @@
 
 A run loads the model, builds the task's data and features (encoded once, cached), trains W (or
 fine-tunes the image encoder, or both encoders with train_text) with the track's defaults,
-evaluates, and writes OUT/projection.safetensors (OUT/image_encoder.safetensors, or
-OUT/model.safetensors with train_text), OUT/metrics.json and OUT/history.jsonl (one line per step).
+evaluates, and writes OUT/projection.safetensors (OUT/model.safetensors for full fine-tuning: the
+whole model under open_clip's names), OUT/metrics.json and OUT/history.jsonl (one line per step).
 Under torchrun every rank trains and only rank 0 writes.
 """
 
@@ -30,6 +30,7 @@ from . import fold, manifest, reporting
 from .data.real import files_fingerprint, hashing_in_full, paths_fingerprint
 from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
+from .finetune import saved_state
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
 from .projection import FORMAT as PROJECTION_FORMAT
@@ -138,8 +139,10 @@ def features(
     return spec, _track(task).build_features(bundle, spec, store, **encoding)
 
 
-def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool, **encoding):
-    tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats, train_text=train_text)
+def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool, lock_image: bool,
+              checkpointing: dict, **encoding):  # fmt: skip
+    towers = dict(train_text=train_text, lock_image=lock_image, workers=encoding.get("workers"))
+    tuned, hist = typographic.finetune(bundle, spec, cfg, progress=progress, feats=feats, **towers, **checkpointing)
     store = FeatureCache(enabled=cache)
     after = typographic.build_features(tuned, spec, store, progress=progress, with_train=False, **encoding)
     return tuned, hist, typographic.evaluate(after, reference=feats)  # KL against the frozen model
@@ -152,17 +155,17 @@ def _resolved(pretrained: str | None) -> str | None:
     return pretrained
 
 
-def _check_train_flags(task, mode, resume, train_text, checkpoint_every) -> None:
+def _check_train_flags(task, mode, train_text, lock_image) -> None:
     if mode not in ("w", "full"):
         raise ValueError(f"unknown mode {mode!r}; use w or full")
     if mode == "full" and task != "typographic":
         raise ValueError("full fine-tuning (--mode full) is available for the typographic task only")
-    if train_text and mode != "full":
-        raise ValueError("--train-text goes with --mode full (W training never changes the encoders)")
-    if mode == "full" and resume:
-        raise ValueError("--resume continues W training; full fine-tuning has no checkpoints to resume from")
-    if mode == "full" and checkpoint_every is not None:
-        raise ValueError("--checkpoint-every is for W training; full fine-tuning writes no checkpoints")
+    if (train_text or lock_image) and mode != "full":
+        raise ValueError("--train-text and --lock-image go with --mode full (W training never changes the encoders)")
+    if lock_image and not train_text:
+        raise ValueError(
+            "--lock-image with the text tower locked too (the default) leaves nothing to train: --train-text"
+        )
 
 
 def run_manifest(
@@ -227,6 +230,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     train_text: bool = False,
+    lock_image: bool = False,
     report_to: Sequence[str] = (),
     eval_every: int = 0,
     model: str = "toy",
@@ -248,13 +252,11 @@ def train_run(
     under "eval/" in the reporters. Returns
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
-    _check_train_flags(task, mode, resume, train_text, checkpoint_every)
+    _check_train_flags(task, mode, train_text, lock_image)
     if mode == "full" and (overrides or {}).get("orth"):
         raise ValueError("--orth is for W training; full fine-tuning has no W to keep orthogonal")
-    if mode == "full" and report_to:
-        raise ValueError("--report-to follows W training; full fine-tuning writes its history.jsonl only")
     track.train_config(method, **(overrides or {}))  # a bad value is one line before any work
-    if eval_every and (mode == "full" or (task == "pairs" and not data.get("val_share"))):
+    if eval_every and task == "pairs" and not data.get("val_share"):
         raise ValueError("--eval-every scores W on validation data: W training, and for pairs --val-share")
     reporting.check(report_to)
     pretrained = _resolved(pretrained)
@@ -271,6 +273,7 @@ def train_run(
         resume = folder.resume  # False when OUT.partial held no checkpoint yet: the run starts over
         if not resume and dist.is_main():  # what --resume reads back, so that no flag must be typed again
             asked = dict(task=task, method=method, mode=mode, overrides=overrides or {}, train_text=train_text,
+                         lock_image=lock_image,
                          checkpoint_every=checkpoint_every, report_to=list(report_to), eval_every=eval_every,
                          model=model, pretrained=pretrained, **data, **encoding)  # fmt: skip
             asked.pop("workers", None)  # how to read the data, not what: free to change on resume
@@ -283,49 +286,43 @@ def train_run(
             overrides["epochs"] = overrides.get("epochs") or 3
             overrides["orth"] = 0.0
         cfg = track.train_config(method, **overrides)
-        run = run_manifest(bundle, pretrained, task, spec, data, mode=mode, train_text=train_text, t=1.0)
+        run = run_manifest(bundle, pretrained, task, spec, data, mode=mode, train_text=train_text, t=1.0,
+                           **({"lock_image": True} if lock_image else {}))  # fmt: skip
         identity = {k: run[k] for k in manifest.IDENTITY}
         work = folder.work
         checkpoint = work / "checkpoint.safetensors"
         if resume:  # before any image is encoded
             check_checkpoint(checkpoint, {**asdict(cfg), **identity})
         spec, feats = features(bundle, task, cache=cache, progress=progress, spec=spec, **encoding)
-        if mode == "w":
-            every = (20 if checkpoint_every is None else checkpoint_every) if dist.is_main() else 0
-            start = checkpoint_step(checkpoint) if resume else None  # TensorBoard drops what came after it
-            reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name, start)
-            try:
+        # W (default: a checkpoint every 20 steps) or the encoders (every 200: a checkpoint is the model)
+        every = checkpoint_every if checkpoint_every is not None else (20 if mode == "w" else 200)
+        start = checkpoint_step(checkpoint) if resume else None  # TensorBoard drops what came after it
+        reporter = Reporter(report_to, work / "tensorboard", {**asdict(cfg), **identity}, Path(out).name, start)
+        checkpointing = dict(checkpoint=checkpoint, checkpoint_every=every if dist.is_main() else 0, resume=resume,
+                             identity=identity, report=reporter if report_to else None,
+                             eval_every=eval_every or 0)  # fmt: skip
+        try:
+            if mode == "w":
                 validate = track.validator(feats) if eval_every else None
                 if eval_every and validate is None:
                     raise ValueError(f"--eval-every scores W on validation data, and this {task} data has none")
-                proj, hist = track.train(
-                    feats,
-                    cfg,
-                    progress=progress,
-                    checkpoint=checkpoint,
-                    checkpoint_every=every,
-                    resume=resume,
-                    identity=identity,
-                    report=reporter if report_to else None,
-                    validate=validate,
-                    eval_every=eval_every or 0,
-                    device=bundle.device,  # W trains where the model runs
-                )
-            finally:
-                reporter.close()
-            trained = track.evaluate(feats, proj)
-        else:
-            tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text, **encoding)
+                # W trains where the model runs
+                proj, hist = track.train(feats, cfg, progress=progress, validate=validate, device=bundle.device,
+                                         **checkpointing)  # fmt: skip
+                trained = track.evaluate(feats, proj)
+            else:
+                tuned, hist, trained = _finetune(bundle, spec, feats, cfg, cache, progress, train_text, lock_image,
+                                                 checkpointing, **encoding)  # fmt: skip
+        finally:
+            reporter.close()
         if not dist.is_main():
             return {}
         run["config"] = dict(cfg.__dict__)
         header = _header(run)
         if mode == "w":
             written = proj.save(work / "projection.safetensors", **header)
-        else:
-            encoders = tuned.model if train_text else tuned.model.visual
-            name = "model" if train_text else "image_encoder"
-            written = save_tensors(work / f"{name}.safetensors", encoders.state_dict(), header)
+        else:  # the whole model under open_clip's names: open_clip loads it as it is
+            written = save_tensors(work / "model.safetensors", saved_state(tuned.model), header)
         metrics = {
             "base": track.evaluate(feats),
             "trained": trained,
@@ -655,15 +652,9 @@ def export_run(
             f"--out {out} is a symbolic link to nothing ({os.readlink(out)}): remove it or choose another --out"
         )
     with manifest.OutLock(out.with_suffix("") if out.suffix else out):  # one export (or run) of OUT at a time
-        if out.suffix:
-            written = fold.export_checkpoint(bundle.model, proj.scaled(t).exact, out, config, header, overwrite)
-        else:
-            if config is None:
-                raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
-            card = _model_card(path, meta, model, pretrained, t, other_weights)
-            written = fold.export_folder(
-                bundle.model, proj.scaled(t).exact, out, config, _preprocess_cfg(bundle), header, card, overwrite
-            )
+        state = fold.fold_projection(bundle.model, proj.scaled(t).exact)
+        card = lambda: _model_card(path, meta, model, pretrained, t, other_weights)
+        written = _write_export(state, out, config, _preprocess_cfg(bundle), header, card, overwrite, model)
     return {
         "written": [str(p) for p in written],
         "model": model,
@@ -671,6 +662,78 @@ def export_run(
         "layout": "file" if out.suffix else "folder",
         **{k: header[k] for k in ("image_mean", "image_std") if k in header},
     }
+
+
+def _write_export(state, out: Path, config, preprocess: dict, header: dict, card, overwrite: bool, model: str):
+    """One .safetensors (with its config beside it), or an open_clip hub folder with a model card."""
+    if out.suffix:
+        return fold.export_checkpoint(state, out, config, header, overwrite)
+    if config is None:
+        raise ValueError(f"open_clip has no config for {model!r}: export it as one .safetensors file instead")
+    return fold.export_folder(state, out, config, preprocess, header, card(), overwrite)
+
+
+def export_finetuned(
+    model_file: str | Path,
+    *,
+    out: str | Path,
+    device: str | None = None,
+    allow_other_weights: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Write the model a full fine-tuning run trained (OUT/model.safetensors of `train --mode full`)
+    for plain open_clip, as export_run writes a W folded in: a folder with its config (QuickGELU where
+    its weights were trained with it), its weights under open_clip's names and a model card, or one
+    .safetensors file. Its base model is checked against the run's record first."""
+    path = Path(model_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"fine-tuned model not found: {path}")
+    manifest.verify(path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("mode") != "full":
+        raise ValueError(
+            f"{path} is not the model of a full fine-tuning run (train --mode full): export a W with --projection"
+        )
+    model, pretrained = meta["model"], meta.get("pretrained") or None
+    out = Path(out).expanduser().absolute()
+    fold.check_out(out, overwrite)
+    base = load_clip(model, pretrained=pretrained, device=device or "cpu")
+    tuned, recorded = _load_encoder(base, path, pretrained, allow_other_weights)
+    header = {"source": path.name, "model": model, "pretrained": _names_only(pretrained or ""), "mode": "full"}
+    config = fold.open_clip_config(model, None, quick_gelu=base.activation == "quick_gelu")
+    card = lambda: _finetuned_card(path, meta, model, pretrained)
+    with manifest.OutLock(out.with_suffix("") if out.suffix else out):
+        written = _write_export(
+            saved_state(tuned.model), out, config, _preprocess_cfg(base), header, card, overwrite, model
+        )
+    return {"written": [str(p) for p in written], "model": model, "layout": "file" if out.suffix else "folder"}
+
+
+def _finetuned_card(path: Path, meta: dict, model: str, pretrained) -> str:
+    """README.md for an exported fine-tuned model."""
+    weights = f"weights `{_names_only(pretrained)}`" if pretrained else "random init (seeded), not trained weights"
+    run = json.loads(meta.get("manifest") or "{}")
+    trained = "both encoders" if run.get("train_text") else "the image encoder"
+    lines = [
+        f"# {model} fine-tuned with clipaln (full fine-tuning of {trained})",
+        "",
+        f"Base model: open_clip `{model}`, {weights}. Preference optimisation (Afzali et al., ICLR 2025) trained",
+        f"{trained}; the weights are the whole model under open_clip's names.",
+        "",
+        "```python",
+        "import open_clip",
+        'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:PATH/TO/THIS/FOLDER")',
+        'tokenizer = open_clip.get_tokenizer("local-dir:PATH/TO/THIS/FOLDER")  # no clipaln needed',
+        "```",
+        "",
+        "## The run (run.json)",
+        "",
+        "```json",
+        json.dumps(_names_only(run), indent=1),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _preprocess_cfg(bundle: ClipBundle) -> dict:

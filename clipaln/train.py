@@ -392,6 +392,7 @@ def loop(
     report: Callable[[int, dict], None] | None = None,
     evaluate: Callable[[], dict[str, float]] | None = None,
     eval_every: int = 0,
+    gradients_synced: bool = False,
 ) -> dict[str, list[float]]:
     """Minimise `objective` over `params` for cfg.epochs epochs of n samples (or `steps` steps).
 
@@ -407,7 +408,7 @@ def loop(
     history of every step ("step", "loss", "loss/total", "learning_rate", "grad_norm", "elapsed_s" and
     the objective's logs; "loss" is the objective's own where its logs name one, else the total); a
     resumed run's holds the steps before its checkpoint too, each once, and its elapsed_s goes on
-    from theirs.
+    from theirs. gradients_synced: the backward pass already sums the ranks' gradients (DDP).
     """
     opt = optimizer or torch.optim.Adamax(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = bma_state if bma_state is not None else {str(i): p for i, p in enumerate(params)}
@@ -448,7 +449,8 @@ def loop(
             last = f" (the last good checkpoint is {checkpoint}: --resume continues from it)" if saved else ""
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the lr or beta{last}")
         # step (each process holds its weighted share: summed gradients are the global ones)
-        dist.sum_gradients(params)
+        if not gradients_synced:
+            dist.sum_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad is not None else math.inf)
         opt.step()
         if after_step is not None:

@@ -114,7 +114,7 @@ def test_full_finetuning_runs_under_torchrun(tmp_path):
 
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["config"]["mode"] == "full"
-    assert (out / "image_encoder.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
 
 
 def test_trls_per_device_batch_is_per_rank_and_accumulation_adds_micro_batches(tmp_path):

@@ -511,7 +511,10 @@ def test_a_trl_config_reads_as_ours(tmp_path):
         "learning_rate: 5e-3\nnum_train_epochs: 2\nper_device_train_batch_size: 64\nloss_type: sigmoid\nbeta: 0.5\n"
     )
     cfg = TrainConfig(**read_config(tmp_path / "trl.yaml"))
-    assert (cfg.method, cfg.lr, cfg.epochs, cfg.batch_size, cfg.beta) == ("dpo", 0.005, 2, 64, 0.5)
+    assert (cfg.method, cfg.lr, cfg.epochs, cfg.per_device_train_batch_size, cfg.beta) == ("dpo", 0.005, 2, 64, 0.5)
+    from clipaln.train import global_batch
+
+    assert global_batch(cfg) == 64  # per device: one process here (2 ranks: 128, tests/test_distributed.py)
     (tmp_path / "both.json").write_text('{"lr": 0.1, "learning_rate": 0.2}')
     with pytest.raises(ValueError, match="sets both learning_rate .* and lr"):
         read_config(tmp_path / "both.json")

@@ -183,7 +183,7 @@ def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsy
             "eval",
             "typographic",
             "--image-encoder",
-            str(out / "image_encoder.safetensors"),
+            str(out / "model.safetensors"),
             "--no-cache",
             "--workers",
             "0",

@@ -15,6 +15,7 @@ w/s_min, w/s_max; clipaln.projection.spectrum).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from .. import adversarial, losses
+from .. import distributed as dist
 from ..data.fonts import UNSEEN_FONTS
 from ..data.real import (
     ImageFolderDataset,
@@ -308,13 +310,22 @@ def finetune(
     progress: bool = True,
     feats: Features | None = None,
     train_text: bool = False,
+    lock_image: bool = False,
+    workers: int | None = None,
+    eval_every: int = 0,
+    **checkpointing: Any,
 ) -> tuple[ClipBundle, dict]:
     """Full fine-tuning of the image encoder (and with train_text the text encoder too, as the
-    authors do) on the experiment's D_pref / D_reg (`--mode full`); returns the fine-tuned bundle
-    (evaluate it with build_features(..., with_train=False) and evaluate(..., reference=feats)) and
-    the history. `feats`: the base model's features of `spec`, if already built."""
+    authors do; lock_image keeps the image tower frozen, as open_clip's --lock-image) on the
+    experiment's D_pref / D_reg (`--mode full`); returns the fine-tuned bundle (evaluate it with
+    build_features(..., with_train=False) and evaluate(..., reference=feats)) and the history.
+    `feats`: the base model's features of `spec`, if already built; workers: DataLoader worker
+    processes that load each step's images; eval_every: the validation split's clean and attacked
+    accuracy and OCR under the current model every so many steps; checkpointing: checkpoint,
+    checkpoint_every, resume, identity, report (train.loop)."""
     feats = feats or build_features(bundle, spec, progress=progress)
     ds = attacked_datasets(spec)["train"]
+    validate = _model_validator(spec, feats, workers, train_text) if eval_every else None
     return finetune_encoders(
         bundle,
         PreprocessedView(ds, 1, bundle.preprocess),  # rendered and preprocessed per batch: memory holds one batch
@@ -327,7 +338,33 @@ def finetune(
         ref_attacked=feats.train.attacked,
         ref_clean=feats.train.clean,
         prompts=feats.prompts if train_text else None,
+        lock_image=lock_image,
+        workers=workers,
+        validate=validate,
+        eval_every=eval_every,
+        **checkpointing,
     )
+
+
+def _model_validator(
+    spec: Spec, feats: Features, workers: int | None, train_text: bool
+) -> Callable[[ClipBundle], dict[str, float]]:
+    """A model -> evaluate_split of its own features of the validation split (encoded anew each time;
+    the class texts too where the text encoder trains)."""
+    if spec.val_set is None or feats.val is None:
+        raise ValueError("--eval-every scores the model on validation data, and this data has none")
+    val = attacked_datasets(spec)["val"]
+
+    def validate(tuned: ClipBundle) -> dict[str, float]:
+        with dist.suspended():  # every rank scores the whole split: it is small
+            clean, attacked, labels, written = encode_dataset(
+                tuned, val, (0, 1), (2, 3), workers=workers, progress=False
+            )
+        texts = encode_texts(tuned, feats.prompts) if train_text else feats.texts
+        split = Split(clean, attacked, labels, written)
+        return evaluate_split(dataclasses.replace(feats, texts=texts.to(clean.device)), split)
+
+    return validate
 
 
 def adversarial_finetune(
