@@ -518,7 +518,10 @@ EVAL_FLAGS = (
         dict(action="store_true", help="score a projection with model weights it was not trained on"),
     ),
     ("--projection", dict(default=None, help="projection.safetensors from `clipaln train`")),
-    ("--image-encoder", dict(default=None, help="model.safetensors from --mode full (or an older image_encoder.safetensors)")),
+    (
+        "--image-encoder",
+        dict(default=None, help="model.safetensors from --mode full (or an image_encoder.safetensors)"),
+    ),
     (
         "--photos",
         dict(default=None, help="eval typographic: a real photo set (annotation.json, or label=X_text=Y.jpg)"),
