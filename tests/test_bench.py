@@ -101,3 +101,27 @@ def test_gender_bench_has_each_method_ours_and_the_dial_numbers(capsys):
     )
     assert row["t0"] == r["reflection"][0]["t0"]  # t = 0 is the pretrained model for every method
     assert "understanding" not in row and "curve" not in row  # the bench keeps the summaries only
+
+
+def test_the_gpu_check_runs_every_part_in_its_dry_run(tmp_path):
+    """benchmarks/gpu_check.py --dry-run: each part on the CPU, tiny, and its JSON (what a GPU run writes)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    p = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True,
+                       env=env, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["dry_run"] is True and result["encode_vit_b_32"]["images_per_s"] > 0
+    assert result["w_fit"]["steps_per_s"] > 0 and result["w_fit"]["imagenet_1k_30_epochs_h"] > 0
+    assert result["full_finetuning_step"]["steps"] == 2 and result["full_finetuning_step"]["s_per_step"] > 0
+    assert "skipped" in result["notebook_05"]
+    assert subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env).returncode != 0 or (
+        __import__("torch").cuda.is_available()
+    )  # without --dry-run it needs a GPU: one line, not a CPU run passed off as one
