@@ -5,10 +5,12 @@ All embeddings returned here are L2-normalised float32 tensors on the CPU.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
@@ -162,6 +165,17 @@ def encode_dataset(
     n = len(dataset)
     if n == 0:
         raise ValueError("encode_dataset got no images")
+    shards = _SHARDS.get()
+    if shards is not None and not dist.active():  # a cache entry in the making: written shard by shard
+        _SHARDS.set(None)
+        try:
+            encode = lambda part: encode_dataset(
+                bundle, part, image_columns, int_columns, batch_size=batch_size, workers=workers,
+                precision=precision, progress=progress, desc=desc, stats=stats,
+            )  # fmt: skip
+            return shards.encode(dataset, encode, (tuple(image_columns), tuple(int_columns)))
+        finally:
+            _SHARDS.set(shards)
     if dist.active() and n >= dist.world():
         idx = dist.shard_indices(n)
         with dist.suspended():
@@ -348,20 +362,71 @@ def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
 _UNWRITABLE_WARNED: set[str] = set()
 
 
+class Shards:
+    """Where encode_dataset writes a cache entry's features as it goes: every `rows` rows of each
+    encoding call (in the order the entry's compute makes them) in one checksummed safetensors file,
+    so that a killed encode, run again, reads the shards it finished and encodes the rest. Each rank
+    under torchrun keeps its own."""
+
+    def __init__(self, folder: Path, rows: int):
+        self.folder, self.rows, self.calls = folder, rows, 0
+
+    def encode(self, dataset, encode: Callable, columns: tuple) -> list[torch.Tensor]:
+        n, call = len(dataset), self.calls
+        self.calls += 1
+        rank, world = (tdist.get_rank(), tdist.get_world_size()) if tdist.is_initialized() else (0, 1)
+        where = self.folder / f"call{call}-n{n}-{digest_of(columns)}-rank{rank}of{world}"  # the rank's own shard
+        parts = []
+        for start in range(0, n, self.rows):
+            path = where / f"rows{start}.safetensors"
+            stored = _read_checked(path) if path.is_file() else None
+            if stored is None:
+                out = encode(Subset(dataset, range(start, min(n, start + self.rows))))
+                stored = {str(i): t for i, t in enumerate(out)}
+                try:
+                    save_tensors(path, stored, {"sha256": tensors_checksum(stored)})
+                except OSError:
+                    pass  # an unwritable cache: FeatureCache.get says so once
+            parts.append([stored[str(i)] for i in range(len(stored))])
+        return [torch.cat(column) for column in zip(*parts)]
+
+
+def digest_of(value) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:8]
+
+
+def _read_checked(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of a checksummed safetensors file, or None when it is damaged."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            expected = (f.metadata() or {}).get("sha256")
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception:  # safetensors raises its own error types for damaged files
+        return None
+    return out if expected is not None and expected == tensors_checksum(out) else None
+
+
+#: the shards of the cache entry being computed (FeatureCache.get), read by encode_dataset
+_SHARDS: contextvars.ContextVar[Shards | None] = contextvars.ContextVar("clipaln_shards", default=None)
+
+
 class FeatureCache:
     """Tensors computed once and stored as safetensors, keyed by model + data + preprocessing.
 
     `get(bundle, data_key, compute)` returns the stored tensors when the key was seen before and
     otherwise calls compute() -> dict[str, Tensor], writes the result atomically (temp file +
     rename, so an interrupted run never leaves a half file) and returns it. Each entry carries a
-    checksum of its tensors: a damaged entry is recomputed, never trusted. A cache folder that
-    cannot be written warns once and the run goes on without storing. `.hits` and `.misses`
-    count what happened.
+    checksum of its tensors: a damaged entry is recomputed, never trusted. While compute() runs,
+    encode_dataset writes what it encodes in shards of `shard_rows` rows beside the entry (`Shards`),
+    so a killed encode resumes where it stopped; they are removed once the entry is written. A cache
+    folder that cannot be written warns once and the run goes on without storing. `.hits` and
+    `.misses` count what happened.
     """
 
-    def __init__(self, directory=None, enabled: bool = True):
+    def __init__(self, directory=None, enabled: bool = True, shard_rows: int = 8192):
         self.dir = Path(directory).expanduser() if directory is not None else default_cache_dir()
         self.enabled = enabled
+        self.shard_rows = shard_rows
         self.hits = self.misses = 0
 
     def path(self, bundle: ClipBundle, data_key: dict) -> Path:
@@ -369,13 +434,7 @@ class FeatureCache:
         return self.dir / f"{bundle.name.replace('/', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
     def _read(self, path: Path) -> dict[str, torch.Tensor] | None:
-        try:
-            with safe_open(str(path), "pt") as f:
-                expected = (f.metadata() or {}).get("sha256")
-                out = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception:  # safetensors raises its own error types for damaged files
-            return None
-        return out if expected is not None and expected == tensors_checksum(out) else None
+        return _read_checked(path)
 
     def get(
         self,
@@ -402,10 +461,16 @@ class FeatureCache:
                 return out
             warnings.warn(f"feature cache entry {path} is damaged: recomputing it", stacklevel=2)
         self.misses += 1
-        out = compute()
+        shards = path.with_name(path.stem + ".shards")  # what a killed compute had encoded
+        token = _SHARDS.set(Shards(shards, self.shard_rows))
+        try:
+            out = compute()
+        finally:
+            _SHARDS.reset(token)
         if dist.is_main():
             try:
                 save_tensors(path, out, {"sha256": tensors_checksum(out)})
+                shutil.rmtree(shards, ignore_errors=True)
             except OSError as e:
                 if str(self.dir) not in _UNWRITABLE_WARNED:
                     _UNWRITABLE_WARNED.add(str(self.dir))

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from clipaln.cli import main
 from clipaln.data import real
@@ -92,3 +93,41 @@ def test_eval_fingerprints_as_the_run_did(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     projection = str(tmp_path / "run" / "projection.safetensors")
     assert main(["eval", "typographic", *common[2:], "--projection", projection, "--json"]) == 0
+
+
+def test_a_killed_encode_resumes_from_its_finished_shards(tmp_path):
+    """The feature cache writes an entry's encodings in shards as they are made: a compute killed half
+    way, run again, reads the shards it finished and encodes only the rest; the entry equals an
+    encode that was never stopped, and its shards go once it is written."""
+    from PIL import Image
+
+    from clipaln.features import FeatureCache, encode_dataset
+    from clipaln.models import load_clip
+
+    bundle = load_clip("toy", device="cpu")
+
+    class Counted:
+        def __init__(self, n, die_at=None):
+            self.n, self.die_at, self.read = n, die_at, []
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, i):
+            if i == self.die_at:
+                raise KeyboardInterrupt  # as a Ctrl-C or a kill would stop it
+            self.read.append(i)
+            return (Image.new("RGB", (32, 32), (7 * i % 255, 40, 90)),)
+
+    cache = FeatureCache(tmp_path / "cache", shard_rows=16)
+    compute = lambda data: lambda: {"x": encode_dataset(bundle, data, workers=0, progress=False)[0]}
+    killed = Counted(64, die_at=40)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(bundle, {"data": "counted"}, compute(killed))
+    assert len(list((tmp_path / "cache").rglob("rows*.safetensors"))) == 2  # rows 0-15 and 16-31
+    again = Counted(64)
+    resumed = cache.get(bundle, {"data": "counted"}, compute(again))["x"]
+    assert min(again.read) == 32  # the finished shards were read, not encoded again
+    whole = encode_dataset(bundle, Counted(64), workers=0, progress=False)[0]
+    assert torch.equal(resumed, whole)
+    assert not list((tmp_path / "cache").rglob("*.shards"))
