@@ -356,7 +356,10 @@ def cmd_tour(a: argparse.Namespace) -> None:
         )
     print("\nGender, W trained with DPO to reverse gender; men / women in the top 10 of each skewed activity:")
     print(gender.format_result(r["gender"]))
-    print("\nNext: the notebooks, `jupyter lab notebooks/`, from 00_the_toy_world.ipynb on.")
+    print(
+        "\nNext: the notebooks, 00_the_toy_world.ipynb on. They are not in the installed package: they are in "
+        "the repository's notebooks/ folder (clone it, then `jupyter lab notebooks/`)."
+    )
 
 
 # --- the parser -------------------------------------------------------------------------------
