@@ -103,6 +103,7 @@ def _is_export(weights: Path) -> bool:
 
 
 HUB_WEIGHTS, HUB_CONFIG, HUB_CARD = "open_clip_model.safetensors", "open_clip_config.json", "README.md"
+STAGE_MARK = ".clipaln-export"  # in an export's staging folder while it is written
 
 
 def _refuse_existing(paths, overwrite: bool) -> None:
@@ -136,18 +137,27 @@ def export_folder(
             f"{out} is a folder that holds no clipaln export: choose another --out (--overwrite replaces exports only)"
         )
     stage = out.with_name(out.name + ".partial")  # written whole, then moved in: never half an export
-    shutil.rmtree(stage, ignore_errors=True)
+    if stage.exists() or stage.is_symlink():
+        if not (stage / STAGE_MARK).is_file():  # the user's folder by that name: never ours to remove
+            raise FileExistsError(f"{stage} exists and was not made by clipaln: move it or choose another --out")
+        shutil.rmtree(stage)  # an export killed half way
+    made = False
     try:
+        stage.mkdir(parents=True)
+        made = True
+        (stage / STAGE_MARK).write_text("a clipaln export in progress\n")
         save_tensors(stage / HUB_WEIGHTS, state, metadata)
         write_text(stage / HUB_CONFIG, json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1) + "\n")
         write_text(stage / HUB_CARD, card)
+        (stage / STAGE_MARK).unlink()
         if not out.exists():
             os.replace(stage, out)
         else:
             for name in (HUB_WEIGHTS, HUB_CONFIG, HUB_CARD):
                 os.replace(stage / name, out / name)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if made:  # ours: what is left of it after a failure (gone after the move)
+            shutil.rmtree(stage, ignore_errors=True)
     return [out / HUB_WEIGHTS, out / HUB_CONFIG, out / HUB_CARD]
 
 

@@ -110,15 +110,30 @@ def verify(path: str | Path) -> None:
         )
 
 
+#: What clipaln writes beside OUT carries its own mark, so that a file or folder of the same name
+#: without it is known to be the user's and is never written, truncated or removed.
+LOCK_SUFFIX = ".clipaln-lock"
+LOCK_SIGNATURE = b"clipaln lock, pid "
+PARTIAL_MARK = ".clipaln-partial"
+
+
+def is_ours(partial: Path) -> bool:
+    """Whether an OUT.partial folder was made by clipaln: its mark, or (from before the mark) the
+    request file a run writes first."""
+    return partial.is_dir() and ((partial / PARTIAL_MARK).is_file() or (partial / "checkpoint.request.json").is_file())
+
+
 class OutLock:
     """An exclusive lock on an output path, held from before any check until the last write: a second
     clipaln process that would write the same OUT (a run, its .partial, an export) is refused at
-    once with one line, instead of both writing and one losing. The lock is an flock on OUT.lock
-    beside OUT (released by the kernel if the process dies); the file is removed on release, and a
-    taker checks that the file it locked is still the one on disk, so removal cannot race a taker."""
+    once with one line, instead of both writing and one losing. The lock is an flock on
+    OUT.clipaln-lock beside OUT (a name no other tool uses; released by the kernel if the process
+    dies), whose content starts with LOCK_SIGNATURE: a file of that name without it is the user's, and
+    is refused and left as it is. The file is removed on release, and a taker checks that the file it
+    locked is still the one on disk, so removal cannot race a taker."""
 
     def __init__(self, out):
-        self.path = Path(out).with_name(Path(out).name + ".lock")
+        self.path = Path(out).with_name(Path(out).name + LOCK_SUFFIX)
         self.fd: int | None = None
 
     def acquire(self) -> OutLock:
@@ -131,13 +146,20 @@ class OutLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
                 raise ValueError(f"cannot write beside {self.path.parent}: {e.strerror or e}") from None
+            held = os.pread(fd, len(LOCK_SIGNATURE), 0)
+            if held and held != LOCK_SIGNATURE:  # the user's file, by our name: never ours to write
+                os.close(fd)
+                raise ValueError(
+                    f"{self.path} is not a clipaln lock: it is left as it is; move it or choose another --out"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                holder = os.pread(fd, 64, 0)[len(LOCK_SIGNATURE) :].decode(errors="replace").strip()
+                holder = holder or "another process"
                 os.close(fd)
                 if e.errno in (errno.EAGAIN, errno.EACCES):
-                    target = self.path.with_name(self.path.name.removesuffix(".lock"))
+                    target = self.path.with_name(self.path.name.removesuffix(LOCK_SUFFIX))
                     raise ValueError(
                         f"{target} is being written by another clipaln process (pid {holder}): "
                         "wait for it to finish, or choose another --out"
@@ -149,7 +171,7 @@ class OutLock:
                 same = False
             if same:  # not removed by its last holder between our open and our lock
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                os.pwrite(fd, LOCK_SIGNATURE + str(os.getpid()).encode(), 0)
                 self.fd = fd
                 return self
             os.close(fd)
@@ -221,6 +243,10 @@ class RunFolder:
             self.replacing = (out / MANIFEST).read_text()
         elif out.is_dir():
             self.replacing = ""  # an empty folder
+        if (work.exists() or work.is_symlink()) and not is_ours(work):
+            raise ValueError(
+                f"{work} exists and was not made by clipaln: it is left as it is; move it or choose another --out"
+            )
         if work.is_dir() and not self.has_checkpoint():  # killed before its first checkpoint: nothing to keep
             shutil.rmtree(work)
             self.resume = False  # --resume of such a run starts it over (its encoding is in the feature cache)
@@ -235,9 +261,7 @@ class RunFolder:
             shutil.rmtree(work)
         try:
             work.mkdir(parents=True, exist_ok=True)
-            probe = work / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            (work / PARTIAL_MARK).write_text("a clipaln run in progress: clipaln train --resume continues it\n")
         except OSError as e:
             raise ValueError(f"cannot write to --out {out}: {e.strerror or e}") from None
         return work
@@ -255,6 +279,7 @@ class RunFolder:
         """Write the manifest last, with the sha256 of every file beside it (`verify` checks them),
         move OUT.partial to OUT in one rename, then drop the checkpoints (a run killed before the
         rename is resumed from them and finishes at once)."""
+        (self.work / PARTIAL_MARK).unlink(missing_ok=True)  # a finished run carries no mark
         files = sorted(p for p in self.work.iterdir() if p.is_file() and not p.name.startswith("checkpoint"))
         manifest = {**manifest, "files": {p.name: file_sha256(p) for p in files if p.name != MANIFEST}}
         write_json(self.work / MANIFEST, manifest)

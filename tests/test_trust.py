@@ -269,8 +269,10 @@ def test_hidden_folders_are_not_classes_and_duplicates_are_refused(tmp_path):
     [
         (["train", "gender", "--resume", "--out", "{out}"], "nothing to resume"),
         (["train", "gender", "--n-train", "13", "--out", "{out}"], "multiple"),
-        (["train", "typographic", "--mode", "full", "--checkpoint-every", "5", "--out", "{out}"], "no checkpoints"),
-        (["train", "typographic", "--mode", "full", "--resume", "--out", "{out}"], "--resume"),
+        (["train", "typographic", "--mode", "full", "--resume", "--out", "{out}"], "nothing to resume"),
+        (["train", "typographic", "--mode", "full", "--lock-image", "--out", "{out}"], "nothing to train"),
+        (["train", "typographic", "--mode", "full", "--lock-text", "--train-text", "--out", "{out}"], "give one"),
+        (["train", "typographic", "--lock-image", "--train-text", "--out", "{out}"], "--mode full"),
         (["train", "typographic", "--mode", "full", "--orth", "1", "--out", "{out}"], "--orth"),
         (["train", "typographic", "--orth", "-1", "--out", "{out}"], "--orth"),
         (["eval", "toy", "--n-train", "10"], "--n-train"),
