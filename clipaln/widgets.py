@@ -18,6 +18,7 @@ import hashlib
 import html as htmlmod
 import io
 import json
+import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -198,7 +199,7 @@ class _Widget:
         `scale` of the live size), for a committed
         notebook, nbviewer or the book. Starts at the t nearest t0 (default: the slider's value);
         the live widget is left as it was."""
-        ts = sorted(float(t) for t in ts)  # the range input scrubs left to right: smallest t first
+        ts = sorted(_finite_ts(ts))  # the range input scrubs left to right: smallest t first
         if not ts or len(set(ts)) != len(ts):
             raise ValueError("the player needs distinct values of t")
         now = self.slider.value
@@ -226,6 +227,7 @@ class StaticPlayer:
     tell how large a label is on screen."""
 
     def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0, font_px: float | None = None):
+        ts = _finite_ts(ts)
         if len(ts) != len(frames) or not frames:
             raise ValueError("one frame per t, and at least one")
         if any(b <= a for a, b in zip(ts, list(ts)[1:])):
@@ -251,7 +253,7 @@ class StaticPlayer:
             f'<img alt="the frame at t"{font} style="width:100%;max-width:{self.width}px" '
             f'src="data:{self.mime};base64,{data[i]}">'
             f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var frames={json.dumps(data)};var ts={json.dumps(self.ts)};"
+            f"var frames={_script_json(data)};var ts={_script_json(self.ts)};"
             'var s=root.querySelector("input"),im=root.querySelector("img"),r=root.querySelector(".clipaln-readout");'
             f's.addEventListener("input",function(){{im.src="data:{self.mime};base64,"+frames[s.value];'
             'r.textContent="t = "+ts[s.value].toFixed(2);});})();</script></div>'
@@ -261,9 +263,27 @@ class StaticPlayer:
         return self.html
 
 
+#: What JSON may hold that changes how a browser reads a <script> (its end, a comment, HTML's
+#: character references) or ends a line in older JavaScript: written as \\u escapes, which JSON and
+#: JavaScript read as the same characters.
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def _script_json(value: object) -> str:
-    """JSON to place inside a <script>: "</" written as "<\\/" so that no label can close the script."""
-    return json.dumps(value).replace("</", "<\\/")
+    """JSON to place inside a <script>: no text in it (a label, a caption) can end the script."""
+    text = json.dumps(value, allow_nan=False)
+    for char, escape in _SCRIPT_UNSAFE.items():
+        text = text.replace(char, escape)
+    return text
+
+
+def _finite_ts(ts) -> list[float]:
+    """The player's t, each a finite number (one ValueError otherwise: a frame must not read "t = nan")."""
+    values = [float(t) for t in ts]
+    bad = [t for t in values if not math.isfinite(t)]
+    if bad:
+        raise ValueError(f"a player's t must be finite numbers, got {bad[0]}")
+    return values
 
 
 class GalleryPlayer:
@@ -277,6 +297,7 @@ class GalleryPlayer:
     LABEL_PX, CAPTION_PX = 14, 15
 
     def __init__(self, ts, prompts, frames, thumbs, start: int = 0, prompt: int = 0, columns: int = 5):
+        ts = _finite_ts(ts)
         if not prompts or len(frames) != len(prompts) or any(len(f) != len(ts) for f in frames):
             raise ValueError("one frame per (prompt, t), and at least one prompt")
         if any(b <= a for a, b in zip(ts, list(ts)[1:])):
@@ -321,7 +342,7 @@ class GalleryPlayer:
             f'<table class="clipaln-grid" style="width:100%;max-width:{140 * self.columns}px;table-layout:fixed;'
             f'border-collapse:collapse;margin:0">{rows}</table>'
             f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var thumbs={json.dumps(thumbs)};var frames={_script_json(self.frames)};var ts={json.dumps(self.ts)};"
+            f"var thumbs={_script_json(thumbs)};var frames={_script_json(self.frames)};var ts={_script_json(self.ts)};"
             'var s=root.querySelector("input"),m=root.querySelector("select"),r=root.querySelector(".clipaln-readout"),'
             'c=root.querySelector(".clipaln-caption"),cells=root.querySelectorAll(".clipaln-grid td");'
             "function show(){var f=frames[m.value][s.value];"

@@ -190,3 +190,22 @@ def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
         assert ui.update(0.7) > 0 and (pixels(ui.png) == pixels(ui.frames.fresh(ui._tiles()))).all()
     hostile = GalleryPlayer([0.0], ["p"], [[([0], ["</script><b>x</b>"], "c")]], player.thumbs[:1])
     assert hostile.html.count("</script>") == 1  # a label cannot close the player's script
+
+
+def test_player_text_is_data_and_t_is_finite():
+    """Everything in a player's script is JSON escaped for HTML (<, >, &, U+2028, U+2029), so no label
+    ends the script, opens a comment or changes how the page after it is read; NaN or inf t is refused."""
+    from clipaln.widgets import StaticPlayer
+
+    thumb = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(thumb, format="png")
+    for label in ("</script><b>x</b>", "<!--<script>", "a\u2028b", "&lt;"):
+        html = GalleryPlayer([0.0], ["p"], [[([0], [label], label)]], [thumb.getvalue()]).html
+        script = html[html.index("<script>") + len("<script>") : html.rindex("</script>")]
+        assert not any(c in script.split("var s=")[0] for c in "<>&\u2028"), label  # the data part
+        assert html.count("</script>") == 1
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            GalleryPlayer([0.0, bad], ["p"], [[([0], ["l"], "c")] * 2], [thumb.getvalue()])
+        with pytest.raises(ValueError, match="finite"):
+            StaticPlayer([bad], [thumb.getvalue()])
