@@ -312,6 +312,15 @@ def cmd_bench(a: argparse.Namespace) -> None:
     print(json.dumps(result) if a.json else bench.format_table(result))
 
 
+def _method(name: str) -> str:
+    """A registered loss's name (one line naming the methods, and a plugin that failed to load, if not)."""
+    try:
+        losses.method(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def _seeds(x: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(v) for v in x.split(","))
@@ -508,7 +517,9 @@ def _add_train(sub) -> None:
     tr = sub.add_parser("train", help=COMMANDS["train"])
     tr.add_argument("task", choices=["typographic", "gender", "pairs"])
     _add_model_args(tr, seed_default=None)
-    tr.add_argument("--method", choices=list(losses.LOSSES), default=None, help="default: the config's, else dpo")
+    tr.add_argument(
+        "--method", type=_method, default=None, help=f"{', '.join(losses.LOSSES)} (default: the config's, else dpo)"
+    )
     _add_flags(tr, TRAIN_FLAGS)
     tr.set_defaults(func=cmd_train)
 
@@ -671,11 +682,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        losses.load_plugins()  # before the parser, so that --method lists installed losses
-    except RuntimeError as e:
-        print(f"clipaln: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    losses.load_plugins()  # before the parser, so that --method knows installed losses (a broken one costs itself)
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (train --resume compares it)
     on_main = threading.current_thread() is threading.main_thread()

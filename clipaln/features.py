@@ -371,7 +371,7 @@ class Shards:
     def __init__(self, folder: Path, rows: int):
         self.folder, self.rows, self.calls = folder, rows, 0
 
-    def encode(self, dataset, encode: Callable, columns: tuple) -> list[torch.Tensor]:
+    def encode(self, dataset: Any, encode: Callable[[Any], list[torch.Tensor]], columns: tuple) -> list[torch.Tensor]:
         n, call = len(dataset), self.calls
         self.calls += 1
         rank, world = (tdist.get_rank(), tdist.get_world_size()) if tdist.is_initialized() else (0, 1)
@@ -391,7 +391,8 @@ class Shards:
         return [torch.cat(column) for column in zip(*parts)]
 
 
-def digest_of(value) -> str:
+def digest_of(value: object) -> str:
+    """A short hash of a value's repr (names a shard folder by what was encoded)."""
     return hashlib.sha256(repr(value).encode()).hexdigest()[:8]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,7 @@ class Towers(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         images = F.normalize(self.model.encode_image(x).float(), dim=-1)  # (b, d)
         if tokens is None:
             return images, None
@@ -126,8 +126,8 @@ def trained_parameters(model: torch.nn.Module, train_image: bool, train_text: bo
 
 def finetune_encoders(
     bundle: ClipBundle,
-    attacked,
-    clean,
+    attacked: torch.Tensor | PreprocessedView,
+    clean: torch.Tensor | PreprocessedView,
     y_w: torch.Tensor,
     y_l: torch.Tensor,
     texts: torch.Tensor,
@@ -140,7 +140,7 @@ def finetune_encoders(
     lock_image: bool = False,
     workers: int | None = None,
     validate: Callable[[ClipBundle], dict[str, float]] | None = None,
-    **checkpointing,
+    **checkpointing: Any,
 ) -> tuple[ClipBundle, dict]:
     """Fine-tune a copy of the image encoder (and, given `prompts`, the text encoder too, as the
     authors' code does) on preprocessed images; returns a new frozen bundle and the history.
@@ -247,11 +247,3 @@ def saved_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What a full fine-tuning run writes: the whole model's state, under open_clip's own names
     (visual.*, text tower, logit_scale), so that open_clip loads it as it is."""
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def is_model_file(path: str | Path) -> bool:
-    """Whether a safetensors file holds a whole CLIP's state (open_clip's names), not a projection."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return any(k.startswith("visual.") for k in f.keys())

@@ -243,6 +243,10 @@ def register(
     taken by a different loss is refused (registering the same entry again, as a re-import does, is not)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a loss's name is one word such as 'simpo', got {name!r}")
+    for what, given, allowed in (("paper", paper, PAPER_KEYS), ("schedule", schedule, SCHEDULE_KEYS)):
+        unknown = sorted(set(given or {}) - set(allowed))
+        if unknown:
+            raise ValueError(f"the loss {name!r}: {what} sets {', '.join(allowed)}, not {', '.join(unknown)}")
     if not callable(loss):
         raise ValueError(f"the loss {name!r} must be a function (logp, ref_logp, y_w, y_l, beta, z0) -> (N,)")
     unknown = set(tasks) - {"typographic", "pairs", "gender"}
@@ -264,19 +268,33 @@ def register(
     return entry
 
 
+#: The keys register() takes in `paper` and `schedule`.
+PAPER_KEYS = ("beta", "lam")
+SCHEDULE_KEYS = ("lr", "epochs", "orth", "batch_size", "bma")
+#: Plugins that failed to load, by entry-point name: why, in one line (said when a method is asked for).
+FAILED_PLUGINS: dict[str, str] = {}
+
+
 def load_plugins() -> list[str]:
     """Load every installed package's losses (entry-point group "clipaln.losses"); their names.
-    A plugin that fails to load is one RuntimeError naming it."""
+    A plugin that fails to load (an exception, a missing dependency, SystemExit or KeyboardInterrupt
+    raised at import, a name register() refuses) costs only itself: what it registered is taken back,
+    and why it failed is kept in FAILED_PLUGINS, for the one line `method()` gives when asked for a
+    loss that is not there. Nothing is said to a command that does not ask."""
     from importlib.metadata import entry_points
 
     before = set(LOSSES)
     for ep in entry_points(group=ENTRY_POINTS):
+        mine = set(LOSSES)
         try:
             obj = ep.load()
             if callable(obj):
                 obj()
-        except Exception as e:
-            raise RuntimeError(f"the loss plugin {ep.name!r} ({ep.value}) failed to load: {e}") from None
+        except BaseException as e:  # SystemExit and KeyboardInterrupt at import too: a plugin's, not ours
+            for name in set(LOSSES) - mine:
+                del LOSSES[name]
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            FAILED_PLUGINS[ep.name] = f"the loss plugin {ep.name!r} ({ep.value}) failed to load: {reason}"
     return sorted(set(LOSSES) - before)
 
 
@@ -285,13 +303,20 @@ def registered_for(task: str) -> list[str]:
     return [m for m, e in LOSSES.items() if m not in BUILTIN and task in e.tasks]
 
 
-PREFERENCE_METHODS = tuple(m for m, spec in LOSSES.items() if spec.weight is not None)
+def preference_methods() -> tuple[str, ...]:
+    """The methods that are a function of the margin h (their gradient weight is known), plugins
+    registered so far included."""
+    return tuple(m for m, spec in LOSSES.items() if spec.weight is not None)
 
 
 def method(name: str) -> Method:
-    """The registry entry for `name`, or a one-line error listing the methods."""
+    """The registry entry for `name`, or a one-line error listing the methods (and, when a plugin
+    failed to load, why)."""
     if name not in LOSSES:
-        raise ValueError(f"unknown method {name!r}; use one of {', '.join(LOSSES)}")
+        failed = "; ".join(FAILED_PLUGINS.values())
+        raise ValueError(
+            f"unknown method {name!r}; use one of {', '.join(LOSSES)}" + (f" ({failed})" if failed else "")
+        )
     return LOSSES[name]
 
 
@@ -299,5 +324,28 @@ def gradient_weight(name: str, h: torch.Tensor, beta: float) -> torch.Tensor:
     """-dL/dh per sample for a preference method (see Method.weight)."""
     entry = method(name)
     if entry.weight is None:
-        raise ValueError(f"{name} is not a function of the margin h; use one of {', '.join(PREFERENCE_METHODS)}")
+        raise ValueError(f"{name} is not a function of the margin h; use one of {', '.join(preference_methods())}")
     return entry.weight(h, beta)
+
+
+def per_pair_loss(name: str, entry: Method, *args, **options) -> torch.Tensor:
+    """entry.loss(*args), checked as a registered loss must be: a tensor of one loss per pair (N,),
+    with a gradient where its inputs have one. Anything else is one ValueError naming the loss."""
+    n = len(args[2])  # y_w
+    try:
+        out = entry.loss(*args, **options)
+    except TypeError as e:  # a signature that is not (logp, ref_logp, y_w, y_l, beta, z0)
+        raise ValueError(f"the loss {name!r} must take (logp, ref_logp, y_w, y_l, beta, z0): {e}") from None
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(
+            f"the loss {name!r} must return a tensor of one loss per pair ({n},), not {type(out).__name__}"
+        )
+    if tuple(out.shape) != (n,):
+        raise ValueError(
+            f"the loss {name!r} must return one loss per pair, shape ({n},); it returned {tuple(out.shape)}"
+        )
+    if args[0].requires_grad and not out.requires_grad:
+        raise ValueError(
+            f"the loss {name!r} has no gradient with respect to W (a constant, or detached): it cannot train"
+        )
+    return out

@@ -55,7 +55,7 @@ def gradient_weights(betas: dict[str, float], h: torch.Tensor | None = None) -> 
         entry = losses.method(method)
         if entry.weight is None:
             raise ValueError(
-                f"{method} is not a function of the margin h; plot one of {', '.join(losses.PREFERENCE_METHODS)}"
+                f"{method} is not a function of the margin h; plot one of {', '.join(losses.preference_methods())}"
             )
         top, bottom = axes[0, col], axes[1, col]
         top.plot(h, entry.of_margin(h, beta), color=f"C{col}")

@@ -542,7 +542,7 @@ def preference_objective(
         return zero, dict.fromkeys(names, zero)
     share = len(y_w) / batch
     options = {name: getattr(cfg, name) for name in entry.options}  # cDPO's label_smoothing
-    per_pair = entry.loss(logp, ref_logp, y_w, y_l, cfg.beta, z0, **options)
+    per_pair = losses.per_pair_loss(cfg.method, entry, logp, ref_logp, y_w, y_l, cfg.beta, z0, **options)
     pref = share * cfg.pref_weight * per_pair.mean()
     kl = share * losses.kl_regularizer(logp_reg, ref_logp_reg)
     with torch.no_grad():  # TRL's names: rewards are beta times the log-ratios, so their margin is beta h

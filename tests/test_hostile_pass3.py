@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clipaln.cli import main
-from clipaln.manifest import OutLock, RunFolder
+from clipaln.manifest import PARTIAL_MARK, OutLock, RunFolder
 from clipaln.train import TrainConfig
 
 # --- a run folder is a transaction no second process can race ----------------------------------------
@@ -58,6 +58,7 @@ def _train(pairs_file, out, *more):
 def test_a_second_train_on_the_same_out_is_refused_and_touches_nothing(tmp_path, pairs_file, capsys):
     out = tmp_path / "X"
     (tmp_path / "X.partial").mkdir()
+    (tmp_path / "X.partial" / PARTIAL_MARK).write_text("")  # the first run's, as clipaln marks it
     (tmp_path / "X.partial" / "checkpoint.safetensors").write_bytes(b"the first run's checkpoint")
     holder = _hold_lock(out)
     try:

@@ -71,4 +71,79 @@ def test_an_out_of_tree_loss_trains_from_the_cli(tmp_path):
         text=True,
         timeout=300,
     )
-    assert without.returncode == 2 and "invalid choice: 'hinge'" in without.stderr  # not installed: not known
+    assert without.returncode == 2 and "unknown method 'hinge'" in without.stderr  # not installed: not known
+
+
+def _installed(tmp_path, plugins: dict[str, str]) -> dict:
+    """A site folder holding one module per plugin, each declared in the clipaln.losses group."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    for name, source in plugins.items():
+        (site / f"{name}.py").write_text(source)
+    info = site / "broken_losses-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-losses\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[clipaln.losses]\n" + "".join(f"{n} = {n}\n" for n in plugins))
+    return {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+
+
+BROKEN = {
+    "raises": "raise RuntimeError('boom at import')",
+    "exits": "import sys\nsys.exit(3)",
+    "interrupts": "raise KeyboardInterrupt",
+    "needs": "import no_such_package_anywhere",
+    "twice": PLUGIN.replace('"hinge"', '"twice_loss"') + "\nregister('twice_loss', lambda *a: None)\n",
+    "builtin": "from clipaln.losses import register\nregister('dpo', lambda *a: None)",
+    "spaced": "from clipaln.losses import register\nregister('my loss', lambda *a: None)",
+}
+
+
+def test_a_broken_plugin_costs_only_itself(tmp_path):
+    """Plugins that raise, exit, are interrupted, lack a dependency or register a name twice, a
+    built-in name or a name with a space: every command that does not ask for them runs as before; one
+    that asks for a loss that is not there gets one line that says why."""
+    env = _installed(tmp_path, BROKEN)
+    clipaln = [sys.executable, "-m", "clipaln"]
+    run = lambda *args: subprocess.run([*clipaln, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert run("train", "gender", "--help").returncode == 0
+    pairs = os.path.join(os.path.dirname(__file__), "..", "data", "pairs", "pairs.csv")
+    ok = run("train", "pairs", "--pairs", pairs, "--method", "dpo", "--epochs", "1", "--quiet", "--no-cache",
+             "--out", str(tmp_path / "r"))  # fmt: skip
+    assert ok.returncode == 0 and ok.stderr.strip() == "", ok.stderr[-2000:]
+    asked = run("train", "pairs", "--pairs", pairs, "--method", "hinge", "--out", str(tmp_path / "q"))
+    assert asked.returncode == 2 and len(asked.stderr.strip().splitlines()) == 1
+    assert "failed to load" in asked.stderr and "boom at import" in asked.stderr
+
+
+def test_a_plugin_loss_is_checked_on_its_first_batch():
+    """Shape (N,), a tensor, a gradient with respect to W, the signature: each wrong one is one line."""
+    from test_train import _small_data
+
+    from clipaln.train import TrainConfig, fit_projection
+
+    wrong = {
+        "a_mean": (
+            lambda logp, ref, y_w, y_l, beta, z0: losses.dpo(
+                losses.preference_margin(logp, ref, y_w, y_l), beta
+            ).mean(),
+            "one loss per pair",
+        ),  # noqa: E501
+        "nk": (lambda logp, ref, y_w, y_l, beta, z0: logp, "one loss per pair"),
+        "zeros": (lambda logp, ref, y_w, y_l, beta, z0: __import__("torch").zeros(len(y_w)), "no gradient"),
+        "detached": (lambda logp, ref, y_w, y_l, beta, z0: logp.detach()[:, 0], "no gradient"),
+        "a_float": (lambda logp, ref, y_w, y_l, beta, z0: 1.0, "a tensor"),
+        "two_args": (lambda logp, ref: ref, "must take"),
+    }
+    try:
+        for name, (loss, message) in wrong.items():
+            losses.register(name, loss)
+            with pytest.raises(ValueError, match=message):
+                fit_projection(_small_data(), TrainConfig(method=name, epochs=1, batch_size=32), progress=False)
+        with pytest.raises(ValueError, match="schedule sets lr, epochs, orth, batch_size, bma, not lrr"):
+            losses.register("typo", wrong["nk"][0], schedule={"lrr": 0.1})
+        for bad in ("my loss", "dpo", ""):
+            with pytest.raises(ValueError):
+                losses.register(bad, wrong["nk"][0])
+    finally:
+        for name in wrong:
+            losses.LOSSES.pop(name, None)

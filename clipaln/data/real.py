@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +208,7 @@ def full_hash() -> bool:
 
 
 @contextlib.contextmanager
-def hashing_in_full(setting: bool | None):
+def hashing_in_full(setting: bool | None) -> Iterator[None]:
     """Within the block, full_hash() is `setting` (None: as it was)."""
     before = os.environ.get(FULL_HASH_ENV)
     if setting is not None:
