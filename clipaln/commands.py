@@ -147,7 +147,7 @@ def _as_started(a, request: dict) -> dict:
     it runs and logs (FREE_ON_RESUME). A TrainConfig field the run did not set is compared with what
     it trains with, the track's default."""
     started = runs.started_request(a.out)
-    if started is None:  # no checkpoint yet: the run starts over, from the flags
+    if started is None:  # nothing recorded: the run starts over, from the flags
         return request
     theirs, typed = started.pop("overrides"), _typed(a.argv)
     for name, (mine, was) in _asked(a, typed, request, started, theirs).items():

@@ -212,9 +212,10 @@ def as_recorded(request: dict) -> dict:
 
 def started_request(out: str | Path) -> dict | None:
     """The arguments the unfinished run in OUT.partial was started with (train_run's keywords, but
-    out, resume, overwrite, device, cache and progress), or None when it holds no checkpoint yet."""
+    out, resume, overwrite, device, cache and progress), or None when it recorded none. A run killed
+    before its first checkpoint has its request too: --resume starts that request over from step 0."""
     work = Path(out).expanduser().with_name(Path(out).expanduser().name + ".partial")
-    if not (work / "checkpoint.safetensors").is_file() or not (work / REQUEST).is_file():
+    if not (work / REQUEST).is_file():
         return None
     return json.loads((work / REQUEST).read_text())
 

@@ -232,14 +232,50 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_run_again_or_resumed(tm
 
     rows = scenes(tmp_path / "s", n=12)
     (tmp_path / "s" / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from clipaln.manifest import PARTIAL_MARK
+
     out = tmp_path / "run"
-    (tmp_path / "run.partial").mkdir()  # what a SIGTERM during encoding left behind
+    (tmp_path / "run.partial").mkdir()  # what a SIGTERM during encoding left behind: clipaln's mark, no checkpoint
+    (tmp_path / "run.partial" / PARTIAL_MARK).write_text("")
     (tmp_path / "run.partial" / "tensorboard").mkdir()
     args = ["train", "pairs", "--pairs", str(tmp_path / "s" / "p.jsonl"), "--epochs", "2", "--no-cache", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
     (tmp_path / "again.partial").mkdir()
+    (tmp_path / "again.partial" / PARTIAL_MARK).write_text("")
     assert main([*args, "--out", str(tmp_path / "again"), "--resume"]) == 0
     assert (tmp_path / "again" / "run.json").is_file() and not (tmp_path / "again.partial").exists()
+
+
+def test_a_resume_before_the_first_checkpoint_replays_the_recorded_request(tmp_path):
+    """A run killed before its first checkpoint (KTO, batch 4) resumed with --resume alone trains what
+    it was asked to, from step 0, not the defaults (DPO, batch 256)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_tracks_pairs import scenes
+
+    from clipaln.cli import main
+
+    rows = scenes(tmp_path / "s", n=12)
+    (tmp_path / "s" / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    asked = ["train", "pairs", "--pairs", str(tmp_path / "s" / "p.jsonl"), "--method", "kto", "--batch-size", "4",
+             "--epochs", "1", "--no-cache", "--quiet", "--out", str(out)]  # fmt: skip
+    killer = (
+        "import os, signal, clipaln.tracks.pairs as p\n"
+        "p.build_features = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"from clipaln.cli import main\nmain({asked!r})\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    assert subprocess.run([sys.executable, "-c", killer], env=env, capture_output=True).returncode == -signal.SIGKILL
+    assert (tmp_path / "run.partial" / "checkpoint.request.json").is_file()
+    assert not list((tmp_path / "run.partial").glob("checkpoint*.safetensors"))
+    assert main(["train", "pairs", "--out", str(out), "--resume", "--quiet"]) == 0
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert (config["method"], config["batch_size"]) == ("kto", 4)
 
 
 def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
