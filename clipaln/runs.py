@@ -215,9 +215,28 @@ def started_request(out: str | Path) -> dict | None:
     out, resume, overwrite, device, cache and progress), or None when it recorded none. A run killed
     before its first checkpoint has its request too: --resume starts that request over from step 0."""
     work = Path(out).expanduser().with_name(Path(out).expanduser().name + ".partial")
-    if not (work / REQUEST).is_file():
+    path = work / REQUEST
+    if not path.is_file():
         return None
-    return json.loads((work / REQUEST).read_text())
+    fix = f"it is not what clipaln wrote: remove {work} to start over"
+    try:
+        request = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not JSON ({e}); {fix}") from None
+    if not isinstance(request, dict):
+        raise ValueError(f"{path} holds a {type(request).__name__}, not the run's request; {fix}")
+    for field, kind in REQUEST_FIELDS.items():
+        if not isinstance(request.get(field), kind):
+            raise ValueError(f"{path}: {field} is {request.get(field)!r}, not a {kind.__name__}; {fix}")
+    known = {*REQUEST_FIELDS, *train_run.__kwdefaults__, *DATA_FIELDS, "download", "precision"}
+    unknown = sorted(set(request) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; {fix}")
+    return request
+
+
+#: What a request file must hold, and of what type (the rest is checked against train_run's keywords).
+REQUEST_FIELDS = {"task": str, "method": str, "mode": str, "overrides": dict}
 
 
 def train_run(

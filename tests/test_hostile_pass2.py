@@ -350,3 +350,27 @@ def test_a_projection_given_as_an_encoder_says_so(tmp_path, capsys):
     path = SharedProjection(128).save(tmp_path / "w.safetensors", model="toy", task="typographic")
     assert main(["eval", "typographic", "--image-encoder", str(path), "--no-cache"]) == 2
     assert "is a projection W, not an encoder: pass it as --projection" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "request_text, words",
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "holds a list"),
+        ('{"task": "pairs", "method": "dpo", "mode": "w", "overrides": null}', "overrides is None, not a dict"),
+        ('{"task": "pairs", "method": "dpo", "mode": "w", "overrides": "lr=1"}', "overrides is 'lr=1', not a dict"),
+        ('{"method": "dpo", "mode": "w", "overrides": {}}', "task is None, not a str"),
+        ('{"task": "pairs", "method": "dpo", "mode": "w", "overrides": {}, "evil": 1}', "unknown field(s) evil"),
+    ],
+)
+def test_a_tampered_request_file_is_one_line_naming_it(tmp_path, capsys, request_text, words):
+    from clipaln.cli import main
+    from clipaln.manifest import PARTIAL_MARK
+
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    (partial / PARTIAL_MARK).write_text("")
+    (partial / "checkpoint.request.json").write_text(request_text)
+    assert main(["train", "pairs", "--out", str(tmp_path / "run"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint.request.json" in err and words in err, err
