@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from clipaln import runs
+from clipaln.bench import paper as bench_paper
 from clipaln.cli import main
 from clipaln.data.imagenet import IMAGENET100_WNIDS
 from clipaln.data.real import EUROSAT_NAMES, photo_set
@@ -280,7 +281,11 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
     assert set(result["rows"]) == {"base", "dpo", "ipo", "kto", "ce"}
     pets = result["rows"]["dpo"]["oxford_pets"]
     assert pets["O"]["authors"] == 85.25 and pets["T"]["authors"] == 79.72  # their BMA, from their log
-    assert pets["T"]["diff"] == pytest.approx(pets["T"]["ours"] - 79.72, abs=0.01)
+    # 3 of the 37 breeds here: shown beside theirs, never diffed against it
+    assert pets["T"]["diff"] is None and pets["not_comparable"] == "3 classes here, 37 in the authors' test"
+    eurosat = result["rows"]["dpo"]["eurosat"]  # all 10 classes: comparable
+    assert eurosat["not_comparable"] is None and eurosat["classes"] == eurosat["authors_classes"] == 10
+    assert eurosat["T"]["diff"] == pytest.approx(eurosat["T"]["ours"] - eurosat["T"]["authors"], abs=0.01)
     assert result["rows"]["base"]["oxford_pets"]["T"]["authors"] == 62.01  # their reference model, attacked
     assert result["rows"]["ce"]["eurosat"]["T"]["authors"] is not None
     # their only ImageNet log is 1000-way: no authors' number beside ImageNet-100, and the output says why
@@ -293,6 +298,17 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
     assert "| dpo | oxford_pets |" in table and "79.7" in table and "Not under the data root" in table
     assert main(["bench", "paper", "--model", "ViT-B-32"]) == 2
     assert "--data-root" in capsys.readouterr().err
+    # trained on another set than the authors': its method rows are not comparable, the base row is
+    assert main([*args, "--train-on", "eurosat", "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)["rows"]
+    assert other["dpo"]["eurosat"]["not_comparable"] == "trained on eurosat; the authors trained on imagenet100"
+    assert other["base"]["eurosat"]["not_comparable"] is None
+    # a dataset that cannot be read is one line naming it, before any model loads or trains
+    (root / "oxford_pets" / "oxford-iiit-pet" / "annotations" / "test.txt").unlink()
+    monkeypatch.setattr(bench_paper, "load_clip", lambda *a, **k: pytest.fail("loaded a model before reading"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read oxford_pets" in err
     assert main(["bench", "typographic", "--data-root", str(root)]) == 2  # a flag another bench would ignore
     assert "does not read --data-root" in capsys.readouterr().err
 

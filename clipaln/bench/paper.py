@@ -74,6 +74,30 @@ def _theirs(logged: dict, method: str | None, dataset: str, column: str) -> floa
     return None if value is None else round(100 * value, 2)
 
 
+#: How many classes each Table 1 dataset has as the authors test it (the whole dataset).
+CLASSES = {
+    "imagenet100": 100,
+    "caltech101": 101,
+    "oxford_pets": 37,
+    "stanford_cars": 196,
+    "flowers102": 102,
+    "fgvc_aircraft": 100,
+    "dtd": 47,
+    "sun397": 397,
+    "eurosat": 10,
+    "food101": 101,
+}
+
+
+def _not_comparable(dataset: str, classes: int, method: str | None, train_on: str) -> str | None:
+    """Why a cell's number is not to be set against the authors' (then its diff is None), or None."""
+    if CLASSES.get(dataset) is not None and classes != CLASSES[dataset]:
+        return f"{classes} classes here, {CLASSES[dataset]} in the authors' test"
+    if method is not None and train_on != "imagenet100":
+        return f"trained on {train_on}; the authors trained on imagenet100"
+    return None
+
+
 def _their_test_size(logged: dict, method: str | None, dataset: str) -> int | None:
     """How many test images the authors' log of this cell scored (their CE and DPO logs differ on some)."""
     name = DATASETS[dataset]
@@ -170,13 +194,21 @@ def paper_table(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"bench paper compares {', '.join(METHODS)} with the authors' logs, not {', '.join(unknown)}")
-    bundle = load_clip(model, pretrained=pretrained, device=device)
-    spec = typographic.real_spec(train_on, str(found[train_on]), n_train=n_train, n_test=n_test, seed=seed)
-    spec = dataclasses.replace(spec, ensemble=())  # Table 1 is O and T: no 80-template zero-shot ensemble
-    feats = typographic.build_features(bundle, spec, cache, progress=progress)
     seeds = [seed] if seeds is None else list(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"seeds must be distinct whole numbers, got {seeds!r}")
+    specs = {}  # every dataset read, before any model loads or trains: a broken one is one line naming it
+    for name, folder in found.items():
+        try:
+            if name == train_on:
+                specs[name] = typographic.real_spec(name, str(folder), n_train=n_train, n_test=n_test, seed=seed)
+            else:  # the test split only: nothing of these sets is trained on
+                specs[name] = typographic.real_spec(name, str(folder), n_train=0, n_test=n_test, seed=seed, n_val=0)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise ValueError(f"bench paper cannot read {name} at {folder}: {e}") from None
+    bundle = load_clip(model, pretrained=pretrained, device=device)
+    spec = dataclasses.replace(specs[train_on], ensemble=())  # Table 1 is O and T: no 80-template ensemble
+    feats = typographic.build_features(bundle, spec, cache, progress=progress)
     trained, configs = {}, {}
     for m in methods:
         for s in seeds:
@@ -184,15 +216,16 @@ def paper_table(
             trained.setdefault(m, []).append(typographic.train(feats, cfg, progress=progress)[0])
         configs[m] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"}
     logged, rows, sizes = authors(), {}, {}
-    for name, folder in found.items():
+    for name in found:
         if name == train_on:
             scored = feats
-        else:  # the test split only: nothing of these sets is trained on
-            other = typographic.real_spec(name, str(folder), n_train=0, n_test=n_test, seed=seed, n_val=0)
-            scored = typographic.build_features(bundle, other, cache, progress=progress, with_train=False)
+        else:
+            scored = typographic.build_features(bundle, specs[name], cache, progress=progress, with_train=False)
         sizes[name] = len(scored.test.labels)
+        classes = len(specs[name].class_names)
         for m in (None, *methods):
             results = [typographic.evaluate(scored, w) for w in trained.get(m, [None])]
+            unlike = _not_comparable(name, classes, m, train_on)
             cell = {}
             for column, key in (("O", "accuracy/clean"), ("T", "accuracy/attacked")):
                 runs = [100 * r[key] for r in results]
@@ -201,8 +234,9 @@ def paper_table(
                     "ours": round(value, 2),
                     "sd": round(statistics.stdev(runs), 2) if len(runs) > 1 else None,
                     "authors": theirs,
-                    "diff": None if theirs is None else round(value - theirs, 2),
+                    "diff": None if theirs is None or unlike else round(value - theirs, 2),
                 }
+            cell |= {"classes": classes, "authors_classes": CLASSES.get(name), "not_comparable": unlike}
             cell["authors_test_size"] = _their_test_size(logged, m, name)
             rows.setdefault(m or "base", {})[name] = cell
     return {
@@ -235,15 +269,18 @@ def markdown(result: dict) -> str:
         f"Table 1 protocol: {result['model']} ({result['pretrained']}), W trained on {result['trained_on']}. "
         f"Ours: {result['ours']}. Authors: {result['authors']}.",
         "",
-        "| method | dataset | O ours | O authors | O diff | T ours | T authors | T diff | test n (ours/authors') |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | dataset | O ours | O authors | O diff | T ours | T authors | T diff "
+        "| test n (ours/authors') | classes (ours/authors') |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, per_dataset in result["rows"].items():
         for dataset, cell in per_dataset.items():
             o, t = cell["O"], cell["T"]
             values = [ours(o), fmt(o["authors"]), fmt(o["diff"]), ours(t), fmt(t["authors"]), fmt(t["diff"])]
             sizes = f"{result['n_test'][dataset]} / {cell['authors_test_size'] or 'n/a'}"
-            lines.append(f"| {method} | {dataset} | " + " | ".join(values) + f" | {sizes} |")
+            classes = f"{cell['classes']} / {cell['authors_classes'] or 'n/a'}"
+            mark = f" not comparable: {cell['not_comparable']}" if cell["not_comparable"] else ""
+            lines.append(f"| {method} | {dataset} | " + " | ".join(values) + f" | {sizes} | {classes}{mark} |")
     lines += ["", "**Protocol**", "", "| | ours | the authors' |", "|---|---|---|"]
     for key in ("n_train", "n_test_cap", "schedule", "preprocessing"):
         mine = protocol["ours"][key]
