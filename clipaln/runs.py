@@ -463,6 +463,10 @@ def eval_run(
         raise ValueError("--t needs --projection FILE")
     if split not in ("test", "val"):
         raise ValueError(f"split is 'test' or 'val', got {split!r}")
+    if choose_t and (photos is not None or image_encoder is not None or t is not None):
+        raise ValueError(
+            "--choose-t chooses t for a W on the run's validation split: not with --photos, --image-encoder or --t"
+        )
     if split == "val" and (photos is not None or image_encoder is not None or choose_t):
         raise ValueError(
             "--split val scores W_t on the run's validation data: no --photos, --image-encoder or --choose-t"

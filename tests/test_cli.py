@@ -176,6 +176,9 @@ def test_eval_scores_the_runs_validation_split(capsys, tmp_path):
     assert {k: got[k] for k in want} == pytest.approx(want)
     code, _, err = run(["eval", "typographic", "--projection", proj, "--split", "val", "--choose-t"], capsys)
     assert code == 2 and "--split val" in err
+    for contradiction in (["--photos", str(tmp_path)], ["--t", "0.5"]):  # --choose-t was silently ignored there
+        code, _, err = run(["eval", "typographic", "--projection", proj, "--choose-t", *contradiction], capsys)
+        assert code == 2 and "--choose-t chooses t" in err and err.count("\n") == 1
 
 
 def test_the_top_level_help_answers_without_loading_torch():
