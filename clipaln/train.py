@@ -532,7 +532,8 @@ def preference_objective(
     if entry.uses_z0:  # KTO's detached KL estimate z0, over the global batch (a collective call)
         # over the samples every rank holds in this call: the global batch, or one micro-batch of it
         local = losses.kl_batch_estimate(logp_reg, ref_logp_reg) if len(y_w) else torch.zeros((), device=logp.device)
-        held = batch if dist.world() == 1 and len(y_w) == batch else int(dist.all_sum(torch.tensor(len(y_w))).item())
+        count = torch.tensor(float(len(y_w)), device=logp.device)  # on the device NCCL reduces on
+        held = batch if dist.world() == 1 and len(y_w) == batch else int(dist.all_sum(count).item())
         z0 = dist.all_sum(local * len(y_w)) / held
     if not len(y_w):
         zero = logp.sum() * 0
