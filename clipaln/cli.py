@@ -19,6 +19,7 @@ COMMANDS = {
     "paper, sliders",
     "export": "fold W_t into the model: a checkpoint plain open_clip loads",
     "tour": "the toy-world tour: what the shipped toy CLIP does",
+    "course": "a class: `course build OUT` (student and instructor editions), `course grade SUBMISSIONS`",
 }
 
 

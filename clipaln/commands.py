@@ -23,21 +23,15 @@ from safetensors import SafetensorError
 
 from . import bench, distributed, losses, runs, widgets
 from .cli import COMMANDS, DESCRIPTION, Parser
+from .course import command as course_command
 from .data.real import FULL_HASH_ENV
 from .features import PRECISIONS, FeatureCache
+from .io import print_json as _print_json
 from .models import load_clip
 from .reporting import REPORTERS
 from .toyworld.model import toy_paths
 from .tracks import gender, pairs, phenomena, typographic
 from .train import SCHEDULER_TYPES, read_config
-
-
-def _print_json(obj) -> None:
-    try:
-        text = json.dumps(obj, indent=None if not sys.stdout.isatty() else 1, allow_nan=False)
-    except ValueError:
-        raise ValueError("a result is NaN or infinite (is |t| too large?); nothing printed") from None
-    print(text)
 
 
 def _pct(v: float) -> str:
@@ -667,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.set_defaults(func=cmd_tour)
+    course_command.add_parser(sub)
     return p
 
 

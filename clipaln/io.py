@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ def read_text(path: str | Path) -> str:
             f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): save it as UTF-8 "
             "(a spreadsheet's 'CSV UTF-8'; iconv -f latin1 -t utf-8 converts a Latin-1 file)"
         ) from None
+
+
+def print_json(obj) -> None:
+    """A result on stdout as JSON, one line when piped; NaN or infinity is one ValueError, never `NaN` in the output."""
+    try:
+        text = json.dumps(obj, indent=None if not sys.stdout.isatty() else 1, allow_nan=False)
+    except ValueError:
+        raise ValueError("a result is NaN or infinite (is |t| too large?); nothing printed") from None
+    print(text)
 
 
 def write_text(path: str | Path, text: str) -> Path:

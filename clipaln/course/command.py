@@ -1,0 +1,89 @@
+"""`clipaln course build OUT` and `clipaln course grade SUBMISSIONS`: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..cli import COMMANDS
+from ..io import print_json
+
+
+def _notebooks(path: str) -> Path:
+    root = Path(path).expanduser()
+    if not (root / "quizzes.json").exists() or not (root / "solutions" / "answers.json").exists():
+        raise FileNotFoundError(
+            f"{root} is not the series' notebooks folder (no quizzes.json or solutions/answers.json): "
+            "pass --notebooks PATH/TO/clipaln/notebooks (the notebooks are in the repository, not in the wheel)"
+        )
+    return root
+
+
+def cmd_build(a: argparse.Namespace) -> None:
+    from .editions import build
+
+    out = Path(a.out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: choose a new folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        edition = build(_notebooks(a.notebooks), staging)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = edition.summary()
+    if a.json:
+        print_json(summary)
+        return
+    print(
+        f"wrote {out}/student and {out}/instructor: {summary['exercises']} autograded exercises, "
+        f"{sum(summary['quiz_questions'].values())} quiz questions"
+    )
+    print(f"hand out {out}/student; grade with `clipaln course grade SUBMISSIONS --key {out}/instructor`")
+
+
+def cmd_grade(a: argparse.Namespace) -> None:
+    from .grading import grade, totals
+
+    submissions = Path(a.submissions).expanduser()
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.key is None:
+            from .editions import build
+
+            build(_notebooks(a.notebooks), Path(tmp))
+            key = Path(tmp) / "instructor"
+        else:
+            key = Path(a.key).expanduser()
+        report = grade(submissions, key / "autograder" if (key / "autograder").is_dir() else key)
+    if a.json:
+        print_json(report)
+        return
+    for student, (points, maximum) in totals(report).items():
+        print(f"{student}: {points:g} of {maximum} points ({100 * points / maximum:.0f}%)")
+        for ex, r in report[student].items():
+            if r["points"] < r["max"]:
+                print(f"  {ex}: {r['points']:g} of {r['max']}: {r['message']}")
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("course", help=COMMANDS["course"])
+    cs = c.add_subparsers(dest="course_command", required=True, parser_class=type(c))
+    b = cs.add_parser("build", help="write OUT/student and OUT/instructor")
+    b.add_argument("out", help="a new (or empty) folder")
+    b.add_argument("--notebooks", default="notebooks", help="the series' notebooks folder (default: ./notebooks)")
+    b.add_argument("--json", action="store_true", help='print {"exercises": N, "quiz_questions": {...}}')
+    b.set_defaults(func=cmd_build)
+    g = cs.add_parser("grade", help="grade SUBMISSIONS/<student>/NN_exercises.ipynb")
+    g.add_argument("submissions")
+    g.add_argument("--key", default=None, help="the instructor edition (default: built now from --notebooks)")
+    g.add_argument("--notebooks", default="notebooks", help="the series' notebooks folder (default: ./notebooks)")
+    g.add_argument("--json", action="store_true", help='print {student: {exercise: {"points", "max", "message"}}}')
+    g.set_defaults(func=cmd_grade)

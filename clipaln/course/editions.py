@@ -1,0 +1,284 @@
+"""The student and instructor editions of the series, built from the notebooks folder.
+
+Sources (all under `notebooks/`): the tutorials `NN_*.ipynb`; the worked solutions
+`solutions/NN_solutions.ipynb`, whose autograded cells carry `{"clipaln": {"exercise", "answer"}}`
+metadata and end by setting `answer_k`; the references `solutions/answers.json`
+(`benchmarks/course_answers.py` records them); the quizzes `quizzes.json`.
+
+`OUT/student/`: the tutorials (predict-first outputs cleared, their answers folded), one
+`NN_exercises.ipynb` per tutorial (a stub where each solution was, otter's check under it, the quiz),
+and the public tests. `OUT/instructor/`: the same exercise notebooks with the solutions filled in, the
+worked solutions, every test (public and hidden), and otter's autograder zip per notebook.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .checks import shape_of
+
+PREDICT_OUTPUT, PREDICT_ANSWER = "predict-output", "predict-answer"
+REVEAL = "Reveal the answer (predict first, then run the cell above)"
+QUIZ_START = "<!-- quiz -->"
+
+
+@dataclass
+class Edition:
+    """What a build wrote, for `--json` and the tests."""
+
+    exercises: dict[str, list[str]] = field(default_factory=dict)  # notebook -> autograded exercise ids
+    quiz_questions: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "exercises": sum(len(v) for v in self.exercises.values()),
+            "quiz_questions": dict(sorted(self.quiz_questions.items())),
+        }
+
+
+def tutorials(notebooks: Path) -> dict[str, Path]:
+    return {p.name[:2]: p for p in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def read_quizzes(notebooks: Path) -> dict[str, list[dict]]:
+    return json.loads((notebooks / "quizzes.json").read_text())
+
+
+def quiz_markdown(nb_id: str, questions: list[dict], with_answers: bool) -> str:
+    """A tutorial's quiz cell: each question and its options; with the answers, each folded under it."""
+    lines = [QUIZ_START, "## Quiz", ""]
+    if with_answers:
+        lines += [
+            "Answer each question before you open its answer. In a class, answer them in the exercises notebook.",
+            "",
+        ]
+    else:
+        lines += [f"Answer in `{nb_id}_exercises.ipynb` (the last cell), where the lecturer's grader counts them.", ""]
+    for n, q in enumerate(questions, 1):
+        lines.append(f"{n}. *({q['kind']})* {q['question']}")
+        lines += [f"   - **{'abcdefgh'[i]}.** {option}" for i, option in enumerate(q["options"])]
+        if with_answers:
+            right = "abcdefgh"[q["options"].index(q["answer"])] if q["answer"] in q["options"] else q["answer"]
+            lines += [
+                "",
+                "   <details><summary>Answer</summary>",
+                "",
+                f"   **{right}.** {q['why']}",
+                "",
+                "   </details>",
+            ]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _key(question: dict) -> str:
+    return "abcdefgh"[question["options"].index(question["answer"])]
+
+
+def _with_ids(nb):
+    """nbformat 4.5: every cell has an id (the sources are 4.4; cells made here have one)."""
+    nb.nbformat_minor = max(nb.nbformat_minor, 5)
+    for i, cell in enumerate(nb.cells):
+        cell.setdefault("id", f"cell-{i}")
+    return nb
+
+
+def _strip(nb):
+    for cell in _with_ids(nb).cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)
+    return nb
+
+
+def student_tutorial(nb, nb_id: str, questions: list[dict]):
+    """The tutorial as a student receives it: predict-first outputs cleared, their answers folded,
+    the quiz without its answers, and the exercises pointing at the exercises notebook."""
+    nb = _with_ids(copy.deepcopy(nb))
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and PREDICT_OUTPUT in tags:
+            cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("widgets", None)
+        if cell.cell_type == "markdown" and PREDICT_ANSWER in tags:
+            cell.source = f"<details><summary>{REVEAL}</summary>\n\n{cell.source}\n\n</details>"
+        if cell.cell_type == "markdown" and cell.source.startswith(QUIZ_START):
+            cell.source = quiz_markdown(nb_id, questions, with_answers=False)
+        if cell.cell_type == "markdown":
+            cell.source = re.sub(
+                r"\[`?notebooks/solutions/\d\d_solutions\.ipynb`?\]\(solutions/\d\d_solutions\.ipynb\)",
+                f"[`{nb_id}_exercises.ipynb`]({nb_id}_exercises.ipynb)",
+                cell.source,
+            )
+    return nb
+
+
+def _stub(meta: dict, reference) -> str:
+    name = meta["answer"]
+    if isinstance(reference, dict) and "function" in reference and len(reference) == 1:
+        fn = reference["function"]
+        return (
+            f"def {fn}(h, beta):\n    ...  # your loss: one value per margin in h\n\n"
+            f"{name} = {fn}  # the check calls your function"
+        )
+    keys = "\n".join(f"    {k!r}: ...," for k in reference)
+    intro = f"# Your code for exercise {meta['exercise']}. It ends by setting the answer the check reads:"
+    return f"{intro}\n{name} = {{\n{keys}\n}}"
+
+
+def _test_file(test_name: str, cases: list[tuple[str, int, bool, str]]) -> str:
+    """An otter exception-based test file; each case calls one function of clipaln.course.checks."""
+    out = [
+        "from otter.test_files import test_case",
+        "",
+        "from clipaln.course import checks",
+        "",
+        "OK_FORMAT = False",
+        f"name = {test_name!r}",
+        f"points = {sum(points for _, points, _, _ in cases)}",
+    ]
+    for case, points, hidden, call in cases:
+        out += ["", "", f"@test_case(points={points}, hidden={hidden})", f"def {case}(env):", f"    checks.{call}"]
+    return "\n".join(out) + "\n"
+
+
+def exercise_notebook(solutions, nb_id: str, answers: dict, questions: list[dict], solved: bool):
+    """`NN_exercises.ipynb` from the worked solutions: stubs (or, `solved`, the solutions) with checks, then the quiz.
+
+    Returns (notebook, {test name: test file source with every case}, [autograded exercise ids])."""
+    src = _strip(copy.deepcopy(solutions))
+    title = src.cells[0].source.splitlines()[0].replace("# Solutions ·", "# Exercises ·")
+    cells = [
+        nbformat.v4.new_markdown_cell(
+            f"{title}\n\nEach exercise of the tutorial, with a cell for your code. An autograded exercise's cell "
+            "ends by setting `answer_k`; run the check under it, which says in one sentence what is wrong. The "
+            "lecturer's grader runs the same checks and hidden ones that compare your numbers with the worked "
+            "solution's. The quiz is last."
+        ),
+        nbformat.v4.new_code_cell(
+            f'import otter\n\ngrader = otter.Notebook("{nb_id}_exercises.ipynb", tests_dir="tests")'
+        ),
+    ]
+    tests, graded = {}, []
+    body = src.cells[1:]
+    for cell in body:
+        meta = cell.metadata.get("clipaln")
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("**Answer.**") and not solved:
+            continue
+        if cell.cell_type == "code" and meta:
+            ex, name = meta["exercise"], meta["answer"]
+            reference = answers[ex]
+            if not solved:
+                cell = nbformat.v4.new_code_cell(_stub(meta, reference))
+            test = f"q{ex.replace('.', '_')}"
+            if isinstance(reference, dict) and "function" in reference and len(reference) == 1:
+                cases = [("test_loss", 3, False, f"check_loss(env, {name!r})")]
+            else:
+                cases = [
+                    ("test_form", 1, False, f"check_form(env, {name!r}, {shape_of(reference)!r})"),
+                    ("test_values", 2, True, f"check_values(env, {name!r}, {ex!r}, {reference!r})"),
+                ]
+            tests[test] = _test_file(test, cases)
+            graded.append(ex)
+            cells += [cell, nbformat.v4.new_code_cell(f'grader.check("{test}")')]
+            continue
+        if (
+            cell.cell_type == "code"
+            and cells[-1].cell_type == "markdown"
+            and cells[-1].source.startswith("## Exercise")
+        ):
+            if not solved:  # an exercise without a check (a GPU, a proof): the cell is the student's
+                cell = nbformat.v4.new_code_cell(
+                    "# Your code (this exercise is not autograded: bring your answer to class)"
+                )
+        cells.append(cell)
+    if questions:
+        options = {str(n): len(q["options"]) for n, q in enumerate(questions, 1)}
+        cells.append(
+            nbformat.v4.new_markdown_cell(
+                quiz_markdown(nb_id, questions, with_answers=False).replace(
+                    f"Answer in `{nb_id}_exercises.ipynb` (the last cell), where the lecturer's grader counts them.",
+                    "Answer each question with one letter in the cell below.",
+                )
+            )
+        )
+        filled = {n: (_key(q) if solved else ...) for n, q in enumerate(questions, 1)}
+        cells.append(
+            nbformat.v4.new_code_cell(
+                "quiz = {\n" + "".join(f"    {n}: {'...' if v is ... else repr(v)},\n" for n, v in filled.items()) + "}"
+            )
+        )
+        test = f"q{nb_id}_quiz"
+        cells.append(nbformat.v4.new_code_cell(f'grader.check("{test}")'))
+        cases = [("test_form", 1, False, f"check_quiz(env, 'quiz', {options!r})")]
+        cases += [
+            (f"test_question_{n}", 1, True, f"check_quiz_answer(env, 'quiz', {str(n)!r}, {_key(q)!r})")
+            for n, q in enumerate(questions, 1)
+        ]
+        tests[test] = _test_file(test, cases)
+    nb = _with_ids(nbformat.v4.new_notebook(cells=cells, metadata=src.metadata))
+    return nb, tests, graded
+
+
+def _public(test_source: str) -> str:
+    """A test file without its hidden cases: what a student's `grader.check` runs."""
+    blocks = test_source.split("\n\n\n")
+    return "\n\n\n".join(b for b in blocks if "hidden=True" not in b) + "\n"
+
+
+def _autograder(tests_dir: Path, zip_path: Path) -> None:
+    from otter.generate import main as generate
+
+    generate(tests_dir=str(tests_dir), output_path=str(zip_path), no_requirements=True, no_environment=True)
+
+
+def build(notebooks: Path, out: Path) -> Edition:
+    """Write OUT/student and OUT/instructor from the notebooks folder; returns what was written."""
+    answers = json.loads((notebooks / "solutions" / "answers.json").read_text())
+    quizzes = read_quizzes(notebooks)
+    student, instructor = out / "student", out / "instructor"
+    for d in (student / "tests", instructor / "tests", instructor / "autograder", instructor / "solutions"):
+        d.mkdir(parents=True, exist_ok=True)
+    edition = Edition()
+    for nb_id, path in tutorials(notebooks).items():
+        questions = quizzes.get(nb_id, [])
+        tutorial = nbformat.read(path, as_version=4)
+        nbformat.write(student_tutorial(tutorial, nb_id, questions), student / path.name)
+        shutil.copy(path, instructor / path.name)
+        sol_path = notebooks / "solutions" / f"{nb_id}_solutions.ipynb"
+        solutions = nbformat.read(sol_path, as_version=4)
+        shutil.copy(sol_path, instructor / "solutions" / sol_path.name)
+        blank, tests, graded = exercise_notebook(solutions, nb_id, answers, questions, solved=False)
+        solved, _, _ = exercise_notebook(solutions, nb_id, answers, questions, solved=True)
+        nbformat.write(blank, student / f"{nb_id}_exercises.ipynb")
+        nbformat.write(solved, instructor / f"{nb_id}_exercises.ipynb")
+        one = instructor / "autograder" / f"{nb_id}_tests"
+        one.mkdir(exist_ok=True)
+        for test, source in tests.items():
+            (student / "tests" / f"{test}.py").write_text(_public(source))
+            (instructor / "tests" / f"{test}.py").write_text(source)
+            (one / f"{test}.py").write_text(source)
+        _autograder(one, instructor / "autograder" / f"{nb_id}.zip")
+        shutil.rmtree(one)
+        edition.exercises[nb_id] = graded
+        edition.quiz_questions[nb_id] = len(questions)
+    for d in (student, instructor):
+        (d / "runs").mkdir(exist_ok=True)
+    _copy_recorded(notebooks, out)
+    return edition
+
+
+def _copy_recorded(notebooks: Path, out: Path) -> None:
+    """The recorded results a tutorial reads (`../benchmarks/results/X.json`), beside both editions."""
+    for path in tutorials(notebooks).values():
+        for rel in set(re.findall(r"\.\./benchmarks/results/[\w.-]+\.json", path.read_text())):
+            target = out / rel[3:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(notebooks / rel, target)

@@ -1,0 +1,81 @@
+"""Grade a folder of submissions, `SUBMISSIONS/<student>/NN_exercises.ipynb`, with otter's local grading.
+
+Each notebook runs top to bottom in a fresh kernel (otter does not stop at a cell that raises); each
+exercise scores what its checks give. A notebook that is missing, or cannot be read, scores 0 on each of
+its exercises with one line saying why: a broken submission never stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zipfile
+from pathlib import Path
+
+
+def _exercise(test_name: str) -> str:
+    """`q01_5` -> `01.5`, `q01_quiz` -> `01.quiz`."""
+    nb_id, _, rest = test_name[1:].partition("_")
+    return f"{nb_id}.{rest}"
+
+
+def _tests_in(zip_path: Path) -> dict[str, int]:
+    """Each test file of an autograder zip and its points, read without running anything."""
+    out = {}
+    with zipfile.ZipFile(zip_path) as z:
+        for name in z.namelist():
+            if name.startswith("tests/") and name.endswith(".py"):
+                for line in z.read(name).decode().splitlines():
+                    if line.startswith("points = "):
+                        out[Path(name).stem] = int(line.split("=")[1])
+    return out
+
+
+def _message(test_file) -> str:
+    for result in test_file.test_case_results:
+        if not result.passed:
+            lines = [ln.strip() for ln in (result.message or "").splitlines() if ln.strip()]
+            errors = [ln for ln in lines if ln.startswith(("AssertionError", "NameError", "TypeError", "Exception"))]
+            return (errors[-1] if errors else (lines[-1] if lines else "failed")).removeprefix("AssertionError: ")
+    return "passed"
+
+
+def grade_notebook(submission: Path, zip_path: Path) -> dict[str, dict]:
+    """{exercise: {"points", "max", "message"}} for one submitted notebook."""
+    expected = _tests_in(zip_path)
+    if not submission.exists():
+        return {_exercise(t): {"points": 0, "max": m, "message": "not submitted"} for t, m in expected.items()}
+    from otter.api import grade_submission
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            results = grade_submission(str(submission), str(zip_path), quiet=True)
+        error = results.catastrophic_error
+    except Exception as e:  # otter's own failure on a broken file: this notebook scores 0, the run goes on
+        results, error = None, e
+    if error is not None:
+        first = str(error).splitlines()[0] if str(error) else ""
+        why = f"the notebook could not be graded: {type(error).__name__}: {first}"
+        return {_exercise(t): {"points": 0, "max": m, "message": why} for t, m in expected.items()}
+    out = {}
+    for test, maximum in expected.items():
+        tf = results.get_result(test)
+        out[_exercise(test)] = {"points": float(tf.score), "max": maximum, "message": _message(tf)}
+    return out
+
+
+def grade(submissions: Path, autograders: Path) -> dict[str, dict[str, dict]]:
+    """{student: {exercise: {"points", "max", "message"}}} for every student folder under `submissions`."""
+    zips = sorted(autograders.glob("[0-9][0-9].zip"))
+    if not zips:
+        raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: build them with `clipaln course build`")
+    report = {}
+    for student in sorted(p for p in submissions.iterdir() if p.is_dir()):
+        report[student.name] = {}
+        for z in zips:
+            report[student.name].update(grade_notebook(student / f"{z.stem}_exercises.ipynb", z))
+    return report
+
+
+def totals(report: dict[str, dict[str, dict]]) -> dict[str, tuple[float, int]]:
+    return {s: (sum(e["points"] for e in ex.values()), sum(e["max"] for e in ex.values())) for s, ex in report.items()}

@@ -1,0 +1,190 @@
+"""A class with the series: `clipaln course build` and `clipaln course grade`, end to end (otter-grader)."""
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from clipaln.cli import main
+
+pytest.importorskip("otter", reason="the course commands need otter-grader (pip install -e '.[course]')")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _run(argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course") / "class"
+    code, text = _run(["course", "build", str(out), "--notebooks", str(NOTEBOOKS), "--json"])
+    assert code == 0
+    return out, json.loads(text)
+
+
+def test_build_reports_at_least_30_autograded_exercises_and_5_quiz_questions_per_tutorial(course):
+    _, summary = course
+    assert summary["exercises"] >= 30
+    assert sorted(summary["quiz_questions"]) == [f"{i:02d}" for i in range(8)]
+    assert min(summary["quiz_questions"].values()) >= 5
+
+
+def test_build_refuses_a_folder_that_holds_files(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("the user's")
+    assert main(["course", "build", str(tmp_path), "--notebooks", str(NOTEBOOKS)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def _solution_cells():
+    """Every code cell that answers an exercise in the worked solutions (the cell under an "## Exercise" heading)."""
+    for path in sorted((NOTEBOOKS / "solutions").glob("0*_solutions.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        for before, cell in zip(cells, cells[1:]):
+            if cell.cell_type == "code" and before.source.startswith("## Exercise"):
+                yield path.name, cell.source
+
+
+def test_no_solution_code_and_no_hidden_test_reaches_the_student_edition(course):
+    out, _ = course
+    student = out / "student"
+    code = "\n".join(
+        c.source for p in student.glob("*.ipynb") for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"
+    )
+    solutions = list(_solution_cells())
+    assert len(solutions) >= 30
+    for name, source in solutions:
+        assert source.strip() not in code, f"a solution of {name} is in the student edition"
+    assert not (student / "solutions").exists()
+    assert not any("hidden=True" in t.read_text() for t in (student / "tests").glob("*.py"))
+    assert any("hidden=True" in t.read_text() for t in (out / "instructor" / "tests").glob("*.py"))
+
+
+def test_every_tutorial_asks_a_prediction_whose_answer_the_student_edition_hides(course):
+    out, _ = course
+    for path in sorted(NOTEBOOKS.glob("0*_*.ipynb")):
+        committed = nbformat.read(path, as_version=4).cells
+        handed_out = nbformat.read(out / "student" / path.name, as_version=4).cells
+        tags = [c.metadata.get("tags", []) for c in committed]
+        questions = [i for i, t in enumerate(tags) if "predict-question" in t]
+        assert questions, f"{path.name} asks no prediction"
+        for i in questions:
+            j = i + 1
+            assert "predict-output" in tags[j], f"{path.name}: the cell after a prediction does not answer it"
+            assert committed[j].outputs, f"{path.name}: the committed answer cell has no output"
+            while "predict-output" in tags[j]:
+                assert handed_out[j].outputs == [], f"{path.name}: the answer's output is shown before the cell runs"
+                j += 1
+            assert "predict-answer" in tags[j]
+            assert handed_out[j].source.startswith("<details>"), f"{path.name}: the answering text is not folded"
+
+
+def _submit(course, folder: Path, student: str, edition: str, nb_id: str, edit=None):
+    out, _ = course
+    nb = nbformat.read(out / edition / f"{nb_id}_exercises.ipynb", as_version=4)
+    if edit:
+        edit(nb)
+    (folder / student).mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / student / f"{nb_id}_exercises.ipynb")
+
+
+def _after_answer(exercise: str, code: str):
+    """Add `code` right after the cell that sets that exercise's answer (a typical mistake, made on purpose)."""
+
+    def edit(nb):
+        i = next(
+            k for k, c in enumerate(nb.cells) if c.source.startswith(f'grader.check("q{exercise.replace(".", "_")}")')
+        )
+        nb.cells.insert(i, nbformat.v4.new_code_cell(code))
+
+    return edit
+
+
+def _raise_in(exercise: str):
+    """The exercise's own cell raises half-way, before it sets its answer."""
+
+    def edit(nb):
+        i = next(
+            k for k, c in enumerate(nb.cells) if c.source.startswith(f'grader.check("q{exercise.replace(".", "_")}")')
+        )
+        nb.cells[i - 1].source = "raise RuntimeError('half-way')\n" + nb.cells[i - 1].source
+
+    return edit
+
+
+def test_grading_a_class_end_to_end(course, tmp_path):
+    subs = tmp_path / "submissions"
+    for nb_id in [f"{i:02d}" for i in range(8)]:
+        _submit(course, subs, "perfect", "instructor", nb_id)
+        _submit(course, subs, "untouched", "student", nb_id)
+    # typical wrong answers: beta dropped in 01.5, IPO's target taken as 1/beta, the span of S^-4 without its power
+    _submit(
+        course,
+        subs,
+        "typical",
+        "instructor",
+        "01",
+        lambda nb: (
+            _after_answer("01.5", "answer_5 = lambda h, beta: torch.nn.functional.softplus(-h)")(nb),
+            _after_answer(
+                "01.2", "answer_2 = {k: 2 * v if k.startswith('target') else v for k, v in answer_2.items()}"
+            )(nb),
+        ),
+    )
+    _submit(
+        course,
+        subs,
+        "typical",
+        "instructor",
+        "03",
+        _after_answer("03.2", "answer_2 = {k: v ** 0.25 if k.startswith('span') else v for k, v in answer_2.items()}"),
+    )
+    # a notebook that raises half-way, and one that is not a notebook at all
+    _submit(course, subs, "broken", "instructor", "01", _raise_in("01.3"))
+    (subs / "broken" / "02_exercises.ipynb").write_text("{ not json")
+    code, text = _run(["course", "grade", str(subs), "--key", str(course[0] / "instructor"), "--json"])
+    assert code == 0
+    report = json.loads(text)
+    pct = {s: sum(e["points"] for e in ex.values()) / sum(e["max"] for e in ex.values()) for s, ex in report.items()}
+    not_full = {ex: r["message"] for ex, r in report["perfect"].items() if r["points"] < r["max"]}
+    assert pct["perfect"] >= 0.95 and not not_full, not_full  # every worked solution runs and scores full marks
+    assert pct["untouched"] <= 0.20
+    typical = report["typical"]
+    assert typical["01.5"]["points"] == 0 and "ignores beta" in typical["01.5"]["message"]
+    assert typical["01.2"]["points"] < typical["01.2"]["max"] and "1/(2 beta)" in typical["01.2"]["message"]
+    assert typical["03.2"]["points"] < typical["03.2"]["max"] and "fourth power" in typical["03.2"]["message"]
+    assert all(typical[f"01.{k}"]["points"] == typical[f"01.{k}"]["max"] for k in (1, 3, 4))
+    assert typical["00.1"]["message"] == "not submitted"
+    broken = report["broken"]
+    assert broken["01.3"]["points"] == 0 and "`answer_3` is not defined" in broken["01.3"]["message"]
+    assert all(broken[f"01.{k}"]["points"] == broken[f"01.{k}"]["max"] for k in (1, 2, 4, 5))  # the run went on
+    assert all(r["points"] == 0 and "could not be graded" in r["message"] for ex, r in broken.items() if ex[:2] == "02")
+
+
+def test_the_tutorials_quiz_cells_are_the_quiz_file():
+    from clipaln.course.editions import QUIZ_START, quiz_markdown, read_quizzes
+
+    quizzes = read_quizzes(NOTEBOOKS)
+    for path in sorted(NOTEBOOKS.glob("0*_*.ipynb")):
+        nb_id = path.name[:2]
+        cells = [
+            c.source.rstrip("\n") for c in nbformat.read(path, as_version=4).cells if c.source.startswith(QUIZ_START)
+        ]
+        want = quiz_markdown(nb_id, quizzes[nb_id], with_answers=True).rstrip("\n")
+        assert cells == [want], f"{path.name}: its quiz cell differs from notebooks/quizzes.json (regenerate it)"
+
+
+def test_a_missing_notebooks_folder_is_one_line(tmp_path, capsys):
+    assert main(["course", "build", str(tmp_path / "out"), "--notebooks", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--notebooks" in err
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
