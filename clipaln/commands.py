@@ -361,8 +361,19 @@ def cmd_tour(a: argparse.Namespace) -> None:
     print(gender.format_result(r["gender"]))
     print(
         "\nNext: the notebooks, 00_the_toy_world.ipynb on. They are not in the installed package: they are in "
-        "the repository's notebooks/ folder (clone it, then `jupyter lab notebooks/`)."
+        f"the repository's notebooks/ folder (git clone {_repository()}, then `jupyter lab notebooks/`; "
+        "each notebook also opens in Colab from its badge)."
     )
+
+
+def _repository() -> str:
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("clipaln").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        urls = []
+    return next((u.split(",", 1)[1].strip() for u in urls if u.startswith("Repository")), "the repository")
 
 
 # --- the parser -------------------------------------------------------------------------------

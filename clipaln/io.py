@@ -27,7 +27,7 @@ def read_text(path: str | Path) -> str:
         ) from None
 
 
-def print_json(obj) -> None:
+def print_json(obj: Any) -> None:
     """A result on stdout as JSON, one line when piped; NaN or infinity is one ValueError, never `NaN` in the output."""
     try:
         text = json.dumps(obj, indent=None if not sys.stdout.isatty() else 1, allow_nan=False)

@@ -35,6 +35,9 @@ def _mathjax_static() -> Path:
     return Path(jupyter_server_mathjax.__file__).parent / "static"
 
 
+COLAB_BADGE = re.compile(r'<img[^>]*src="https://colab\.research\.google\.com/assets/colab-badge\.svg"[^>]*/?>')
+
+
 def on_config(config, **_):
     _mathjax_static()  # fail at once, not after every page is built
     return config
@@ -42,7 +45,10 @@ def on_config(config, **_):
 
 def on_post_page(output: str, page, config, **_):
     if not page.file.src_uri.endswith(".md"):  # notebook pages load MathJax through mkdocs-jupyter
-        return _note_live_widgets(_rewrite_links(output, page)).replace("</head>", FONT_CONFIG + "\n</head>", 1)
+        output = _note_live_widgets(_rewrite_links(output, page)).replace("</head>", FONT_CONFIG + "\n</head>", 1)
+        # mkdocs-jupyter's custom_mathjax_url is one string for every page; a solutions page sits a folder deeper
+        output = output.replace(f"../../{MATHJAX}", "../" * page.url.count("/") + MATHJAX)
+        return COLAB_BADGE.sub("Open in Colab", output)  # the link stays; the badge image would load from Google
     depth = page.url.count("/")
     script = f'{ARITHMATEX_CONFIG}\n{FONT_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
     return output.replace("</body>", script + "</body>", 1)

@@ -47,6 +47,19 @@ def test_every_link_of_the_book_names_a_page_of_it(site):
         assert page.index("clipaln-widget-note") < page.index("clipaln-player")
 
 
+def test_every_page_loads_mathjax_from_a_file_the_site_holds(site):
+    """Every page, tutorials and solutions alike (a solutions page sits a folder deeper)."""
+    import re
+
+    pages = sorted(site.rglob("index.html"))
+    assert len(pages) >= 20
+    for page in pages:
+        for src in re.findall(r'<script[^>]*src="([^"]*MathJax\.js[^"]*)"', page.read_text()):
+            assert (page.parent / src.split("?")[0]).resolve().is_file(), (page.relative_to(site), src)
+    notebook_pages = [p for p in pages if "notebooks" in p.parts]
+    assert all("MathJax.js" in p.read_text() for p in notebook_pages)
+
+
 def test_no_page_fetches_anything_from_another_host(site):
     assert book.foreign_loads(site) == {}
 

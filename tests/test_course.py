@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,19 @@ def test_a_missing_notebooks_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--notebooks" in err
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_a_slide_deck_per_tutorial_builds_offline_with_the_time_per_part(course):
+    out, _ = course
+    slides = out / "instructor" / "slides"
+    for path in sorted(NOTEBOOKS.glob("0*_*.ipynb")):
+        deck = (slides / f"{path.stem}.slides.html").read_text()
+        assert deck.count("<section") >= 5, path.name  # a title, the outline and a slide per part
+        assert "The lecture, part by part" in deck
+        loads = re.findall(r'<(?:script|link|img)[^>]*(?:src|href)="([^"]+)"', deck)
+        assert loads and not [u for u in loads if u.startswith(("http:", "https:", "//"))], path.name
+        for url in loads:
+            if not url.startswith("data:"):
+                assert (slides / url.split("?")[0]).is_file(), (path.name, url)  # every script it loads is beside it
+    outline = (slides / "outline.md").read_text()
+    assert outline.count("Deck: ") == 8 and re.search(r"- 1\. The world: \d+ min", outline)

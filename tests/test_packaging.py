@@ -19,6 +19,8 @@ def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     listed = {_name(r): r for r in pip if not r.startswith("-e")}
+    conda = {d.replace("pytorch-cpu", "torch") for d in env["dependencies"] if isinstance(d, str)}
+    listed |= {_name(r): r for r in conda if _name(r) in ("torch", "torchvision")}  # conda-forge's CPU builds
     assert listed.keys() == wanted.keys()
     for name, req in wanted.items():
         assert listed[name].replace(" ", "") == req.replace(" ", ""), name

@@ -29,6 +29,7 @@ SKIP = [
     ),
     re.compile(r"^#+ .*$", re.M),
     re.compile(r"\]\([^)]*\)"),
+    re.compile(r"^\s+- \*\*[a-h]\.\*\* .*$", re.M),  # a quiz's options: the wrong ones are meant to be unprinted
 ]
 
 #: Numbers in a notebook's prose that no output prints, and why. "diff a b" means the prose number is

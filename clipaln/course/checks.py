@@ -12,6 +12,8 @@ import fnmatch
 import math
 from collections.abc import Callable
 
+from ..losses import check_against, dpo
+
 #: Typical wrong answers, by exercise: (keys, what the wrong answer gives from the reference, the sentence).
 MISTAKES: dict[str, list[tuple[str, Callable[[float], float], str]]] = {
     "01.2": [("target_beta_*", lambda ref: 2 * ref, "IPO's target margin is 1/(2 beta), not 1/beta")],
@@ -21,7 +23,14 @@ MISTAKES: dict[str, list[tuple[str, Callable[[float], float], str]]] = {
     ],
 }
 #: Keys compared with their own tolerance (absolute), where the default (2 points of a fraction, 5% else) is wrong.
-TOLERANCE = {"crossing_*": 0.05, "w0_cosine_error": 1e-5, "cosine*": 0.02, "t_star_*": 0.05}
+TOLERANCE = {
+    "crossing_*": 0.05,
+    "w0_cosine_error": 1e-5,
+    "cosine*": 0.02,
+    "t_star_*": 0.05,
+    "fgsm_*": 0.05,  # 07 trains the image encoder: CPU kernels move its numbers by a few images between runs
+    "crosses_*": 1.0,
+}
 
 
 def _kind(value) -> str:
@@ -108,8 +117,6 @@ def check_values(env: dict, name: str, exercise: str, reference: dict) -> None:
 
 def check_loss(env: dict, name: str) -> None:
     """01.5: the student's per-sample DPO loss against clipaln's, at three betas, values and gradients."""
-    from ..losses import check_against, dpo
-
     fn = _answer(env, name)
     if not callable(fn):
         raise AssertionError(f"`{name}` should be your loss function (`{name} = my_dpo`), not a {type(fn).__name__}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..cli import COMMANDS
 from ..io import print_json
+from .editions import build
+from .grading import grade, totals
 
 
 def _notebooks(path: str) -> Path:
@@ -23,8 +25,6 @@ def _notebooks(path: str) -> Path:
 
 
 def cmd_build(a: argparse.Namespace) -> None:
-    from .editions import build
-
     out = Path(a.out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: choose a new folder (nothing was written)")
@@ -49,15 +49,11 @@ def cmd_build(a: argparse.Namespace) -> None:
 
 
 def cmd_grade(a: argparse.Namespace) -> None:
-    from .grading import grade, totals
-
     submissions = Path(a.submissions).expanduser()
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")
     with tempfile.TemporaryDirectory() as tmp:
         if a.key is None:
-            from .editions import build
-
             build(_notebooks(a.notebooks), Path(tmp))
             key = Path(tmp) / "instructor"
         else:
@@ -73,7 +69,7 @@ def cmd_grade(a: argparse.Namespace) -> None:
                 print(f"  {ex}: {r['points']:g} of {r['max']}: {r['message']}")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("course", help=COMMANDS["course"])
     cs = c.add_subparsers(dest="course_command", required=True, parser_class=type(c))
     b = cs.add_parser("build", help="write OUT/student and OUT/instructor")

@@ -8,7 +8,8 @@ metadata and end by setting `answer_k`; the references `solutions/answers.json`
 `OUT/student/`: the tutorials (predict-first outputs cleared, their answers folded), one
 `NN_exercises.ipynb` per tutorial (a stub where each solution was, otter's check under it, the quiz),
 and the public tests. `OUT/instructor/`: the same exercise notebooks with the solutions filled in, the
-worked solutions, every test (public and hidden), and otter's autograder zip per notebook.
+worked solutions, every test (public and hidden), otter's autograder zip per notebook, and `slides/`:
+a reveal.js deck per tutorial and the lecture outline with the time per part.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import nbformat
 
+from . import slides
 from .checks import shape_of
 
 PREDICT_OUTPUT, PREDICT_ANSWER = "predict-output", "predict-answer"
@@ -78,6 +80,20 @@ def quiz_markdown(nb_id: str, questions: list[dict], with_answers: bool) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def sync_quiz_cells(notebooks: Path) -> list[str]:
+    """Rewrite each tutorial's quiz cell from quizzes.json (after editing a question); returns the notebooks changed."""
+    quizzes, changed = read_quizzes(notebooks), []
+    for nb_id, path in tutorials(notebooks).items():
+        nb = nbformat.read(path, as_version=4)
+        want = quiz_markdown(nb_id, quizzes[nb_id], with_answers=True)
+        cells = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(QUIZ_START)]
+        if cells and cells[0].source != want:
+            cells[0].source = want
+            nbformat.write(nb, path)
+            changed.append(path.name)
+    return changed
+
+
 def _key(question: dict) -> str:
     return "abcdefgh"[question["options"].index(question["answer"])]
 
@@ -98,7 +114,7 @@ def _strip(nb):
     return nb
 
 
-def student_tutorial(nb, nb_id: str, questions: list[dict]):
+def student_tutorial(nb: nbformat.NotebookNode, nb_id: str, questions: list[dict]) -> nbformat.NotebookNode:
     """The tutorial as a student receives it: predict-first outputs cleared, their answers folded,
     the quiz without its answers, and the exercises pointing at the exercises notebook."""
     nb = _with_ids(copy.deepcopy(nb))
@@ -149,7 +165,9 @@ def _test_file(test_name: str, cases: list[tuple[str, int, bool, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def exercise_notebook(solutions, nb_id: str, answers: dict, questions: list[dict], solved: bool):
+def exercise_notebook(
+    solutions: nbformat.NotebookNode, nb_id: str, answers: dict, questions: list[dict], solved: bool
+) -> tuple[nbformat.NotebookNode, dict[str, str], list[str]]:
     """`NN_exercises.ipynb` from the worked solutions: stubs (or, `solved`, the solutions) with checks, then the quiz.
 
     Returns (notebook, {test name: test file source with every case}, [autograded exercise ids])."""
@@ -272,6 +290,7 @@ def build(notebooks: Path, out: Path) -> Edition:
     for d in (student, instructor):
         (d / "runs").mkdir(exist_ok=True)
     _copy_recorded(notebooks, out)
+    slides.build(tutorials(notebooks), instructor / "slides")
     return edition
 
 
