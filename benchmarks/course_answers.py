@@ -36,7 +36,8 @@ def record(path: Path) -> dict:
     NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     dumped = nb.cells.pop()
     nbformat.write(nb, path)
-    answers = json.loads(dumped.outputs[-1]["text"])
+    text = "".join(o.get("text", "") for o in dumped.outputs if o.get("name") == "stdout")
+    answers = json.loads(text.strip().splitlines()[-1])  # a stream may arrive in pieces
     return {f"{path.name[:2]}.{name.split('_')[1]}": value for name, value in answers.items()}
 
 

@@ -156,6 +156,7 @@ def test_grading_a_class_end_to_end(course, tmp_path):
     assert code == 0
     report = json.loads(text)
     pct = {s: sum(e["points"] for e in ex.values()) / sum(e["max"] for e in ex.values()) for s, ex in report.items()}
+    print("share of the points:", {s: round(v, 3) for s, v in pct.items()})  # with -s: the numbers behind the note
     not_full = {ex: r["message"] for ex, r in report["perfect"].items() if r["points"] < r["max"]}
     assert pct["perfect"] >= 0.95 and not not_full, not_full  # every worked solution runs and scores full marks
     assert pct["untouched"] <= 0.20
@@ -205,3 +206,19 @@ def test_a_slide_deck_per_tutorial_builds_offline_with_the_time_per_part(course)
                 assert (slides / url.split("?")[0]).is_file(), (path.name, url)  # every script it loads is beside it
     outline = (slides / "outline.md").read_text()
     assert outline.count("Deck: ") == 8 and re.search(r"- 1\. The world: \d+ min", outline)
+
+
+def test_every_notebook_opens_in_colab_from_a_badge_that_names_its_path():
+    import tomllib
+
+    repo = tomllib.loads((NOTEBOOKS.parent / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    slug = repo.removeprefix("https://github.com/")
+    paths = sorted(NOTEBOOKS.glob("0*.ipynb")) + sorted((NOTEBOOKS / "solutions").glob("0*.ipynb"))
+    assert len(paths) == 16
+    for path in paths:
+        cells = nbformat.read(path, as_version=4).cells
+        rel = path.relative_to(NOTEBOOKS.parent).as_posix()
+        assert f"(https://colab.research.google.com/github/{slug}/blob/main/{rel})" in cells[0].source, rel
+        setup = next(c for c in cells if c.cell_type == "code")
+        assert "colab-setup" in setup.metadata.get("tags", []), rel  # the first code cell installs the package
+        assert repo in setup.source and path.parent.relative_to(NOTEBOOKS.parent).as_posix() in setup.source, rel

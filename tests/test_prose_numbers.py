@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,28 +33,47 @@ SKIP = [
     re.compile(r"^\s+- \*\*[a-h]\.\*\* .*$", re.M),  # a quiz's options: the wrong ones are meant to be unprinted
 ]
 
-#: Numbers in a notebook's prose that no output prints, and why. "diff a b" means the prose number is
-#: a - b of two numbers the outputs print (checked below); anything else is a quote, with its source.
-ADVERSARIAL_BENCH = "quoted: benchmarks/results/adversarial.json (clipaln bench adversarial, 3 seeds)"
-NOT_OUTPUTS: dict[str, dict[str, str]] = {
+
+@dataclass(frozen=True)
+class Quote:
+    """A number quoted from elsewhere: a JSON file and the keys down to the value, or a notebook whose
+    outputs print it, or a text file that says it. The test reads it there, so a quote cannot drift."""
+
+    source: str
+    keys: tuple = ()
+
+
+ADVERSARIAL = "benchmarks/results/adversarial.json"  # clipaln bench adversarial, 3 seeds
+DPO_BEFORE = ("dpo", "strategies", "before", "test")  # benchmarks/results/tune.json: DPO's row before the penalty
+#: Numbers in a notebook's prose that no output prints, and why: "diff a b" means the prose number is
+#: a - b of two numbers the outputs print (checked below), a Quote names where it is read from, and any
+#: other string is a setting the prose names.
+NOT_OUTPUTS: dict[str, dict[str, str | Quote]] = {
     "00_the_toy_world.ipynb": {
         "95%": "a setting: clipaln.toyworld.pretrain.SKEW_PROB",
-        "74%": "quoted: real CLIP ViT-B/32 keeps 63-74% of clean accuracy (the authors' logs)",
-        "80%": "quoted: the calibration band 45-80% (docs/toy-world.md, target 3)",
+        "74%": Quote("docs/toy-world.md"),  # real CLIP ViT-B/32 keeps 63-74% of clean accuracy (the authors' logs)
+        "80%": Quote("docs/toy-world.md"),  # the calibration band 45-80%, target 3
     },
     "01_clip_as_a_policy.ipynb": {"97%": "diff 100 2.7"},
     "04_gender_bias_retrieval.ipynb": {
         "0.046": "diff 0.5527 0.5069",
         "0.153": "diff 0.6962 0.5437",
-        "0.841": "quoted: the toy CLIP v2's cos(G, d), measured before v3 (docs/toy-world.md)",
+        "0.84": Quote("docs/toy-world.md"),  # the earlier toy CLIP's cos(G, d)
     },
     "07_adversarial_preferences.ipynb": {
-        **dict.fromkeys(("6.5%", "68.2%", "71.7", "71.7%", "73.3%", "75.7%", "81.6%"), ADVERSARIAL_BENCH),
+        "6.5%": Quote(ADVERSARIAL, ("rows", "base", "accuracy/pgd")),
+        "68.2%": Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/text_only")),
+        "71.7": Quote(ADVERSARIAL, ("per_seed_pgd", 0)),
+        "71.7%": Quote(ADVERSARIAL, ("per_seed_pgd", 0)),
+        "72.5%": Quote(ADVERSARIAL, ("per_seed_pgd", 1)),
+        "73.3%": Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/pgd")),
+        "75.7%": Quote(ADVERSARIAL, ("per_seed_pgd", 2)),
+        "81.6%": Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/attacked")),
         "50%": "a level named in exercise 2 (where each model crosses 50%)",
     },
     "05_real_clip_on_a_gpu.ipynb": {
-        "5.8": "quoted: the README's speed table (clipaln bench speed), toy ratio",
-        "7.0": "quoted: the README's speed table (clipaln bench speed), ViT-B-32 ratio",
+        "5.8": Quote("README.md"),  # the speed table (clipaln bench speed), toy ratio
+        "7.0": Quote("README.md"),  # the same table, ViT-B-32's ratio
         "50%": "a setting: clipaln.tracks.gender.WEAK_CUE_SHARE",
         "60%": "a setting: gender.real_spec's train_share",
     },
@@ -64,21 +84,21 @@ NOT_OUTPUTS: dict[str, dict[str, str]] = {
         "1.3": "diff 88.0 86.7",
     },
     "03_solutions.ipynb": {
-        "42.2%": "quoted: notebook 03's base model (OCR at t = 0)",
-        "87.5%": "quoted: notebook 03, section 4 (T with the 16 strongest directions)",
+        "42.2%": Quote("notebooks/03_ocr_vs_detection.ipynb"),  # the base model's OCR at t = 0
+        "87.5%": Quote("notebooks/03_ocr_vs_detection.ipynb"),  # section 4: T with the 16 strongest directions
     },
     "05_solutions.ipynb": {
-        "5.8": "quoted: the README's speed table (clipaln bench speed), toy ratio",
-        "7.0": "quoted: the README's speed table (clipaln bench speed), ViT-B-32 ratio",
+        "5.8": Quote("README.md"),
+        "7.0": Quote("README.md"),
     },
     "03_ocr_vs_detection.ipynb": {
         "42.3": "diff 84.5 42.2",
         "1.7": "diff 86.2 84.5",
         "10.3": "diff 97.5 87.2",
         "14.5": "diff 99.8 85.3",
-        "3.92": "quoted: benchmarks/results/tune.json, DPO's before row (S 0.048-3.92)",
-        "8.3%": "quoted: benchmarks/results/tune.json, DPO's before row (lowest clean accuracy)",
-        "87.8%": "quoted: benchmarks/results/tune.json, DPO's before row (T_unseen)",
+        "3.92": Quote("benchmarks/results/tune.json", (*DPO_BEFORE, "w/s_max")),
+        "8.3%": Quote("benchmarks/results/tune.json", (*DPO_BEFORE, "dial/min_clean")),
+        "87.8%": Quote("benchmarks/results/tune.json", (*DPO_BEFORE, "accuracy/attacked_unseen")),
         "10%": "a setting of exercise 4 (OCR at most 10%)",
     },
 }
@@ -151,7 +171,7 @@ def test_every_listed_difference_is_one_of_printed_numbers(path):
     nb = json.loads(path.read_text())
     outputs = output_numbers(nb)
     for number, reason in NOT_OUTPUTS.get(path.name, {}).items():
-        if reason.startswith("diff "):
+        if isinstance(reason, str) and reason.startswith("diff "):
             a, b = (float(x) for x in reason.split()[1:3])
             assert printed(str(a), outputs) and printed(str(b), outputs), f"{path.name}: {reason} not printed"
             value, places = _value(number.lstrip("-"))
@@ -169,3 +189,29 @@ def test_the_check_catches_a_number_no_output_prints():
     }
     outputs = output_numbers(nb)
     assert [t for t in prose_numbers(nb) if not printed(t, outputs)] == ["0.42"]
+
+
+def _quoted(quote: Quote) -> list[float]:
+    """The numbers a quote's source holds: the value at its keys, or every number its text or outputs print."""
+    path = ROOT / quote.source
+    if quote.keys:
+        value = json.loads(path.read_text())
+        for key in quote.keys:
+            value = value[key]
+        return [float(value)]
+    if path.suffix == ".ipynb":
+        return output_numbers(json.loads(path.read_text()))
+    return [float(x.rstrip("%")) for x in NUMBER.findall(RANGE_DASH.sub(" ", path.read_text()))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_quoted_number_is_read_from_its_source(path):
+    for number, reason in NOT_OUTPUTS.get(path.name, {}).items():
+        if isinstance(reason, Quote):
+            assert printed(number.lstrip("-"), _quoted(reason)), f"{path.name}: {number} is not in {reason}"
+
+
+def test_a_quote_that_drifted_from_its_source_is_caught():
+    assert printed("73.3%", _quoted(Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/pgd"))))
+    assert not printed("74.3%", _quoted(Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/pgd"))))
+    assert not printed("0.841", _quoted(Quote("docs/toy-world.md")))
