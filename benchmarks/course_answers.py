@@ -33,7 +33,9 @@ print(_json.dumps({k: _plain(v) for k, v in globals().items() if k.startswith("a
 def record(path: Path) -> dict:
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(DUMP))
-    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     dumped = nb.cells.pop()
     nbformat.write(nb, path)
     text = "".join(o.get("text", "") for o in dumped.outputs if o.get("name") == "stdout")
