@@ -1,31 +1,15 @@
-"""The `clipaln` command's entry point. `clipaln` and `clipaln --help` answer from this module alone,
+"""The `clipaln` command's entry point. `clipaln` and `clipaln --help` answer from this module and
+clipaln.parsing alone,
 in a fraction of a second; a subcommand first loads clipaln.commands (torch, open_clip), which
 parses, validates, calls the library and prints."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
-DESCRIPTION = "Preference optimisation for CLIP-like models."
-#: The subcommands' one-line help, read by the top-level help here and by clipaln.commands.
-COMMANDS = {
-    "train": "train a shared projection W (or fine-tune the encoders)",
-    "eval": "measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`",
-    "bench": "benchmarks: typographic, tune, dial, claims, gender, regime, speed, encode, ablation, adversarial, "
-    "paper, sliders",
-    "export": "fold W_t into the model: a checkpoint plain open_clip loads",
-    "tour": "the toy-world tour: what the shipped toy CLIP does",
-    "course": "a class: `course build OUT` (student and instructor editions), `course grade SUBMISSIONS`",
-}
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from .parsing import COMMANDS, DESCRIPTION, Parser
 
 
 def _top_level() -> Parser:

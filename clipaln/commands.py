@@ -10,7 +10,6 @@ traceback. Under torchrun, `train` runs distributed and only rank 0 writes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -22,12 +21,12 @@ from collections.abc import Sequence
 from safetensors import SafetensorError
 
 from . import bench, distributed, losses, runs, widgets
-from .cli import COMMANDS, DESCRIPTION, Parser
 from .course import command as course_command
 from .data.real import FULL_HASH_ENV
 from .features import PRECISIONS, FeatureCache
 from .io import print_json as _print_json
 from .models import load_clip
+from .parsing import COMMANDS, DESCRIPTION, Parser
 from .reporting import REPORTERS
 from .toyworld.model import toy_paths
 from .tracks import gender, pairs, phenomena, typographic
@@ -301,9 +300,9 @@ def cmd_bench(a: argparse.Namespace) -> None:
         return _print_json(TOY_BENCHES[a.what](bundle, spec, people, cache, a))
     if a.what == "claims":
         result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
-        return print(json.dumps(result) if a.json else bench.claims_markdown(result["claims"]))
+        return _print_json(result) if a.json else print(bench.claims_markdown(result["claims"]))
     result = bench.typographic_table(bundle, spec, cache, seeds=a.seeds, progress=False)
-    print(json.dumps(result) if a.json else bench.format_table(result))
+    _print_json(result) if a.json else print(bench.format_table(result))
 
 
 def _method(name: str) -> str:

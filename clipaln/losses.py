@@ -210,8 +210,8 @@ LOSSES: dict[str, Method] = {
             preference_margin(logp, ref_logp, y_w, y_l), beta, label_smoothing
         ),
         of_margin=cdpo,
-        weight=lambda h, beta: (
-            beta * ((1 - LABEL_SMOOTHING) * torch.sigmoid(-beta * h) - LABEL_SMOOTHING * torch.sigmoid(beta * h))
+        weight=lambda h, beta, label_smoothing=LABEL_SMOOTHING: (
+            beta * ((1 - label_smoothing) * torch.sigmoid(-beta * h) - label_smoothing * torch.sigmoid(beta * h))
         ),
         paper=dict(beta=1.0, lam=1.0),
         options=("label_smoothing",),
@@ -342,12 +342,18 @@ def method(name: str) -> Method:
     return LOSSES[name]
 
 
-def gradient_weight(name: str, h: torch.Tensor, beta: float) -> torch.Tensor:
-    """-dL/dh per sample for a preference method (see Method.weight)."""
+def gradient_weight(name: str, h: torch.Tensor, beta: float, **options: float) -> torch.Tensor:
+    """-dL/dh per sample for a preference method (see Method.weight); `options` are the loss's own
+    (cDPO's label_smoothing), as TrainConfig passes them to the loss."""
     entry = method(name)
     if entry.weight is None:
         raise ValueError(f"{name} is not a function of the margin h; use one of {', '.join(preference_methods())}")
-    return entry.weight(h, beta)
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        raise ValueError(
+            f"{name} takes no option {', '.join(unknown)} (its options: {', '.join(entry.options) or 'none'})"
+        )
+    return entry.weight(h, beta, **options)
 
 
 def per_pair_loss(name: str, entry: Method, *args, **options) -> torch.Tensor:

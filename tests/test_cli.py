@@ -228,3 +228,13 @@ def test_the_first_eval_after_training_reads_the_training_run_s_features(tmp_pat
     assert main(["eval", "typographic", "--projection", str(out / "projection.safetensors"), "--json"]) == 0
     assert sorted((tmp_path / "cache").iterdir()) == cached  # nothing encoded again, nothing new stored
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy/clean"] >= 0
+
+
+@pytest.mark.parametrize("what, function", [("typographic", "typographic_table"), ("claims", "claims_run")])
+def test_every_bench_json_refuses_nan_in_one_line(what, function, monkeypatch, capsys):
+    import clipaln.commands as commands
+
+    monkeypatch.setattr(commands.bench, function, lambda *a, **k: {"claims": [], "accuracy": float("nan")})
+    assert main(["bench", what, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "NaN" in err

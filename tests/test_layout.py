@@ -1,6 +1,7 @@
 """The package's layers: data flows one way, and intra-package imports sit at the top of modules."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path):
-    """(module imported, is at module level) for every import in a file, relative ones resolved."""
-    tree = ast.parse(path.read_text())
+def _imports(path: Path, text: str | None = None):
+    """(module imported, is at module level) for every import in a file (or in `text`, read as if it
+    were that file), relative ones resolved."""
+    tree = ast.parse(path.read_text() if text is None else text)
     package = _module_name(path).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
     top = {id(n) for n in tree.body}
     for node in ast.walk(tree):
@@ -37,12 +39,9 @@ def _imports(path: Path):
 
 
 def test_the_import_resolver_sees_upward_imports():
-    bad = PACKAGE / "data" / "_probe_for_test.py"
-    bad.write_text("from ..train import loop\n\ndef f():\n    from ..tracks import gender\n")
-    try:
-        names = [n for n, _ in _imports(bad)]
-    finally:
-        bad.unlink()
+    probe = PACKAGE / "data" / "_probe_for_test.py"  # never written: the source is read as if it were there
+    names = [n for n, _ in _imports(probe, "from ..train import loop\n\ndef f():\n    from ..tracks import gender\n")]
+    assert not probe.exists()
     assert "clipaln.train.loop" in names and "clipaln.tracks.gender" in names
 
 
@@ -94,3 +93,67 @@ def test_every_public_function_is_fully_annotated():
                 if f.returns is None or any(a.annotation is None for a in args):
                     bare.append(f"{path.relative_to(PACKAGE)}:{f.name}")
     assert not bare, bare
+
+
+def _dependencies() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports, at any level, and those it names
+    to importlib.import_module. `from . import x` depends on the module x, not on the package's __init__."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        imported = {n for n, _ in _imports(path)}
+        imported -= {n for n in imported if any(m.startswith(n + ".") and m in modules for m in imported)}
+        imported |= set(re.findall(r"import_module\(\s*[\"'](clipaln[\w.]*)[\"']", path.read_text()))
+        deps = set()
+        for n in imported:
+            while n and n not in modules:
+                n = n.rpartition(".")[0]
+            if n and n not in (name, "clipaln"):
+                deps.add(n)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, done = [], set()
+
+    def visit(node, stack):
+        for dep in sorted(graph.get(node, ())):
+            if dep in stack:
+                cycles.append(stack[stack.index(dep) :] + [dep])
+            elif dep not in done:
+                visit(dep, stack + [dep])
+        done.add(node)
+
+    for node in sorted(graph):
+        if node not in done:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycle_including_import_module_strings():
+    assert _cycles(_dependencies()) == []
+    assert _cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]  # the check sees one
+
+
+def test_the_readmes_data_flow_line_is_the_import_graph():
+    """No module imports one that the README's line places after it (`a -> b`: b may import a)."""
+    line = next(
+        ln for ln in (PACKAGE.parent / "README.md").read_text().splitlines() if ln.strip().startswith("data ->")
+    )
+    stages = [re.split(r"\s*[/,]\s*", stage.strip()) for stage in line.split("->")]
+    rank = {name: i for i, stage in enumerate(stages) for name in stage if name != "notebooks"}
+    graph = _dependencies()
+
+    def stage_of(module: str) -> int | None:
+        parts = module.split(".")
+        return rank.get(parts[1]) if len(parts) > 1 else None
+
+    upward = []
+    for module, deps in graph.items():
+        here = stage_of(module)
+        for dep in deps:
+            there = stage_of(dep)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{module} imports {dep}")
+    assert not upward, upward

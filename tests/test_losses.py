@@ -153,3 +153,13 @@ def test_cdpo_stops_pushing_at_its_finite_optimum():
     beta, eps = 1.0, losses.LABEL_SMOOTHING
     h_star = torch.tensor([math.log((1 - eps) / eps) / beta])
     assert abs(losses.LOSSES["cdpo"].weight(h_star, beta).item()) < 1e-6
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_cdpo_gradient_weight_uses_the_configured_smoothing(smoothing):
+    h = torch.linspace(-10, 10, 41, requires_grad=True)
+    losses.cdpo(h, 1.0, smoothing).sum().backward()
+    weight = losses.gradient_weight("cdpo", h.detach(), 1.0, label_smoothing=smoothing)
+    assert torch.allclose(-h.grad, weight, atol=1e-6)
+    with pytest.raises(ValueError, match="no option"):
+        losses.gradient_weight("dpo", h.detach(), 1.0, label_smoothing=smoothing)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from clipaln import losses, train
-from clipaln.data.synthetic import typographic_features
 from clipaln.policy import logprobs
+from clipaln.synthetic import typographic_features
 from clipaln.train import PreferenceData, TrainConfig, bma_weight, fit_projection, lr_at, preference_accuracy
 
 CONFIGS = {  # per method: beta, lambda, lr (a linear W needs its own lr, docs/method.md section 2)

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from ..data.real import Subset
-from ..data.synthetic import SyntheticPhotos
 from ..data.typographic import AttackStyle, TypographicDataset, attack
 from ..features import (
     default_workers,
@@ -30,6 +29,7 @@ from ..features import (
 from ..models import ClipBundle, load_clip
 from ..policy import PreferenceData, logprobs
 from ..projection import SharedProjection, SpectralScorer, naive_scores
+from ..synthetic import SyntheticPhotos
 from ..toyworld import OBJECTS, render
 from ..toyworld.render import TEXT_SIZE
 from ..tracks import phenomena

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..cli import COMMANDS
 from ..io import print_json
+from ..parsing import COMMANDS
 from .editions import build
 from .grading import grade, totals
 

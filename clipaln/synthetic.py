@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..policy import PreferenceData
+from .policy import PreferenceData
 
 
 def typographic_features(
