@@ -83,8 +83,8 @@ def kto(
     ref_logp: torch.Tensor,
     y_w: torch.Tensor,
     y_l: torch.Tensor,
-    z0: torch.Tensor | float,
     beta: float,
+    z0: torch.Tensor | float,
 ) -> torch.Tensor:
     """KTO, unpaired form (Ethayarajh et al. 2024, arXiv 2402.01306), per-sample (N, 2).
 
@@ -157,7 +157,7 @@ def ce(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _kto_batch(logp, ref_logp, y_w, y_l, beta, z0):
-    return kto(logp, ref_logp, y_w, y_l, z0, beta).mean(-1)  # the mean of its two terms
+    return kto(logp, ref_logp, y_w, y_l, beta, z0).mean(-1)  # the mean of its two terms
 
 
 @dataclass(frozen=True)

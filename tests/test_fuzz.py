@@ -76,7 +76,7 @@ def test_losses(n, k, beta, z0, shift, nan, method):
         if method == "kl":
             return losses.kl_regularizer(logp, ref)
         if method == "kto":
-            return losses.kto(logp, ref, y_w, y_l, z0, beta)
+            return losses.kto(logp, ref, y_w, y_l, beta, z0)
         h = losses.preference_margin(logp, ref, y_w, y_l)
         return losses.gradient_weight(method, h, beta)
 

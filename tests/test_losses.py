@@ -47,7 +47,7 @@ def test_dpo_ipo_equal_their_formulas():
 def test_kto_equals_its_formula():
     lp, ref, y_w, y_l = _batch()
     beta, z0 = 1.5, 0.3
-    out = losses.kto(lp, ref, y_w, y_l, z0, beta)
+    out = losses.kto(lp, ref, y_w, y_l, beta, z0)
     assert out.shape == (16, 2)
     sig = lambda v: 1 / (1 + math.exp(-v))
     for i in range(16):
@@ -56,9 +56,9 @@ def test_kto_equals_its_formula():
         assert out[i, 0].item() == pytest.approx(1 - sig(beta * (r_w - z0)), abs=1e-6)
         assert out[i, 1].item() == pytest.approx(1 - sig(beta * (z0 - r_l)), abs=1e-6)
     # z0 is clamped at zero and carries no gradient
-    assert torch.allclose(losses.kto(lp, ref, y_w, y_l, -5.0, beta), losses.kto(lp, ref, y_w, y_l, 0.0, beta))
+    assert torch.allclose(losses.kto(lp, ref, y_w, y_l, beta, -5.0), losses.kto(lp, ref, y_w, y_l, beta, 0.0))
     z = torch.tensor(0.2, requires_grad=True)
-    assert not losses.kto(lp, ref, y_w, y_l, z, beta).requires_grad  # z0 is detached
+    assert not losses.kto(lp, ref, y_w, y_l, beta, z).requires_grad  # z0 is detached
 
 
 def test_kl_regularizer_is_kl_ref_to_policy():
@@ -163,3 +163,14 @@ def test_cdpo_gradient_weight_uses_the_configured_smoothing(smoothing):
     assert torch.allclose(-h.grad, weight, atol=1e-6)
     with pytest.raises(ValueError, match="no option"):
         losses.gradient_weight("dpo", h.detach(), 1.0, label_smoothing=smoothing)
+
+
+def test_every_loss_takes_its_arguments_in_the_registrys_order():
+    """(logp, ref_logp, y_w, y_l, beta, z0): KTO's function and its registry entry no longer swap two floats."""
+    import inspect
+
+    assert list(inspect.signature(losses.kto).parameters) == ["logp", "ref_logp", "y_w", "y_l", "beta", "z0"]
+    lp, ref = torch.randn(5, 4).log_softmax(-1), torch.randn(5, 4).log_softmax(-1)
+    y_w, y_l = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 2, 3, 0, 2])
+    by_entry = losses.LOSSES["kto"].loss(lp, ref, y_w, y_l, 1.5, 0.2)
+    assert torch.allclose(by_entry, losses.kto(lp, ref, y_w, y_l, 1.5, 0.2).mean(-1))
