@@ -9,6 +9,7 @@ pymdownx.arithmatex's generic output (\\( \\) and \\[ \\] inside elements of cla
 from __future__ import annotations
 
 import html
+import json
 import posixpath
 import re
 import shutil
@@ -48,6 +49,8 @@ def on_post_page(output: str, page, config, **_):
         output = _note_live_widgets(_rewrite_links(output, page)).replace("</head>", FONT_CONFIG + "\n</head>", 1)
         # mkdocs-jupyter's custom_mathjax_url is one string for every page; a solutions page sits a folder deeper
         output = output.replace(f"../../{MATHJAX}", "../" * page.url.count("/") + MATHJAX)
+        if page.file.src_uri.endswith(".ipynb"):
+            output = _alt_texts(output, Path(page.file.abs_src_path))
         return COLAB_BADGE.sub("Open in Colab", output)  # the link stays; the badge image would load from Google
     depth = page.url.count("/")
     script = f'{ARITHMATEX_CONFIG}\n{FONT_CONFIG}\n<script src="{"../" * depth}{MATHJAX}"></script>\n'
@@ -103,6 +106,27 @@ WIDGET_NOTE = (
     '<p class="clipaln-widget-note"><em>Here runs the live slider when the notebook runs in Jupyter '
     "with a kernel; this page has none. The player below is the same slider, precomputed: drag it.</em></p>"
 )
+
+
+def _alt_texts(output: str, notebook: Path) -> str:
+    """Each figure's own alt text, from its cell's metadata (`{"clipaln": {"alt": ...}}`), in place of
+    nbconvert's "No description has been provided": the figure's <img> is found by its data."""
+    for cell in json.loads(notebook.read_text())["cells"]:
+        alt = cell.get("metadata", {}).get("clipaln", {}).get("alt")
+        for out in cell.get("outputs", []) if alt else []:
+            for kind, data in out.get("data", {}).items():
+                if not (kind.startswith("image/") and isinstance(data, str)):
+                    continue
+                at = output.find(f"data:{kind};base64,{''.join(data.split())}")
+                begin = output.rfind("<img", 0, at)
+                if at < 0 or begin < 0:
+                    continue
+                close = output.find(">", at)
+                tag = re.sub(r'\salt="[^"]*"', "", output[begin:close])
+                end = " /" if tag.rstrip().endswith("/") else ""
+                tag = tag.rstrip().removesuffix("/").rstrip()
+                output = output[:begin] + tag + f' alt="{html.escape(alt)}"{end}' + output[close:]
+    return output
 
 
 def _note_live_widgets(output: str) -> str:

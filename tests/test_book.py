@@ -100,3 +100,28 @@ def test_the_players_are_legible_at_100_percent_and_04s_holds_every_skewed_promp
     assert (first["caption"], first["labels"]) != (other["caption"], other["labels"])
     assert end["readout"] == "t = 1.50" and first["readout"] != end["readout"]
     assert g["distinct_galleries"] == 3 and all(len(s["labels"]) == 10 for s in g["steps"])
+
+
+def test_every_figure_has_its_own_alt_text(site):
+    """Each matplotlib figure of every notebook page carries the alt text its cell's metadata gives."""
+    import json
+    import re
+
+    expected, found = 0, []
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")) + sorted(
+        (ROOT / "notebooks" / "solutions").glob("0*.ipynb")
+    ):
+        cells = json.loads(nb.read_text())["cells"]
+        figures = [
+            c for c in cells for o in c.get("outputs", []) if any(k.startswith("image/") for k in o.get("data", {}))
+        ]
+        assert all(c.get("metadata", {}).get("clipaln", {}).get("alt") for c in figures), (
+            f"{nb.name}: a figure has no alt"
+        )
+        expected += len(figures)
+        page = (site / "notebooks" / nb.relative_to(ROOT / "notebooks").with_suffix("") / "index.html").read_text()
+        alts = re.findall(r'<img[^>]*src="data:image/[^"]{0,40}[^>]*>', page)
+        found += [re.search(r'alt="([^"]*)"', tag).group(1) for tag in alts]
+    assert expected >= 30
+    assert "No description has been provided for this image" not in found
+    assert len(set(found)) >= expected - 1  # each its own (notebooks 01 and 02 show the same pipeline figure)
