@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,13 @@ def _create(name: str, pretrained: str | None, build: dict | None = None):
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **(build or {}))
     except ModuleNotFoundError as e:  # e.g. SigLIP's tokenizer needs transformers
         raise MissingPackage(f"{name} needs the package {e.name!r}: pip install {e.name}") from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError) as e:  # torch.load on non-weights
+        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
+            raise
+        raise ValueError(
+            f"{pretrained} is not a checkpoint open_clip can read ({type(e).__name__}; an HTML error page saved "
+            "as weights, or a truncated download?): download it again, or pass a .safetensors file"
+        ) from None
     try:
         tokenizer = open_clip.get_tokenizer(name)
     except ModuleNotFoundError as e:

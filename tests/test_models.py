@@ -228,3 +228,13 @@ def test_the_readmes_real_clip_commands_run_as_written(tmp_path, openai_stub, mo
     for run in ("runs/food", "runs/people"):
         manifest = json.loads((tmp_path / run / "run.json").read_text())
         assert manifest["pretrained"] == "openai" and manifest["activation"] == "quick_gelu"
+
+
+@pytest.mark.parametrize("content", [b"<!DOCTYPE html><html><body>404 Not Found</body></html>", b"PK\x03\x04 truncated"])
+def test_a_file_that_is_not_weights_is_one_line(tmp_path, content):
+    """An HTML error page saved as .bin, or a truncated download: a ValueError naming the file, not an UnpicklingError."""
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    path.write_bytes(content)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="is not a checkpoint open_clip can read") as err:
+        load_clip("RN50", pretrained=str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
