@@ -9,16 +9,27 @@ import torch
 
 from . import losses
 
+#: Right and wrong, in the Okabe-Ito palette (told apart with every common colour-vision deficiency),
+#: and always with a mark as well, never by colour alone.
+RIGHT, WRONG = "#0072B2", "#D55E00"
+MARKS = {True: "\u2713", False: "\u2717"}  # check, cross
+
+
+def marked(title: str, right: bool) -> tuple[str, str]:
+    """A title that says right or wrong by its mark and its colour: (text, colour)."""
+    return f"{MARKS[bool(right)]} {title}", RIGHT if right else WRONG
+
 
 def image_grid(
     images: Sequence,
     titles: Sequence[str] | None = None,
     ncols: int = 8,
     size: float = 1.5,
-    title_colors: Sequence[str] | None = None,
+    correct: Sequence[bool] | None = None,
     suptitle: str | None = None,
 ) -> plt.Figure:
-    """Show PIL images in a grid with optional per-image titles; returns the figure."""
+    """Show PIL images in a grid with optional per-image titles; with `correct`, each title carries a
+    check or a cross and the matching colour (`marked`). Returns the figure."""
     n = len(images)
     nrows = max(1, (n + ncols - 1) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
@@ -27,7 +38,8 @@ def image_grid(
         if i < n:
             ax.imshow(images[i])
             if titles is not None:
-                ax.set_title(titles[i], fontsize=8, color=(title_colors[i] if title_colors else "black"))
+                text, color = marked(titles[i], correct[i]) if correct is not None else (titles[i], "black")
+                ax.set_title(text, fontsize=8, color=color)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 
 from .features import FeatureCache
 from .models import MissingPackage, load_clip
+from .plots import marked
 from .projection import SharedProjection, SpectralScorer
 from .tracks import gender, typographic
 
@@ -368,7 +369,7 @@ CURVES = (
 
 class TradeoffWidget(_Widget):
     """Slider over t: the O / T / OCR curves with a marker at t, and example images with their
-    predictions at t (green when the object is named, red otherwise)."""
+    predictions at t (a check in blue when the object is named, a cross in vermillion otherwise)."""
 
     def __init__(
         self,
@@ -419,7 +420,8 @@ class TradeoffWidget(_Widget):
         o, a, r, x = (100 * point[key] for key, _, _ in CURVES)
         self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%   text-only {x:.0f}%")
         for ax, p, y in zip(self.img_axes, self.predictions(t), self.labels):
-            ax.set_title(self.names[p], fontsize=FONT, color="green" if p == y else "red")
+            text, color = marked(self.names[p], p == y)
+            ax.set_title(text, fontsize=FONT, color=color)
 
 
 class RetrievalWidget(_Widget):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipaln.plots import RIGHT, WRONG, image_grid, marked
 from clipaln.projection import naive_scores
 from clipaln.widgets import Frames, GalleryPlayer, RetrievalWidget, TradeoffWidget
 
@@ -59,7 +60,11 @@ def test_the_tradeoff_frame_follows_the_scorer(trained):
         assert ms > 0
         assert (pixels(ui.png) == pixels(ui.frames.fresh())).all()  # the cache pastes exactly what a draw gives
         pred = naive_scores(W, feats.test.attacked[idx], feats.texts, t).argmax(-1).tolist()
-        assert [ax.title.get_text() for ax in ui.img_axes] == [names[p] for p in pred]
+        labels = feats.test.labels[idx].tolist()
+        assert [ax.title.get_text() for ax in ui.img_axes] == [
+            marked(names[p], p == y)[0] for p, y in zip(pred, labels)
+        ]
+        assert [ax.title.get_color() for ax in ui.img_axes] == [marked("", p == y)[1] for p, y in zip(pred, labels)]
         assert ui.ax.title.get_text().startswith(f"t = {t:.1f}:")
         assert ui.ui.image.value == ui.png
     ui.update(-1.0)
@@ -209,3 +214,13 @@ def test_player_text_is_data_and_t_is_finite():
             GalleryPlayer([0.0, bad], ["p"], [[([0], ["l"], "c")] * 2], [thumb.getvalue()])
         with pytest.raises(ValueError, match="finite"):
             StaticPlayer([bad], [thumb.getvalue()])
+
+
+def test_right_and_wrong_are_marked_not_only_coloured():
+    """A check or a cross on every title, in two colours told apart with every common colour-vision deficiency."""
+    imgs = [Image.new("RGB", (8, 8)) for _ in range(3)]
+    fig = image_grid(imgs, ["apple", "car", "key"], ncols=3, correct=[True, False, True])
+    titles = [(ax.title.get_text(), ax.title.get_color()) for ax in fig.axes]
+    plt.close(fig)
+    assert titles == [("\u2713 apple", RIGHT), ("\u2717 car", WRONG), ("\u2713 key", RIGHT)]
+    assert RIGHT.lower() == "#0072b2" and WRONG.lower() == "#d55e00"  # Okabe-Ito blue and vermillion
