@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from execute_notebooks import execute  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "notebooks" / "solutions"
@@ -31,13 +30,7 @@ print(_json.dumps({k: _plain(v) for k, v in globals().items() if k.startswith("a
 
 
 def record(path: Path) -> dict:
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(DUMP))
-    NotebookClient(
-        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    dumped = nb.cells.pop()
-    nbformat.write(nb, path)
+    dumped = execute(path, last_cell=DUMP)
     text = "".join(o.get("text", "") for o in dumped.outputs if o.get("name") == "stdout")
     answers = json.loads(text.strip().splitlines()[-1])  # a stream may arrive in pieces
     return {f"{path.name[:2]}.{name.split('_')[1]}": value for name, value in answers.items()}

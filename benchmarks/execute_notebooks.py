@@ -6,6 +6,8 @@ its widgets' state), as tests/test_notebooks_committed.py asks.
 The worked solutions are re-run by benchmarks/course_answers.py, which also records their answers.
 """
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
 
@@ -13,12 +15,19 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def execute(path: Path) -> None:
+def execute(path: Path, last_cell: str | None = None, write: bool = True):
+    """Run the notebook at `path`; with `last_cell`, run that code after its last cell and return that
+    cell (taken out again before the notebook is written back, so nothing of it is kept)."""
     nb = nbformat.read(path, as_version=4)
+    if last_cell is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(last_cell))
     NotebookClient(
         nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     ).execute()
-    nbformat.write(nb, path)
+    extra = nb.cells.pop() if last_cell is not None else None
+    if write:
+        nbformat.write(nb, path)
+    return extra
 
 
 if __name__ == "__main__":

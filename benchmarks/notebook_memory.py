@@ -16,8 +16,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from execute_notebooks import execute  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK = """import json as _json, resource as _resource
@@ -26,12 +25,7 @@ print(_json.dumps({"kernel_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_ma
 
 
 def peak(path: Path) -> dict:
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PEAK))
-    NotebookClient(
-        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    return json.loads(nb.cells[-1].outputs[-1]["text"])
+    return json.loads(execute(path, last_cell=PEAK, write=False).outputs[-1]["text"])
 
 
 def main() -> None:
