@@ -12,8 +12,10 @@ import json
 import re
 from pathlib import Path
 
+from clipaln.course.slides import MINUTES_PER_CODE_CELL, WORDS_PER_MINUTE  # the rule, stated once
+
 ROOT = Path(__file__).resolve().parent.parent
-WORDS_PER_MINUTE, MINUTES_PER_CODE_CELL, MINUTES_PER_EXERCISE = 80, 1, 20
+MINUTES_PER_EXERCISE = 20
 
 
 def study_time(path: Path) -> dict:

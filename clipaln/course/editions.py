@@ -53,29 +53,22 @@ def read_quizzes(notebooks: Path) -> dict[str, list[dict]]:
     return json.loads((notebooks / "quizzes.json").read_text())
 
 
-def quiz_markdown(nb_id: str, questions: list[dict], with_answers: bool) -> str:
-    """A tutorial's quiz cell: each question and its options; with the answers, each folded under it."""
-    lines = [QUIZ_START, "## Quiz", ""]
-    if with_answers:
-        lines += [
-            "Answer each question before you open its answer. In a class, answer them in the exercises notebook.",
-            "",
-        ]
-    else:
-        lines += [f"Answer in `{nb_id}_exercises.ipynb` (the last cell), where the lecturer's grader counts them.", ""]
+def quiz_markdown(nb_id: str, questions: list[dict], with_answers: bool, intro: str | None = None) -> str:
+    """A tutorial's quiz cell: each question and its options; with the answers, each folded under it.
+    `intro`, the line under the heading, defaults to where the quiz is answered."""
+    if intro is None:
+        intro = (
+            "Answer each question before you open its answer. In a class, answer them in the exercises notebook."
+            if with_answers
+            else f"Answer in `{nb_id}_exercises.ipynb` (the last cell), where the lecturer's grader counts them."
+        )
+    lines = [QUIZ_START, "## Quiz", "", intro, ""]
     for n, q in enumerate(questions, 1):
         lines.append(f"{n}. *({q['kind']})* {q['question']}")
         lines += [f"   - **{'abcdefgh'[i]}.** {option}" for i, option in enumerate(q["options"])]
         if with_answers:
-            right = "abcdefgh"[q["options"].index(q["answer"])] if q["answer"] in q["options"] else q["answer"]
-            lines += [
-                "",
-                "   <details><summary>Answer</summary>",
-                "",
-                f"   **{right}.** {q['why']}",
-                "",
-                "   </details>",
-            ]
+            lines += ["", "   <details><summary>Answer</summary>", "", f"   **{_key(q)}.** {q['why']}", ""]
+            lines.append("   </details>")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -221,10 +214,7 @@ def exercise_notebook(
         options = {str(n): len(q["options"]) for n, q in enumerate(questions, 1)}
         cells.append(
             nbformat.v4.new_markdown_cell(
-                quiz_markdown(nb_id, questions, with_answers=False).replace(
-                    f"Answer in `{nb_id}_exercises.ipynb` (the last cell), where the lecturer's grader counts them.",
-                    "Answer each question with one letter in the cell below.",
-                )
+                quiz_markdown(nb_id, questions, False, intro="Answer each question with one letter in the cell below.")
             )
         )
         filled = {n: (_key(q) if solved else ...) for n, q in enumerate(questions, 1)}

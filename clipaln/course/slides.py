@@ -4,8 +4,8 @@ Cells are tagged for nbconvert's slides as a lecture runs: the title and each "#
 slide, each "### " a sub-slide; code is hidden (its figures and printed numbers stay), the Colab cell
 and the exercises are skipped. reveal.js, jQuery, RequireJS (vendored in `static/`) and MathJax (from
 jupyter-server-mathjax, as the book) are copied beside the decks, so a deck opens from a `file://` URL.
-The time per part is the study-time rule of `benchmarks/study_times.py`: 80 words a minute, a minute
-per code cell.
+The time per part is the study-time rule, held here and read by `benchmarks/study_times.py`: 80 words
+a minute, a minute per code cell.
 """
 
 from __future__ import annotations
