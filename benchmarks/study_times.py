@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from clipaln.course.editions import notebook_id
 from clipaln.course.slides import MINUTES_PER_CODE_CELL, WORDS_PER_MINUTE  # the rule, stated once
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def study_time(path: Path) -> dict:
 
 
 def table() -> dict[str, dict]:
-    return {p.stem[:2]: study_time(p) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
+    return {notebook_id(p): study_time(p) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
 
 
 if __name__ == "__main__":

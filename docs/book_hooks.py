@@ -82,6 +82,8 @@ def _site_link(page, href: str) -> str | None:
     if "://" in path or path.startswith(("/", "mailto:")) or not path.endswith((".ipynb", ".md")):
         return None
     target = posixpath.normpath(posixpath.join(posixpath.dirname(page.file.src_uri), path))
+    if target not in _PAGES and target.startswith("docs/"):  # a notebook's ../docs/glossary.md: the book's glossary.md
+        target = target[len("docs/") :]
     if target not in _PAGES:
         return None
     here = posixpath.dirname(page.url.rstrip("/")) if not page.url.endswith("/") else page.url.rstrip("/")

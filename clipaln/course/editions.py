@@ -45,8 +45,13 @@ class Edition:
         }
 
 
+def notebook_id(path: Path) -> str:
+    """A tutorial's number as its file name starts: "04" for the core notebook, "04b" for its optional deeper one."""
+    return path.name.split("_", 1)[0]
+
+
 def tutorials(notebooks: Path) -> dict[str, Path]:
-    return {p.name[:2]: p for p in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))}
+    return {notebook_id(p): p for p in sorted(notebooks.glob("[0-9][0-9]*_*.ipynb"))}
 
 
 def read_quizzes(notebooks: Path) -> dict[str, list[dict]]:
@@ -261,6 +266,9 @@ def build(notebooks: Path, out: Path) -> Edition:
         nbformat.write(student_tutorial(tutorial, nb_id, questions), student / path.name)
         shutil.copy(path, instructor / path.name)
         sol_path = notebooks / "solutions" / f"{nb_id}_solutions.ipynb"
+        if not sol_path.exists():  # an optional going-deeper notebook: no exercises to grade
+            edition.quiz_questions[nb_id] = len(questions)
+            continue
         solutions = nbformat.read(sol_path, as_version=4)
         shutil.copy(sol_path, instructor / "solutions" / sol_path.name)
         blank, tests, graded = exercise_notebook(solutions, nb_id, answers, questions, solved=False)
