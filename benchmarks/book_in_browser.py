@@ -78,7 +78,7 @@ def foreign_loads(site: Path) -> dict[str, list[str]]:
     return out
 
 
-def _browser(window=None):
+def _browser(window=None, performance_log: bool = False):
     from selenium import webdriver
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -88,6 +88,8 @@ def _browser(window=None):
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(flag)
+    if performance_log:  # every request the page makes, for failed and foreign requests
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
     if window:
         browser.set_window_size(*window)

@@ -61,6 +61,47 @@ def on_post_build(config, **_):
     target = Path(config["site_dir"]) / "assets" / "mathjax"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(_mathjax_static(), target)
+    index = Path(config["site_dir"]) / "search" / "search_index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        for doc in data["docs"]:
+            doc["title"], doc["text"] = plain_maths(doc["title"]), plain_maths(doc["text"])
+        index.write_text(json.dumps(data, ensure_ascii=False))
+
+
+# --- maths in search results -------------------------------------------------------------------
+# Search shows its snippets as text, where no MathJax runs: "$\\frac{1}{2\\beta}$" would show raw. The
+# index gets a plain reading of each formula instead ("1/2β"), with its symbols as separate words,
+# so that a search for W_t or h finds them.
+
+_GREEK = dict(alpha="α", beta="β", gamma="γ", delta="δ", epsilon="ε", varepsilon="ε", eta="η", theta="θ",
+              kappa="κ", lambda_="λ", mu="μ", pi="π", rho="ρ", sigma="σ", tau="τ", phi="φ", chi="χ",
+              Delta="Δ", Sigma="Σ", Pi="Π")  # fmt: skip
+_SYMBOLS = dict(top="ᵀ", le="≤", leq="≤", ge="≥", geq="≥", approx="≈", times="×", cdot="·", to="→",
+                infty="∞", mid="|", Vert="‖", lVert="‖", rVert="‖", ne="≠", neq="≠", pm="±", succeq="⪰",
+                ln="ln", log="log", exp="exp", min="min", max="max", sum="Σ", KL="KL", perp="⊥",
+                cos="cos", sin="sin", tanh="tanh", det="det", arg="arg")  # fmt: skip
+_MATH = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]|\$\$(.+?)\$\$|\$([^$\n]{1,300}?)\$", re.S)
+
+
+def _plain_formula(tex: str) -> str:
+    for _ in range(3):  # nested fractions and text, innermost first
+        tex = re.sub(r"\\[td]?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", tex)
+        tex = re.sub(r"\\operatorname\{([^{}]*)\}", r" \1 ", tex)
+        tex = re.sub(r"\\(?:text|mathrm|mathbf|mathit|mathcal)\{([^{}]*)\}", r"\1", tex)
+    names = {**{k.rstrip("_"): v for k, v in _GREEK.items()}, **_SYMBOLS}
+    word = lambda v: f" {v} " if v.isalpha() and v.isascii() else v  # cos, ln: a word of their own
+    tex = re.sub(r"\\([A-Za-z]+)", lambda m: word(names.get(m[1], "")), tex)
+    tex = re.sub(r"\\[,;:! ]", " ", tex).replace("\\_", "_").replace("\\", "").replace("{", "").replace("}", "")
+    tex = re.sub(r"\(([^\s()]+)\)/\(([^\s()]+)\)", r"\1/\2", tex)  # (1)/(2β): 1/2β
+    tex = tex.replace("^*", "*").replace("^ᵀ", "ᵀ")
+    tex = re.sub(r"([=<>+,()\[\]|≤≥≈])", r" \1 ", tex)
+    return re.sub(r"\s+", " ", tex).strip()
+
+
+def plain_maths(text: str) -> str:
+    """`text` with each formula ($...$, $$...$$, \\(...\\), \\[...\\]) replaced by a plain reading of it."""
+    return _MATH.sub(lambda m: _plain_formula(next(g for g in m.groups() if g is not None)), text)
 
 
 # --- links inside notebooks ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 never re-executed), and in a real browser the static slider of notebook 03 scrubs without a kernel."""
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -125,3 +126,56 @@ def test_every_figure_has_its_own_alt_text(site):
     assert expected >= 30
     assert "No description has been provided for this image" not in found
     assert len(set(found)) >= expected - 1  # each its own (notebooks 01 and 02 show the same pipeline figure)
+
+
+def test_search_snippets_show_no_raw_tex(site):
+    """Search shows its snippets as text, where MathJax never runs: the index holds plain readings of
+    the formulas (docs/book_hooks.plain_maths), with each symbol a word of its own."""
+    import json
+    import re
+
+    index = json.loads((site / "search" / "search_index.json").read_text())
+    raw = re.compile(r"\$[^$\s][^$]*\$|\\(?:frac|top|beta|lambda|mathrm|text|sigma|tau|kappa)\b|\\[(\[]")
+    hits = [(d["location"], m.group(0)) for d in index["docs"] for m in raw.finditer(d["title"] + " " + d["text"])]
+    assert hits == [], hits[:5]
+    words = " ".join(d["text"] for d in index["docs"] if d["location"].startswith("glossary/")).split()
+    assert {"W_t", "h", "t*", "BMA"} <= set(words)
+
+
+def test_plain_maths_reads_a_formula_as_text():
+    spec = importlib.util.spec_from_file_location("book_hooks", ROOT / "docs" / "book_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    assert hooks.plain_maths(r"the \(W_t=US^tV^\top\) map") == "the W_t = US^tVᵀ map"
+    assert hooks.plain_maths(r"at $t^*$, $\frac{1}{2\beta}=12.5$") == "at t*, 1/2β = 12.5"
+    assert hooks.plain_maths(r"$$\operatorname{artanh}\cos(G,d)$$") == "artanh cos ( G , d )"
+    assert hooks.plain_maths("no maths, $5") == "no maths, $5"
+
+
+def test_every_page_of_the_book_in_a_browser(site):
+    """Every page as a student opens it (benchmarks/book_every_page.py): nothing fails to load and
+    nothing leaves the machine, no raw TeX after MathJax, no box that overflows the column, no
+    serious or critical axe-core violation, every image with its own alt text; and the symbols a
+    student looks up find the glossary first."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    if os.environ.get("CLIPALN_BOOK_SWEEP") != "1":
+        pytest.skip("the whole-book sweep takes about 20 min on 2 cores: CLIPALN_BOOK_SWEEP=1 runs it here")
+    pytest.importorskip("selenium", reason="pip install selenium")
+    pytest.importorskip("axe_selenium_python", reason="pip install axe-selenium-python (axe-core)")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import book_every_page
+
+    r = book_every_page.check(site)
+    assert r["totals"]["pages"] == len(book_every_page.pages(site)) >= 24
+    bad = {
+        page: {k: v for k, v in p.items() if k in ("raw_tex", "failed", "foreign", "axe_serious") and v}
+        for page, p in r["pages"].items()
+    }
+    assert not any(bad.values()), {k: v for k, v in bad.items() if v}
+    t = r["totals"]
+    assert t["overflowing_boxes"] == 0 and t["images_without_own_alt"] == 0, t
+    assert t["searches_with_glossary_first"] == t["searches"] == len(book_every_page.SEARCHES), r["search"]
+    assert t["search_snippet_raw_tex"] == 0, r["search"]

@@ -205,7 +205,7 @@ def test_a_slide_deck_per_tutorial_builds_offline_with_the_time_per_part(course)
             if not url.startswith("data:"):
                 assert (slides / url.split("?")[0]).is_file(), (path.name, url)  # every script it loads is beside it
     outline = (slides / "outline.md").read_text()
-    assert outline.count("Deck: ") == 8 and re.search(r"- 1\. The world: \d+ min", outline)
+    assert outline.count("Deck: ") == 9 and re.search(r"- 1\. The world: \d+ min", outline)
 
 
 def test_every_notebook_opens_in_colab_from_a_badge_that_names_its_path():
@@ -214,7 +214,7 @@ def test_every_notebook_opens_in_colab_from_a_badge_that_names_its_path():
     repo = tomllib.loads((NOTEBOOKS.parent / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
     slug = repo.removeprefix("https://github.com/")
     paths = sorted(NOTEBOOKS.glob("0*.ipynb")) + sorted((NOTEBOOKS / "solutions").glob("0*.ipynb"))
-    assert len(paths) == 16
+    assert len(paths) == 17  # 9 tutorials (04b the optional deeper one) and 8 solutions
     for path in paths:
         cells = nbformat.read(path, as_version=4).cells
         rel = path.relative_to(NOTEBOOKS.parent).as_posix()

@@ -266,8 +266,7 @@ def build(notebooks: Path, out: Path) -> Edition:
         nbformat.write(student_tutorial(tutorial, nb_id, questions), student / path.name)
         shutil.copy(path, instructor / path.name)
         sol_path = notebooks / "solutions" / f"{nb_id}_solutions.ipynb"
-        if not sol_path.exists():  # an optional going-deeper notebook: no exercises to grade
-            edition.quiz_questions[nb_id] = len(questions)
+        if not sol_path.exists():  # an optional going-deeper notebook (04b): no exercises, no quiz to grade
             continue
         solutions = nbformat.read(sol_path, as_version=4)
         shutil.copy(sol_path, instructor / "solutions" / sol_path.name)
