@@ -183,6 +183,10 @@ class _Widget:
     def _tiles(self):
         return ()
 
+    def describe(self) -> str:
+        """What the frame shows now, in words (a player frame's alt text)."""
+        return ""
+
     def snapshot(self):
         """The frame the widget shows now, as an IPython image (for readers without widgets)."""
         from IPython.display import Image as PNG
@@ -205,9 +209,10 @@ class _Widget:
             raise ValueError("the player needs distinct values of t")
         now = self.slider.value
         t0 = now if t0 is None else float(t0)
-        frames = []
+        frames, captions = [], []
         for t in ts:
             self.update(t)
+            captions.append(self.describe())
             im = Image.open(io.BytesIO(self.png)).convert("RGB")
             if scale != 1.0:
                 im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
@@ -216,7 +221,7 @@ class _Widget:
             frames.append(out.getvalue())
         self.update(now)
         start = min(range(len(ts)), key=lambda i: abs(ts[i] - t0))
-        return StaticPlayer(ts, frames, start, font_px=self.font_px() * scale)
+        return StaticPlayer(ts, frames, start, font_px=self.font_px() * scale, captions=captions)
 
 
 class StaticPlayer:
@@ -225,12 +230,24 @@ class StaticPlayer:
     notebooks display it through _repr_html_. The element's id follows the frames' bytes, so the
     same frames give the same page. The frames fill the page's width up to their own; font_px, the
     smallest text in a frame's pixels, is written beside them (data-font-px) so that a browser can
-    tell how large a label is on screen."""
+    tell how large a label is on screen. Each frame's alt text, and the slider's spoken value, name
+    its t and what it shows (`captions`, one per frame)."""
 
-    def __init__(self, ts: Sequence[float], frames: Sequence[bytes], start: int = 0, font_px: float | None = None):
+    def __init__(
+        self,
+        ts: Sequence[float],
+        frames: Sequence[bytes],
+        start: int = 0,
+        font_px: float | None = None,
+        captions: Sequence[str] | None = None,
+    ):
         ts = _finite_ts(ts)
         if len(ts) != len(frames) or not frames:
             raise ValueError("one frame per t, and at least one")
+        captions = [""] * len(ts) if captions is None else [str(c) for c in captions]
+        if len(captions) != len(ts):
+            raise ValueError("one caption per frame")
+        self.alts = [f"t = {t:.2f}" + (f": {c}" if c else "") for t, c in zip(ts, captions)]
         if any(b <= a for a, b in zip(ts, list(ts)[1:])):
             raise ValueError("the frames' t must increase, as the range input does")
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(frames):
@@ -248,15 +265,16 @@ class StaticPlayer:
         return (
             f'<div class="clipaln-player" id="{self.id}">'
             f'<input type="range" min="0" max="{len(data) - 1}" step="1" value="{i}" aria-label="t" '
-            f'style="width:60%;vertical-align:middle"> '
+            f'aria-valuetext="{htmlmod.escape(self.alts[i])}" style="width:60%;vertical-align:middle"> '
             '<span class="clipaln-readout" style="font-family:monospace;font-size:15px">'
             f"t = {self.ts[i]:.2f}</span><br>"
-            f'<img alt="the frame at t"{font} style="width:100%;max-width:{self.width}px" '
+            f'<img alt="{htmlmod.escape(self.alts[i])}"{font} style="width:100%;max-width:{self.width}px" '
             f'src="data:{self.mime};base64,{data[i]}">'
             f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var frames={_script_json(data)};var ts={_script_json(self.ts)};"
+            f"var frames={_script_json(data)};var ts={_script_json(self.ts)};var alts={_script_json(self.alts)};"
             'var s=root.querySelector("input"),im=root.querySelector("img"),r=root.querySelector(".clipaln-readout");'
             f's.addEventListener("input",function(){{im.src="data:{self.mime};base64,"+frames[s.value];'
+            'im.alt=alts[s.value];s.setAttribute("aria-valuetext",alts[s.value]);'
             'r.textContent="t = "+ts[s.value].toFixed(2);});})();</script></div>'
         )
 
@@ -323,10 +341,11 @@ class GalleryPlayer:
         )
         cells = [
             f'<td style="padding:3px;text-align:center;vertical-align:top">'
-            f'<img alt="a gallery image" style="width:100%" src="data:{self.mime};base64,{thumbs[i]}">'
+            f'<img alt="rank {j + 1}: {htmlmod.escape(g)}" style="width:100%" '
+            f'src="data:{self.mime};base64,{thumbs[i]}">'
             f'<div class="clipaln-label" style="font-size:{self.LABEL_PX}px;text-align:center">'
             f"{htmlmod.escape(g)}</div></td>"
-            for i, g in zip(top, labels)
+            for j, (i, g) in enumerate(zip(top, labels))
         ]
         rows = "".join(
             "<tr>" + "".join(cells[r : r + self.columns]) + "</tr>" for r in range(0, len(cells), self.columns)
@@ -337,7 +356,8 @@ class GalleryPlayer:
             f'<div style="{style}"><label>prompt '
             f'<select aria-label="prompt" style="{style}">{options}</select></label></div>'
             f'<input type="range" min="0" max="{len(self.ts) - 1}" step="1" value="{self.start}" aria-label="t" '
-            f'style="width:60%;vertical-align:middle"> '
+            f'aria-valuetext="t = {self.ts[self.start]:.2f}: {htmlmod.escape(caption)}" '
+            'style="width:60%;vertical-align:middle"> '
             f'<span class="clipaln-readout" style="font-family:monospace;{style}">t = {self.ts[self.start]:.2f}</span>'
             f'<div class="clipaln-caption" style="{style};margin:4px 0">{htmlmod.escape(caption)}</div>'
             f'<table class="clipaln-grid" style="width:100%;max-width:{140 * self.columns}px;table-layout:fixed;'
@@ -348,8 +368,9 @@ class GalleryPlayer:
             'c=root.querySelector(".clipaln-caption"),cells=root.querySelectorAll(".clipaln-grid td");'
             "function show(){var f=frames[m.value][s.value];"
             'r.textContent="t = "+ts[s.value].toFixed(2);c.textContent=f[2];'
-            "cells.forEach(function(td,j){"
-            f'td.querySelector("img").src="data:{self.mime};base64,"+thumbs[f[0][j]];'
+            's.setAttribute("aria-valuetext",r.textContent+": "+f[2]);'
+            'cells.forEach(function(td,j){var im=td.querySelector("img");'
+            f'im.src="data:{self.mime};base64,"+thumbs[f[0][j]];im.alt="rank "+(j+1)+": "+f[1][j];'
             'td.querySelector(".clipaln-label").textContent=f[1][j];});}'
             's.addEventListener("input",show);m.addEventListener("change",show);})();</script></div>'
         )
@@ -419,9 +440,20 @@ class TradeoffWidget(_Widget):
         point = min(self.curve, key=lambda c: abs(c["t"] - t))
         o, a, r, x = (100 * point[key] for key, _, _ in CURVES)
         self.ax.set_title(f"t = {t:.1f}:  O {o:.0f}%   T {a:.0f}%   OCR {r:.0f}%   text-only {x:.0f}%")
+        named = []
         for ax, p, y in zip(self.img_axes, self.predictions(t), self.labels):
             text, color = marked(self.names[p], p == y)
             ax.set_title(text, fontsize=FONT, color=color)
+            named.append((self.names[p], p == y))
+        right = sum(ok for _, ok in named)
+        self._said = (
+            f"accuracy O {o:.0f}%, T {a:.0f}%, OCR {r:.0f}%, text-only {x:.0f}%; the attacked examples read as "
+            + ", ".join(f"{name} ({'right' if ok else 'wrong'})" for name, ok in named)
+            + f": {right} of {len(named)} right"
+        )
+
+    def describe(self) -> str:
+        return self._said
 
 
 class RetrievalWidget(_Widget):
@@ -490,6 +522,10 @@ class RetrievalWidget(_Widget):
         for ax, g in zip(self.axes, genders):
             ax.set_title(g, fontsize=FONT)
         self.title.set_text(f"'{self.prompt(self.activity)}'\nt = {t:.2f}: {line}")
+        self._said = f"the top {self.sweep.k} for '{self.prompt(self.activity)}': {line}"
+
+    def describe(self) -> str:
+        return self._said
 
     def player(
         self, ts: Iterable[float], t0: float | None = None, prompts: Iterable[str] | None = None, quality: int = 80

@@ -47,6 +47,7 @@ def on_config(config, **_):
 def on_post_page(output: str, page, config, **_):
     if not page.file.src_uri.endswith(".md"):  # notebook pages load MathJax through mkdocs-jupyter
         output = _note_live_widgets(_rewrite_links(output, page)).replace("</head>", FONT_CONFIG + "\n</head>", 1)
+        output = _skip_links(output)
         # mkdocs-jupyter's custom_mathjax_url is one string for every page; a solutions page sits a folder deeper
         output = output.replace(f"../../{MATHJAX}", "../" * page.url.count("/") + MATHJAX)
         if page.file.src_uri.endswith(".ipynb"):
@@ -139,6 +140,31 @@ def _rewrite_links(output: str, page) -> str:
         return m.group(0) if new is None else f"{m.group(1)}{html.escape(new)}{m.group(3)}"
 
     return re.sub(r'(href=")([^"]+)(")', fix, output)
+
+
+# --- players: a skip link at the top of the page to each, for a keyboard ---------------------------
+
+_ARTICLE = re.compile(r'(<article class="md-content__inner md-typeset">)')
+
+
+def _skip_links(output: str) -> str:
+    ids = list(
+        dict.fromkeys(
+            re.findall(r'<div class="clipaln-player[^"]*" id="(clipaln-(?:player|gallery)-[0-9a-f]+)"', output)
+        )
+    )
+    if not ids:
+        return output
+    links = " · ".join(
+        f'<a class="clipaln-skip" href="#{i}">Skip to the {"gallery" if "gallery" in i else "t"} player'
+        f"{f' {n}' if len(ids) > 1 else ''}</a>"
+        for n, i in enumerate(ids, 1)
+    )
+    return _ARTICLE.sub(
+        lambda m: m.group(1) + f'<p class="clipaln-skips">{links} (a slider: the arrow keys move t)</p>',
+        output,
+        count=1,
+    )
 
 
 # --- live widgets ------------------------------------------------------------------------------

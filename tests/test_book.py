@@ -45,7 +45,7 @@ def test_every_link_of_the_book_names_a_page_of_it(site):
     for nb in ("03_ocr_vs_detection", "04_gender_bias_retrieval"):  # the blank live widget points to the player
         page = (site / "notebooks" / nb / "index.html").read_text()
         assert page.count("clipaln-widget-note") == 1
-        assert page.index("clipaln-widget-note") < page.index("clipaln-player")
+        assert page.index("clipaln-widget-note") < page.index('class="clipaln-player')
 
 
 def test_every_page_loads_mathjax_from_a_file_the_site_holds(site):
@@ -179,3 +179,33 @@ def test_every_page_of_the_book_in_a_browser(site):
     assert t["overflowing_boxes"] == 0 and t["images_without_own_alt"] == 0, t
     assert t["searches_with_glossary_first"] == t["searches"] == len(book_every_page.SEARCHES), r["search"]
     assert t["search_snippet_raw_tex"] == 0, r["search"]
+
+
+def test_a_skip_link_at_the_top_of_the_page_reaches_each_player(site):
+    import re
+
+    for nb in ("03_ocr_vs_detection", "04_gender_bias_retrieval"):
+        page = (site / "notebooks" / nb / "index.html").read_text()
+        links = re.findall(r'<a class="clipaln-skip" href="#([^"]+)"', page)
+        assert len(links) == 1, nb
+        target = page.index(f'id="{links[0]}"')
+        assert page.index("clipaln-skip") < page.index("jp-Cell") < target  # above the first cell, down to the player
+
+
+def test_next_and_previous_name_the_page_they_open(site):
+    """The footer's "Next: X" opens the page titled X (07's next is Solutions 00, and says so)."""
+    import html
+    import re
+
+    checked = 0
+    for page in sorted(site.rglob("index.html")):
+        text = page.read_text()
+        for href, label in re.findall(
+            r'<a href="([^"]+)" class="md-footer__link[^"]*" aria-label="(?:Next|Previous): ([^"]+)"', text
+        ):
+            target = (page.parent / href).resolve() / "index.html"
+            m = re.search(r"<title>(.*?) - clipaln", target.read_text())
+            title = m.group(1) if m else "Home"  # the home page's title is the site's name
+            assert html.unescape(label) == html.unescape(title), (page.relative_to(site), label, title)
+            checked += 1
+    assert checked >= 40

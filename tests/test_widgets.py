@@ -156,6 +156,17 @@ def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(train
     assert ui.player(ts, t0=0.45).id == player.id  # the same frames give the same page
     with pytest.raises(ValueError, match="distinct"):
         ui.player([0.0, 0.0])
+    # each frame's alt text (and the slider's spoken value) names its t and what it shows, and moves with it
+    assert len(set(player.alts)) == 3 and all(
+        a.startswith(f"t = {t:.2f}: accuracy O ") for a, t in zip(player.alts, ts)
+    )
+    ui.update(0.5)
+    assert (
+        player.alts[1] == "t = 0.50: " + ui.describe()
+        and f"{sum(ui.predictions(0.5)[i] == labels[i] for i in idx)} of 8 right" in ui.describe()
+    )
+    assert f'alt="{player.alts[1]}"' in html and f'aria-valuetext="{player.alts[1]}"' in html
+    assert "im.alt=alts[s.value]" in html and "the frame at t" not in html
 
 
 def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
@@ -187,6 +198,8 @@ def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
     assert html.count("<option") == 3 and html.count("<td") == 5 and html.count('class="clipaln-label"') == 5
     assert re.search(r'max="2"', html) and "t = 0.50" in html and ui.prompt(menu[1]) in html
     assert json.dumps(player.frames) in html
+    top, genders, line = player.frames[1][1]
+    assert f'alt="rank 1: {genders[0]}"' in html and f'aria-valuetext="t = 0.50: {line}"' in html
     with pytest.raises(ValueError, match="among"):
         ui.player(ts, prompts=["juggling"])
     assert {Image.open(io.BytesIO(b)).size for b in player.thumbs} == {(128, 128)}  # one size, the player's
