@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from safetensors import safe_open
 
 from . import distributed as dist
 from . import fold, manifest, reporting
+from .data.files import image_identity
 from .data.real import files_fingerprint, hashing_in_full, paths_fingerprint
 from .data.real import photo_set as real_photo_set
 from .features import FeatureCache, model_fingerprint
@@ -299,6 +301,8 @@ def train_run(
             asked.pop("workers", None)  # how to read the data, not what: free to change on resume
             write_json(folder.work / REQUEST, as_recorded(asked))
         spec = make_spec(task, model=model, **data)  # a bad data flag is one line before the model loads
+        if getattr(spec, "duplicates", None) and dist.is_main():
+            print(duplicates_line(spec.duplicates), file=sys.stderr)
         bundle = load_clip(model, pretrained=pretrained, device=device)
         overrides = dict(overrides or {})
         if mode == "full":  # the model's own starting rate and the paper's 3 epochs, unless given
@@ -577,6 +581,20 @@ def eval_run(
     return {**at(t), "source": source}
 
 
+def duplicates_line(duplicates: dict[str, list[str]]) -> str:
+    """One line on images a pairs file lists under several names: how many, each with its count."""
+
+    def one(first: str, more: list[str]) -> str:
+        names = ", ".join(Path(m).name for m in more[:2]) + (", ..." if len(more) > 2 else "")
+        return f"{Path(first).name} x{1 + len(more)} (also {names})"
+
+    shown = "; ".join(one(first, more) for first, more in list(duplicates.items())[:3])
+    return (
+        f"note: {len(duplicates)} image(s) are listed under more than one name (the same pixels), kept together "
+        f"in one split: {shown}{' ...' if len(duplicates) > 3 else ''}"
+    )
+
+
 def _separate_pairs_file(recorded: dict, data: dict, split: str) -> bool:
     """Is `data` a pairs file other than the run's, none of whose images the run trained on (then it is
     scored whole, every row held out)? A file holding training images is refused in one line."""
@@ -598,8 +616,11 @@ def _separate_pairs_file(recorded: dict, data: dict, split: str) -> bool:
             f"cannot check that {data['root']} holds none of the run's training images (its own pairs file: {e}); "
             "pass --allow-other-data to score it anyway, split as the run's was"
         ) from None
-    trained = {manifest.file_sha256(run.rows[i][0]): run.rows[i][0].name for i in run.train_idx}
-    mine = {manifest.file_sha256(p) for p in {r[0] for r in pairs.read_pairs(data["root"])}}
+    # an image is its decoded pixels: a training image re-saved or renamed is still a training image
+    trained: dict[str, str] = {}
+    for i in run.train_idx:  # each image by its first name in the run's file
+        trained.setdefault(image_identity(run.rows[i][0]), run.rows[i][0].name)
+    mine = {image_identity(p) for p in {r[0] for r in pairs.read_pairs(data["root"])}}
     seen = sorted(trained[h] for h in mine & set(trained))
     if seen:
         raise ValueError(

@@ -131,3 +131,27 @@ def test_a_killed_encode_resumes_from_its_finished_shards(tmp_path):
     whole = encode_dataset(bundle, Counted(64), workers=0, progress=False)[0]
     assert torch.equal(resumed, whole)
     assert not list((tmp_path / "cache").rglob("*.shards"))
+
+
+def test_a_people_csv_is_read_by_content_and_by_a_checked_header(tmp_path):
+    """One person's image under two names (the same pixels, other bytes) could sit in training and in
+    the test gallery at once: refused, naming both lines; a header names each column once."""
+    from PIL import Image
+
+    from clipaln.data.gender import GenderCSV
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    Image.open(tmp_path / "a.png").save(tmp_path / "copy.png", compress_level=0)
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "copy.png").read_bytes()
+    (tmp_path / "people.csv").write_text(
+        "path,gender,activity\na.png,man,cooking\nb.png,woman,cooking\ncopy.png,man,cooking\n"
+    )
+    with pytest.raises(ValueError, match=r"line 4: copy.png is the same image as a.png \(line 2\)"):
+        GenderCSV(tmp_path / "people.csv")
+    (tmp_path / "people.csv").write_text("path,gender,activity,gender\na.png,man,cooking,woman\n")
+    with pytest.raises(ValueError, match="the column gender appears twice"):
+        GenderCSV(tmp_path / "people.csv")
+    (tmp_path / "people.csv").write_text("path,activity\na.png,cooking\n")
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) gender"):
+        GenderCSV(tmp_path / "people.csv")

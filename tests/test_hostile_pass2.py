@@ -158,8 +158,8 @@ def test_captions_the_tokenizer_cannot_tell_apart_are_refused(tmp_path, toy):
     ]
     from PIL import Image
 
-    for name, *_ in rows:
-        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    for i, (name, *_) in enumerate(rows):
+        Image.new("RGB", (8, 8), (80 * i, 0, 0)).save(tmp_path / name)  # three images, not one under three names
     (tmp_path / "p.csv").write_text("image,chosen,rejected\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     with pytest.raises(ValueError, match="pairs 1: chosen and rejected read the same"):
         pairs.build_features(toy, pairs.real_spec(str(tmp_path / "p.csv")), progress=False, workers=0)

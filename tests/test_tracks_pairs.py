@@ -144,3 +144,62 @@ def test_a_separate_pairs_file_is_scored_whole_unless_it_holds_training_images(t
     assert main([*args, "--pairs", str(fresh)]) == 2
     err = capsys.readouterr().err
     assert f"holds 1 image(s) this W was trained on ({trained.name})" in err and "--allow-other-data" in err
+
+
+def test_an_image_is_its_pixels_in_the_split_and_in_the_held_out_check(tmp_path, capsys):
+    """Two names for one image land on one side of the split (and are reported); a training image
+    re-saved with other bytes is still a training image to eval's held-out check."""
+    from PIL import Image
+
+    rows = scenes(tmp_path / "a", n=16)
+    for i in range(4):  # images 0-3 again, re-saved: other bytes, the same pixels
+        Image.open(tmp_path / "a" / f"{i}.png").save(tmp_path / "a" / f"again{i}.png", optimize=True, compress_level=1)
+        assert (tmp_path / "a" / f"again{i}.png").read_bytes() != (tmp_path / "a" / f"{i}.png").read_bytes()
+        rows.append({**rows[i], "image": f"again{i}.png", "rejected": "a photo of a person painting."})
+    path = _write(tmp_path / "a", rows)
+    spec = pairs.real_spec(str(path))
+    assert sorted(spec.duplicates) == sorted(str((tmp_path / "a" / f"{i}.png").resolve()) for i in range(4))
+    side = {i: ("test" if i in spec.test_idx else "train") for i in spec.train_idx + spec.test_idx}
+    for i in range(4):  # row i and row 16 + i show one image: the same side, whatever the seed
+        assert side[i] == side[16 + i]
+    assert {spec.rows[i][0].name for i in spec.test_idx}.isdisjoint(
+        {spec.rows[i][0].name.removeprefix("again") for i in spec.train_idx}
+    )
+    out = tmp_path / "run"
+    assert (
+        main(["train", "pairs", "--pairs", str(path), "--epochs", "2", "--no-cache", "--quiet", "--out", str(out)]) == 0
+    )
+    assert "4 image(s) are listed under more than one name" in capsys.readouterr().err
+    trained = next(spec.rows[i][0] for i in spec.train_idx if not spec.rows[i][0].name.startswith("again"))
+    other = tmp_path / "b"
+    other.mkdir()
+    Image.open(trained).save(other / "resaved.png", compress_level=9)  # other bytes, the same pixels
+    assert (other / "resaved.png").read_bytes() != trained.read_bytes()
+    render(obj=OBJECTS[1], person="person", activity="cooking", rng=random.Random(999)).save(other / "new.png")
+    held = _write(other, [
+        {"image": "resaved.png", "chosen": "a photo of a key.", "rejected": "a photo of a person cooking."},
+        {"image": "new.png", "chosen": f"a photo of a {OBJECTS[1]}.", "rejected": "a photo of a person cooking."},
+    ])  # fmt: skip
+    args = ["eval", "pairs", "--projection", str(out / "projection.safetensors"), "--no-cache", "--pairs", str(held)]
+    assert main(args) == 2
+    assert f"holds 1 image(s) this W was trained on ({trained.name})" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("image,chosen,rejected,chosen", "the column chosen appears twice"),
+        ("image,chosen", "lacks the column(s) rejected"),
+        ("image,chosen,rejected,note", "unknown column(s) 'note'"),
+    ],
+)
+def test_a_pairs_csv_header_names_each_column_once(tmp_path, header, message):
+    scenes(tmp_path, n=2)
+    values = {"image": "0.png", "chosen": "a photo of a key.", "rejected": "a photo of a person cooking.", "note": "x"}
+    line = ",".join(
+        values[h] if h != "chosen" or i == 1 else "a photo of a cup." for i, h in enumerate(header.split(","))
+    )
+    (tmp_path / "p.csv").write_text(f"{header}\n{line}\n{line.replace('0.png', '1.png')}\n")
+    with pytest.raises(ValueError) as e:
+        pairs.read_pairs(tmp_path / "p.csv")
+    assert message in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -11,8 +11,6 @@ the toy world's people are clipaln.toyworld.datasets.ToyPeople.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..io import read_text
+from .files import image_identity, read_csv_rows
 from .real import _images_in, _open_image
 
 GENDER_TEMPLATE = "this {gender} is {activity}."
@@ -97,15 +96,12 @@ class GenderCSV:
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"CSV file not found: {csv_path}")
-        reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=""))  # UTF-8; a BOM is not a column
-        missing = [c for c in self.COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{csv_path} lacks the columns {', '.join(missing)}")
-        rows = list(reader)
+        rows = read_csv_rows(csv_path, read_text(csv_path), self.COLUMNS)  # UTF-8; a BOM is not a column
         if not rows:
             raise ValueError(f"{csv_path} has no rows")
         self.samples = []
         first_line: dict[Path, int] = {}
+        seen: dict[str, tuple[int, str]] = {}  # image identity -> (line, path as written)
         for line, r in enumerate(rows, start=2):
             if any(not (r.get(c) or "").strip() for c in self.COLUMNS):
                 raise ValueError(f"{csv_path}, line {line}: needs a path, a gender and an activity")
@@ -116,6 +112,12 @@ class GenderCSV:
             if p in first_line:  # a repeated image could land in training and in the test gallery at once
                 raise ValueError(f"{csv_path}, line {line}: {r['path']} is listed already (line {first_line[p]})")
             first_line[p] = line
+            same = seen.setdefault(image_identity(p), (line, r["path"]))
+            if same[0] != line:  # the same pixels under another name: one person twice
+                raise ValueError(
+                    f"{csv_path}, line {line}: {r['path']} is the same image as {same[1]} (line {same[0]}): "
+                    "list each image once"
+                )
             self.samples.append((p, r["gender"].strip(), r["activity"].strip()))
         self.genders = sorted({s[1] for s in self.samples})
         self.activities = sorted({s[2] for s in self.samples})

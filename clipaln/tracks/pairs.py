@@ -12,9 +12,7 @@ train(feats, cfg), evaluate(feats, projection).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import losses
+from ..data.files import group_by_content, read_csv_rows
 from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
 from ..io import read_text
@@ -60,7 +59,7 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         raise FileNotFoundError(f"pairs file not found: {path}")
     text = read_text(path)  # UTF-8 or one line naming the file; a spreadsheet's BOM is not part of a column
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        rows = read_csv_rows(path, text, FIELDS)
     elif path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of rows
         try:
             rows = json.loads(text)
@@ -120,6 +119,8 @@ class Spec:
     reg_paths: list[Path] | None = None  # D_reg: other images (default: the training images)
     key: dict = field(default_factory=dict)
     val_idx: list[int] = field(default_factory=list)  # held out to choose settings on (--val-share)
+    #: images listed under more than one name (the same pixels): {first path: [the others]}, kept together
+    duplicates: dict[str, list[str]] = field(default_factory=dict)
 
 
 def real_spec(
@@ -136,7 +137,11 @@ def real_spec(
     if not 0 <= val_share < 1 or test_share + val_share >= 1:
         raise ValueError(f"--val-share is a share of the images in [0, {1 - test_share:g}), got {val_share}")
     rows = read_pairs(path)
-    images = sorted({r[0] for r in rows})  # split by image: every pair of a held-out image is held out
+    # split by image, an image being its pixels: every pair of a held-out image is held out, under any name
+    groups = group_by_content([r[0] for r in rows])
+    duplicates = {str(g[0]): [str(p) for p in g[1:]] for g in groups.values() if len(g) > 1}
+    same = {p: g[0] for g in groups.values() for p in g}  # every path -> its group's first path
+    images = sorted(g[0] for g in groups.values())
     if len(images) < 2 and not whole:
         raise ValueError(f"{path} shows {len(images)} image: need at least 2 (some to train on, some to test)")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -146,9 +151,11 @@ def real_spec(
         raise ValueError(f"{path} shows {len(images)} images: too few for a test share and --val-share {val_share}")
     held = {images[i] for i in order[:n_test]}
     checking = {images[i] for i in order[n_test : n_test + n_val]}
-    perm = [i for i, r in enumerate(rows) if r[0] in held] + [i for i, r in enumerate(rows) if r[0] not in held]
-    n_test = sum(r[0] in held for r in rows)
-    val_idx = [i for i, r in enumerate(rows) if r[0] in checking]
+    perm = [i for i, r in enumerate(rows) if same[r[0]] in held] + [
+        i for i, r in enumerate(rows) if same[r[0]] not in held
+    ]
+    n_test = sum(same[r[0]] in held for r in rows)
+    val_idx = [i for i, r in enumerate(rows) if same[r[0]] in checking]
     reg = None
     if reg_images is not None:
         folder = Path(reg_images).expanduser()
@@ -169,7 +176,7 @@ def real_spec(
         **({"whole": True} if whole else {}),
     }
     train_idx = sorted(set(perm[n_test:]) - set(val_idx))
-    return Spec(rows, train_idx, sorted(perm[:n_test]), reg, key, val_idx)
+    return Spec(rows, train_idx, sorted(perm[:n_test]), reg, key, val_idx, duplicates)
 
 
 @dataclass
