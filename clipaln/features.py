@@ -10,6 +10,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -71,6 +72,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
+
+
+def encoding_identity(bundle: ClipBundle, precision: str = "auto") -> dict[str, str]:
+    """What changes the features a run trains on besides the weights and the data: the towers'
+    activation, the image preprocessing (its transforms, sizes, interpolation, mean and std) and the
+    precision the encoders run in on this device ("auto": bf16 on a GPU, fp32 on a CPU). A checkpoint
+    pins these, so that a resume elsewhere (another device, another precision) is refused, not mixed."""
+    preprocess = re.sub(r" at 0x[0-9a-f]+", "", repr(bundle.preprocess))  # no memory addresses
+    return {
+        "activation": bundle.activation or "",
+        "preprocess": hashlib.sha256(preprocess.encode()).hexdigest()[:16],
+        "precision": resolve_precision(precision, bundle.device),
+    }
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -31,7 +31,7 @@ from . import fold, manifest, reporting
 from .data.files import image_identity
 from .data.real import files_fingerprint, hashing_in_full, paths_fingerprint
 from .data.real import photo_set as real_photo_set
-from .features import FeatureCache, model_fingerprint
+from .features import FeatureCache, encoding_identity, model_fingerprint
 from .finetune import saved_state
 from .io import save_tensors, write_json, write_text
 from .models import ClipBundle, load_clip
@@ -312,7 +312,8 @@ def train_run(
         cfg = track.train_config(method, **overrides)
         run = run_manifest(bundle, pretrained, task, spec, data, mode=mode, train_text=train_text, t=1.0,
                            **({"lock_image": True} if lock_image else {}))  # fmt: skip
-        identity = {k: run[k] for k in manifest.IDENTITY}
+        # what the checkpoint pins: the run (model, weights, task, data) and how its features are made
+        identity = {k: run[k] for k in manifest.IDENTITY} | encoding_identity(bundle, encoding.get("precision", "auto"))
         work = folder.work
         checkpoint = work / "checkpoint.safetensors"
         if resume:  # before any image is encoded

@@ -72,6 +72,10 @@ class TrainConfig:
     per_device_train_batch_size: int | None = None  # set: the global batch is this x ranks x accumulation steps
     gradient_accumulation_steps: int = 1  # each rank's share of a batch runs in this many micro-batches
     max_grad_norm: float | None = None  # clip the global gradient's norm (None: no clipping, the paper's)
+    # no step on noise: at the objective's minimum (W = I under L_reg alone) the gradient is float
+    # rounding, about 3e-6, which Adamax would scale up to a full step of size lr; below this norm no
+    # step is taken (docs/method.md, "No step on noise"). Every preference run's gradient is far above it.
+    min_grad_norm: float = 1e-5
     weight_decay: float = 0.0  # Adamax's (torch.optim.Adamax: added to the gradient, not decoupled)
     lr_scheduler_type: str = "cosine"  # after the warm-up: cosine, linear, constant (constant_with_warmup)
 
@@ -134,6 +138,7 @@ FIELD_TYPES = {
     "per_device_train_batch_size": int,
     "gradient_accumulation_steps": int,
     "max_grad_norm": float,
+    "min_grad_norm": float,
     "weight_decay": float,
 }
 #: (lowest, bound above, words) per numeric field; words that say "positive" exclude the lowest.
@@ -151,6 +156,7 @@ RANGES = {
     "per_device_train_batch_size": (0, math.inf, "a positive whole number"),
     "gradient_accumulation_steps": (0, math.inf, "a positive whole number"),
     "max_grad_norm": (0, math.inf, "a positive number"),
+    "min_grad_norm": (0, math.inf, "a number >= 0 (0 steps on any gradient)"),
     "weight_decay": (0, math.inf, "a number >= 0"),
 }
 #: lr_scheduler_type: transformers' names for what follows the linear warm-up
@@ -452,7 +458,8 @@ def loop(
         if not gradients_synced:
             dist.sum_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad is not None else math.inf)
-        opt.step()
+        if float(grad_norm) >= cfg.min_grad_norm:  # below: rounding at the minimum, not a direction (no step)
+            opt.step()
         if after_step is not None:
             after_step()
         # BMA average, log, checkpoint

@@ -240,3 +240,25 @@ def test_gradient_accumulation_gives_the_whole_batchs_w():
         parts, _ = fit_projection(data, cfg, progress=False)
         tolerance = 1e-6 if method == "dpo" else 1e-3  # KTO's z0 is each micro-batch's, as in TRL
         assert (whole.weight - parts.weight).abs().max() < tolerance, method
+
+
+def test_no_step_on_noise_l_reg_alone_keeps_w_at_the_identity():
+    """The reviewers' "L_reg only" ablation: at W = I the objective is at its minimum and its gradient
+    is float rounding, which Adamax would scale up to steps of size lr. Below min_grad_norm no step is
+    taken, so W stays the identity; a preference run's gradients are far above it (same W with the floor at 0)."""
+    data = _small_data()
+    eye = torch.eye(data.texts.shape[1])
+    cfg = TrainConfig(method="dpo", epochs=3, batch_size=32, pref_weight=0.0)
+    proj, hist = fit_projection(data, cfg, progress=False, device="cpu")
+    assert (proj.weight.detach() - eye).abs().max() <= 1e-4
+    assert 0 < max(hist["grad_norm"]) < cfg.min_grad_norm  # rounding, every step
+    drifted, _ = fit_projection(data, TrainConfig(method="dpo", epochs=3, batch_size=32, pref_weight=0.0,
+                                                  min_grad_norm=0.0), progress=False, device="cpu")  # fmt: skip
+    assert (drifted.weight.detach() - eye).abs().max() > 1e-3  # what Adamax does with rounding
+    for method in ("dpo", "ipo", "kto"):
+        floor, h = fit_projection(data, TrainConfig(method=method, epochs=3, batch_size=32), progress=False)
+        none, _ = fit_projection(
+            data, TrainConfig(method=method, epochs=3, batch_size=32, min_grad_norm=0.0), progress=False
+        )
+        assert min(h["grad_norm"]) > 100 * TrainConfig(method=method).min_grad_norm
+        assert torch.equal(floor.weight, none.weight), method

@@ -148,6 +148,30 @@ def test_resume_refuses_other_data_or_weights(tmp_path, monkeypatch, capsys):
     assert not list(out.glob("checkpoint*"))
 
 
+def test_resume_refuses_features_made_another_way(tmp_path, monkeypatch, capsys):
+    """The checkpoint pins how its features were made: on another device "auto" precision is bf16, not
+    fp32, and another preprocessing reads other pixels: either is refused, naming what differs."""
+    import torchvision.transforms as T
+
+    from clipaln import features
+    from clipaln.models import load_clip
+
+    out = tmp_path / "run"
+    _unfinished_run(out, monkeypatch, n_train=24, n_test=12, overrides={"epochs": 1})
+    base = ["train", "typographic", "--epochs", "1", "--n-train", "24", "--n-test", "12", "--no-cache", "--resume"]
+    with monkeypatch.context() as m:  # a resume on a GPU: "auto" resolves to bf16 there
+        m.setattr(features, "resolve_precision", lambda precision, device: "bf16")
+        code, _, err = cli([*base, "--out", out], capsys)
+    one_line_error(code, err, "refusing to resume", "precision=fp32, not bf16")
+    toy = load_clip("toy")
+    other = load_clip("toy")
+    other.preprocess = T.Compose([T.Resize(64, interpolation=T.InterpolationMode.NEAREST), other.preprocess])
+    assert features.encoding_identity(toy) != features.encoding_identity(other)
+    assert features.encoding_identity(toy) == features.encoding_identity(load_clip("toy"))  # no addresses in it
+    code, _, err = cli([*base, "--out", out], capsys)  # the same device and precision: finishes
+    assert code == 0, err
+
+
 def test_resume_refuses_a_corrupt_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     _unfinished_run(out, monkeypatch, n_train=24, n_test=12, overrides={"epochs": 1})
