@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from book_in_browser import build  # noqa: E402  (benchmarks/ is the script's folder)
+from book_in_browser import build, wait_for_mathjax  # noqa: E402  (benchmarks/ is the script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = (1280, 900)
@@ -80,19 +80,6 @@ def _network(browser, base: str) -> dict:
     return {"failed": sorted(set(failed)), "foreign": sorted(set(foreign))}
 
 
-def _wait_for_mathjax(browser, timeout: float = 60) -> bool:
-    start, quiet = time.time(), 0
-    while time.time() - start < timeout and quiet < 3:
-        idle = browser.execute_script(
-            "var q = window.MathJax && MathJax.Hub && MathJax.Hub.queue;"
-            "return !q || (q.pending === 0 && q.running === 0"
-            " && !document.querySelector('.MathJax_Processing, .MathJax_Preview:not(:empty)'))"
-        )
-        quiet = quiet + 1 if idle else 0
-        time.sleep(0.3)
-    return quiet >= 3
-
-
 PROSE_JS = """
 var roots = document.querySelectorAll('.jp-RenderedMarkdown, article.md-content__inner');
 var text = [];
@@ -126,7 +113,7 @@ def sweep(base: str, paths: list[str], shots: Path | None) -> dict:
         for path in paths:
             _network(browser, base)  # empty the log
             browser.get(base + path)
-            typeset = _wait_for_mathjax(browser)
+            typeset = wait_for_mathjax(browser, required=False)
             prose = browser.execute_script(PROSE_JS)
             raw = sorted({m.group(0)[:40] for m in RAW_TEX.finditer(prose)})
             axe = Axe(browser)

@@ -96,6 +96,21 @@ def _browser(window=None, performance_log: bool = False):
     return browser
 
 
+def wait_for_mathjax(browser, timeout: float = 60, required: bool = True) -> bool:
+    """Wait until MathJax's queue has been empty three polls running; whether it was (a page without
+    MathJax counts as finished only when not `required`)."""
+    start, quiet = time.time(), 0
+    while time.time() - start < timeout and quiet < 3:
+        idle = browser.execute_script(
+            "var q = window.MathJax && MathJax.Hub && MathJax.Hub.queue;"
+            f"return {'!!q &&' if required else '!q ||'} (q.pending === 0 && q.running === 0"
+            " && !document.querySelector('.MathJax_Processing, .MathJax_Preview:not(:empty)'))"
+        )
+        quiet = quiet + 1 if idle else 0
+        time.sleep(0.5)
+    return quiet >= 3
+
+
 def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
     """Open each page from a file:// URL (no server, no network) and wait for MathJax to finish;
     per page, how many formulas it typeset and how often raw TeX is left in the visible text."""
@@ -104,15 +119,7 @@ def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
     try:
         for page in pages:
             browser.get((site / page).as_uri())
-            start, quiet = time.time(), 0
-            while time.time() - start < timeout and quiet < 3:  # the queue empty three polls running
-                idle = browser.execute_script(
-                    "var q = window.MathJax && MathJax.Hub && MathJax.Hub.queue;"
-                    "return !!q && q.pending === 0 && q.running === 0"
-                    " && !document.querySelector('.MathJax_Processing, .MathJax_Preview:not(:empty)')"
-                )
-                quiet = quiet + 1 if idle else 0
-                time.sleep(0.5)
+            finished = wait_for_mathjax(browser, timeout)
             typeset = browser.execute_script(
                 "return document.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_CHTML').length"
             )
@@ -126,7 +133,7 @@ def maths(site: Path, pages=MATH_PAGES, timeout: float = 60) -> dict:
             out[page] = {
                 "typeset": typeset,
                 "raw_tex": {k: text.count(k) for k in RAW_TEX},
-                "finished": quiet >= 3,
+                "finished": finished,
                 "mathjax_message": failed.strip(),
             }
     finally:
