@@ -160,7 +160,7 @@ def test_every_page_of_the_book_in_a_browser(site):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
     if os.environ.get("CLIPALN_BOOK_SWEEP") != "1":
-        pytest.skip("the whole-book sweep takes about 20 min on 2 cores: CLIPALN_BOOK_SWEEP=1 runs it here")
+        pytest.skip("the whole-book sweep takes about 7 min on 2 cores: CLIPALN_BOOK_SWEEP=1 runs it here")
     pytest.importorskip("selenium", reason="pip install selenium")
     pytest.importorskip("axe_selenium_python", reason="pip install axe-selenium-python (axe-core)")
     import sys
@@ -169,7 +169,7 @@ def test_every_page_of_the_book_in_a_browser(site):
     import book_every_page
 
     r = book_every_page.check(site)
-    assert r["totals"]["pages"] == len(book_every_page.pages(site)) >= 24
+    assert r["totals"]["pages"] == len(book_every_page.pages(site)) >= 23
     bad = {
         page: {k: v for k, v in p.items() if k in ("raw_tex", "failed", "foreign", "axe_serious") and v}
         for page, p in r["pages"].items()
