@@ -4,6 +4,7 @@ pixels are one image, whatever their names or bytes), and a CSV's header names e
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 from collections.abc import Sequence
@@ -14,7 +15,15 @@ from .real import _open_image
 
 def image_identity(path: Path) -> str:
     """The sha256 of the image's decoded pixels (8-bit RGB, as the model reads it) and their size:
-    re-encoded, renamed or re-saved with other metadata, an image keeps its identity."""
+    re-encoded, renamed or re-saved with other metadata, an image keeps its identity. Decoded once
+    per process for a file of the same size and modification time (train, then eval's checks)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return _identity(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _identity(path: str, size: int, mtime_ns: int) -> str:
     im = _open_image(Path(path))
     h = hashlib.sha256(f"{im.width}x{im.height}:".encode())
     h.update(im.tobytes())
