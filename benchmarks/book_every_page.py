@@ -1,6 +1,7 @@
 """Every page of the built book in headless Chromium, as a student opens it: served from this machine
 (no network), at a laptop's 1280 x 900 window. Per page: the requests that failed or left the
-machine, raw TeX left in the prose after MathJax ran, code blocks that overflow their box, and
+machine, raw TeX left in the prose after MathJax ran, code blocks that overflow their box, text in
+figures and players under 10 px as the page shows it, and
 axe-core's serious and critical accessibility violations; a screenshot of each page. Then the
 book's search, for the symbols a student looks up.
 
@@ -91,6 +92,26 @@ roots.forEach(function (root) {
 });
 return text.join('\\n');
 """
+#: The text a student reads in figures and players, in screen pixels: a figure's smallest text (its
+#: <img>'s data-smallest-text-px, or a player frame's data-font-px, both in the image's own pixels)
+#: scaled by how wide the page shows the image; a player's HTML text at its computed size. Figures
+#: that carry no measure are counted, so that none is missed.
+FIGURE_TEXT_JS = """
+var shown = [], unmeasured = 0;
+document.querySelectorAll('.jp-OutputArea-output img, .clipaln-player img').forEach(function (i) {
+  var own = parseFloat(i.dataset.smallestTextPx || i.dataset.fontPx);
+  if (i.closest('.clipaln-gallery')) return;   // a gallery's thumbnails are photographs, its text is HTML
+  if (!own) { unmeasured += 1; return; }
+  var r = i.getBoundingClientRect();
+  shown.push({px: own * r.width / i.naturalWidth, alt: (i.alt || '').slice(0, 60)});
+});
+document.querySelectorAll('.clipaln-player *').forEach(function (e) {
+  var own = Array.from(e.childNodes).some(function (n) { return n.nodeType === 3 && n.textContent.trim(); });
+  if (own && e.getClientRects().length)
+    shown.push({px: parseFloat(getComputedStyle(e).fontSize), alt: e.className + ': ' + e.textContent.slice(0, 40)});
+});
+return {shown: shown, unmeasured: unmeasured};
+"""
 OVERFLOW_JS = """
 return Array.from(document.querySelectorAll('pre, table')).filter(function (e) {
   if (e.scrollWidth <= e.clientWidth + 1) return false;
@@ -113,6 +134,7 @@ def sweep(base: str, paths: list[str], shots: Path | None) -> dict:
         for path in paths:
             _network(browser, base)  # empty the log
             browser.get(base + path)
+            _wait_for_whole_page(browser)
             typeset = wait_for_mathjax(browser, required=False)
             prose = browser.execute_script(PROSE_JS)
             raw = sorted({m.group(0)[:40] for m in RAW_TEX.finditer(prose)})
@@ -134,8 +156,12 @@ def sweep(base: str, paths: list[str], shots: Path | None) -> dict:
             images = browser.execute_script(
                 "return Array.from(document.querySelectorAll('img')).map(function (i) { return i.alt || ''; })"
             )
+            text = browser.execute_script(FIGURE_TEXT_JS)
             out[path] = {
                 "mathjax_finished": typeset,
+                "figure_text_min_px": round(min((t["px"] for t in text["shown"]), default=float("nan")), 1),
+                "figure_text_under_10px": [f"{t['px']:.1f} px: {t['alt']}" for t in text["shown"] if t["px"] < 10],
+                "figures_unmeasured": text["unmeasured"],
                 "raw_tex": raw,
                 "overflowing_boxes": browser.execute_script(OVERFLOW_JS),
                 "axe_serious": serious,
@@ -150,6 +176,42 @@ def sweep(base: str, paths: list[str], shots: Path | None) -> dict:
                 browser.save_screenshot(str(shots / f"{name}.png"))
     finally:
         browser.quit()
+    return out
+
+
+def _wait_for_whole_page(browser, timeout: float = 60) -> None:
+    """Until the page is parsed to its footer and every image is decoded (a notebook page of a few
+    MB of inline figures can be read by a script before its end has arrived)."""
+    start = time.time()
+    while time.time() - start < timeout:
+        if browser.execute_script(
+            "return document.readyState === 'complete' && !!document.querySelector('.md-footer')"
+            " && Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })"
+        ):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{browser.current_url} did not finish loading in {timeout:.0f} s")
+
+
+def figure_text(site: Path) -> dict:
+    """Only the figures' and players' text, on every page (a quick part of the sweep, for the tests):
+    per page, its smallest text in screen pixels, the texts under 10 px and the figures unmeasured."""
+    out = {}
+    with serve(site) as base:
+        browser = _browser()
+        try:
+            for path in pages(site):
+                browser.get(base + path)
+                _wait_for_whole_page(browser)
+                text = browser.execute_script(FIGURE_TEXT_JS)
+                out[path] = {
+                    "min_px": round(min((t["px"] for t in text["shown"]), default=float("nan")), 1),
+                    "under_10px": [f"{t['px']:.1f} px: {t['alt']}" for t in text["shown"] if t["px"] < 10],
+                    "unmeasured": text["unmeasured"],
+                    "measured": len(text["shown"]),
+                }
+        finally:
+            browser.quit()
     return out
 
 
@@ -196,6 +258,8 @@ def check(site: Path, shots: Path | None = None) -> dict:
         "foreign_requests": sum(len(p["foreign"]) for p in every.values()),
         "axe_serious_or_critical": sum(len(p["axe_serious"]) for p in every.values()),
         "overflowing_boxes": sum(p["overflowing_boxes"] for p in every.values()),
+        "figure_text_under_10px": sum(len(p["figure_text_under_10px"]) for p in every.values()),
+        "figures_unmeasured": sum(p["figures_unmeasured"] for p in every.values()),
         "images_without_own_alt": sum(p["images_without_alt"] + p["default_alt"] for p in every.values()),
         "searches_with_glossary_first": sum(
             bool(r["first"]) and r["first"][0].startswith(r["want_first"]) for r in found.values()

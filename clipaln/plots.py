@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,10 @@ from . import losses
 #: and always with a mark as well, never by colour alone.
 RIGHT, WRONG = "#0072B2", "#D55E00"
 MARKS = {True: "\u2713", False: "\u2717"}  # check, cross
+#: The widest figure, in inches: about the book's column at a 1280 px window (some 820 px), at
+#: matplotlib's 100 dpi, so that a figure is shown at its own size and its 8 pt text reads at 11 px.
+#: A wider figure is shrunk into the column, and its text with it.
+WIDTH = 8.0
 
 
 def marked(title: str, right: bool) -> tuple[str, str]:
@@ -32,14 +37,18 @@ def image_grid(
     check or a cross and the matching colour (`marked`). Returns the figure."""
     n = len(images)
     nrows = max(1, (n + ncols - 1) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    size = min(size, WIDTH / ncols)  # no wider than the column
+    chars = max(8, int(size * 72 / (8 * 0.6)))  # what fits on a line of the cell at 8 pt
+    marks = [marked(t, r) for t, r in zip(titles, correct)] if titles is not None and correct is not None else None
+    shown = [("\n".join(textwrap.wrap(t, chars)), c) for t, c in marks or [(t, "black") for t in titles or []]]
+    lines = max((t.count("\n") + 1 for t, _ in shown), default=0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, nrows * (size + 0.15 * lines)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(images[i])
-            if titles is not None:
-                text, color = marked(titles[i], correct[i]) if correct is not None else (titles[i], "black")
-                ax.set_title(text, fontsize=8, color=color)
+            if shown:
+                ax.set_title(shown[i][0], fontsize=8, color=shown[i][1])
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -93,21 +102,21 @@ def pipeline() -> plt.Figure:
     ax.set(xlim=(0, 11), ylim=(0, 4.6))
     ax.axis("off")
 
-    def box(x, y, w, h, text, color, size=9):
+    def box(x, y, w, h, text, color, size=10):
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color, ec="0.3", lw=1))
         ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
 
     def arrow(a, b, text=None, color="0.25"):
         ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, color=color, lw=1.2))
         if text:
-            ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.12, text, ha="center", fontsize=8, color=color)
+            ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.12, text, ha="center", fontsize=10, color=color)
 
     box(0.1, 3.0, 2.2, 1.2, "D_pref\nimage x, caption y_w\npreferred over y_l", "#fde2c8")
     box(0.1, 0.5, 2.2, 1.2, "D_reg\nclean images x\n(knowledge to keep)", "#d6ead6")
     box(3.0, 3.0, 1.9, 1.2, "image encoder\n(frozen)", "#e6e6e6")
     box(3.0, 1.6, 1.9, 1.0, "text encoder\n(frozen)", "#e6e6e6")
     box(3.0, 0.5, 1.9, 0.8, "image encoder\n(frozen)", "#e6e6e6")
-    box(5.6, 1.3, 1.4, 2.0, "W\n(shared:\nimages and\ncaptions)", "#cfe0f7", size=10)
+    box(5.6, 1.3, 1.4, 2.0, "W\n(shared:\nimages and\ncaptions)", "#cfe0f7", size=11)
     box(
         7.7,
         3.0,
@@ -161,6 +170,6 @@ def unit_circle_under(weight: torch.Tensor, ts: Sequence[float], ax: plt.Axes | 
     ax.set_aspect("equal")
     ax.axhline(0, color="0.8", lw=0.5)
     ax.axvline(0, color="0.8", lw=0.5)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"W_t maps the unit circle (S = {s[0]:.2f}, {s[1]:.2f})", fontsize=9)
     return ax

@@ -188,10 +188,11 @@ class _Widget:
         return ""
 
     def snapshot(self):
-        """The frame the widget shows now, as an IPython image (for readers without widgets)."""
+        """The frame the widget shows now, as an IPython image (for readers without widgets), its smallest
+        text in its metadata, as a figure's (benchmarks/figure_text.py)."""
         from IPython.display import Image as PNG
 
-        return PNG(data=self.png)
+        return PNG(data=self.png, metadata={"clipaln": {"smallest_text_px": round(self.font_px(), 2)}})
 
     def font_px(self) -> float:
         """The smallest text of the frame, in the frame's pixels (a font's size, as CSS gives it)."""
@@ -469,8 +470,13 @@ class RetrievalWidget(_Widget):
         self.thumbs: dict[tuple[int, int], np.ndarray] = {}  # (gallery index, side)
         self.top: list[int] = []
         k = sweep.k
-        fig, axes = plt.subplots(1, k, figsize=(1.25 * k, 2.5))
-        self.axes = list(np.atleast_1d(axes))
+        cols = min(k, 5)  # rows of five: the frame fits the book's column (plots.WIDTH) at its own size
+        rows = -(-k // cols)
+        height = 1.75 * rows + 1.0
+        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, height))
+        self.axes = list(np.atleast_1d(axes).ravel())[:k]
+        for ax in list(np.atleast_1d(axes).ravel())[k:]:
+            ax.remove()
         for ax in self.axes:
             ax.axis("off")
             ax.set_title(" ", fontsize=FONT)
@@ -479,7 +485,7 @@ class RetrievalWidget(_Widget):
         self.title = self.axes[0].text(
             0.5, 0.9, " ", transform=fig.transFigure, ha="center", va="top", fontsize=FONT
         )  # fmt: skip
-        fig.subplots_adjust(top=0.6, bottom=0.0, left=0.01, right=0.99)
+        fig.subplots_adjust(top=1 - 1.0 / height, bottom=0.0, left=0.01, right=0.99, hspace=0.25)
         self._start(fig, [ax.title for ax in self.axes] + [self.title], t0, t_range, 0.01, ".2f")
         if choices:
             import ipywidgets as w

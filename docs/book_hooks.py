@@ -179,22 +179,27 @@ WIDGET_NOTE = (
 
 def _alt_texts(output: str, notebook: Path) -> str:
     """Each figure's own alt text, from its cell's metadata (`{"clipaln": {"alt": ...}}`), in place of
-    nbconvert's "No description has been provided": the figure's <img> is found by its data."""
+    nbconvert's "No description has been provided"; and the size of its smallest text, from its
+    output's metadata, as `data-smallest-text-px` (read by benchmarks/book_every_page.py). The
+    figure's <img> is found by its data."""
     for cell in json.loads(notebook.read_text())["cells"]:
         alt = cell.get("metadata", {}).get("clipaln", {}).get("alt")
         for out in cell.get("outputs", []) if alt else []:
             for kind, data in out.get("data", {}).items():
                 if not (kind.startswith("image/") and isinstance(data, str)):
                     continue
+                meta = out.get("metadata", {})  # IPython's Image nests it under its MIME type
+                smallest = {**meta.get(kind, {}), **meta}.get("clipaln", {}).get("smallest_text_px")
+                extra = f' data-smallest-text-px="{float(smallest):g}"' if smallest else ""
                 at = output.find(f"data:{kind};base64,{''.join(data.split())}")
                 begin = output.rfind("<img", 0, at)
                 if at < 0 or begin < 0:
                     continue
                 close = output.find(">", at)
-                tag = re.sub(r'\salt="[^"]*"', "", output[begin:close])
+                tag = re.sub(r'\s(?:alt|data-smallest-text-px)="[^"]*"', "", output[begin:close])
                 end = " /" if tag.rstrip().endswith("/") else ""
                 tag = tag.rstrip().removesuffix("/").rstrip()
-                output = output[:begin] + tag + f' alt="{html.escape(alt)}"{end}' + output[close:]
+                output = output[:begin] + tag + f' alt="{html.escape(alt)}"{extra}{end}' + output[close:]
     return output
 
 

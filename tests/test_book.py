@@ -177,8 +177,43 @@ def test_every_page_of_the_book_in_a_browser(site):
     assert not any(bad.values()), {k: v for k, v in bad.items() if v}
     t = r["totals"]
     assert t["overflowing_boxes"] == 0 and t["images_without_own_alt"] == 0, t
+    assert t["figure_text_under_10px"] == 0 and t["figures_unmeasured"] == 0, t
     assert t["searches_with_glossary_first"] == t["searches"] == len(book_every_page.SEARCHES), r["search"]
     assert t["search_snippet_raw_tex"] == 0, r["search"]
+
+
+def test_every_figure_and_player_reads_at_10_px_or_more_in_the_column(site):
+    """At a 1280 px window, the smallest text of every figure and player, as the page shows it: each
+    figure's smallest text (recorded in its output when the notebook ran) scaled by the width the
+    page gives the image, and the players' HTML text at its computed size. No figure unmeasured."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    pytest.importorskip("selenium", reason="pip install selenium")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import book_every_page
+
+    r = book_every_page.figure_text(site)
+    assert sum(p["measured"] for p in r.values()) >= 45  # 34 figures, 2 player frames, 04's player's text
+    assert {page: p["under_10px"] for page, p in r.items() if p["under_10px"]} == {}
+    assert {page: p["unmeasured"] for page, p in r.items() if p["unmeasured"]} == {}
+
+
+def test_every_committed_figure_records_its_smallest_text():
+    """What the browser test scales: each figure output of every notebook carries its smallest text
+    (benchmarks/execute_notebooks.py records it), a real size."""
+    import json
+
+    sizes = []
+    for nb in sorted((ROOT / "notebooks").glob("**/0*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                for kind in (k for k in out.get("data", {}) if k.startswith("image/")):
+                    meta = out.get("metadata", {})
+                    sizes.append({**meta.get(kind, {}), **meta}.get("clipaln", {}).get("smallest_text_px"))
+    assert len(sizes) >= 34 and None not in sizes, sizes
+    assert all(8 <= s <= 40 for s in sizes), sizes
 
 
 def test_a_skip_link_at_the_top_of_the_page_reaches_each_player(site):
