@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from safetensors import SafetensorError
 
-from . import bench, distributed, losses, runs, widgets
+from . import bench, conflicts, distributed, losses, runs
 from .course import command as course_command
 from .data.real import FULL_HASH_ENV
 from .features import PRECISIONS, FeatureCache
@@ -77,12 +77,11 @@ def _train_request(a) -> dict:
         overrides["bma"] = False
     method = a.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
-    if a.lock_text and a.train_text:
-        raise ValueError("--lock-text keeps the text tower frozen and --train-text trains it: give one")
     request = dict(task=a.task, method=method, mode=a.mode, overrides=overrides, train_text=a.train_text)
     request |= {"lock_image": True} if a.lock_image else {}
     request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), eval_every=a.eval_every)
     request |= _data_args(a)
+    conflicts.refuse("train", {**request, "lock_text": a.lock_text})
     return request
 
 
@@ -216,9 +215,8 @@ def _print_eval(result: dict) -> None:
 def cmd_eval(a: argparse.Namespace) -> None:
     if a.target == "toy":
         result = _eval_toy(a)
-    elif a.n is not None:
-        raise ValueError("--n is for eval toy; eval typographic / gender score the run's own splits")
     else:
+        conflicts.refuse("eval", {"task": a.target, "n": a.n})
         result = runs.eval_run(
             a.target,
             projection=a.projection,
@@ -240,7 +238,7 @@ BENCH_READS = {
     "encode": {"model", "n", "workers"},
     "sliders": {"no_cache"},
     "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
-    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds", "no_cache"},
+    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds", "no_cache", "rows"},
 }
 BENCH_DEFAULT_READS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
 
@@ -275,8 +273,10 @@ def _bench_paper(a) -> None:
         )
     sizes = {k: v for k, v in (("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
     cache = FeatureCache(enabled=not a.no_cache)
+    on_row = None if a.rows is None else bench.paper_row_writer(a.rows)  # checked before any work
     result = bench.paper_table(a.model, a.pretrained, a.data_root, a.train_on, seed=a.seed, device=a.device,
-                               cache=cache, progress=not a.json, seeds=a.seeds, **sizes)  # fmt: skip
+                               cache=cache, progress=not a.json, seeds=a.seeds, **sizes,
+                               on_row=on_row)  # fmt: skip
     _print_json(result) if a.json else print(bench.paper_markdown(result))
 
 
@@ -291,7 +291,9 @@ def cmd_bench(a: argparse.Namespace) -> None:
     if a.model != "toy":
         raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
     if a.what == "sliders":
-        return _print_json(widgets.bench(FeatureCache(enabled=not a.no_cache)))
+        from .widgets import bench as sliders_bench  # matplotlib and ipywidgets: only for this benchmark
+
+        return _print_json(sliders_bench(FeatureCache(enabled=not a.no_cache)))
     bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
     sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
     people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial", "regime") else None
@@ -596,6 +598,10 @@ BENCH_FLAGS = (
         "--train-on",
         dict(default="imagenet100", help="paper: the dataset W trains on (default imagenet100, as the authors)"),
     ),
+    (
+        "--rows",
+        dict(default=None, help="paper: a new JSON Lines file that gets each finished cell as it is scored"),
+    ),
     ("--n", dict(type=_count(1), default=2000, help="encode: N (it also encodes 10 N)")),
     ("--workers", dict(type=_count(0), default=None, help="encode: k workers (default: cores - 1)")),
     ("--n-train", dict(type=_count(1), default=None)),
@@ -621,17 +627,14 @@ def _add_bench(sub) -> None:
     bn.add_argument("what", choices=[*BENCHES, "sliders"])
     _add_flags(bn, BENCH_FLAGS)
     flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
-    flags += ("pretrained", "data_root", "train_on")
+    flags += ("pretrained", "data_root", "train_on", "rows")
     bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in flags})  # the parser's own
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    if (a.projection is None) == (a.image_encoder is None):
-        raise ValueError("export takes --projection FILE (a W) or --image-encoder FILE (a fine-tuned model): one")
+    conflicts.refuse("export", dict(projection=a.projection, image_encoder=a.image_encoder, t=a.t))
     common = dict(out=a.out, device=a.device, allow_other_weights=a.allow_other_weights, overwrite=a.overwrite)
     if a.image_encoder is not None:
-        if a.t != 1.0:
-            raise ValueError("--t scales a W: a fine-tuned model has none (export it with --image-encoder alone)")
         result = runs.export_finetuned(a.image_encoder, **common)
         print(f"wrote the fine-tuned {result['model']}: " + ", ".join(result["written"]))
     else:

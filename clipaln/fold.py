@@ -74,6 +74,17 @@ def export_checkpoint(
         raise FileExistsError(
             f"{out} is not a clipaln export: choose another --out (--overwrite replaces exports only)"
         )
+    config_file = out.with_suffix(".json")
+    if (
+        overwrite
+        and config is not None
+        and config_file.exists()
+        and not (_is_export(out) and _is_model_config(config_file))
+    ):
+        raise FileExistsError(
+            f"{config_file} is not the config of a clipaln export beside it: choose another --out "
+            "(--overwrite replaces exports only)"
+        )
     written = [save_tensors(out, state, metadata)]
     if config is not None:
         written.append(write_text(out.with_suffix(".json"), json.dumps(config, indent=1) + "\n"))
@@ -100,6 +111,15 @@ def _is_export(weights: Path) -> bool:
             return "source" in (f.metadata() or {})
     except Exception:  # not safetensors at all
         return False
+
+
+def _is_model_config(path: Path) -> bool:
+    """Whether a JSON file is an open_clip model config (what export writes beside its weights)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"embed_dim", "vision_cfg", "text_cfg"} <= set(config)
 
 
 HUB_WEIGHTS, HUB_CONFIG, HUB_CARD = "open_clip_model.safetensors", "open_clip_config.json", "README.md"

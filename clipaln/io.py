@@ -61,6 +61,18 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, text + "\n")
 
 
+def append_json_line(path: str | Path, obj: Any) -> None:
+    """One JSON line appended to `path` and on disk when this returns (a log that a crash keeps)."""
+    try:
+        text = json.dumps(obj, default=float, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"refusing to write to {path}: a value is NaN or infinite") from None
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_tensors(path: str | Path, tensors: dict, metadata: dict | None = None) -> Path:
     """Write tensors as safetensors, atomically (temp file + rename); metadata values as strings."""
     from safetensors.torch import save_file

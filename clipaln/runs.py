@@ -26,8 +26,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from . import conflicts, fold, manifest, reporting
 from . import distributed as dist
-from . import fold, manifest, reporting
 from .data.files import image_identity
 from .data.real import files_fingerprint, hashing_in_full, paths_fingerprint
 from .data.real import photo_set as real_photo_set
@@ -74,25 +74,17 @@ def make_spec(
     toy world's (activity, gender) cells); None keeps the track's default. val_share (pairs): a share
     of the images held out for validation; whole (pairs): every row held out, a file scored whole."""
     toy_data = dataset in (None, "toy")
-    if reg_images is not None and task != "pairs":
-        raise ValueError("--reg-images is for the pairs task")
-    if val_share and task != "pairs":
-        raise ValueError("--val-share is for the pairs task: typographic and gender hold out their own validation data")
+    conflicts.refuse("data", dict(task=task, dataset=dataset, n_train=n_train, n_test=n_test,
+                                  reg_images=reg_images, val_share=val_share))  # fmt: skip
     if task == "pairs":
         if root is None:
             raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
-        if n_train is not None or n_test is not None or dataset not in (None, "toy"):
-            raise ValueError("the pairs task splits the file's rows 80/20: no --n-train, --n-test or --dataset")
         path = str(Path(root).expanduser().resolve())
         return pairs.real_spec(path, seed=seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
     if task == "gender":
         if dataset == "people":
             if root is None:
                 raise ValueError("--dataset people needs --root PEOPLE.csv (path, gender, activity) or a folder")
-            if n_train is not None or n_test is not None:
-                raise ValueError(
-                    "--dataset people splits every (activity, gender) cell 60/20/20: no --n-train/--n-test"
-                )
             return gender.real_spec(str(Path(root).expanduser().resolve()), seed=seed)
         if not toy_data:
             raise ValueError("the gender task reads --dataset toy (the toy world) or --dataset people --root PATH")
@@ -155,19 +147,6 @@ def _resolved(pretrained: str | None) -> str | None:
     if pretrained is not None and Path(pretrained).expanduser().is_file():
         return str(Path(pretrained).expanduser().resolve())
     return pretrained
-
-
-def _check_train_flags(task, mode, train_text, lock_image) -> None:
-    if mode not in ("w", "full"):
-        raise ValueError(f"unknown mode {mode!r}; use w or full")
-    if mode == "full" and task != "typographic":
-        raise ValueError("full fine-tuning (--mode full) is available for the typographic task only")
-    if (train_text or lock_image) and mode != "full":
-        raise ValueError("--train-text and --lock-image go with --mode full (W training never changes the encoders)")
-    if lock_image and not train_text:
-        raise ValueError(
-            "--lock-image with the text tower locked too (the default) leaves nothing to train: --train-text"
-        )
 
 
 def run_manifest(
@@ -274,12 +253,11 @@ def train_run(
     under "eval/" in the reporters. Returns
     {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
     track = _track(task)
-    _check_train_flags(task, mode, train_text, lock_image)
-    if mode == "full" and (overrides or {}).get("orth"):
-        raise ValueError("--orth is for W training; full fine-tuning has no W to keep orthogonal")
+    if mode not in ("w", "full"):
+        raise ValueError(f"unknown mode {mode!r}; use w or full")
+    conflicts.refuse("train", dict(task=task, mode=mode, train_text=train_text, lock_image=lock_image,
+                                   overrides=overrides, eval_every=eval_every, **data))  # fmt: skip
     track.train_config(method, **(overrides or {}))  # a bad value is one line before any work
-    if eval_every and task == "pairs" and not data.get("val_share"):
-        raise ValueError("--eval-every scores W on validation data: W training, and for pairs --val-share")
     reporting.check(report_to)
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
@@ -464,26 +442,12 @@ def eval_run(
     data (a W fitted on hand-made PreferenceData) is refused unless allow_other_data. model / pretrained
     left None come from the projection's manifest (else the toy). Several t (a list) load the model and
     encode once and return {"rows": [one result per t], "source": ...}. The result's "source" says what was scored."""
-    if projection is None and t is not None:
-        raise ValueError("--t needs --projection FILE")
     if split not in ("test", "val"):
         raise ValueError(f"split is 'test' or 'val', got {split!r}")
-    if choose_t and (photos is not None or image_encoder is not None or t is not None):
-        raise ValueError(
-            "--choose-t chooses t for a W on the run's validation split: not with --photos, --image-encoder or --t"
-        )
-    if split == "val" and (photos is not None or image_encoder is not None or choose_t):
-        raise ValueError(
-            "--split val scores W_t on the run's validation data: no --photos, --image-encoder or --choose-t"
-        )
+    conflicts.refuse("eval", dict(task=task, projection=projection, image_encoder=image_encoder, t=t,
+                                  choose_t=choose_t, photos=photos, split=split, **data))  # fmt: skip
     ts = None if t is None or isinstance(t, (int, float)) else [_t_value(v) for v in t]
-    if ts is not None and (not ts or photos is not None or image_encoder is not None):
-        raise ValueError("several --t values go with --projection (not --photos or --image-encoder), at least one")
     t = None if t is None else (ts[0] if ts is not None else _t_value(t))
-    if projection is not None and image_encoder is not None:
-        raise ValueError("--projection and --image-encoder evaluate different runs: give one")
-    if (photos is not None or image_encoder is not None) and task != "typographic":
-        raise ValueError("--photos and --image-encoder go with eval typographic")
     _track(task)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
     for f in (projection, image_encoder):
@@ -519,11 +483,6 @@ def eval_run(
         "weights": model_fingerprint(base),
     }
     if photos is not None:
-        given = [
-            f"--{k.replace('_', '-')}" for k in ("dataset", "root", "n_train", "n_test") if data.get(k) is not None
-        ]
-        if given:
-            raise ValueError(f"--photos is the data: it takes no {', '.join(given)}")
         photo_set = real_photo_set(photos)
         source |= {"photos": str(Path(photos).expanduser().resolve()), "files": files_fingerprint(photo_set.root)}
         result = typographic.evaluate_photos(bundle, photo_set, scaled, **encoding)
@@ -546,8 +505,6 @@ def eval_run(
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         return {"t": None, **typographic.evaluate(feats, reference=ref), "source": source}
     if choose_t:  # t on the validation split (encoded with the training split, as the run was), test at that t
-        if task != "typographic" or proj is None or ts is not None:
-            raise ValueError("--choose-t goes with eval typographic --projection FILE, and no --t")
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=True, spec=spec, **encoding)
         chosen = typographic.choose_t(feats, proj)
         return {

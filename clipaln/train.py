@@ -105,7 +105,7 @@ class TrainConfig:
             raise ValueError(
                 f"lr_scheduler_type must be one of {', '.join(SCHEDULER_TYPES)}, got {self.lr_scheduler_type!r}"
             )
-        schedule = SCHEDULES.get(self.method) or entry.schedule or SCHEDULES["dpo"]
+        schedule = {**SCHEDULES["dpo"], **(SCHEDULES.get(self.method) or entry.schedule or {})}  # DPO's fills gaps
         for k, v in {**entry.paper, **schedule}.items():
             if k == "batch_size" and self.per_device_train_batch_size is not None:
                 continue  # TRL's per-rank batch sets the global one (global_batch)

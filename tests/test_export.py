@@ -165,3 +165,22 @@ def test_python_export_of_a_track_w_folds_it_into_the_local_weights_it_trained_o
         clipaln.export(proj, out=tmp_path / "folder", pretrained=str(other), model="ViT-B-32", allow_other_weights=True)
     card = (tmp_path / "folder" / "README.md").read_text()
     assert "W was trained on other weights than these" in card and str(tmp_path) not in card
+
+
+def test_overwrite_replaces_an_exports_config_only_beside_its_weights(tmp_path, capsys):
+    """One-file export writes NAME.safetensors and NAME.json: --overwrite replaces that pair, and never
+    a NAME.json of the user's (no export beside it, or not an open_clip config), which stays as it was."""
+    bundle = load_clip("toy", device="cpu")
+    proj = _a_projection(bundle, tmp_path / "projection.safetensors", "toy")
+    out = tmp_path / "aligned.safetensors"
+    args = ["export", "--projection", str(proj), "--out", str(out), "--device", "cpu", "--overwrite"]
+    assert main(args) == 0 and main(args) == 0  # an export, then the same export replaced
+    assert json.loads(out.with_suffix(".json").read_text())["embed_dim"] == bundle.embed_dim
+    out.unlink()
+    mine = b'{"my": "settings"}'
+    out.with_suffix(".json").write_bytes(mine)  # a user's aligned.json, no export beside it
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "aligned.json is not the config of a clipaln export" in err and err.count("\n") == 1
+    assert out.with_suffix(".json").read_bytes() == mine and not out.exists()

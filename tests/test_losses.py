@@ -81,6 +81,16 @@ def test_autograd_matches_closed_form_gradient_weight(method, beta):
     assert torch.allclose(-h.grad, losses.gradient_weight(method, h.detach(), beta), atol=1e-6)
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_cdpos_gradient_weight_follows_the_configured_smoothing(eps):
+    """cDPO's closed-form weight takes the run's label_smoothing, not the module's default 0.1."""
+    h = (torch.randn(64, dtype=torch.float64) * 4).requires_grad_(True)
+    losses.cdpo(h, 2.0, eps).sum().backward()
+    w = losses.gradient_weight("cdpo", h.detach(), 2.0, label_smoothing=eps)
+    assert torch.allclose(-h.grad, w, atol=1e-9)
+    assert eps == 0.1 or not torch.allclose(w, losses.gradient_weight("cdpo", h.detach(), 2.0))
+
+
 def test_kto_gradient_weight_matches_desirable_term_autograd():
     h = torch.linspace(-6, 6, 50, dtype=torch.float64, requires_grad=True)
     beta = 1.5

@@ -147,3 +147,19 @@ def test_a_plugin_loss_is_checked_on_its_first_batch():
     finally:
         for name in wrong:
             losses.LOSSES.pop(name, None)
+
+
+def test_a_partial_schedule_takes_dpos_for_the_rest():
+    """register(schedule={"lr": ...}) sets the lr; epochs, orth, batch size and BMA stay DPO's (not None)."""
+    from clipaln.train import SCHEDULES, TrainConfig
+
+    try:
+        losses.register("lrdpo", lambda logp, ref, y_w, y_l, beta, z0: losses.dpo(
+            losses.preference_margin(logp, ref, y_w, y_l), beta), schedule={"lr": 0.01})  # fmt: skip
+        cfg = TrainConfig(method="lrdpo")
+        assert cfg.lr == 0.01
+        assert {k: getattr(cfg, k) for k in ("epochs", "orth", "batch_size", "bma")} == {
+            k: SCHEDULES["dpo"][k] for k in ("epochs", "orth", "batch_size", "bma")
+        }
+    finally:
+        losses.LOSSES.pop("lrdpo", None)

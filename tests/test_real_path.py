@@ -334,7 +334,32 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
     cell = result["rows"]["dpo"]["eurosat"]
     assert cell["authors_test_size"] == 5120 and cell["O"]["sd"] is not None
     assert result["rows"]["base"]["eurosat"]["O"]["sd"] is None  # the base model has no training seed
-    assert main(args) == 0
+    rows = tmp_path / "rows.jsonl"
+    assert main([*args, "--rows", str(rows)]) == 0
     table = capsys.readouterr().out
     assert "**Protocol**" in table and "one training seed" in table and "| n_test_cap | 6 | 5120 |" in table
     assert "| dpo | eurosat |" in table and " / 5120 |" in table
+    kept = [json.loads(line) for line in rows.read_text().splitlines()]  # each finished cell, one line
+    assert [(r["dataset"], r["method"]) for r in kept] == [
+        (d, m) for d in ("imagenet100", "eurosat") for m in ("base", "dpo", "ipo", "kto", "ce")
+    ]
+    assert all(0 <= r[k]["ours"] <= 100 and r["classes"] == (3 if r["dataset"] == "imagenet100" else 10)
+               for r in kept for k in "OT")  # fmt: skip
+    before = rows.read_bytes()
+    assert main([*args, "--rows", str(rows)]) == 2  # the user's file (or the last run's) is never replaced
+    assert "rows.jsonl exists" in capsys.readouterr().err and rows.read_bytes() == before
+    # a bench that stops half-way keeps what it finished
+    calls = {"n": 0}
+    evaluate = bench_paper.typographic.evaluate
+
+    def stops_at_the_seventh(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(bench_paper.typographic, "evaluate", stops_at_the_seventh)
+    stopped = tmp_path / "stopped.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        bench_paper.paper_table("ViT-B-32", None, root, n_train=6, n_test=6, on_row=bench_paper.row_writer(stopped))
+    assert len(stopped.read_text().splitlines()) == 6

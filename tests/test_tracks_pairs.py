@@ -203,3 +203,29 @@ def test_a_pairs_csv_header_names_each_column_once(tmp_path, header, message):
     with pytest.raises(ValueError) as e:
         pairs.read_pairs(tmp_path / "p.csv")
     assert message in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_opposite_preferences_for_one_image_under_two_names_are_refused(tmp_path):
+    """An image is its pixels: a copy saved with other bytes under another name is the same image,
+    and preferring A over B for one and B over A for the other cancels out as it would for one name."""
+    import json
+
+    from PIL import Image
+
+    from clipaln.tracks.pairs import read_pairs
+
+    im = Image.new("RGB", (8, 8), (200, 30, 30))
+    im.save(tmp_path / "a.png", compress_level=1)
+    im.save(tmp_path / "a-copy.png", compress_level=9)
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "a-copy.png").read_bytes()
+    rows = [
+        {"image": "a.png", "chosen": "a cup.", "rejected": "a car."},
+        {"image": "b.png", "chosen": "a car.", "rejected": "a cup."},
+    ]
+    (tmp_path / "ok.json").write_text(json.dumps(rows))
+    assert len(read_pairs(tmp_path / "ok.json")) == 2  # other pixels: no contradiction
+    rows.append({"image": "a-copy.png", "chosen": "a car.", "rejected": "a cup."})
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match="rows 1 and 3 prefer opposite captions for a-copy.png"):
+        read_pairs(tmp_path / "p.json")

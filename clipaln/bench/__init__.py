@@ -16,6 +16,7 @@ from .adversarial import ADVERSARIAL, ADVERSARIAL_LRS, PGD_EPS, adversarial_tabl
 from .paper import DATASETS as PAPER_DATASETS
 from .paper import markdown as paper_markdown
 from .paper import paper_table
+from .paper import row_writer as paper_row_writer
 from .paper_claims import PAPER_FIGURES, PO, claims, claims_markdown, claims_run
 from .records import made_with, provenance, recorded
 from .results import ROWS, format_table, mean_and_spread, table_frame, tour, typographic_table
@@ -27,7 +28,7 @@ __all__ = [
     "ABLATION", "ADVERSARIAL", "ADVERSARIAL_LRS", "BEFORE", "DATA_SIZES", "PAPER_CROSSING", "PAPER_DATASETS",
     "PAPER_FIGURES", "PGD_EPS", "PO", "REGIME_ALIGNMENTS", "ROWS", "TUNED", "ablation_table", "adversarial_table",
     "claims", "claims_markdown", "claims_run", "dial_table", "encode_bench", "encode_once", "format_table",
-    "gender_table", "largest_gap", "made_with", "mean_and_spread", "measure_model", "paper_markdown", "paper_table",
-    "provenance", "recorded", "regime_table", "slider_update_ms", "speed", "table_frame", "tour", "tune_table",
-    "typographic_table",
+    "gender_table", "largest_gap", "made_with", "mean_and_spread", "measure_model", "paper_markdown",
+    "paper_row_writer", "paper_table", "provenance", "recorded", "regime_table", "slider_update_ms", "speed",
+    "table_frame", "tour", "tune_table", "typographic_table",
 ]  # fmt: skip

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from ..features import FeatureCache
+from ..io import append_json_line
 from ..models import load_clip
 from ..tracks import typographic
 
@@ -169,6 +170,17 @@ def layouts(data_root: str | Path) -> dict[str, Path]:
     return {name: root / name for name in DATASETS if (root / name).is_dir()}
 
 
+def row_writer(path: str | Path) -> Callable[[dict], None]:
+    """paper_table's on_row for a new JSON Lines file: each finished cell one line, on disk at once.
+    The file must not exist (what is there is the user's) and its folder must."""
+    path = Path(path).expanduser()
+    if path.exists():
+        raise FileExistsError(f"--rows {path} exists: choose a new file (bench paper replaces nothing)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--rows {path}: its folder {path.parent} does not exist")
+    return lambda row: append_json_line(path, row)
+
+
 def paper_table(
     model: str,
     pretrained: str | None,
@@ -182,12 +194,15 @@ def paper_table(
     cache: FeatureCache | None = None,
     progress: bool = True,
     seeds: Sequence[int] | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Table 1: W trained on `train_on` with each method, O and T on every dataset found, ours and
     the authors' in percent, and the difference. Missing datasets are listed, not guessed. seed: the
     data's draws; seeds: the training seeds (default: seed alone), each cell their mean with its sd;
     n_test: at most so many test images per dataset (the result gives each dataset's own count).
-    The result's "protocol" states sizes, seeds, schedules and preprocessing, ours and the authors'."""
+    The result's "protocol" states sizes, seeds, schedules and preprocessing, ours and the authors'.
+    on_row: called with each finished cell ({"dataset", "method", ...the cell}) as soon as it is scored,
+    so that what a long bench finished is kept if it stops (the CLI's --rows FILE)."""
     found = layouts(data_root)
     if train_on not in found:
         raise FileNotFoundError(f"--data-root {data_root} has no {train_on}/ folder to train on")
@@ -239,6 +254,8 @@ def paper_table(
             cell |= {"classes": classes, "authors_classes": CLASSES.get(name), "not_comparable": unlike}
             cell["authors_test_size"] = _their_test_size(logged, m, name)
             rows.setdefault(m or "base", {})[name] = cell
+            if on_row is not None:
+                on_row({"dataset": name, "method": m or "base", **cell})
     return {
         "model": model,
         "pretrained": pretrained or "random init",

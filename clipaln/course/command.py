@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..io import print_json
 from ..parsing import COMMANDS
-from .editions import build
-from .grading import grade, totals
+
+# editions and grading (nbformat, nbclient) are imported when a course command runs, not with the parser
 
 
 def _notebooks(path: str) -> Path:
@@ -30,6 +30,8 @@ def cmd_build(a: argparse.Namespace) -> None:
         raise FileExistsError(f"{out} exists and is not empty: choose a new folder (nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    from .editions import build
+
     try:
         edition = build(_notebooks(a.notebooks), staging)
         if out.exists():
@@ -49,6 +51,9 @@ def cmd_build(a: argparse.Namespace) -> None:
 
 
 def cmd_grade(a: argparse.Namespace) -> None:
+    from .editions import build
+    from .grading import grade, totals
+
     submissions = Path(a.submissions).expanduser()
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import losses
-from ..data.files import group_by_content, read_csv_rows
+from ..data.files import group_by_content, image_identity, read_csv_rows
 from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
 from ..io import read_text
@@ -90,13 +90,14 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         raise ValueError(f"{path} holds {len(out)} pairs: need at least 2 (some to train on, some to test)")
     first = {}
     for i, (image, chosen, rejected) in enumerate(out, start=2 if path.suffix.lower() == ".csv" else 1):
-        other = first.get((image, rejected, chosen))
+        same = image_identity(image)  # its pixels: a copy under another name is the same image
+        other = first.get((same, rejected, chosen))
         if other is not None:  # A over B and B over A for one image: the preference cancels
             raise ValueError(
                 f"{path}: rows {other} and {i} prefer opposite captions for {image.name} "
                 f"({chosen!r} / {rejected!r}): keep one"
             )
-        first.setdefault((image, chosen, rejected), i)
+        first.setdefault((same, chosen, rejected), i)
     return out
 
 
