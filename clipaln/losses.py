@@ -360,10 +360,15 @@ def per_pair_loss(name: str, entry: Method, *args, **options) -> torch.Tensor:
     """entry.loss(*args), checked as a registered loss must be: a tensor of one loss per pair (N,),
     with a gradient where its inputs have one. Anything else is one ValueError naming the loss."""
     n = len(args[2])  # y_w
-    try:
+    if name in BUILTIN:
         out = entry.loss(*args, **options)
-    except TypeError as e:  # a signature that is not (logp, ref_logp, y_w, y_l, beta, z0)
-        raise ValueError(f"the loss {name!r} must take (logp, ref_logp, y_w, y_l, beta, z0): {e}") from None
+    else:  # a plugin's own failure is one line that names it; ours keep their traceback
+        try:
+            out = entry.loss(*args, **options)
+        except TypeError as e:  # a signature that is not (logp, ref_logp, y_w, y_l, beta, z0)
+            raise ValueError(f"the loss {name!r} must take (logp, ref_logp, y_w, y_l, beta, z0): {e}") from None
+        except Exception as e:
+            raise ValueError(f"the loss {name!r} raised {type(e).__name__}: {e}") from None
     if not isinstance(out, torch.Tensor):
         raise ValueError(
             f"the loss {name!r} must return a tensor of one loss per pair ({n},), not {type(out).__name__}"

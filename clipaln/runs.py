@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -209,15 +210,43 @@ def started_request(out: str | Path) -> dict | None:
     for field, kind in REQUEST_FIELDS.items():
         if not isinstance(request.get(field), kind):
             raise ValueError(f"{path}: {field} is {request.get(field)!r}, not a {kind.__name__}; {fix}")
-    known = {*REQUEST_FIELDS, *train_run.__kwdefaults__, *DATA_FIELDS, "download", "precision"}
-    unknown = sorted(set(request) - known)
+    unknown = sorted(set(request) - {*REQUEST_FIELDS, *OPTIONAL_FIELDS})
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; {fix}")
+    for field, kinds in OPTIONAL_FIELDS.items():
+        value = request.get(field)
+        if field in request and not (
+            any(isinstance(value, k) and not (isinstance(value, bool) and k is not bool) for k in kinds)
+            and (not isinstance(value, list) or all(isinstance(v, str) for v in value))
+            and (not isinstance(value, float) or math.isfinite(value))
+        ):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ValueError(f"{path}: {field} is {value!r}, not {names}; {fix}")
     return request
 
 
-#: What a request file must hold, and of what type (the rest is checked against train_run's keywords).
+#: What a request file must hold, and of what type; and what it may hold (train_run's other keywords).
 REQUEST_FIELDS = {"task": str, "method": str, "mode": str, "overrides": dict}
+_N = (int, type(None))
+_S = (str, type(None))
+OPTIONAL_FIELDS = {
+    "checkpoint_every": _N,
+    "train_text": (bool,),
+    "lock_image": (bool,),
+    "report_to": (list,),
+    "eval_every": _N,
+    "model": _S,
+    "pretrained": _S,
+    "dataset": _S,
+    "root": _S,
+    "n_train": _N,
+    "n_test": _N,
+    "seed": _N,
+    "reg_images": _S,
+    "val_share": (float, int, type(None)),
+    "download": (bool,),
+    "precision": (str,),
+}  # fmt: skip (how a run reads its data and where it runs, the flags of the resume give: never recorded)
 
 
 def train_run(
