@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from safetensors import SafetensorError
 
 from . import bench, conflicts, distributed, losses, runs
+from .bench import registry as bench_registry
 from .course import command as course_command
 from .data.real import FULL_HASH_ENV
 from .features import PRECISIONS, FeatureCache
@@ -29,7 +30,7 @@ from .models import load_clip
 from .parsing import COMMANDS, DESCRIPTION, Parser
 from .reporting import REPORTERS
 from .toyworld.model import toy_paths
-from .tracks import gender, pairs, phenomena, typographic
+from .tracks import TRACKS, gender, phenomena
 from .train import SCHEDULER_TYPES, read_config
 
 
@@ -56,16 +57,15 @@ def _data_args(a) -> dict:
     }
 
 
-def _print_typographic(m: dict) -> None:
-    print(f"base:    {typographic.format_metrics(m['base'])}\ntrained: {typographic.format_metrics(m['trained'])}")
-
-
-def _print_gender(m: dict) -> None:
-    print(gender.format_result(m["trained"]))
-
-
-def _print_pairs(m: dict) -> None:
-    print(f"base:    {pairs.format_metrics(m['base'])}\ntrained: {pairs.format_metrics(m['trained'])}")
+def _print_trained(task: str, m: dict) -> None:
+    """A finished run's metrics, as its track formats them (format_result / format_metrics), else as
+    `name value` pairs."""
+    track = TRACKS[task]
+    if hasattr(track, "format_result"):  # gender: the trained W's rankings, prompt by prompt
+        print(track.format_result(m["trained"]))
+        return
+    show = getattr(track, "format_metrics", lambda r: "  ".join(f"{k} {v}" for k, v in r.items()))
+    print(f"base:    {show(m['base'])}\ntrained: {show(m['trained'])}")
 
 
 def _train_request(a) -> dict:
@@ -159,7 +159,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     result = runs.train_run(out=a.out, resume=a.resume, overwrite=a.overwrite, **request)
     if not result:  # a rank other than 0
         return
-    {"gender": _print_gender, "pairs": _print_pairs}.get(request["task"], _print_typographic)(result["metrics"])
+    _print_trained(request["task"], result["metrics"])
     print("wrote " + ", ".join(result["written"]))
 
 
@@ -232,79 +232,23 @@ def cmd_eval(a: argparse.Namespace) -> None:
     _print_json(result) if a.json else _print_eval(result)
 
 
-#: The flags each benchmark reads (beside --json and --device); any other given is refused, not ignored.
-BENCH_READS = {
-    "speed": {"n_toy", "n_vit"},
-    "encode": {"model", "n", "workers"},
-    "sliders": {"no_cache"},
-    "tune": {"n_train", "n_test", "seed", "seeds", "no_cache"},
-    "paper": {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds", "no_cache", "rows"},
-}
-BENCH_DEFAULT_READS = {"n_train", "n_test", "seed", "seeds", "no_cache"}  # the toy-world tables
+def _sliders(c: bench_registry.Context) -> dict:
+    from .widgets import bench as sliders_bench  # matplotlib and ipywidgets: only for this benchmark
+
+    return sliders_bench(c.cache)
 
 
-def _check_bench_flags(a) -> None:
-    used = BENCH_READS.get(a.what, BENCH_DEFAULT_READS)
-    given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in used]
-    if given:
-        names = ", ".join("--" + f.replace("_", "-") for f in given)
-        raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
-    if a.seeds is None:  # each bench's own default
-        a.seeds = {"tune": (0,), "paper": (a.seed,)}.get(a.what, (0, 1, 2))
-    if a.what == "tune" and len(a.seeds) != 1:
-        raise ValueError("bench tune trains one seed: pass --seeds N (one seed)")
-
-
-#: The toy-world benches: what each runs on (bundle, typographic spec, people spec, cache, parsed flags).
-TOY_BENCHES = {
-    "regime": lambda b, spec, people, cache, a: bench.regime_table(b, people, cache, seeds=a.seeds),
-    "gender": lambda b, spec, people, cache, a: bench.gender_table(b, people, cache, seeds=a.seeds),
-    "tune": lambda b, spec, people, cache, a: bench.tune_table(b, spec, cache, seed=a.seeds[0]),  # one seed (checked)
-    "ablation": lambda b, spec, people, cache, a: bench.ablation_table(b, spec, cache, seeds=a.seeds),
-    "dial": lambda b, spec, people, cache, a: bench.dial_table(b, spec, people, cache, seeds=a.seeds),
-    "adversarial": lambda b, spec, people, cache, a: bench.adversarial_table(b, spec, cache, seeds=a.seeds),
-}
-
-
-def _bench_paper(a) -> None:
-    if a.data_root is None:
-        raise ValueError(
-            "bench paper reads the datasets under --data-root ROOT (ROOT/imagenet100, ROOT/oxford_pets, ...)"
-        )
-    sizes = {k: v for k, v in (("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
-    cache = FeatureCache(enabled=not a.no_cache)
-    on_row = None if a.rows is None else bench.paper_row_writer(a.rows)  # checked before any work
-    result = bench.paper_table(a.model, a.pretrained, a.data_root, a.train_on, seed=a.seed, device=a.device,
-                               cache=cache, progress=not a.json, seeds=a.seeds, **sizes,
-                               on_row=on_row)  # fmt: skip
-    _print_json(result) if a.json else print(bench.paper_markdown(result))
+bench_registry.register("sliders", bench_registry.Bench(_sliders, needs="own", reads=frozenset({"no_cache"})))
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    _check_bench_flags(a)
-    if a.what == "paper":
-        return _bench_paper(a)
-    if a.what == "speed":
-        return _print_json(bench.speed(a.device, a.n_toy, a.n_vit))
-    if a.what == "encode":
-        return _print_json(bench.encode_bench(a.model, a.n, a.workers, a.device))
-    if a.model != "toy":
-        raise ValueError("--model is for bench encode; the other benchmarks run in the toy world")
-    if a.what == "sliders":
-        from .widgets import bench as sliders_bench  # matplotlib and ipywidgets: only for this benchmark
-
-        return _print_json(sliders_bench(FeatureCache(enabled=not a.no_cache)))
-    bundle, cache = load_clip("toy", device=a.device), FeatureCache(enabled=not a.no_cache)
-    sizes = dict(n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    people = runs.make_spec("gender", **sizes) if a.what in ("gender", "claims", "dial", "regime") else None
-    spec = runs.make_spec("typographic", **sizes) if a.what not in ("gender", "regime") else None
-    if a.what in TOY_BENCHES:
-        return _print_json(TOY_BENCHES[a.what](bundle, spec, people, cache, a))
-    if a.what == "claims":
-        result = bench.claims_run(bundle, spec, people, cache, seeds=a.seeds)
-        return _print_json(result) if a.json else print(bench.claims_markdown(result["claims"]))
-    result = bench.typographic_table(bundle, spec, cache, seeds=a.seeds, progress=False)
-    _print_json(result) if a.json else print(bench.format_table(result))
+    spec = bench_registry.BENCHES[a.what]
+    given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in spec.reads]
+    if given:  # a flag it does not read would be ignored: refused
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
+    result = bench_registry.run(a.what, {k: v for k, v in vars(a).items() if k not in ("func", "flag_defaults")})
+    _print_json(result) if a.json or spec.markdown is None else print(spec.markdown(result))
 
 
 def _method(name: str) -> str:
@@ -521,7 +465,7 @@ TRAIN_FLAGS = (
 
 def _add_train(sub) -> None:
     tr = sub.add_parser("train", help=COMMANDS["train"])
-    tr.add_argument("task", choices=["typographic", "gender", "pairs"])
+    tr.add_argument("task", choices=list(TRACKS))
     _add_model_args(tr, seed_default=None)
     tr.add_argument(
         "--method", type=_method, default=None, help=f"{', '.join(losses.LOSSES)} (default: the config's, else dpo)"
@@ -574,15 +518,12 @@ EVAL_FLAGS = (
 
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help=COMMANDS["eval"])
-    e.add_argument("target", choices=["toy", "typographic", "gender", "pairs"])
+    e.add_argument("target", choices=["toy", *TRACKS])
     _add_model_args(e, seed_default=None, model_default=None)
     _add_flags(e, EVAL_FLAGS)
     e.set_defaults(func=cmd_eval)
 
 
-BENCHES = (
-    "typographic", "tune", "dial", "claims", "gender", "regime", "speed", "encode", "ablation", "adversarial", "paper",
-)  # fmt: skip
 #: bench's flags: (flag, argparse keywords).
 BENCH_FLAGS = (
     ("--model", dict(default="toy", help="encode, paper: toy or an open_clip name (encode: random init)")),
@@ -624,7 +565,7 @@ BENCH_FLAGS = (
 
 def _add_bench(sub) -> None:
     bn = sub.add_parser("bench", help=COMMANDS["bench"])
-    bn.add_argument("what", choices=[*BENCHES, "sliders"])
+    bn.add_argument("what", choices=list(bench_registry.BENCHES))
     _add_flags(bn, BENCH_FLAGS)
     flags = ("model", "n", "workers", "n_train", "n_test", "seed", "seeds", "no_cache", "n_toy", "n_vit")
     flags += ("pretrained", "data_root", "train_on", "rows")

@@ -12,8 +12,7 @@ DESCRIPTION = "Preference optimisation for CLIP-like models."
 COMMANDS = {
     "train": "train a shared projection W (or fine-tune the encoders)",
     "eval": "measure a model: `eval toy` (the toy phenomena), `eval typographic`, `eval gender`",
-    "bench": "benchmarks: typographic, tune, dial, claims, gender, regime, speed, encode, ablation, adversarial, "
-    "paper, sliders",
+    "bench": "benchmarks: the paper's tables in the toy world, Table 1 on real data, speed (bench --help: each)",
     "export": "fold W_t into the model: a checkpoint plain open_clip loads",
     "tour": "the toy-world tour: what the shipped toy CLIP does",
     "course": "a class: `course build OUT` (student and instructor editions), `course grade SUBMISSIONS`",

@@ -39,9 +39,8 @@ from .models import ClipBundle, load_clip
 from .projection import FORMAT as PROJECTION_FORMAT
 from .projection import SharedProjection, exponents
 from .reporting import Reporter
-from .toyworld import ACTIVITIES, GENDERS
 from .toyworld.model import toy_config
-from .tracks import TRACKS, gender, pairs, typographic
+from .tracks import TRACKS, gender, pairs, protocol, typographic
 from .train import TrainConfig, check_checkpoint, checkpoint_step
 
 
@@ -74,42 +73,11 @@ def make_spec(
     n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
     toy world's (activity, gender) cells); None keeps the track's default. val_share (pairs): a share
     of the images held out for validation; whole (pairs): every row held out, a file scored whole."""
-    toy_data = dataset in (None, "toy")
     conflicts.refuse("data", dict(task=task, dataset=dataset, n_train=n_train, n_test=n_test,
                                   reg_images=reg_images, val_share=val_share))  # fmt: skip
-    if task == "pairs":
-        if root is None:
-            raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
-        path = str(Path(root).expanduser().resolve())
-        return pairs.real_spec(path, seed=seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
-    if task == "gender":
-        if dataset == "people":
-            if root is None:
-                raise ValueError("--dataset people needs --root PEOPLE.csv (path, gender, activity) or a folder")
-            return gender.real_spec(str(Path(root).expanduser().resolve()), seed=seed)
-        if not toy_data:
-            raise ValueError("the gender task reads --dataset toy (the toy world) or --dataset people --root PATH")
-        if model != "toy":
-            raise ValueError("a real model needs real people: --dataset people --root PEOPLE.csv (or a folder)")
-        cells = len(ACTIVITIES) * len(GENDERS)
-        for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
-            if n is not None and n % cells:
-                raise ValueError(
-                    f"gender {flag} counts people over {cells} (activity, gender) cells: use a multiple of {cells}"
-                )
-        per_cell = lambda n, default: default if n is None else n // cells
-        return gender.toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
-    keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
-    if toy_data and root is not None:
-        raise ValueError("--root goes with --dataset NAME (or folder); the toy world is drawn, not read")
-    if model == "toy" and toy_data:
-        return typographic.toy_spec(seed=seed, **keep)
-    if toy_data:
-        raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
-    if root is None:
-        raise ValueError("--dataset needs --root PATH")
-    root = str(Path(root).expanduser().resolve())  # the same folder gives the same key from anywhere
-    return typographic.real_spec(dataset, root, seed=seed, download=download, **keep)
+    options = {k: v for k, v in (("reg_images", reg_images), ("val_share", val_share), ("whole", whole)) if v}
+    return _track(task).make_spec(model=model, dataset=dataset, root=root, n_train=n_train, n_test=n_test,
+                                  seed=seed, download=download, **options)  # fmt: skip
 
 
 def features(
@@ -129,9 +97,7 @@ def features(
     spec = spec or make_spec(task, model=bundle.name, **data)
     store = FeatureCache(enabled=cache)
     encoding = dict(progress=progress, workers=workers, precision=precision)
-    if _track(task) is typographic:
-        return spec, typographic.build_features(bundle, spec, store, with_train=with_train, **encoding)
-    return spec, _track(task).build_features(bundle, spec, store, **encoding)
+    return spec, _track(task).build_features(bundle, spec, store, with_train=with_train, **encoding)
 
 
 def _finetune(bundle: ClipBundle, spec, feats, cfg, cache: bool, progress: bool, train_text: bool, lock_image: bool,
@@ -545,24 +511,8 @@ def eval_run(
         }
     val = split == "val"  # the typographic validation split is encoded with the training split
     _, feats = features(bundle, task, cache=cache, progress=progress, with_train=val, spec=spec, **encoding)
-    if val and task == "pairs":
-        feats = feats.on_val()
-    elif val and (feats.val if task == "typographic" else feats.val_gallery) is None:
-        raise ValueError(f"this {task} data has no validation split to score")
-    if val and task == "gender":
-        feats = feats.on_val_gallery()
-    sweep = gender.Sweep(feats, proj) if task == "gender" else None
-
-    def at(t: float) -> dict:
-        if sweep is not None:
-            return sweep.at(t, feats.skewed)
-        w_t = proj.scaled(t) if proj is not None else None
-        if val and task == "typographic":
-            scores = typographic.evaluate_split(feats, feats.val, w_t)
-        else:  # pairs: the validation pairs are in the test's place
-            scores = _track(task).evaluate(feats, w_t)
-        return {"t": t if proj is not None else None, **scores}
-
+    scores = protocol.evaluator(_track(task), feats, proj, split)
+    at = lambda t: {"t": t if proj is not None else None, **scores(t)}
     if ts is not None:
         return {"rows": [at(v) for v in ts], "source": {**source, "t": ts}}
     return {**at(t), "source": source}

@@ -48,3 +48,16 @@ def ctrl_c_after_checkpoints(monkeypatch):
             monkeypatch.setattr(train_module, "save_checkpoint", real_save)
 
     return interrupt
+
+
+@pytest.fixture(scope="session")
+def pairs_file(tmp_path_factory):
+    """A 12-row pairs file of toy scenes (JSON Lines), shared by the run-folder, config and export tests."""
+    import json
+
+    from test_tracks_pairs import scenes
+
+    d = tmp_path_factory.mktemp("pairs")
+    rows = scenes(d / "s", n=12)
+    (d / "s" / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "s" / "p.jsonl"

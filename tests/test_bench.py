@@ -5,6 +5,7 @@ import json
 import pytest
 
 from clipaln import bench
+from clipaln.cli import main
 
 
 def test_slider_benchmark_matches_the_naive_scorer():
@@ -125,3 +126,24 @@ def test_the_gpu_check_runs_every_part_in_its_dry_run(tmp_path):
     assert subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env).returncode != 0 or (
         __import__("torch").cuda.is_available()
     )  # without --dry-run it needs a GPU: one line, not a CPU run passed off as one
+
+
+def test_a_benchmark_in_one_file_and_one_line_runs_from_the_command_line(capsys, monkeypatch):
+    from pathlib import Path
+
+    from clipaln.bench import registry
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "examples"))
+    from clean_accuracy_bench import clean_accuracy
+
+    registry.register("clean", registry.Bench(clean_accuracy))  # the one line
+    try:
+        assert main(["bench", "clean", "--n-test", "24", "--json", "--no-cache"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["n_test"] == 24 and 0.9 <= result["accuracy/clean"] <= 1.0  # the toy CLIP sees objects
+        assert main(["bench", "clean", "--n-toy", "5"]) == 2  # a flag it does not read is refused
+        assert "bench clean does not read --n-toy" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="registered already"):
+            registry.register("paper", registry.Bench(clean_accuracy))
+    finally:
+        del registry.BENCHES["clean"]

@@ -3,13 +3,17 @@
 import json
 import subprocess
 import sys
+import urllib.error
 
 import pytest
 import torch
 from PIL import Image
+from support import cli, one_line_error
 
+from clipaln import runs
 from clipaln.cli import main
 from clipaln.projection import SharedProjection
+from clipaln.tracks import typographic
 
 
 def run(args, capsys):
@@ -160,7 +164,6 @@ def test_eval_scores_the_runs_validation_split(capsys, tmp_path):
     """`eval --split val` (issue 30): the run's validation split, what settings are chosen on, the same
     numbers as the library's evaluate_split; refused where there is none to score."""
     from clipaln import load_clip, runs
-    from clipaln.tracks import typographic
 
     out = tmp_path / "run"
     args = ["--model", "toy", "--epochs", "1", "--n-train", "120", "--n-test", "60", "--seed", "3", "--no-cache"]
@@ -232,9 +235,18 @@ def test_the_first_eval_after_training_reads_the_training_run_s_features(tmp_pat
 
 @pytest.mark.parametrize("what, function", [("typographic", "typographic_table"), ("claims", "claims_run")])
 def test_every_bench_json_refuses_nan_in_one_line(what, function, monkeypatch, capsys):
-    import clipaln.commands as commands
+    from clipaln.bench import registry
 
-    monkeypatch.setattr(commands.bench, function, lambda *a, **k: {"claims": [], "accuracy": float("nan")})
+    monkeypatch.setattr(registry, function, lambda *a, **k: {"claims": [], "accuracy": float("nan")})
     assert main(["bench", what, "--json"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and "NaN" in err
+
+
+def test_os_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(runs, "train_run", offline)
+    code, _, err = cli(["train", "typographic", "--out", tmp_path / "o"], capsys)
+    one_line_error(code, err, "name resolution")

@@ -1,6 +1,7 @@
 """An exported checkpoint is a plain open_clip model whose scores equal clipaln's W_t scores."""
 
 import json
+import os
 import warnings
 
 import open_clip
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support import hold_lock, train_pairs
 
 from clipaln import runs
 from clipaln.cli import main
@@ -15,6 +17,7 @@ from clipaln.features import encode_images, encode_texts
 from clipaln.models import load_clip
 from clipaln.policy import similarities
 from clipaln.projection import SharedProjection
+from clipaln.train import TrainConfig
 
 PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a photo of an apple.", "a photo of a tree."]
 
@@ -184,3 +187,95 @@ def test_overwrite_replaces_an_exports_config_only_beside_its_weights(tmp_path, 
     err = capsys.readouterr().err
     assert "aligned.json is not the config of a clipaln export" in err and err.count("\n") == 1
     assert out.with_suffix(".json").read_bytes() == mine and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def run(pairs_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r"
+    assert train_pairs(pairs_file, out) == 0
+    return out
+
+
+def test_export_overwrite_never_replaces_what_is_not_an_export(tmp_path, run, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert main(["export", "--projection", str(run / "projection.safetensors"), "--out", str(mine), "--overwrite"]) == 2
+    assert "holds no clipaln export" in capsys.readouterr().err
+    assert (mine / "README.md").read_text() == "my notes" and sorted(os.listdir(mine)) == ["README.md"]
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not mine to replace")
+    assert (
+        main(["export", "--projection", str(run / "projection.safetensors"), "--out", str(weights), "--overwrite"]) == 2
+    )
+    assert weights.read_bytes() == b"not mine to replace"
+
+
+def test_an_export_replaces_an_export_and_a_second_one_at_once_is_refused(tmp_path, run, capsys):
+    out = tmp_path / "exp"
+    args = ["export", "--projection", str(run / "projection.safetensors"), "--out", str(out)]
+    assert main([*args, "--t", "0.5"]) == 0
+    assert main([*args, "--t", "2", "--overwrite"]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(out / "open_clip_model.safetensors"), "pt") as f:
+        assert f.metadata()["t"] == "2.0"
+    holder = hold_lock(out)
+    try:
+        assert main([*args, "--overwrite"]) == 2
+        assert "being written by another clipaln process" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_interrupted_export_leaves_nothing_and_runs_again(tmp_path, run, monkeypatch):
+    import safetensors.torch
+
+    out = tmp_path / "exp"
+    real = safetensors.torch.save_file
+
+    def killed(tensors, path, metadata=None):
+        real(tensors, path, metadata)
+        raise KeyboardInterrupt  # SIGTERM arrives as KeyboardInterrupt (cli._interrupt)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    args = ["export", "--projection", str(run / "projection.safetensors"), "--out", str(out)]
+    assert main(args) == 130
+    assert sorted(os.listdir(tmp_path)) == []  # no OUT, no OUT.partial, no .tmp, no lock
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert main(args) == 0
+
+
+def test_weights_are_as_readable_as_their_json(tmp_path, run):
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--projection", str(run / "projection.safetensors"), "--out", str(tmp_path / "e")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "e").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_w_fitted_in_python_exports_from_memory(tmp_path, toy):
+    import clipaln
+    from clipaln import PreferenceData, fit_projection
+    from clipaln.toyworld import render
+
+    images = [render(obj=o, rng=i) for i, o in enumerate(["apple", "cup", "key", "bird"])]
+    data = PreferenceData.from_captions(
+        toy,
+        images,
+        ["a photo of an apple.", "a photo of a cup.", "a photo of a key.", "a photo of a bird."],
+        ["a photo of a cup.", "a photo of a key.", "a photo of a bird.", "a photo of an apple."],
+    )
+    assert data.record["model"] == "toy"  # from_captions records the model
+    W, _ = fit_projection(data, TrainConfig(method="dpo", epochs=1, batch_size=4), progress=False)
+    r = clipaln.export(W, out=tmp_path / "mem", t=0.5)
+    assert r["model"] == "toy" and (tmp_path / "mem" / "open_clip_model.safetensors").is_file()
+    W.save(tmp_path / "w.safetensors")
+    assert clipaln.export(tmp_path / "w.safetensors", out=tmp_path / "file.safetensors")["model"] == "toy"
+    bare = clipaln.SharedProjection(W.dim, W.weight.detach())
+    with pytest.raises(ValueError, match="carries no record of its model: pass model="):
+        clipaln.export(bare, out=tmp_path / "x")
+    assert clipaln.export(bare, out=tmp_path / "y", model="toy")["model"] == "toy"

@@ -8,7 +8,6 @@ import json
 import random
 import string
 
-import pytest
 import torch
 
 from clipaln import losses
@@ -21,16 +20,6 @@ N_LOSSES = 60
 VALUES = [None, True, False, 0, -1, 1, 2, 1.5, 1e308, -1e-9, float("nan"), 10**30, "", "x", "dpo", "kto", "full", "w",
           "pairs", "gender", "../x", [], [1], ["dpo"], {}, {"lr": "x"}, {"epochs": 0}, {"epochs": 1}]  # fmt: skip
 OVERRIDE_KEYS = ["lr", "epochs", "batch_size", "beta", "lam", "orth", "bma", "seed", "label_smoothing", "warmup", "x"]
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory):
-    from test_tracks_pairs import scenes
-
-    folder = tmp_path_factory.mktemp("pairs")
-    rows = scenes(folder, n=12)
-    (folder / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder / "p.jsonl"
 
 
 def _finishes_or_one_line(code, err, out):

@@ -170,3 +170,10 @@ def test_the_readmes_data_flow_line_is_the_import_graph():
             if here is not None and there is not None and there > here:
                 upward.append(f"{module} imports {dep}")
     assert not upward, upward
+
+
+def test_test_files_are_named_for_what_they_test_not_for_a_review():
+    """Tests mirror the package's subjects (test_<module>.py or the subject: run folder, resume, ...)."""
+    names = [p.name for p in (PACKAGE.parent / "tests").glob("test_*.py")]
+    assert len(names) >= 40
+    assert [n for n in names if re.search(r"hostile|pass\d|review|trust|round\d|issue", n)] == []

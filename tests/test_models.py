@@ -1,13 +1,18 @@
 """load_clip: the toy model offline, real open_clip architectures at random init, fast hub errors."""
 
+import json
+import os
+import re
 import time
 import warnings
 
 import pytest
 import torch
 from PIL import Image
+from support import TINY, cli, one_line_error
 
 from clipaln import load_clip
+from clipaln.cli import main
 from clipaln.features import encode_images, encode_texts
 
 
@@ -82,7 +87,6 @@ def test_local_weights_in_a_plain_vit_warn_about_quickgelu_and_tilde_expands(tmp
 
 
 def test_a_local_dir_model_and_a_missing_optional_package(tmp_path):
-    import json
 
     import open_clip
     from safetensors.torch import save_file
@@ -175,15 +179,11 @@ def test_a_local_file_that_is_a_known_tags_weights_loads_as_the_tag(tmp_path, op
 def test_the_readmes_real_clip_commands_run_as_written(tmp_path, openai_stub, monkeypatch, capsys):
     """Every README line with --pretrained openai, run as written (the shell's ~ expanded) against
     the stubbed download, on a tiny data folder in each layout it names; each run's model is QuickGELU."""
-    import json
-    import os
-    import re
     import shlex
     from pathlib import Path
 
     from PIL import Image
 
-    from clipaln.cli import main
     from clipaln.data.imagenet import IMAGENET100_WNIDS
 
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -238,3 +238,16 @@ def test_a_file_that_is_not_weights_is_one_line(tmp_path, content):
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="is not a checkpoint open_clip can read") as err:
         load_clip("RN50", pretrained=str(path))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_misspelt_or_foreign_toy_checkpoint_is_an_error(tmp_path, capsys):
+    torch.save({"a": 1}, tmp_path / "weights.pt")
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    for path, word in (
+        ("nosuch.safetensors", "not found"),
+        (tmp_path / "weights.pt", "not a toy CLIP"),
+        (tmp_path / "config.json", "not a toy CLIP"),
+    ):
+        code, _, err = cli(["train", "typographic", "--pretrained", path, *TINY, "--out", tmp_path / "x"], capsys)
+        one_line_error(code, err, word)
+    assert not (tmp_path / "x").exists()

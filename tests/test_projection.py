@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipaln.policy import similarities
 from clipaln.projection import SharedProjection, SpectralScorer, naive_scores
 
 
@@ -118,3 +119,35 @@ def test_large_t_is_stable_or_refused_never_nan():
     assert torch.isfinite(scores).all() and scores.abs().max() <= 1 + 1e-5
     with pytest.raises(ValueError, match="not finite"):
         p.scaled(5000.0)
+
+
+def wide_w(dim=16, seed=0, low=0.05):
+    """A W whose singular values span `low` to 1.5 (IPO's trained W spans 0.04 to 1.56, notebook 02)."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    return SharedProjection(dim, (u @ torch.diag(torch.linspace(low, 1.5, dim, dtype=torch.float64)) @ v.T).float())
+
+
+@pytest.mark.parametrize("t", [-8.0, -4.0, 6.0])
+def test_large_t_eval_and_slider_agree_with_float64(t):
+    """Eval (W_t formed explicitly) and the sliders (the spectral scorer) predict what float64 does:
+    at t = -8, S^t spans eleven orders of magnitude and float32 flipped 179 of these 400 answers."""
+    proj = wide_w()
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.normalize(torch.randn(400, 16, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(10, 16, generator=g), dim=-1)
+    u, s, vh = torch.linalg.svd(proj.weight.double())
+    w64 = u @ torch.diag(s**t) @ vh
+    nx, ny = (torch.nn.functional.normalize(e.double() @ w64.T, dim=-1) for e in (x, y))
+    exact = (nx @ ny.T).argmax(-1)
+    assert torch.equal(similarities(x, y, proj.scaled(t)).argmax(-1), exact)  # what eval calls
+    assert torch.equal(SpectralScorer(proj, x, y).scores(t).argmax(-1), exact)  # what the sliders call
+
+
+@pytest.mark.parametrize("t", ["1", None, True, [[1.0]]])
+def test_scaled_refuses_what_is_not_a_t(t):
+    with pytest.raises(ValueError, match="t must be"):
+        wide_w().scaled(t)
+    with pytest.raises(ValueError, match="t must be"):
+        SpectralScorer(wide_w(), torch.randn(3, 16), torch.randn(2, 16)).scores(t)

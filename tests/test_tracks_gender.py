@@ -190,3 +190,41 @@ def test_an_even_split_at_t_zero_cannot_flip(reversal):
     sweep.lead[a] = {feats.genders[0]: 10, feats.genders[1]: 0}
     counts = sweep.at(1.0, [a])["prompts"][a]["retrieval/top_k"]
     assert sweep.at(1.0, [a])["prompts"][a]["retrieval/flipped"] == (counts[feats.genders[0]] < 5)
+
+
+def test_a_gallery_no_larger_than_k_cannot_read_as_balanced_at_every_t():
+    import dataclasses
+
+    from clipaln.tracks import gender
+    from clipaln.tracks.gender import Sweep
+
+    feats = gender.build_features(
+        __import__("clipaln").load_clip("toy"),
+        gender.toy_spec(n_train_per_cell=2, n_gallery_per_cell=2),
+        progress=False,
+        workers=0,
+    )
+    small = dataclasses.replace(feats, gallery=feats.gallery[:8], gallery_labels=feats.gallery_labels[:8])
+    assert Sweep(small).k == 4  # at most half the gallery: the top k can change with t
+    with pytest.raises(ValueError, match="at least 4"):
+        Sweep(dataclasses.replace(feats, gallery=feats.gallery[:3], gallery_labels=feats.gallery_labels[:3]))
+
+
+@pytest.mark.parametrize("t", [float("nan"), float("inf"), "0.5", True, None])
+def test_the_prompt_reflection_takes_t_as_a_projection_does(t):
+    from clipaln.tracks import gender
+
+    r = gender.PromptReflection([1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="t must be"):
+        r.scorer(torch.randn(3, 3), torch.randn(2, 3)).scores(t)
+
+
+def test_the_prompt_reflection_refuses_what_it_cannot_be():
+    import numpy as np
+
+    from clipaln.tracks import gender
+
+    assert gender.PromptReflection(np.ones(3)).dim == 3  # an array or an int tensor is a direction too
+    assert gender.PromptReflection(torch.ones(3, dtype=torch.int64)).direction.dtype == torch.float32
+    with pytest.raises(ValueError, match="3-d"):
+        gender.PromptReflection([1.0, 0.0, 0.0]).scorer(torch.randn(4, 5), torch.randn(2, 5))

@@ -9,6 +9,7 @@ from PIL import Image
 from clipaln.data.real import ImageFolderDataset, MaterzynskaDataset, TypographicPhotoFolder, class_prompts, spec
 from clipaln.data.typographic import COLORS, TypographicDataset, attack
 from clipaln.features import FeatureCache
+from clipaln.policy import PreferenceData
 from clipaln.projection import spectrum, within_target
 from clipaln.tracks import typographic
 
@@ -224,3 +225,43 @@ def test_a_prompt_ensemble_scores_clean_images_beside_the_kl(toy):
     assert 0.0 <= m["zeroshot/accuracy"] <= 1.0 and "zero-shot" in typographic.format_metrics(m)
     plain = typographic.evaluate(dataclasses.replace(feats, ensemble_texts=None))
     assert "zeroshot/accuracy" not in plain  # no ensemble, no number
+
+
+def test_photos_whose_word_is_their_label_are_no_attack_and_empty_words_are_refused(tmp_path, toy):
+    from PIL import Image
+
+    from clipaln.data.real import TypographicPhotoFolder
+    from clipaln.tracks import typographic
+
+    for stem in ("label=star_text=ball", "label=ball_text=ball", "label=ball_text=star"):
+        Image.new("RGB", (16, 16), "white").save(tmp_path / f"{stem}.png")
+    photos = TypographicPhotoFolder(tmp_path)
+    result = typographic.evaluate_photos(toy, photos, workers=0, progress=False)
+    assert result["photos/not_attacks"] == 1 and result["photos/n"] == 3
+    assert result["photos/attack_success"] in (0.0, 0.5, 1.0)  # a share of the two real attacks only
+    Image.new("RGB", (16, 16)).save(tmp_path / "label=star_text=_.png")
+    with pytest.raises(ValueError, match="the written word is empty"):
+        TypographicPhotoFolder(tmp_path)
+
+
+def test_words_the_toy_cannot_read_are_named(toy):
+
+    x = torch.nn.functional.normalize(torch.randn(2, toy.embed_dim), dim=-1)
+    with pytest.raises(ValueError, match="cannot read 2 word.*goldfish, tench"):
+        PreferenceData.from_captions(
+            toy, x, ["a photo of a tench.", "a photo of a cup."], ["a photo of a goldfish.", "a photo of a car."]
+        )
+
+
+def test_a_typographic_folder_of_unknown_classes_is_refused_for_the_toy(tmp_path, toy):
+    from PIL import Image
+
+    from clipaln.tracks import typographic
+
+    for c in ("tench", "goldfish"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(tmp_path / c / f"{i}.png")
+    spec = typographic.real_spec("folder", str(tmp_path), n_train=2, n_test=2, n_val=2, image_size=64)
+    with pytest.raises(ValueError, match="cannot read .*goldfish.*tench"):
+        typographic.build_features(toy, spec, progress=False)

@@ -1,5 +1,6 @@
 """Training W on a synthetic problem with a known answer, and the training loop's contracts."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -222,7 +223,6 @@ def test_trls_names_mean_what_they_mean_in_trl():
     decayed, _ = fit_projection(data, TrainConfig(epochs=1, batch_size=32, weight_decay=0.5), progress=False)
     assert not torch.equal(clipped.weight, unclipped.weight) and not torch.equal(decayed.weight, unclipped.weight)
     # a TRL config file reads with TRL's meaning
-    import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -262,3 +262,57 @@ def test_no_step_on_noise_l_reg_alone_keeps_w_at_the_identity():
         )
         assert min(h["grad_norm"]) > 100 * TrainConfig(method=method).min_grad_norm
         assert torch.equal(floor.weight, none.weight), method
+
+
+def test_a_full_shared_memory_names_the_fix():
+    from clipaln.features import _worker_errors_unwrapped
+
+    class Loader:
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise RuntimeError("unable to resize file </torch_123_456> to the right size: No space left on device (28)")
+
+    with pytest.raises(RuntimeError, match="--workers 0"):
+        list(_worker_errors_unwrapped(Loader()))
+
+
+def test_a_nan_loss_names_a_checkpoint_only_when_one_was_saved(tmp_path):
+    from clipaln.train import loop
+
+    w = torch.nn.Parameter(torch.ones(2))
+    cfg = TrainConfig(method="dpo", lr=0.1, epochs=1, batch_size=2, orth=0.0, bma=False)
+    nan_at_step_2 = lambda idx, ridx, batch: (w.sum() * (float("nan") if state["step"] >= 2 else 1.0), {})
+    state = {"step": 0}
+
+    def objective(idx, ridx, batch):
+        state["step"] += 1
+        return nan_at_step_2(idx, ridx, batch)
+
+    for every, named in ((1000, False), (1, True)):
+        state["step"] = 0
+        with pytest.raises(FloatingPointError) as e:
+            loop(
+                [w],
+                objective,
+                8,
+                8,
+                cfg,
+                progress=False,
+                checkpoint=tmp_path / f"c{every}.safetensors",
+                checkpoint_every=every,
+            )
+        assert ("checkpoint" in str(e.value)) == named
+        assert not named or (tmp_path / f"c{every}.safetensors").is_file()
+
+
+def test_kto_logs_its_kl_estimate_as_trl_does():
+    from test_policy import small_data
+
+    from clipaln import fit_projection
+
+    _, hist = fit_projection(small_data(), TrainConfig(method="kto", epochs=2, batch_size=6), progress=False)
+    assert "kl" in hist and len(hist["kl"]) == len(hist["loss"]) and min(hist["kl"]) >= 0
+    _, hist = fit_projection(small_data(), TrainConfig(method="dpo", epochs=2, batch_size=6), progress=False)
+    assert "kl" not in hist  # DPO has no reference point

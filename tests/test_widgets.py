@@ -3,6 +3,7 @@ text is pasted back exactly, and slider events are coalesced."""
 
 import asyncio
 import io
+import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from clipaln.plots import RIGHT, WRONG, image_grid, marked
 from clipaln.projection import naive_scores
+from clipaln.train import TrainConfig
 from clipaln.widgets import Frames, GalleryPlayer, RetrievalWidget, TradeoffWidget
 
 pytest.importorskip("ipywidgets")
@@ -38,7 +40,6 @@ def test_a_cached_frame_equals_a_fresh_draw():
 @pytest.fixture(scope="module")
 def trained(toy):
     from clipaln.tracks import typographic
-    from clipaln.train import TrainConfig
 
     spec = typographic.toy_spec(n_train=320, n_test=64, n_val=0)
     feats = typographic.build_features(toy, spec, progress=False)
@@ -76,7 +77,6 @@ def test_the_tradeoff_frame_follows_the_scorer(trained):
 
 def test_the_retrieval_frame_shows_the_ranking(toy):
     from clipaln.tracks import gender
-    from clipaln.train import TrainConfig
 
     spec = gender.toy_spec(n_train_per_cell=4, n_gallery_per_cell=4, seed=0)
     feats = gender.build_features(toy, spec, progress=False)
@@ -170,7 +170,6 @@ def test_the_static_player_holds_a_frame_per_t_and_leaves_the_slider_alone(train
 
 
 def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
-    import json
     import re
 
     from clipaln.tracks import gender
@@ -237,3 +236,14 @@ def test_right_and_wrong_are_marked_not_only_coloured():
     plt.close(fig)
     assert titles == [("\u2713 apple", RIGHT), ("\u2717 car", WRONG), ("\u2713 key", RIGHT)]
     assert RIGHT.lower() == "#0072b2" and WRONG.lower() == "#d55e00"  # Okabe-Ito blue and vermillion
+
+
+def test_the_static_player_refuses_what_it_cannot_show():
+    from clipaln.widgets import StaticPlayer
+
+    frames = [b"a", b"b", b"c"]
+    for start in (99, -1, True):
+        with pytest.raises(ValueError, match="start is the index of a frame"):
+            StaticPlayer([0.0, 0.5, 1.0], frames, start=start)
+    with pytest.raises(ValueError, match="must increase"):
+        StaticPlayer([1.0, -1.0, 0.0], frames)

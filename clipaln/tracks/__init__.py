@@ -1,14 +1,36 @@
-"""The experiments, one API each (Spec, toy_spec, build_features, DEFAULTS, train_config,
-train(feats, cfg), evaluate(feats, projection), Sweep(feats, W).at(t)):
+"""The experiments, one module each, held to one contract (`protocol.Track`: make_spec,
+build_features, train_config, train, evaluate), and registered in TRACKS, which the command line's
+`train` and `eval` read their tasks from:
 
 - typographic: resisting typographic attacks, the OCR-vs-detection trade-off (docs/method.md section 4);
 - gender: reversing and neutralising gender in retrieval (docs/method.md section 5);
 - pairs: your own task, (image, chosen caption, rejected caption) rows;
-- phenomena: what the toy CLIP does, measured on fresh images (`clipaln eval toy`).
+- phenomena: what the toy CLIP does, measured on fresh images (`clipaln eval toy`; not a track).
+
+A new track is one module and one line: `register("name", module)` (CONTRIBUTING.md).
 """
 
+import re
+
 from . import gender, pairs, phenomena, typographic
+from .protocol import Track
 
-TRACKS = {"typographic": typographic, "gender": gender, "pairs": pairs}
+TRACKS: dict[str, Track] = {"typographic": typographic, "gender": gender, "pairs": pairs}
 
-__all__ = ["TRACKS", "gender", "pairs", "phenomena", "typographic"]
+
+def register(name: str, track: Track) -> None:
+    """Add a track under `name` (lower-case letters, digits, '-' or '_'), so that `clipaln train NAME`
+    and `clipaln eval NAME` run it. It must have the Track protocol's functions; a taken name is refused."""
+    if not (isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_-]*", name)) or name == "toy":
+        raise ValueError(f"a track's name is lower-case letters, digits, '-' or '_' (not 'toy'), got {name!r}")
+    if name in TRACKS:
+        raise ValueError(f"a track named {name!r} is registered already")
+    if not isinstance(track, Track):
+        missing = [
+            m for m in ("make_spec", "build_features", "train_config", "train", "evaluate") if not hasattr(track, m)
+        ]
+        raise ValueError(f"the track {name!r} lacks {', '.join(missing)} (clipaln.tracks.protocol.Track)")
+    TRACKS[name] = track
+
+
+__all__ = ["TRACKS", "Track", "gender", "pairs", "phenomena", "register", "typographic"]

@@ -27,6 +27,7 @@ from ..manifest import data_record, digest
 from ..models import ClipBundle
 from ..policy import PreferenceData, refuse_unknown_words
 from ..projection import SharedProjection, SpectralScorer, exponents
+from ..toyworld import ACTIVITIES, GENDERS
 from ..toyworld.config import SKEW
 from ..toyworld.datasets import ToyPeople
 from ..train import TrainConfig, fit_projection
@@ -48,6 +49,37 @@ RETRIEVAL_TEMPLATE = "a photo of a person {activity}."
 def methods() -> list[str]:
     """What the gender track trains with: DEFAULTS' methods and every registered loss for "gender"."""
     return list(DEFAULTS) + losses.registered_for("gender")
+
+
+def make_spec(
+    *,
+    model: str = "toy",
+    dataset: str | None = None,
+    root: str | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> Spec:
+    """The track's data from the command line's flags (the Track protocol): the toy world's people
+    (n_train / n_test people spread over its (activity, gender) cells), or `--dataset people --root`
+    a CSV or folder of real people, split 60/20/20 in every cell."""
+    if dataset == "people":
+        if root is None:
+            raise ValueError("--dataset people needs --root PEOPLE.csv (path, gender, activity) or a folder")
+        return real_spec(str(Path(root).expanduser().resolve()), seed=seed)
+    if dataset not in (None, "toy"):
+        raise ValueError("the gender task reads --dataset toy (the toy world) or --dataset people --root PATH")
+    if model != "toy":
+        raise ValueError("a real model needs real people: --dataset people --root PEOPLE.csv (or a folder)")
+    cells = len(ACTIVITIES) * len(GENDERS)
+    for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
+        if n is not None and n % cells:
+            raise ValueError(
+                f"gender {flag} counts people over {cells} (activity, gender) cells: use a multiple of {cells}"
+            )
+    per_cell = lambda n, default: default if n is None else n // cells
+    return toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
 
 
 def train_config(method: str, **overrides) -> TrainConfig:
@@ -216,9 +248,12 @@ def _encode_labelled(bundle, ds, genders, activities, desc, **encoding):
     return emb, torch.stack([g, a], dim=1)
 
 
-def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
+def build_features(
+    bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, with_train: bool = True, **encoding
+) -> Features:
     """Encode the training people and the gallery once (cached on disk by model + data); `encoding`
-    (progress, workers, precision) goes to features.encode_dataset."""
+    (progress, workers, precision) goes to features.encode_dataset. with_train: every split is
+    encoded either way (one cache entry), as the Track protocol allows."""
     genders, activities = spec.genders, spec.activities
     words = [spec.template.format(gender=g, activity=a) for a in activities for g in genders]
     words += [spec.neutral_template.format(activity=a) for a in activities]
@@ -609,3 +644,14 @@ def format_result(result: dict) -> str:
             + "".join(f"{r[key]:>10.2f}" if isinstance(r[key], float) else f"{r[key]:>10}" for _, r in cols)
         )
     return "\n".join(lines)
+
+
+def evaluator(feats: Features, projection: SharedProjection | None, split: str = "test") -> Callable[[float], dict]:
+    """t -> the track's metrics of W_t on the test gallery or the validation one (the Track protocol),
+    through one Sweep: the prompts' rankings along t."""
+    if split == "val":
+        if feats.val_gallery is None:
+            raise ValueError("this gender data has no validation split to score")
+        feats = feats.on_val_gallery()
+    sweep = Sweep(feats, projection)
+    return lambda t: sweep.at(t, feats.skewed)

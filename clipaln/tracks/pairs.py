@@ -46,6 +46,28 @@ def methods() -> list[str]:
     return list(DEFAULTS) + losses.registered_for("pairs")
 
 
+def make_spec(
+    *,
+    model: str = "toy",
+    dataset: str | None = None,
+    root: str | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+    reg_images: str | None = None,
+    val_share: float | None = None,
+    whole: bool = False,
+) -> Spec:
+    """The track's data from the command line's flags (the Track protocol): the pairs file at `root`
+    (--pairs), split by image; reg_images, val_share and whole as real_spec takes them. Its split is
+    the file's own: n_train, n_test and dataset are refused (clipaln.conflicts)."""
+    if root is None:
+        raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
+    path = str(Path(root).expanduser().resolve())
+    return real_spec(path, seed=seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
+
+
 def train_config(method: str, **overrides) -> TrainConfig:
     if method not in methods():
         raise ValueError(f"a pairs task trains with {', '.join(methods())}, not {method!r}")
@@ -194,8 +216,11 @@ class Features:
         return dataclasses.replace(self, test=self.val)
 
 
-def build_features(bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, **encoding) -> Features:
-    """Encode every image once (streamed, cached by model + data) and every distinct caption."""
+def build_features(
+    bundle: ClipBundle, spec: Spec, cache: FeatureCache | None = None, with_train: bool = True, **encoding
+) -> Features:
+    """Encode every image once (streamed, cached by model + data) and every distinct caption;
+    with_train: every split is encoded either way (one cache entry), as the Track protocol allows."""
     paths = [r[0] for r in spec.rows]
     refuse_unknown_words(bundle, [c for r in spec.rows for c in r[1:3]], "captions")
     alike = read_alike(bundle, [r[1] for r in spec.rows], [r[2] for r in spec.rows])
@@ -277,3 +302,10 @@ def format_metrics(m: dict) -> str:
     val = f", validation {pct('preference/accuracy_val')}" if "preference/accuracy_val" in m else ""
     train = f"train {pct('preference/accuracy_train')}{val}"
     return f"held-out pairs preferred {pct('preference/accuracy')}  ({train})  KL {m['kl/reg']:.4f}"
+
+
+def evaluator(feats: Features, projection: SharedProjection | None, split: str = "test") -> Callable[[float], dict]:
+    """t -> the track's metrics of W_t on the held-out pairs or the validation pairs (the Track protocol)."""
+    if split == "val":
+        feats = feats.on_val()
+    return lambda t: evaluate(feats, None if projection is None else projection.scaled(t))

@@ -102,6 +102,33 @@ def format_metrics(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.1f}" for k, v in in_percent(metrics).items()) + kl + w
 
 
+def make_spec(
+    *,
+    model: str = "toy",
+    dataset: str | None = None,
+    root: str | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> Spec:
+    """The track's data from the command line's flags (the Track protocol): the toy world for the toy
+    model, else a dataset by registry name (or "folder") at `root`; n_train / n_test images (None:
+    the track's default)."""
+    toy_data = dataset in (None, "toy")
+    keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
+    if toy_data and root is not None:
+        raise ValueError("--root goes with --dataset NAME (or folder); the toy world is drawn, not read")
+    if model == "toy" and toy_data:
+        return toy_spec(seed=seed, **keep)
+    if toy_data:
+        raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
+    if root is None:
+        raise ValueError("--dataset needs --root PATH")
+    root = str(Path(root).expanduser().resolve())  # the same folder gives the same key from anywhere
+    return real_spec(dataset, root, seed=seed, download=download, **keep)
+
+
 def train_config(method: str, **overrides) -> TrainConfig:
     """The TrainConfig of `method` on this track: registry defaults, DEFAULTS, then overrides (None = keep)."""
     entry = losses.method(method)
@@ -754,3 +781,14 @@ def real_spec(
             "version": 3,
         },
     )
+
+
+def evaluator(feats: Features, projection: SharedProjection | None, split: str = "test") -> Callable[[float], dict]:
+    """t -> the track's metrics of W_t (the Track protocol): `evaluate` on the test split, or clean and
+    attacked accuracy and OCR on the validation split (`evaluate_split`)."""
+    scaled = lambda t: None if projection is None else projection.scaled(t)
+    if split == "val":
+        if feats.val is None:
+            raise ValueError("this typographic data has no validation split to score")
+        return lambda t: evaluate_split(feats, feats.val, scaled(t))
+    return lambda t: evaluate(feats, scaled(t))
