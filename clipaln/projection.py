@@ -163,9 +163,22 @@ class SpectralScorer:
     """All image-class cosines under W_t for any t, from cached V^T x and V^T y.
 
     scores(t)[n, k] = sum_i S_i^(2t) a_ni b_ki / (||S^t a_n|| ||S^t b_k||), a = V^T x, b = V^T y.
+
+    The weights S^(2t) are scaled to a largest of 1. For classification (each image's best class),
+    where the smallest weight is still above FLOAT32_FLOOR, the (N, d) x (d, K) product runs in
+    float32: half the time, no weight underflows, and every image gets the class float64 gives it
+    over t in [-3, 3] (tests/test_projection.py). A wider spread (a large |t|, a wide spectrum) runs
+    in float64, as W_t is formed in eval; so does `retrieval=True`, where the scores rank images
+    against each other: near-identical gallery images tie to the 7th digit, and float32 reorders
+    them (the same test shows it on the gender track). Scores are float64 either way.
     """
 
-    def __init__(self, projection: SharedProjection, image_emb: torch.Tensor, text_emb: torch.Tensor):
+    #: The smallest scaled weight S_i^(2t) / max_j S_j^(2t) that the float32 product is given.
+    FLOAT32_FLOOR = 1e-6
+
+    def __init__(
+        self, projection: SharedProjection, image_emb: torch.Tensor, text_emb: torch.Tensor, retrieval: bool = False
+    ):
         for name, x in (("image", image_emb), ("text", text_emb)):
             if x.ndim != 2 or x.shape[-1] != projection.dim:
                 raise ValueError(f"{name} embeddings must be (n, {projection.dim}), got {tuple(x.shape)}")
@@ -175,6 +188,8 @@ class SpectralScorer:
         self.a = image_emb.double() @ v  # (N, d)
         self.b = text_emb.double() @ v  # (K, d)
         self.a2, self.b2 = self.a.square(), self.b.square()
+        self.a32, self.a2_32 = self.a.float(), self.a2.float()
+        self.floor = 2.0 if retrieval else self.FLOAT32_FLOOR  # above every scaled weight: float64 always
 
     def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
         """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
@@ -183,6 +198,9 @@ class SpectralScorer:
         w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
         bw = self.b * (w / nb[:, None])  # (K, d): scale the small side, never the (N, d) one
+        if w.min() >= self.floor:  # no weight underflows, and a sum of squares cancels nothing
+            na = (self.a2_32 @ w.float()).clamp_min(1e-30).sqrt()  # (N,)
+            return (self.a32 @ bw.float().T).div_(na[:, None]).double()  # (N, K)
         na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
         return (self.a @ bw.T).div_(na[:, None])  # (N, K)
 

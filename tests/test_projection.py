@@ -151,3 +151,46 @@ def test_scaled_refuses_what_is_not_a_t(t):
         wide_w().scaled(t)
     with pytest.raises(ValueError, match="t must be"):
         SpectralScorer(wide_w(), torch.randn(3, 16), torch.randn(2, 16)).scores(t)
+
+
+def _trained_on(task, toy):
+    """A W trained on the track with its own method's schedule, and the images and texts its slider scores."""
+    from clipaln.tracks import gender, typographic
+
+    if task == "typographic":
+        feats = typographic.build_features(toy, typographic.toy_spec(n_train=640, n_test=200, n_val=0), progress=False)
+        W, _ = typographic.train(feats, typographic.train_config("dpo", epochs=3), progress=False)
+        return W, torch.cat([feats.test.clean, feats.test.attacked, feats.reading]), feats.texts
+    feats = gender.build_features(toy, gender.toy_spec(12, 10), progress=False)
+    W, _ = gender.train(feats, gender.train_config("dpo", epochs=3), progress=False)
+    return W, feats.gallery, feats.prompt_texts
+
+
+T_RANGE = torch.linspace(-3, 3, 61).tolist()
+
+
+def test_float32_and_float64_classify_alike_over_t_in_minus_3_to_3(toy):
+    """The typographic slider's float32 product gives every image the class float64 gives it at every t
+    in [-3, 3] in steps of 0.1 (clean, attacked and text-only images, a W trained with DPO)."""
+    W, images, texts = _trained_on("typographic", toy)
+    fast, exact = SpectralScorer(W, images, texts), SpectralScorer(W, images, texts, retrieval=True)
+    in_float32 = 0
+    for t in T_RANGE:
+        a, b = fast.scores(t), exact.scores(t)
+        in_float32 += exact.floor > fast.floor and bool((a.float().double() == a).all())
+        assert torch.equal(a.argmax(-1), b.argmax(-1)), t
+    assert in_float32 >= 40, in_float32  # float32 is what this W's slider uses over most of the range
+
+
+def test_retrieval_ranks_in_float64_because_float32_reorders_near_identical_images(toy):
+    """On the gender track, ranking the gallery for each prompt: float32 reorders a top 10 at some t in
+    [-3, 3] (near-identical pictograms tie to the 7th digit), so retrieval (gender.Sweep) scores in
+    float64, and its rankings are float64's at every t."""
+    from clipaln.tracks import gender
+
+    W, images, texts = _trained_on("gender", toy)
+    fast, exact = SpectralScorer(W, images, texts), SpectralScorer(W, images, texts, retrieval=True)
+    top = lambda s: s.topk(10, dim=0).indices
+    assert any(not torch.equal(top(fast.scores(t)), top(exact.scores(t))) for t in T_RANGE)
+    used = gender._scorer(W, images, texts)
+    assert all(torch.equal(top(used.scores(t)), top(exact.scores(t))) for t in T_RANGE)

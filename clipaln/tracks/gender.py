@@ -372,7 +372,7 @@ class _ReflectionScorer:
 def _scorer(projection, image_emb: torch.Tensor, text_emb: torch.Tensor):
     if isinstance(projection, PromptReflection):
         return projection.scorer(image_emb, text_emb)
-    return SpectralScorer(projection or SharedProjection(image_emb.shape[-1]), image_emb, text_emb)
+    return SpectralScorer(projection or SharedProjection(image_emb.shape[-1]), image_emb, text_emb, retrieval=True)
 
 
 def _unit_after(projection, emb: torch.Tensor, t: float) -> torch.Tensor:
