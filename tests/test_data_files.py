@@ -181,3 +181,23 @@ def test_a_decompression_bomb_is_skipped_or_one_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="bomb.png"):
         full = ImageFolderDataset(root)
         [full[i] for i in range(len(full))]
+
+
+def test_a_dataset_is_one_entry_in_the_registry_and_trains_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """CONTRIBUTING.md's dataset recipe: a folder of class folders plus one DatasetSpec (its prompt
+    template) in clipaln.data.real.DATASETS, and `--dataset NAME --root PATH` trains and scores it."""
+    import json
+
+    from clipaln.cli import main
+    from clipaln.data.real import DATASETS, DatasetSpec
+    from clipaln.tracks import typographic
+
+    monkeypatch.setitem(DATASETS, "shelf", DatasetSpec("shelf", "a picture of the {}.", None, {}))  # the entry
+    root = make_folder(tmp_path / "shelf", n_classes=4, per_class=8)
+    spec = typographic.make_spec(model="toy", dataset="shelf", root=str(root), n_train=16, n_test=8, seed=0,
+                                 download=False)  # fmt: skip
+    assert spec.template == "a picture of the {}." and len(spec.class_names) == 4
+    out = tmp_path / "run"
+    assert main(["train", "typographic", "--dataset", "shelf", "--root", str(root), "--n-train", "16",
+                 "--n-test", "8", "--epochs", "1", "--quiet", "--no-cache", "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["dataset"] == "shelf"

@@ -177,3 +177,15 @@ def test_test_files_are_named_for_what_they_test_not_for_a_review():
     names = [p.name for p in (PACKAGE.parent / "tests").glob("test_*.py")]
     assert len(names) >= 40
     assert [n for n in names if re.search(r"hostile|pass\d|review|trust|round\d|issue", n)] == []
+
+
+def test_contributing_names_tests_that_exist_and_examples_that_run():
+    """Each recipe of CONTRIBUTING.md names the test that runs it: that test exists, and so do the
+    example files it shows."""
+    text = (PACKAGE.parent / "CONTRIBUTING.md").read_text()
+    named = re.findall(r"tests/(test_\w+\.py)::(test_\w+)", text)
+    assert len(named) >= 4
+    for file, test in named:
+        assert f"def {test}(" in (PACKAGE.parent / "tests" / file).read_text(), (file, test)
+    for example in re.findall(r"tests/examples/(\w+\.py)", text):
+        assert (PACKAGE.parent / "tests" / "examples" / example).is_file(), example
