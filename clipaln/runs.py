@@ -76,8 +76,8 @@ def make_spec(
     conflicts.refuse("data", dict(task=task, dataset=dataset, n_train=n_train, n_test=n_test,
                                   reg_images=reg_images, val_share=val_share))  # fmt: skip
     options = {k: v for k, v in (("reg_images", reg_images), ("val_share", val_share), ("whole", whole)) if v}
-    return _track(task).make_spec(model=model, dataset=dataset, root=root, n_train=n_train, n_test=n_test,
-                                  seed=seed, download=download, **options)  # fmt: skip
+    flags = protocol.DataFlags(model, dataset, root, n_train, n_test, seed, download)
+    return _track(task).make_spec(flags, **options)
 
 
 def features(

@@ -191,11 +191,11 @@ def test_a_dataset_is_one_entry_in_the_registry_and_trains_from_the_command_line
     from clipaln.cli import main
     from clipaln.data.real import DATASETS, DatasetSpec
     from clipaln.tracks import typographic
+    from clipaln.tracks.protocol import DataFlags
 
     monkeypatch.setitem(DATASETS, "shelf", DatasetSpec("shelf", "a picture of the {}.", None, {}))  # the entry
     root = make_folder(tmp_path / "shelf", n_classes=4, per_class=8)
-    spec = typographic.make_spec(model="toy", dataset="shelf", root=str(root), n_train=16, n_test=8, seed=0,
-                                 download=False)  # fmt: skip
+    spec = typographic.make_spec(DataFlags(dataset="shelf", root=str(root), n_train=16, n_test=8))
     assert spec.template == "a picture of the {}." and len(spec.class_names) == 4
     out = tmp_path / "run"
     assert main(["train", "typographic", "--dataset", "shelf", "--root", str(root), "--n-train", "16",

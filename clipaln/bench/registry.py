@@ -13,6 +13,7 @@ from typing import Any
 from ..features import FeatureCache
 from ..models import ClipBundle, load_clip
 from ..tracks import gender, typographic
+from ..tracks.protocol import DataFlags
 from .ablation import ablation_table
 from .adversarial import adversarial_table
 from .paper import markdown as paper_markdown
@@ -46,16 +47,17 @@ class Context:
     def bundle(self) -> ClipBundle:
         return load_clip("toy", device=self.flags.get("device"))
 
-    def _sizes(self) -> dict:
-        return {k: self.flags.get(k) for k in ("n_train", "n_test")} | {"seed": self.flags.get("seed", 0)}
+    def _toy_world(self) -> DataFlags:
+        f = self.flags
+        return DataFlags(n_train=f.get("n_train"), n_test=f.get("n_test"), seed=f.get("seed", 0))
 
     @functools.cached_property
     def spec(self) -> typographic.Spec:
-        return typographic.make_spec(model="toy", dataset=None, root=None, download=False, **self._sizes())
+        return typographic.make_spec(self._toy_world())
 
     @functools.cached_property
     def people(self) -> gender.Spec:
-        return gender.make_spec(model="toy", dataset=None, root=None, download=False, **self._sizes())
+        return gender.make_spec(self._toy_world())
 
 
 @dataclass(frozen=True)

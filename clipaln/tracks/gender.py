@@ -31,6 +31,7 @@ from ..toyworld import ACTIVITIES, GENDERS
 from ..toyworld.config import SKEW
 from ..toyworld.datasets import ToyPeople
 from ..train import TrainConfig, fit_projection
+from .protocol import DataFlags
 
 #: The paper's setting for the gender task, beta = lambda = 1, for every method (the paper gives
 #: one setting for the task, not one per method), and BMA as for every preference method. lr,
@@ -51,35 +52,26 @@ def methods() -> list[str]:
     return list(DEFAULTS) + losses.registered_for("gender")
 
 
-def make_spec(
-    *,
-    model: str = "toy",
-    dataset: str | None = None,
-    root: str | None = None,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
-    download: bool = False,
-) -> Spec:
+def make_spec(data: DataFlags) -> Spec:
     """The track's data from the command line's flags (the Track protocol): the toy world's people
     (n_train / n_test people spread over its (activity, gender) cells), or `--dataset people --root`
     a CSV or folder of real people, split 60/20/20 in every cell."""
-    if dataset == "people":
-        if root is None:
+    if data.dataset == "people":
+        if data.root is None:
             raise ValueError("--dataset people needs --root PEOPLE.csv (path, gender, activity) or a folder")
-        return real_spec(str(Path(root).expanduser().resolve()), seed=seed)
-    if dataset not in (None, "toy"):
+        return real_spec(str(Path(data.root).expanduser().resolve()), seed=data.seed)
+    if data.dataset not in (None, "toy"):
         raise ValueError("the gender task reads --dataset toy (the toy world) or --dataset people --root PATH")
-    if model != "toy":
+    if data.model != "toy":
         raise ValueError("a real model needs real people: --dataset people --root PEOPLE.csv (or a folder)")
     cells = len(ACTIVITIES) * len(GENDERS)
-    for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
+    for flag, n in (("--n-train", data.n_train), ("--n-test", data.n_test)):
         if n is not None and n % cells:
             raise ValueError(
                 f"gender {flag} counts people over {cells} (activity, gender) cells: use a multiple of {cells}"
             )
     per_cell = lambda n, default: default if n is None else n // cells
-    return toy_spec(per_cell(n_train, 30), per_cell(n_test, 20), seed)
+    return toy_spec(per_cell(data.n_train, 30), per_cell(data.n_test, 20), data.seed)
 
 
 def train_config(method: str, **overrides) -> TrainConfig:

@@ -32,6 +32,7 @@ from ..policy import PreferenceData, logprobs, read_alike, refuse_unknown_words
 from ..projection import SharedProjection
 from ..train import TrainConfig, fit_projection, preference_accuracy
 from . import typographic
+from .protocol import DataFlags
 
 #: W's settings for a task of your own: the typographic track's (tuned on its validation split), the
 #: only tuned ones; tune on your own held-out pairs before you report.
@@ -47,14 +48,7 @@ def methods() -> list[str]:
 
 
 def make_spec(
-    *,
-    model: str = "toy",
-    dataset: str | None = None,
-    root: str | None = None,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
-    download: bool = False,
+    data: DataFlags,
     reg_images: str | None = None,
     val_share: float | None = None,
     whole: bool = False,
@@ -62,10 +56,10 @@ def make_spec(
     """The track's data from the command line's flags (the Track protocol): the pairs file at `root`
     (--pairs), split by image; reg_images, val_share and whole as real_spec takes them. Its split is
     the file's own: n_train, n_test and dataset are refused (clipaln.conflicts)."""
-    if root is None:
+    if data.root is None:
         raise ValueError("the pairs task needs --pairs FILE (.csv or .jsonl with image, chosen, rejected)")
-    path = str(Path(root).expanduser().resolve())
-    return real_spec(path, seed=seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
+    path = str(Path(data.root).expanduser().resolve())
+    return real_spec(path, seed=data.seed, reg_images=reg_images, val_share=val_share or 0.0, whole=whole)
 
 
 def train_config(method: str, **overrides) -> TrainConfig:

@@ -15,25 +15,29 @@ defaults `runs` takes where a track has none:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..projection import SharedProjection
 from ..train import TrainConfig
 
 
+@dataclass(frozen=True)
+class DataFlags:
+    """The command line's data flags, as every track's make_spec reads them."""
+
+    model: str = "toy"
+    dataset: str | None = None
+    root: str | None = None
+    n_train: int | None = None  # None: the track's default
+    n_test: int | None = None
+    seed: int = 0
+    download: bool = False
+
+
 @runtime_checkable
 class Track(Protocol):
-    def make_spec(
-        self,
-        *,
-        model: str,
-        dataset: str | None,
-        root: str | None,
-        n_train: int | None,
-        n_test: int | None,
-        seed: int,
-        download: bool,
-    ) -> Any:
+    def make_spec(self, data: DataFlags) -> Any:
         """The task's data from the command line's data flags: a spec with a `key` (str) that names the
         data (the feature cache's key and what eval checks a run's split against). A flag it does not
         read is refused with one line (ValueError), never ignored."""

@@ -58,6 +58,7 @@ from ..toyworld import OBJECTS
 from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
 from ..train import SCHEDULES, TrainConfig, fit_projection
+from .protocol import DataFlags
 
 #: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
 #: registry) and every preference method averages its iterates with BMA, as the authors do. The
@@ -102,31 +103,22 @@ def format_metrics(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.1f}" for k, v in in_percent(metrics).items()) + kl + w
 
 
-def make_spec(
-    *,
-    model: str = "toy",
-    dataset: str | None = None,
-    root: str | None = None,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
-    download: bool = False,
-) -> Spec:
+def make_spec(data: DataFlags) -> Spec:
     """The track's data from the command line's flags (the Track protocol): the toy world for the toy
     model, else a dataset by registry name (or "folder") at `root`; n_train / n_test images (None:
     the track's default)."""
-    toy_data = dataset in (None, "toy")
-    keep = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
-    if toy_data and root is not None:
+    toy_data = data.dataset in (None, "toy")
+    keep = {k: v for k, v in (("n_train", data.n_train), ("n_test", data.n_test)) if v is not None}
+    if toy_data and data.root is not None:
         raise ValueError("--root goes with --dataset NAME (or folder); the toy world is drawn, not read")
-    if model == "toy" and toy_data:
-        return toy_spec(seed=seed, **keep)
+    if data.model == "toy" and toy_data:
+        return toy_spec(seed=data.seed, **keep)
     if toy_data:
         raise ValueError("a real model needs --dataset NAME --root PATH (or --dataset folder --root PATH)")
-    if root is None:
+    if data.root is None:
         raise ValueError("--dataset needs --root PATH")
-    root = str(Path(root).expanduser().resolve())  # the same folder gives the same key from anywhere
-    return real_spec(dataset, root, seed=seed, download=download, **keep)
+    root = str(Path(data.root).expanduser().resolve())  # the same folder gives the same key from anywhere
+    return real_spec(data.dataset, root, seed=data.seed, download=data.download, **keep)
 
 
 def train_config(method: str, **overrides) -> TrainConfig:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from clipaln.policy import PreferenceData
 from clipaln.toyworld import OBJECTS, render
+from clipaln.tracks.protocol import DataFlags
 from clipaln.train import TrainConfig, fit_projection, preference_accuracy
 
 
@@ -21,10 +22,10 @@ class Spec:
         return f"words_over_objects:{self.n_train}:{self.n_test}:{self.seed}"
 
 
-def make_spec(*, model, dataset, root, n_train, n_test, seed, download):
-    if dataset not in (None, "toy") or root is not None or download:
+def make_spec(data: DataFlags) -> Spec:
+    if data.dataset not in (None, "toy") or data.root is not None or data.download:
         raise ValueError("words_over_objects draws its own toy scenes: no --dataset, --root or --download")
-    return Spec(n_train or 24, n_test or 12, seed)
+    return Spec(data.n_train or 24, data.n_test or 12, data.seed)
 
 
 def build_features(bundle, spec, cache=None, **encoding):
