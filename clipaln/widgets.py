@@ -13,12 +13,7 @@ for readers without widgets.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import html as htmlmod
 import io
-import json
-import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +27,7 @@ from PIL import Image, ImageOps
 
 from .features import FeatureCache
 from .models import MissingPackage, load_clip
+from .players import GalleryPlayer, StaticPlayer, finite_ts
 from .plots import marked
 from .projection import SharedProjection, SpectralScorer
 from .tracks import gender, typographic
@@ -205,7 +201,7 @@ class _Widget:
         `scale` of the live size), for a committed
         notebook, nbviewer or the book. Starts at the t nearest t0 (default: the slider's value);
         the live widget is left as it was."""
-        ts = sorted(_finite_ts(ts))  # the range input scrubs left to right: smallest t first
+        ts = sorted(finite_ts(ts))  # the range input scrubs left to right: smallest t first
         if not ts or len(set(ts)) != len(ts):
             raise ValueError("the player needs distinct values of t")
         now = self.slider.value
@@ -223,161 +219,6 @@ class _Widget:
         self.update(now)
         start = min(range(len(ts)), key=lambda i: abs(ts[i] - t0))
         return StaticPlayer(ts, frames, start, font_px=self.font_px() * scale, captions=captions)
-
-
-class StaticPlayer:
-    """Precomputed frames behind an HTML range input: scrubbing t needs no kernel, only a browser
-    that runs the page's script (a trusted notebook, nbviewer, the book). `.html` is the markup;
-    notebooks display it through _repr_html_. The element's id follows the frames' bytes, so the
-    same frames give the same page. The frames fill the page's width up to their own; font_px, the
-    smallest text in a frame's pixels, is written beside them (data-font-px) so that a browser can
-    tell how large a label is on screen. Each frame's alt text, and the slider's spoken value, name
-    its t and what it shows (`captions`, one per frame)."""
-
-    def __init__(
-        self,
-        ts: Sequence[float],
-        frames: Sequence[bytes],
-        start: int = 0,
-        font_px: float | None = None,
-        captions: Sequence[str] | None = None,
-    ):
-        ts = _finite_ts(ts)
-        if len(ts) != len(frames) or not frames:
-            raise ValueError("one frame per t, and at least one")
-        captions = [""] * len(ts) if captions is None else [str(c) for c in captions]
-        if len(captions) != len(ts):
-            raise ValueError("one caption per frame")
-        self.alts = [f"t = {t:.2f}" + (f": {c}" if c else "") for t, c in zip(ts, captions)]
-        if any(b <= a for a, b in zip(ts, list(ts)[1:])):
-            raise ValueError("the frames' t must increase, as the range input does")
-        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(frames):
-            raise ValueError(f"start is the index of a frame, 0 to {len(frames) - 1}, got {start!r}")
-        self.ts, self.frames, self.start, self.font_px = list(ts), list(frames), start, font_px
-        first = Image.open(io.BytesIO(self.frames[0]))
-        self.width, self.mime = first.width, Image.MIME[first.format]
-        self.id = "clipaln-player-" + hashlib.sha1(b"".join(frames)).hexdigest()[:12]
-
-    @property
-    def html(self) -> str:
-        data = [base64.b64encode(f).decode() for f in self.frames]
-        i = self.start
-        font = "" if self.font_px is None else f' data-font-px="{self.font_px:.1f}"'
-        return (
-            f'<div class="clipaln-player" id="{self.id}">'
-            f'<input type="range" min="0" max="{len(data) - 1}" step="1" value="{i}" aria-label="t" '
-            f'aria-valuetext="{htmlmod.escape(self.alts[i])}" style="width:60%;vertical-align:middle"> '
-            '<span class="clipaln-readout" style="font-family:monospace;font-size:15px">'
-            f"t = {self.ts[i]:.2f}</span><br>"
-            f'<img alt="{htmlmod.escape(self.alts[i])}"{font} style="width:100%;max-width:{self.width}px" '
-            f'src="data:{self.mime};base64,{data[i]}">'
-            f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var frames={_script_json(data)};var ts={_script_json(self.ts)};var alts={_script_json(self.alts)};"
-            'var s=root.querySelector("input"),im=root.querySelector("img"),r=root.querySelector(".clipaln-readout");'
-            f's.addEventListener("input",function(){{im.src="data:{self.mime};base64,"+frames[s.value];'
-            'im.alt=alts[s.value];s.setAttribute("aria-valuetext",alts[s.value]);'
-            'r.textContent="t = "+ts[s.value].toFixed(2);});})();</script></div>'
-        )
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-
-#: What JSON may hold that changes how a browser reads a <script> (its end, a comment, HTML's
-#: character references) or ends a line in older JavaScript: written as \\u escapes, which JSON and
-#: JavaScript read as the same characters.
-_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-
-
-def _script_json(value: object) -> str:
-    """JSON to place inside a <script>: no text in it (a label, a caption) can end the script."""
-    text = json.dumps(value, allow_nan=False)
-    for char, escape in _SCRIPT_UNSAFE.items():
-        text = text.replace(char, escape)
-    return text
-
-
-def _finite_ts(ts) -> list[float]:
-    """The player's t, each a finite number (one ValueError otherwise: a frame must not read "t = nan")."""
-    values = [float(t) for t in ts]
-    bad = [t for t in values if not math.isfinite(t)]
-    if bad:
-        raise ValueError(f"a player's t must be finite numbers, got {bad[0]}")
-    return values
-
-
-class GalleryPlayer:
-    """The retrieval slider without a kernel, over a menu of prompts: each thumbnail once, and for
-    each (prompt, t) the top k as indices into them with their labels and a caption, which the
-    page's script lays out as an HTML table. The labels are the page's own text (legible at any
-    zoom) and a prompt's frames cost a few hundred bytes. Without a script (a code host's view) the
-    table shows the starting frame. frames[p][i] = (thumbnail indices, labels, caption) of prompt p
-    at ts[i]."""
-
-    LABEL_PX, CAPTION_PX = 14, 15
-
-    def __init__(self, ts, prompts, frames, thumbs, start: int = 0, prompt: int = 0, columns: int = 5):
-        ts = _finite_ts(ts)
-        if not prompts or len(frames) != len(prompts) or any(len(f) != len(ts) for f in frames):
-            raise ValueError("one frame per (prompt, t), and at least one prompt")
-        if any(b <= a for a, b in zip(ts, list(ts)[1:])):
-            raise ValueError("the frames' t must increase, as the range input does")
-        if not (0 <= start < len(ts) and 0 <= prompt < len(prompts)):
-            raise ValueError(
-                f"start is a t index (0 to {len(ts) - 1}), prompt a prompt index (0 to {len(prompts) - 1})"
-            )
-        self.ts, self.prompts, self.frames, self.thumbs = list(ts), list(prompts), frames, list(thumbs)
-        self.start, self.prompt, self.columns = start, prompt, columns
-        self.mime = Image.MIME[Image.open(io.BytesIO(self.thumbs[0])).format]
-        blob = json.dumps([self.prompts, self.frames]).encode() + b"".join(self.thumbs)
-        self.id = "clipaln-gallery-" + hashlib.sha1(blob).hexdigest()[:12]
-
-    @property
-    def html(self) -> str:
-        thumbs = [base64.b64encode(b).decode() for b in self.thumbs]
-        top, labels, caption = self.frames[self.prompt][self.start]
-        options = "".join(
-            f'<option value="{j}"{" selected" if j == self.prompt else ""}>{htmlmod.escape(p)}</option>'
-            for j, p in enumerate(self.prompts)
-        )
-        cells = [
-            f'<td style="padding:3px;text-align:center;vertical-align:top">'
-            f'<img alt="rank {j + 1}: {htmlmod.escape(g)}" style="width:100%" '
-            f'src="data:{self.mime};base64,{thumbs[i]}">'
-            f'<div class="clipaln-label" style="font-size:{self.LABEL_PX}px;text-align:center">'
-            f"{htmlmod.escape(g)}</div></td>"
-            for j, (i, g) in enumerate(zip(top, labels))
-        ]
-        rows = "".join(
-            "<tr>" + "".join(cells[r : r + self.columns]) + "</tr>" for r in range(0, len(cells), self.columns)
-        )
-        style = f"font-size:{self.CAPTION_PX}px"
-        return (
-            f'<div class="clipaln-player clipaln-gallery" id="{self.id}">'
-            f'<div style="{style}"><label>prompt '
-            f'<select aria-label="prompt" style="{style}">{options}</select></label></div>'
-            f'<input type="range" min="0" max="{len(self.ts) - 1}" step="1" value="{self.start}" aria-label="t" '
-            f'aria-valuetext="t = {self.ts[self.start]:.2f}: {htmlmod.escape(caption)}" '
-            'style="width:60%;vertical-align:middle"> '
-            f'<span class="clipaln-readout" style="font-family:monospace;{style}">t = {self.ts[self.start]:.2f}</span>'
-            f'<div class="clipaln-caption" style="{style};margin:4px 0">{htmlmod.escape(caption)}</div>'
-            f'<table class="clipaln-grid" style="width:100%;max-width:{140 * self.columns}px;table-layout:fixed;'
-            f'border-collapse:collapse;margin:0">{rows}</table>'
-            f"<script>(function(){{var root=document.getElementById({json.dumps(self.id)});"
-            f"var thumbs={_script_json(thumbs)};var frames={_script_json(self.frames)};var ts={_script_json(self.ts)};"
-            'var s=root.querySelector("input"),m=root.querySelector("select"),r=root.querySelector(".clipaln-readout"),'
-            'c=root.querySelector(".clipaln-caption"),cells=root.querySelectorAll(".clipaln-grid td");'
-            "function show(){var f=frames[m.value][s.value];"
-            'r.textContent="t = "+ts[s.value].toFixed(2);c.textContent=f[2];'
-            's.setAttribute("aria-valuetext",r.textContent+": "+f[2]);'
-            'cells.forEach(function(td,j){var im=td.querySelector("img");'
-            f'im.src="data:{self.mime};base64,"+thumbs[f[0][j]];im.alt="rank "+(j+1)+": "+f[1][j];'
-            'td.querySelector(".clipaln-label").textContent=f[1][j];});}'
-            's.addEventListener("input",show);m.addEventListener("change",show);})();</script></div>'
-        )
-
-    def _repr_html_(self) -> str:
-        return self.html
 
 
 #: The trade-off curves: metric, colour, legend (plotted in percent).

@@ -65,9 +65,11 @@ def test_the_wheel_carries_the_toy_clip(tmp_path):
         capture_output=True,
     )
     wheel = next(tmp_path.glob("clipaln-*.whl"))
-    assert {"clipaln/toyworld/weights/toy_clip.safetensors", "clipaln/toyworld/weights/toy_clip.json"} <= set(
-        zipfile.ZipFile(wheel).namelist()
-    )
+    assert {
+        "clipaln/toyworld/weights/toy_clip.safetensors",
+        "clipaln/toyworld/weights/toy_clip.json",
+        *(f"clipaln/templates/{name}.html" for name in ("static_player", "gallery_player", "gallery_cell")),
+    } <= set(zipfile.ZipFile(wheel).namelist())  # the toy CLIP, and the players' templates
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"

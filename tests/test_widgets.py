@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipaln.players import GalleryPlayer
 from clipaln.plots import RIGHT, WRONG, image_grid, marked
 from clipaln.projection import naive_scores
 from clipaln.train import TrainConfig
-from clipaln.widgets import Frames, GalleryPlayer, RetrievalWidget, TradeoffWidget
+from clipaln.widgets import Frames, RetrievalWidget, TradeoffWidget
 
 pytest.importorskip("ipywidgets")
 
@@ -212,7 +213,7 @@ def test_the_gallery_player_holds_every_prompt_of_the_menu(toy):
 def test_player_text_is_data_and_t_is_finite():
     """Everything in a player's script is JSON escaped for HTML (<, >, &, U+2028, U+2029), so no label
     ends the script, opens a comment or changes how the page after it is read; NaN or inf t is refused."""
-    from clipaln.widgets import StaticPlayer
+    from clipaln.players import StaticPlayer
 
     thumb = io.BytesIO()
     Image.new("RGB", (4, 4)).save(thumb, format="png")
@@ -239,7 +240,7 @@ def test_right_and_wrong_are_marked_not_only_coloured():
 
 
 def test_the_static_player_refuses_what_it_cannot_show():
-    from clipaln.widgets import StaticPlayer
+    from clipaln.players import StaticPlayer
 
     frames = [b"a", b"b", b"c"]
     for start in (99, -1, True):
