@@ -43,7 +43,7 @@ SCHEDULES = {
     "kto": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
     # CE has no KL term: the orthogonality penalty alone keeps its W within the target
     "ce": dict(lr=0.01, epochs=10, orth=10.0, batch_size=256, bma=False),
-    # the further preference losses take DPO's setting (`typographic.tune(feats, "cdpo")` can tune one)
+    # the further preference losses take DPO's setting (`bench.tuning.tune(feats, "cdpo")` can tune one)
     "cdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
     "rfdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
     "mdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),

@@ -194,14 +194,16 @@ def test_the_orthogonality_penalty_keeps_w_near_the_identity(toy_feats):
 def test_tuning_reads_the_validation_split_only(toy_feats):
     import dataclasses
 
+    from clipaln.bench import tuning
+
     assert toy_feats.val is not None and len(toy_feats.val.labels) > 0
     grid = dict(lrs=(0.003, 0.03), epochs=(2,), orths=(0.0,))
-    choice = typographic.tune(toy_feats, "dpo", **grid)
+    choice = tuning.tune(toy_feats, "dpo", **grid)
     noise = lambda x: torch.randn_like(x)
     scrambled_test = dataclasses.replace(
         toy_feats.test, clean=noise(toy_feats.test.clean), attacked=noise(toy_feats.test.attacked)
     )
-    again = typographic.tune(dataclasses.replace(toy_feats, test=scrambled_test), "dpo", **grid)
+    again = tuning.tune(dataclasses.replace(toy_feats, test=scrambled_test), "dpo", **grid)
     assert again == choice  # the test images cannot change the choice
     assert {(r["lr"], r["epochs"]) for r in choice["grid"]} == {(0.003, 2), (0.03, 2)}
     assert all("w/orthogonality_gap" in r and "val/dial/min_clean" in r for r in choice["grid"])

@@ -53,7 +53,7 @@ from ..manifest import data_record, digest
 from ..metrics import accuracy
 from ..models import ClipBundle
 from ..policy import PreferenceData, logprobs, refuse_unknown_words, similarities
-from ..projection import MAX_GAP, S_RANGE, SharedProjection, SpectralScorer, exponents, spectrum, within_target
+from ..projection import SharedProjection, SpectralScorer, exponents, spectrum
 from ..toyworld import OBJECTS
 from ..toyworld.config import article
 from ..toyworld.datasets import HELD_OUT_WORDS, ToyObjects, attack_styles
@@ -62,14 +62,12 @@ from .protocol import DataFlags
 
 #: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
 #: registry) and every preference method averages its iterates with BMA, as the authors do. The
-#: learning rate, epochs and the weight of the orthogonality penalty (orth) were chosen by `tune` on
+#: learning rate, epochs and the weight of the orthogonality penalty (orth) were chosen by
+#: `clipaln.bench.tuning.tune` on
 #: the toy world's validation split (never on test numbers), under the target for W
 #: (clipaln.projection.MAX_GAP, S_RANGE) and the dial's: `clipaln bench tune --json` prints the grid and the choice.
 DEFAULTS = SCHEDULES  # the package's defaults were tuned on this track (clipaln.train.SCHEDULES)
-#: The grid `tune` searches, and how much clean validation accuracy a choice may give up at t = 1.
-LR_GRID = (0.003, 0.01, 0.03, 0.1)
-EPOCH_GRID = (3, 10, 30)
-ORTH_GRID = (0.0, 1.0, 10.0, 100.0)
+#: How much clean validation accuracy a choice of W or t may give up at t = 1.
 MAX_CLEAN_DROP = 0.02
 #: The dial: Fig. 2's range of t in steps of 0.2, and the clean accuracy a choice must keep at every t of it.
 DIAL_TS = tuple(round(-2.0 + 0.2 * i, 1) for i in range(17))
@@ -551,74 +549,6 @@ def dial(sweep: Sweep, ts: Sequence[float] = DIAL_TS) -> dict:
         "dial/ocr_t-1": at(-1.0, "accuracy/ocr"),
         "dial/ocr_t-2": at(-2.0, "accuracy/ocr"),
         "dial/max_attacked_step": max(steps),
-    }
-
-
-def _admissible(row: dict, base_clean: float, max_clean_drop: float) -> bool:
-    """W within its target, clean accuracy kept at t = 1 and over the whole dial (validation numbers)."""
-    return (
-        row["w/within_target"]
-        and row["val/dial/clean_t1"] >= base_clean - max_clean_drop
-        and row["val/dial/min_clean"] >= MIN_CLEAN_ON_DIAL
-    )
-
-
-def choose(grid: list[dict], base_clean: float, max_clean_drop: float = MAX_CLEAN_DROP) -> dict:
-    """The row of a tuning grid to keep: among the admissible rows (W within its target, validation
-    clean accuracy within max_clean_drop of the base model's at t = 1 and at least MIN_CLEAN_ON_DIAL
-    at every t of the dial), the highest validation attacked accuracy at t = 1. When none is
-    admissible: the row whose W is nearest orthogonal."""
-    ok = [r for r in grid if _admissible(r, base_clean, max_clean_drop)]
-    if ok:
-        return max(ok, key=lambda r: r["val/dial/attacked_t1"])
-    near = [r for r in grid if r["w/within_target"]]
-    if near:  # W within its target, but the dial's clean accuracy is missed: the smallest miss
-        return max(near, key=lambda r: r["val/dial/min_clean"])
-    return min(grid, key=_distance_to_target)
-
-
-def _distance_to_target(row: dict) -> float:
-    """How many times too far from orthogonal W is, by its worst measure (1 = on the target's edge)."""
-    return max(
-        row["w/orthogonality_gap"] / MAX_GAP, S_RANGE[0] / max(row["w/s_min"], 1e-12), row["w/s_max"] / S_RANGE[1]
-    )
-
-
-def tune(
-    feats: Features,
-    method: str,
-    lrs: Sequence[float] = LR_GRID,
-    epochs: Sequence[int] = EPOCH_GRID,
-    orths: Iterable[float] = ORTH_GRID,
-    seed: int = 0,
-    max_clean_drop: float = MAX_CLEAN_DROP,
-    progress: bool = False,
-    **overrides: Any,
-) -> dict:
-    """W's learning rate, epochs and orthogonality weight for `method`, chosen on the validation split
-    only (`choose`; when no row is admissible, `admissible` is False in the result). Each grid row
-    holds the setting, W's spectrum and the validation dial (`dial` on feats.val). Returns
-    {"choice": {lr, epochs, orth}, "admissible", "val/base_accuracy/clean", "grid": [rows]}."""
-    if feats.val is None:
-        raise ValueError("tuning needs a validation split: build the features from a spec with a val_set")
-    base = evaluate_split(feats, feats.val)["accuracy/clean"]
-    grid = []
-    for orth in orths:
-        for lr in lrs:
-            for n in epochs:
-                cfg = train_config(method, lr=lr, epochs=n, orth=orth, seed=seed, **overrides)
-                proj, _ = train(feats, cfg, progress=progress)
-                stats = spectrum(proj)
-                val = dial(Sweep(feats, proj, split="val"))
-                row = {"lr": lr, "epochs": n, "orth": orth, **stats, "w/within_target": within_target(stats)}
-                grid.append(row | {f"val/{k}": v for k, v in val.items()})
-    best = choose(grid, base, max_clean_drop)
-    choice = {k: best[k] for k in ("lr", "epochs", "orth")}
-    return {
-        "choice": choice,
-        "admissible": _admissible(best, base, max_clean_drop),
-        "val/base_accuracy/clean": base,
-        "grid": grid,
     }
 
 
