@@ -163,3 +163,19 @@ def test_a_partial_schedule_takes_dpos_for_the_rest():
         }
     finally:
         losses.LOSSES.pop("lrdpo", None)
+
+
+def test_a_plugin_registered_after_import_is_a_preference_method_at_once():
+    """The methods with a known gradient weight are read when asked, not fixed when clipaln loads."""
+    import torch
+
+    def later(logp, ref_logp, y_w, y_l, beta, z0):
+        return losses.dpo(losses.preference_margin(logp, ref_logp, y_w, y_l), beta)
+
+    assert "later" not in losses.preference_methods()
+    try:
+        losses.register("later", later, weight=lambda h, beta: beta * torch.sigmoid(-beta * h))
+        assert "later" in losses.preference_methods()
+        assert torch.allclose(losses.gradient_weight("later", torch.zeros(2), 1.0), torch.full((2,), 0.5))
+    finally:
+        losses.LOSSES.pop("later", None)
