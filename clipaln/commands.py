@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from safetensors import SafetensorError
 
-from . import bench, conflicts, distributed, losses, runs
+from . import bench, conflicts, distributed, losses, runs, tracks
 from .bench import registry as bench_registry
 from .course import command as course_command
 from .data.real import FULL_HASH_ENV
@@ -81,7 +81,7 @@ def _train_request(a) -> dict:
     request |= {"lock_image": True} if a.lock_image else {}
     request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), eval_every=a.eval_every)
     request |= _data_args(a)
-    conflicts.refuse("train", {**request, "lock_text": a.lock_text})
+    conflicts.refuse("train-cli", {"lock_text": a.lock_text, "train_text": a.train_text})  # as typed
     return request
 
 
@@ -632,6 +632,8 @@ def _interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     losses.load_plugins()  # before the parser, so that --method knows installed losses (a broken one costs itself)
+    tracks.load_plugins()  # ... and train / eval their installed tracks
+    bench_registry.load_plugins()  # ... and bench its installed benchmarks
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (train --resume compares it)
     on_main = threading.current_thread() is threading.main_thread()

@@ -5,7 +5,7 @@ flags), the one line that refuses it, and a command line that meets it. `refuse`
 through the table before any work; tests/test_conflicts.py runs every row's command line.
 
 What a single value may be (a range, a type) is the config's to check (`TrainConfig`); what a
-benchmark reads is `commands.BENCH_READS`."""
+benchmark reads is `bench.registry.Bench.reads`."""
 
 from __future__ import annotations
 
@@ -16,25 +16,36 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Conflict:
-    command: str  # train, eval, export, or data (the data flags of train and eval: runs.make_spec)
+    command: str  # train, eval, export; data (train's and eval's data flags: runs.make_spec); train-cli (flags
+    # only the command line has, checked as typed, before a resume merges in the run's recorded request)
     applies: Callable[[dict[str, Any]], bool]
     message: str
     example: tuple[str, ...]  # a command line that meets it ({pairs}: a pairs file; {out}: a new folder)
 
 
 def _given(request: dict, *keys: str) -> bool:
-    return any(request.get(k) not in (None, False) for k in keys)
+    """Any of `keys` given: a value other than None and False (0 and an empty list are given)."""
+    return any(request.get(k) is not None and request.get(k) is not False for k in keys)
 
 
 def _several_t(request: dict) -> bool:
-    return isinstance(request.get("t"), (list, tuple))
+    """t given as a sequence of values (the command line's --t A B ...), not one number."""
+    t = request.get("t")
+    return t is not None and not isinstance(t, (int, float))
+
+
+def _no_t_at_all(request: dict) -> bool:
+    try:
+        return len(request["t"]) == 0
+    except TypeError:
+        return False
 
 
 CONFLICTS: tuple[Conflict, ...] = (
     # train
     Conflict(
         "train",
-        lambda r: r.get("mode") == "full" and r["task"] != "typographic",
+        lambda r: r.get("mode") == "full" and r.get("task") != "typographic",
         "full fine-tuning (--mode full) is available for the typographic task only",
         ("train", "gender", "--mode", "full", "--out", "{out}"),
     ),
@@ -51,7 +62,7 @@ CONFLICTS: tuple[Conflict, ...] = (
         ("train", "typographic", "--mode", "full", "--lock-image", "--out", "{out}"),
     ),
     Conflict(
-        "train",
+        "train-cli",
         lambda r: _given(r, "lock_text") and _given(r, "train_text"),
         "--lock-text keeps the text tower frozen and --train-text trains it: give one",
         ("train", "typographic", "--mode", "full", "--train-text", "--lock-text", "--out", "{out}"),
@@ -64,38 +75,54 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "train",
-        lambda r: _given(r, "eval_every") and r["task"] == "pairs" and not r.get("val_share"),
+        lambda r: _given(r, "eval_every") and r.get("task") == "pairs" and not r.get("val_share"),
         "--eval-every scores W on validation data: W training, and for pairs --val-share",
         ("train", "pairs", "--pairs", "{pairs}", "--eval-every", "5", "--out", "{out}"),
     ),
     Conflict(
         "data",
-        lambda r: _given(r, "reg_images") and r["task"] != "pairs",
+        lambda r: _given(r, "reg_images") and r.get("task") != "pairs",
         "--reg-images is for the pairs task",
         ("train", "typographic", "--reg-images", "{pairs}", "--out", "{out}"),
     ),
     Conflict(
         "data",
-        lambda r: bool(r.get("val_share")) and r["task"] != "pairs",
+        lambda r: bool(r.get("val_share")) and r.get("task") != "pairs",
         "--val-share is for the pairs task: typographic and gender hold out their own validation data",
         ("train", "gender", "--val-share", "0.2", "--out", "{out}"),
     ),
     Conflict(
         "data",
-        lambda r: r["task"] == "pairs" and (_given(r, "n_train", "n_test") or r.get("dataset") not in (None, "toy")),
+        lambda r: (
+            r.get("task") == "pairs" and (_given(r, "n_train", "n_test") or r.get("dataset") not in (None, "toy"))
+        ),
         "the pairs task holds out a fifth of the file's images: no --n-train, --n-test or --dataset",
         ("train", "pairs", "--pairs", "{pairs}", "--n-train", "10", "--out", "{out}"),
     ),
     Conflict(
         "data",
-        lambda r: r["task"] == "gender" and r.get("dataset") == "people" and _given(r, "n_train", "n_test"),
+        lambda r: r.get("task") == "gender" and r.get("dataset") == "people" and _given(r, "n_train", "n_test"),
         "--dataset people splits every (activity, gender) cell 60/20/20: no --n-train/--n-test",
         ("train", "gender", "--dataset", "people", "--root", "{pairs}", "--n-test", "8", "--out", "{out}"),
+    ),
+    Conflict(
+        "data",
+        lambda r: r.get("task") == "gender" and _given(r, "root") and r.get("dataset") != "people",
+        "--root goes with --dataset people: the toy world's people are drawn, not read",
+        ("train", "gender", "--root", "{pairs}", "--out", "{out}"),
+    ),
+    Conflict(
+        "data",
+        lambda r: (
+            _given(r, "download") and (r.get("task") != "typographic" or r.get("dataset") in (None, "toy", "folder"))
+        ),
+        "--download fetches a torchvision dataset (train typographic --dataset NAME): there is nothing to fetch here",
+        ("train", "pairs", "--pairs", "{pairs}", "--download", "--out", "{out}"),
     ),
     # eval
     Conflict(
         "eval",
-        lambda r: r["task"] != "toy" and _given(r, "n"),
+        lambda r: r.get("task") != "toy" and _given(r, "n"),
         "--n is for eval toy; eval typographic / gender score the run's own splits",
         ("eval", "typographic", "--n", "300"),
     ),
@@ -119,7 +146,7 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "eval",
-        lambda r: _several_t(r) and (not r["t"] or _given(r, "photos", "image_encoder")),
+        lambda r: _several_t(r) and (_no_t_at_all(r) or _given(r, "photos", "image_encoder")),
         "several --t values go with --projection (not --photos or --image-encoder), at least one",
         ("eval", "typographic", "--projection", "{pairs}", "--t", "0", "1", "--photos", "{out}"),
     ),
@@ -131,7 +158,7 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "eval",
-        lambda r: _given(r, "photos", "image_encoder") and r["task"] != "typographic",
+        lambda r: _given(r, "photos", "image_encoder") and r.get("task") != "typographic",
         "--photos and --image-encoder go with eval typographic",
         ("eval", "gender", "--photos", "{out}"),
     ),
@@ -143,7 +170,7 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "eval",
-        lambda r: _given(r, "choose_t") and (r["task"] != "typographic" or not _given(r, "projection")),
+        lambda r: _given(r, "choose_t") and (r.get("task") != "typographic" or not _given(r, "projection")),
         "--choose-t goes with eval typographic --projection FILE, and no --t",
         ("eval", "gender", "--choose-t"),
     ),

@@ -73,8 +73,8 @@ def make_spec(
     n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
     toy world's (activity, gender) cells); None keeps the track's default. val_share (pairs): a share
     of the images held out for validation; whole (pairs): every row held out, a file scored whole."""
-    conflicts.refuse("data", dict(task=task, dataset=dataset, n_train=n_train, n_test=n_test,
-                                  reg_images=reg_images, val_share=val_share))  # fmt: skip
+    conflicts.refuse("data", dict(task=task, dataset=dataset, root=root, n_train=n_train, n_test=n_test,
+                                  download=download, reg_images=reg_images, val_share=val_share))  # fmt: skip
     options = {k: v for k, v in (("reg_images", reg_images), ("val_share", val_share), ("whole", whole)) if v}
     flags = protocol.DataFlags(model, dataset, root, n_train, n_test, seed, download)
     return _track(task).make_spec(flags, **options)
@@ -253,6 +253,8 @@ def train_run(
     conflicts.refuse("train", dict(task=task, mode=mode, train_text=train_text, lock_image=lock_image,
                                    overrides=overrides, eval_every=eval_every, **data))  # fmt: skip
     track.train_config(method, **(overrides or {}))  # a bad value is one line before any work
+    if eval_every and not hasattr(track, "validator"):
+        raise ValueError(f"--eval-every scores W on validation data: the {task} track has none (no validator)")
     reporting.check(report_to)
     pretrained = _resolved(pretrained)
     encoding = {k: data.pop(k) for k in ("workers", "precision") if k in data}
@@ -301,7 +303,7 @@ def train_run(
                              eval_every=eval_every or 0)  # fmt: skip
         try:
             if mode == "w":
-                validate = track.validator(feats) if eval_every else None
+                validate = getattr(track, "validator", lambda feats: None)(feats) if eval_every else None
                 if eval_every and validate is None:
                     raise ValueError(f"--eval-every scores W on validation data, and this {task} data has none")
                 # W trains where the model runs

@@ -27,8 +27,19 @@ def test_every_contradiction_is_one_line_before_any_work(row, tmp_path, capsys, 
 
 
 def test_the_table_has_a_row_for_every_command_and_refuse_takes_the_first():
-    assert {c.command for c in conflicts.CONFLICTS} == {"train", "eval", "export", "data"}
+    assert {c.command for c in conflicts.CONFLICTS} == {"train", "train-cli", "eval", "export", "data"}
     assert len({c.message for c in conflicts.CONFLICTS}) == len(conflicts.CONFLICTS)
     conflicts.refuse("eval", {"task": "typographic", "projection": "w.safetensors", "t": 0.5})  # no conflict
     with pytest.raises(ValueError, match="--choose-t chooses t"):  # it meets two rows: the first is named
         conflicts.refuse("eval", {"task": "gender", "choose_t": True, "photos": "p"})
+
+
+def test_zero_is_a_given_value_and_any_sequence_of_t_is_several():
+    """`--t 0` beside --choose-t is refused as any t is; t as a numpy array or a range is several t."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match="--choose-t chooses t"):
+        conflicts.refuse("eval", {"task": "typographic", "projection": "w", "choose_t": True, "t": 0})
+    for ts in (np.array([0.5, 1.0]), range(2), []):
+        with pytest.raises(ValueError, match="several --t values"):
+            conflicts.refuse("eval", {"task": "typographic", "projection": "w", "photos": "p", "t": ts})

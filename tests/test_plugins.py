@@ -179,3 +179,29 @@ def test_a_plugin_registered_after_import_is_a_preference_method_at_once():
         assert torch.allclose(losses.gradient_weight("later", torch.zeros(2), 1.0), torch.full((2,), 0.5))
     finally:
         losses.LOSSES.pop("later", None)
+
+
+def test_an_installed_track_and_benchmark_run_from_the_command_line(tmp_path):
+    """CONTRIBUTING's track and benchmark, installed out of tree under the entry-point groups
+    clipaln.tracks and clipaln.benchmarks: `clipaln train words` and `clipaln bench clean` run them;
+    a track plugin that fails to import costs only itself."""
+    from pathlib import Path
+
+    site = tmp_path / "site"
+    info = site / "my_tracks-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-tracks\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[clipaln.tracks]\nwords = words_over_objects\nbroken = no_such_module_anywhere\n\n"
+        "[clipaln.benchmarks]\nclean = clean_accuracy_bench:clean_accuracy\n"
+    )
+    examples = Path(__file__).parent / "examples"
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{examples}", "HF_HUB_OFFLINE": "1"}
+    clipaln = lambda *args: subprocess.run([sys.executable, "-m", "clipaln", *args], env=env, capture_output=True,
+                                           text=True, timeout=300)  # fmt: skip
+    trained = clipaln("train", "words", "--epochs", "5", "--batch-size", "8", "--quiet", "--no-cache",
+                      "--out", str(tmp_path / "r"))  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["task"] == "words"
+    bench = clipaln("bench", "clean", "--n-test", "12", "--json", "--no-cache")
+    assert bench.returncode == 0 and json.loads(bench.stdout)["n_test"] == 12, bench.stderr[-2000:]

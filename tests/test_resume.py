@@ -132,3 +132,21 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path, monkeypatch, capsys):
         capsys,
     )
     one_line_error(code, err, "cannot be read")
+
+
+def test_a_resume_is_checked_as_the_run_it_continues_not_as_the_flags_typed(tmp_path, pairs_file):
+    """--eval-every typed on resuming a pairs run recorded with --val-share is allowed (its validation
+    pairs are in the recorded request, which the contradiction table reads merged with the flags)."""
+    import json
+
+    from clipaln.manifest import PARTIAL_MARK
+
+    work = tmp_path / "run.partial"
+    work.mkdir()
+    (work / PARTIAL_MARK).write_text("")
+    request = {"task": "pairs", "method": "dpo", "mode": "w", "overrides": {"epochs": 1, "batch_size": 8},
+               "root": str(pairs_file), "seed": 0, "model": "toy", "pretrained": None, "val_share": 0.25}  # fmt: skip
+    (work / "checkpoint.request.json").write_text(json.dumps(request))
+    assert main(["train", "pairs", "--out", str(tmp_path / "run"), "--resume", "--eval-every", "1", "--quiet"]) == 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert any("eval/preference/accuracy" in h for h in history)

@@ -45,6 +45,8 @@ def _train_and_evaluate_words(tmp_path, capsys):
     assert "no validation split" in capsys.readouterr().err
     assert main(["train", "words", "--dataset", "imagenet", "--out", str(tmp_path / "x")]) == 2
     assert "draws its own toy scenes" in capsys.readouterr().err
+    assert main(["train", "words", "--eval-every", "5", "--out", str(tmp_path / "y")]) == 2  # no validator
+    assert "the words track has none" in capsys.readouterr().err and not (tmp_path / "y.partial").exists()
 
 
 def test_register_refuses_what_is_not_a_track_or_a_name():

@@ -133,6 +133,32 @@ def register(name: str, bench: Bench) -> None:
     BENCHES[name] = bench
 
 
+#: Installed packages name their benchmarks here (`clean = "my_package.benches:clean"`, a Bench or a
+#: function of a Context); the CLI loads them at start.
+ENTRY_POINTS = "clipaln.benchmarks"
+#: Benchmark plugins that failed to load: name -> why.
+FAILED_PLUGINS: dict[str, str] = {}
+
+
+def load_plugins() -> list[str]:
+    """Register every installed package's benchmarks (entry-point group "clipaln.benchmarks"); their
+    names. One that fails to load costs only itself: why is kept in FAILED_PLUGINS."""
+    from importlib.metadata import entry_points
+
+    added = []
+    for ep in entry_points(group=ENTRY_POINTS):
+        if ep.name in BENCHES:
+            continue
+        try:
+            obj = ep.load()
+            register(ep.name, obj if isinstance(obj, Bench) else Bench(obj))
+            added.append(ep.name)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt at import too: a plugin's, not ours
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            FAILED_PLUGINS[ep.name] = f"the benchmark plugin {ep.name!r} ({ep.value}) failed to load: {reason}"
+    return added
+
+
 def run(name: str, flags: dict[str, Any]) -> dict:
     """Run the benchmark `name` with the flags given (argparse's names and values; `seeds` None takes
     the benchmark's default). Returns its result, a plain dict."""

@@ -7,7 +7,9 @@ build_features, train_config, train, evaluate), and registered in TRACKS, which 
 - pairs: your own task, (image, chosen caption, rejected caption) rows;
 - phenomena: what the toy CLIP does, measured on fresh images (`clipaln eval toy`; not a track).
 
-A new track is one module and one line: `register("name", module)` (CONTRIBUTING.md).
+A new track is one module and one line: `register("name", module)` from Python, or, for the command
+line, `name = "module"` under the entry-point group "clipaln.tracks" of an installed package
+(CONTRIBUTING.md).
 """
 
 import re
@@ -33,4 +35,28 @@ def register(name: str, track: Track) -> None:
     TRACKS[name] = track
 
 
-__all__ = ["TRACKS", "Track", "gender", "pairs", "phenomena", "register", "typographic"]
+#: Installed packages name their tracks here (`words = "my_package.words"`); the CLI loads them at start.
+ENTRY_POINTS = "clipaln.tracks"
+#: Track plugins that failed to load: name -> why (one line, for the command that asks for them).
+FAILED_PLUGINS: dict[str, str] = {}
+
+
+def load_plugins() -> list[str]:
+    """Register every installed package's tracks (entry-point group "clipaln.tracks"); their names.
+    One that fails to load or to register costs only itself: why is kept in FAILED_PLUGINS."""
+    from importlib.metadata import entry_points
+
+    added = []
+    for ep in entry_points(group=ENTRY_POINTS):
+        if ep.name in TRACKS:
+            continue
+        try:
+            register(ep.name, ep.load())
+            added.append(ep.name)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt at import too: a plugin's, not ours
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            FAILED_PLUGINS[ep.name] = f"the track plugin {ep.name!r} ({ep.value}) failed to load: {reason}"
+    return added
+
+
+__all__ = ["TRACKS", "Track", "gender", "load_plugins", "pairs", "phenomena", "register", "typographic"]

@@ -1,8 +1,9 @@
 """What a track is: the contract `runs` and the command line hold each experiment to.
 
 A track is a module (or any object) with the five functions of `Track`; `clipaln.tracks.register`
-adds it to `TRACKS`, after which `clipaln train NAME` and `clipaln eval NAME` run it (CONTRIBUTING.md
-has the recipe, and tests/test_tracks_protocol.py adds one that way). Optional members, with the
+adds it to `TRACKS` (or the entry-point group "clipaln.tracks" of an installed package, for the
+shell), after which `clipaln train NAME` and `clipaln eval NAME` run it (CONTRIBUTING.md has the
+recipe; tests/test_tracks_protocol.py and tests/test_plugins.py add one each way). Optional members, with the
 defaults `runs` takes where a track has none:
 
 - `methods() -> list[str]`: the preference methods it trains (default: every registered one);
