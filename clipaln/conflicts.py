@@ -75,7 +75,7 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "train",
-        lambda r: _given(r, "eval_every") and r.get("task") == "pairs" and not r.get("val_share"),
+        lambda r: bool(r.get("eval_every")) and r.get("task") == "pairs" and not r.get("val_share"),  # 0: off
         "--eval-every scores W on validation data: W training, and for pairs --val-share",
         ("train", "pairs", "--pairs", "{pairs}", "--eval-every", "5", "--out", "{out}"),
     ),
