@@ -3,10 +3,10 @@
 A track is a module (or any object) with the five functions of `Track`; `clipaln.tracks.register`
 adds it to `TRACKS` (or the entry-point group "clipaln.tracks" of an installed package, for the
 shell), after which `clipaln train NAME` and `clipaln eval NAME` run it (CONTRIBUTING.md has the
-recipe; tests/test_tracks_protocol.py and tests/test_plugins.py add one each way). Optional members, with the
-defaults `runs` takes where a track has none:
+recipe; tests/test_tracks_protocol.py and tests/test_plugins.py add one each way). A method it does
+not train is refused by its train_config. Optional members, with the defaults `runs` takes where a
+track has none:
 
-- `methods() -> list[str]`: the preference methods it trains (default: every registered one);
 - `validator(feats) -> Callable[[W | None], dict] | None`: validation metrics for `--eval-every`
   (default: none, and `--eval-every` is refused);
 - `evaluator(feats, projection, split) -> Callable[[float], dict]`: t -> its metrics of W_t on the
