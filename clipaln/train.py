@@ -11,230 +11,37 @@ authors do), checkpoints and torchrun support.
 
 from __future__ import annotations
 
-import json
 import math
-import numbers
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from . import distributed as dist
 from . import losses
-from .io import read_text, save_tensors
+from .checkpoints import check_checkpoint, checkpoint_step, load_checkpoint, save_checkpoint
+from .config import SCHEDULES, TrainConfig, read_config
 from .policy import PreferenceData, logprobs, similarities
 from .projection import SharedProjection, orthogonality_gap
 
-__all__ = ["PreferenceData", "SCHEDULES", "TrainConfig", "fit_projection", "loop", "lr_at", "rank_batch", "bma_weight"]
-
-
-#: Each method's schedule, the one set of defaults that TrainConfig, the tracks and the CLI read
-#: (beta and lambda come from the paper, losses.method(m).paper). Tuned on the typographic track's
-#: validation split (docs/toy-world.md); a track tuned apart (gender) passes its own to for_method.
-SCHEDULES = {
-    "dpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    # IPO misses W's target at every setting tried (its smallest singular value stays at or below 0.14
-    # even with orth = 10,000): this is the nearest to it of the grid (docs/toy-world.md)
-    "ipo": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256, bma=True),
-    "kto": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    # CE has no KL term: the orthogonality penalty alone keeps its W within the target
-    "ce": dict(lr=0.01, epochs=10, orth=10.0, batch_size=256, bma=False),
-    # the further preference losses take DPO's setting (`bench.tuning.tune(feats, "cdpo")` can tune one)
-    "cdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    "rfdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    "mdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-}
-
-
-@dataclass
-class TrainConfig:
-    """How W (or an encoder) trains. A field left None takes the method's default: beta and lambda
-    from the paper, the rest from SCHEDULES; so TrainConfig(method="kto") here, `clipaln train
-    --method kto` and the tracks' train_config("kto") are the same run."""
-
-    method: str = "dpo"
-    beta: float | None = None
-    lam: float | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    bma: bool | None = None
-    pref_weight: float = 1.0  # the weight of L_pref: 0 trains on L_reg alone (the reviewers' ablation)
-    orth: float | None = None  # the weight of ||W^T W - I||_F^2 / d, which keeps W near orthogonal (fit_projection)
-    label_smoothing: float | None = None  # cDPO's eps (TRL's label_smoothing; default 0.1); None for other methods
-    # TRL's (transformers' TrainingArguments') names, with their meaning there:
-    per_device_train_batch_size: int | None = None  # set: the global batch is this x ranks x accumulation steps
-    gradient_accumulation_steps: int = 1  # each rank's share of a batch runs in this many micro-batches
-    max_grad_norm: float | None = None  # clip the global gradient's norm (None: no clipping, the paper's)
-    # no step on noise: at the objective's minimum (W = I under L_reg alone) the gradient is float
-    # rounding, about 3e-6, which Adamax would scale up to a full step of size lr; below this norm no
-    # step is taken (docs/method.md, "No step on noise"). Every preference run's gradient is far above it.
-    min_grad_norm: float = 1e-5
-    weight_decay: float = 0.0  # Adamax's (torch.optim.Adamax: added to the gradient, not decoupled)
-    lr_scheduler_type: str = "cosine"  # after the warm-up: cosine, linear, constant (constant_with_warmup)
-
-    @classmethod
-    def for_method(cls, method: str, track_defaults: dict | None = None, **overrides) -> TrainConfig:
-        """A track's per-method defaults, then `overrides` (None keeps the default); what neither
-        sets comes from the package's defaults (the paper's beta and lambda, SCHEDULES)."""
-        base = dict((track_defaults or {}).get(method, {}))
-        if overrides.get("per_device_train_batch_size") is not None:  # TRL's batch replaces the default one
-            base.pop("batch_size", None)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(method=method, **base)
-
-    def __post_init__(self):
-        if not isinstance(self.method, str):
-            raise ValueError(f"method must be one name such as 'dpo', got {self.method!r}")
-        entry = losses.method(self.method)  # one line naming the methods when unknown
-        if self.label_smoothing is not None and "label_smoothing" not in entry.options:
-            raise ValueError(f"label_smoothing is cDPO's (method='cdpo'), not {self.method}'s: leave it out")
-        for name, kind in FIELD_TYPES.items():  # the flags, a config file and Python all pass here
-            setattr(self, name, _typed(name, getattr(self, name), kind))
-        if self.per_device_train_batch_size is not None and self.batch_size is not None:
-            raise ValueError(
-                "batch_size is the global batch and per_device_train_batch_size TRL's per-rank one: set one of them"
-            )
-        if self.lr_scheduler_type not in SCHEDULER_TYPES:
-            raise ValueError(
-                f"lr_scheduler_type must be one of {', '.join(SCHEDULER_TYPES)}, got {self.lr_scheduler_type!r}"
-            )
-        schedule = {**SCHEDULES["dpo"], **(SCHEDULES.get(self.method) or entry.schedule or {})}  # DPO's fills gaps
-        for k, v in {**entry.paper, **schedule}.items():
-            if k == "batch_size" and self.per_device_train_batch_size is not None:
-                continue  # TRL's per-rank batch sets the global one (global_batch)
-            if getattr(self, k) is None:
-                setattr(self, k, v)
-        if self.label_smoothing is None and "label_smoothing" in entry.options:
-            self.label_smoothing = losses.LABEL_SMOOTHING  # cDPO's; None for every other method
-        for name, (lo, hi, what) in RANGES.items():
-            v = getattr(self, name)
-            if v is None:  # label_smoothing of a method that has none
-                continue
-            if not (lo < v if "positive" in what else lo <= v) or not v < hi:
-                raise ValueError(f"{name} must be {what}, got {v}")
-
-
-#: Every TrainConfig field but method, by type: what a flag, a config file (JSON or YAML, whose
-#: "1e-3" is a string) and Python may give. Numbers written as strings are read as numbers.
-FIELD_TYPES = {
-    "beta": float,
-    "lam": float,
-    "epochs": int,
-    "lr": float,
-    "batch_size": int,
-    "warmup_ratio": float,
-    "seed": int,
-    "bma": bool,
-    "pref_weight": float,
-    "orth": float,
-    "label_smoothing": float,
-    "per_device_train_batch_size": int,
-    "gradient_accumulation_steps": int,
-    "max_grad_norm": float,
-    "min_grad_norm": float,
-    "weight_decay": float,
-}
-#: (lowest, bound above, words) per numeric field; words that say "positive" exclude the lowest.
-RANGES = {
-    "beta": (0, math.inf, "a positive number"),
-    "lam": (0, math.inf, "a number >= 0 (lambda, the weight of the KL regulariser)"),
-    "epochs": (0, math.inf, "a positive whole number"),
-    "lr": (0, math.inf, "a positive, finite number"),
-    "batch_size": (0, math.inf, "a positive whole number"),
-    "warmup_ratio": (0, 1, "in [0, 1)"),
-    "seed": (0, 2**63, "a whole number >= 0"),
-    "pref_weight": (0, math.inf, "a number >= 0 (a negative weight trains the anti-preference)"),
-    "orth": (0, math.inf, "a number >= 0"),
-    "label_smoothing": (0, 0.5, "in [0, 0.5)"),
-    "per_device_train_batch_size": (0, math.inf, "a positive whole number"),
-    "gradient_accumulation_steps": (0, math.inf, "a positive whole number"),
-    "max_grad_norm": (0, math.inf, "a positive number"),
-    "min_grad_norm": (0, math.inf, "a number >= 0 (0 steps on any gradient)"),
-    "weight_decay": (0, math.inf, "a number >= 0"),
-}
-#: lr_scheduler_type: transformers' names for what follows the linear warm-up
-SCHEDULER_TYPES = ("cosine", "linear", "constant", "constant_with_warmup")
-
-
-def _typed(name: str, value, kind):
-    """value as `kind` (None stays None), or one ValueError naming the field, the value and the type."""
-    if value is None:
-        return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(number, bool) or not isinstance(number, numbers.Real):  # numpy's numbers are Real too
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    number = float(number)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if kind is int:
-        if number != int(number):
-            raise ValueError(f"{name} must be a whole number, got {value!r}")
-        return int(number)
-    return float(number)
-
-
-#: TRL's names for TrainConfig fields (its DPOConfig / KTOConfig, after transformers' TrainingArguments).
-TRL_ALIASES = {
-    "learning_rate": "lr",
-    "num_train_epochs": "epochs",
-    "loss_type": "method",
-}
-TRL_LOSS_TYPES = {"sigmoid": "dpo"}  # DPOConfig's loss_type for the DPO loss; "ipo" is ours as is
-
-
-def read_config(path: str | Path) -> dict:
-    """TrainConfig fields from a JSON or YAML file (`clipaln train --config FILE`); a one-line error
-    names an unknown field, so a typo does not silently train with the default."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = read_text(path)  # UTF-8, not a folder, or one line
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise RuntimeError(
-                f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the config as JSON"
-            ) from None
-        try:
-            config = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path} is not YAML ({str(e).splitlines()[0]})") from None
-    else:
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a mapping of TrainConfig fields")
-    for alias, name in TRL_ALIASES.items():  # a TRL config reads as one of ours
-        if alias in config:
-            if name in config:
-                raise ValueError(f"{path} sets both {alias} (TRL's name) and {name}: keep one")
-            config[name] = config.pop(alias)
-    if isinstance(config.get("method"), str):
-        config["method"] = TRL_LOSS_TYPES.get(config["method"], config["method"])
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; a config sets {', '.join(sorted(known))}")
-    return config
+__all__ = [
+    "check_checkpoint",
+    "checkpoint_step",
+    "load_checkpoint",
+    "read_config",
+    "save_checkpoint",
+    "PreferenceData",
+    "SCHEDULES",
+    "TrainConfig",
+    "fit_projection",
+    "loop",
+    "lr_at",
+    "rank_batch",
+    "bma_weight",
+]
 
 
 def lr_at(step: int, total: int, base: float, warmup_ratio: float, kind: str = "cosine") -> float:
@@ -283,90 +90,6 @@ def rank_batch(step: int, n: int, m: int, batch_size: int, seed: int) -> tuple[t
     idx = torch.randperm(n, generator=generator(seed, epoch))[i * batch_size : (i + 1) * batch_size]
     ridx = torch.randint(0, m, (len(idx),), generator=generator(seed, epoch, i, 1))
     return idx[dist.rank() :: dist.world()], ridx[dist.rank() :: dist.world()], len(idx)
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: str | Path,
-    state: dict,
-    opt: torch.optim.Optimizer,
-    step: int,
-    avg: dict,
-    avg_w: float,
-    cfg: TrainConfig,
-    run: dict | None = None,
-    history: dict | None = None,
-) -> None:
-    """The trained tensors, the optimiser state and the BMA sums at `step`, as safetensors (atomically);
-    `run`: what else the run must match to be resumed (data sizes, number of steps); `history`: the
-    steps so far, in the header, so that a resumed run's history holds every step once."""
-    tensors = {f"state.{k}": v for k, v in state.items()} | {f"bma.{k}": v for k, v in avg.items()}
-    for i, s in opt.state_dict()["state"].items():  # Adamax: step (a scalar), exp_avg, exp_inf
-        tensors |= {f"opt.{i}.{k}": torch.atleast_1d(v) for k, v in s.items()}
-    tensors = {k: v.detach().cpu() for k, v in tensors.items()}  # from whichever device trains
-    meta = {"step": step, "bma_weight": repr(avg_w), **asdict(cfg), **(run or {})}
-    save_tensors(path, tensors, {**meta, "history": json.dumps(history or {})})
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The step a checkpoint resumes at."""
-    return int(_read_checkpoint(path, tensors=False)[0]["step"])
-
-
-def _read_checkpoint(path, tensors: bool = True) -> tuple[dict, dict]:
-    """(header, tensors) of a checkpoint; tensors=False reads the header only."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"nothing to resume: no checkpoint at {path}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"checkpoint {path} cannot be read ({str(e)[:100]}): start over without --resume") from None
-    if "step" not in meta:
-        raise ValueError(f"{path} is not a clipaln checkpoint (no step in its header): refusing to resume")
-    return meta, tensors
-
-
-def _check_meta(path, meta: dict, expected: dict) -> None:
-    for k, v in expected.items():
-        if meta.get(k) != str(v):
-            raise ValueError(f"checkpoint {path} was written with {k}={meta.get(k)}, not {v}: refusing to resume")
-
-
-def check_checkpoint(path: str | Path, expected: dict) -> None:
-    """Refuse (ValueError, one line) a checkpoint that is unreadable or was written with other `expected`
-    entries (config, model weights, data), before any work is done."""
-    _check_meta(path, _read_checkpoint(path, tensors=False)[0], expected)
-
-
-def load_checkpoint(
-    path: str | Path, state: dict, opt: torch.optim.Optimizer, cfg: TrainConfig, run: dict | None = None
-) -> tuple[int, dict, float, dict]:
-    """Restore what save_checkpoint wrote into `state` and `opt`; returns (step, bma_sums, bma_weight,
-    history of the steps before it).
-    Refuses a checkpoint written with another config or another `run` (data sizes, steps)."""
-    meta, tensors = _read_checkpoint(path)
-    if any(f"state.{k}" not in tensors for k in state):
-        raise ValueError(f"{path} is not a checkpoint of this training (its tensors differ): refusing to resume")
-    _check_meta(path, meta, {**asdict(cfg), **(run or {})})
-    with torch.no_grad():
-        for k, v in state.items():
-            v.copy_(tensors[f"state.{k}"])
-    opt_state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            opt_state.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
-    if opt_state:
-        sd = opt.state_dict()
-        sd["state"] = opt_state
-        opt.load_state_dict(sd)
-    avg = {k[4:]: v.to(state[k[4:]].device) for k, v in tensors.items() if k.startswith("bma.")}
-    history = json.loads(meta.get("history") or "{}")
-    return int(meta["step"]), avg, float(meta["bma_weight"]), history
 
 
 # --- the loop ---------------------------------------------------------------------------------

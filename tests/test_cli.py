@@ -208,12 +208,12 @@ def test_the_top_level_help_answers_without_loading_torch():
 )
 def test_data_flag_errors_come_before_the_model_loads(tmp_path, monkeypatch, capsys, flags, message):
     """A mistyped data flag costs one line, not a model load first (issue 30: about 9 s on ViT-B-32)."""
-    import clipaln.runs
+    import clipaln.models
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the data flags were checked")
 
-    monkeypatch.setattr(clipaln.runs, "load_clip", no_load)
+    monkeypatch.setattr(clipaln.models, "load_clip", no_load)
     assert main(["train", "typographic", *flags, "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
 

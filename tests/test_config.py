@@ -46,9 +46,9 @@ def test_a_config_file_wins_over_defaults_and_a_flag_over_the_file(tmp_path, pai
 
 
 def test_a_bad_config_or_a_missing_reporter_is_refused_before_any_work(tmp_path, pairs_file, capsys, monkeypatch):
-    import clipaln.runs as runs
+    import clipaln.models as models
 
-    monkeypatch.setattr(runs, "load_clip", lambda *a, **k: pytest.fail("loaded the model before refusing"))
+    monkeypatch.setattr(models, "load_clip", lambda *a, **k: pytest.fail("loaded the model before refusing"))
     (tmp_path / "c.json").write_text('{"batch_size": 2.5}')
     assert train_pairs(pairs_file, tmp_path / "a", "--config", str(tmp_path / "c.json")) == 2
     assert "batch_size must be a whole number" in capsys.readouterr().err

@@ -14,9 +14,9 @@ PAIRS = Path(__file__).resolve().parent.parent / "data" / "pairs" / "pairs.csv"
 @pytest.mark.parametrize("row", conflicts.CONFLICTS, ids=lambda c: f"{c.command}: {c.message[:48]}")
 def test_every_contradiction_is_one_line_before_any_work(row, tmp_path, capsys, monkeypatch):
     import clipaln.commands
-    import clipaln.runs
+    import clipaln.models
 
-    for module in (clipaln.runs, clipaln.commands):  # where the command line loads models
+    for module in (clipaln.models, clipaln.commands):  # where the command line loads models (runs: models.load_clip)
         monkeypatch.setattr(module, "load_clip", lambda *a, **k: pytest.fail("loaded a model first"))
     out = tmp_path / "out"
     argv = [a.format(out=out, pairs=PAIRS) for a in row.example]

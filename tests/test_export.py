@@ -13,7 +13,7 @@ from support import hold_lock, train_pairs
 
 from clipaln import runs
 from clipaln.cli import main
-from clipaln.features import encode_images, encode_texts
+from clipaln.features import encode_images, encode_texts, model_fingerprint
 from clipaln.models import load_clip
 from clipaln.policy import similarities
 from clipaln.projection import SharedProjection
@@ -43,7 +43,7 @@ def _a_projection(bundle, path, model, seed=0):
     d = bundle.embed_dim
     g = torch.Generator().manual_seed(seed)
     w = SharedProjection(d, torch.eye(d) + 0.3 * torch.randn(d, d, generator=g))
-    return w.save(path, model=model, pretrained="", task="typographic", weights=runs.model_fingerprint(bundle))
+    return w.save(path, model=model, pretrained="", task="typographic", weights=model_fingerprint(bundle))
 
 
 @pytest.mark.parametrize("model", ["toy", "ViT-B-32"])

@@ -138,7 +138,7 @@ def test_the_fine_tuned_export_loads_in_open_clip_without_clipaln(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     from clipaln.models import load_clip
-    from clipaln.runs import _load_encoder
+    from clipaln.runs.common import _load_encoder
 
     with pytest.warns(UserWarning):
         base = load_clip("ViT-B-32", device="cpu")

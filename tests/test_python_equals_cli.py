@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_tracks_pairs import scenes
 
-from clipaln import runs
+from clipaln import models, runs
 from clipaln.cli import main
 from clipaln.models import load_clip
 from clipaln.policy import PreferenceData
@@ -74,8 +74,8 @@ def test_several_t_cost_one_model_load(tmp_path, pairs_file, monkeypatch, capsys
     assert main(["train", "pairs", "--pairs", str(pairs_file), "--out", str(out), "--no-cache", "--quiet"]) == 0
     capsys.readouterr()
     loads = []
-    real = runs.load_clip
-    monkeypatch.setattr(runs, "load_clip", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = models.load_clip
+    monkeypatch.setattr(models, "load_clip", lambda *a, **k: loads.append(a) or real(*a, **k))
     ts = ["-1", "0", "0.5", "1", "2"]
     assert main(["eval", "pairs", "--projection", str(out / "projection.safetensors"), "--t", *ts, "--no-cache"]) == 0
     printed = capsys.readouterr().out.splitlines()

@@ -11,14 +11,13 @@ import pytest
 import torch
 from support import TINY, cli, hold_lock, one_line_error, train_pairs
 
-from clipaln import runs
+from clipaln import models, runs
 from clipaln.cli import main
 from clipaln.manifest import PARTIAL_MARK, OutLock, RunFolder
 from clipaln.projection import SharedProjection
 
 
 def test_out_inside_the_dataset_folder_is_refused(tmp_path):
-    from clipaln import runs
 
     root = tmp_path / "data"
     for c in ("cat", "dog"):
@@ -148,7 +147,7 @@ def test_every_file_a_run_writes_is_checked_before_eval_and_export(tmp_path, pai
 
 
 def test_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runs, "load_clip", lambda *a, **k: pytest.fail("loaded a model before checking --out"))
+    monkeypatch.setattr(models, "load_clip", lambda *a, **k: pytest.fail("loaded a model before checking --out"))
     (tmp_path / "file").write_text("x")
     for out, word in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "run", "cannot write")):
         code, _, err = cli(["train", "typographic", "--out", out], capsys)
