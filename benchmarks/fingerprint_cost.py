@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clipaln.data import real
+from clipaln.data import fingerprint
 
 
 def stat_only(root: Path) -> str:
@@ -41,17 +41,17 @@ def timed(fn) -> tuple[float, object]:
 
 def measure(root: Path, total_bytes: int, full: bool) -> dict:
     read: list[int] = []  # list.append is atomic under the GIL; += on a shared int from threads is not
-    original = real._sha256
+    original = fingerprint._sha256
 
     def counting(path):
         read.append(os.path.getsize(path))
         return original(path)
 
-    real._sha256, real._DIGESTS = counting, {}
+    fingerprint._sha256, fingerprint._DIGESTS = counting, {}
     try:
-        seconds, value = timed(lambda: real.files_fingerprint(root, full=full))
+        seconds, value = timed(lambda: fingerprint.files_fingerprint(root, full=full))
     finally:
-        real._sha256 = original
+        fingerprint._sha256 = original
     return {
         "s": seconds,
         "bytes_read_share": round(sum(read) / total_bytes, 5),
@@ -80,7 +80,7 @@ def main() -> None:
         total = sum(len(payload) - i % 7 for i in range(a.n))
         stat_s, _ = timed(lambda: stat_only(root))
         default = measure(root, total, full=False)
-        again_s, again = timed(lambda: real.files_fingerprint(root, full=False))
+        again_s, again = timed(lambda: fingerprint.files_fingerprint(root, full=False))
         part = Path(tmp) / "part"  # --full-hash on a tenth of the tree (it reads every byte)
         part.mkdir()
         for folder in sorted(root.iterdir())[: max(1, 1000 * a.full_up_to // a.n)]:
@@ -100,7 +100,7 @@ def main() -> None:
         "full_hash_on_part": full,
         "cores": os.cpu_count(),
         "note": "page cache warm (the files were just written); default: paths and sizes of all, every byte of 1 in "
-        f"{real.SAMPLE_ONE_IN} files",
+        f"{fingerprint.SAMPLE_ONE_IN} files",
     }
     print(json.dumps(result, indent=1))
     if a.out:

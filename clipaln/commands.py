@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from . import bench, conflicts, distributed, losses, runs, tracks
 from .bench import registry as bench_registry
 from .course import command as course_command
-from .data.real import FULL_HASH_ENV
+from .data.fingerprint import FULL_HASH_ENV
 from .features import FeatureCache
 from .flags import (
     BENCH_FLAGS,
@@ -50,22 +50,22 @@ def _pct(v: float) -> str:
     return f"{100 * v:5.1f}%"
 
 
-def _data_seed(a) -> int:
+def _data_seed(args) -> int:
     """train's data seed: --data-seed, else --seed (one seed for both, as before --data-seed), else 0."""
-    return next(s for s in (a.data_seed, a.seed, 0) if s is not None)
+    return next(s for s in (args.data_seed, args.seed, 0) if s is not None)
 
 
-def _data_args(a) -> dict:
+def _data_args(args) -> dict:
     """The model and data flags every track command shares, as keyword arguments."""
-    if getattr(a, "full_hash", False):  # read by data.real.files_fingerprint wherever the data is read
+    if getattr(args, "full_hash", False):  # read by data.fingerprint.files_fingerprint wherever the data is read
         os.environ[FULL_HASH_ENV] = "1"
     names = ("model", "pretrained", "dataset", "root", "download", "n_train", "n_test", "seed", "device")
     names += ("workers", "precision", "reg_images")
     return {
-        **{k: getattr(a, k) for k in names},
-        **({"seed": _data_seed(a), "val_share": a.val_share} if getattr(a, "func", None) is cmd_train else {}),
-        "cache": not a.no_cache,
-        "progress": not (getattr(a, "json", False) or getattr(a, "quiet", False)),
+        **{k: getattr(args, k) for k in names},
+        **({"seed": _data_seed(args), "val_share": args.val_share} if getattr(args, "func", None) is cmd_train else {}),
+        "cache": not args.no_cache,
+        "progress": not (getattr(args, "json", False) or getattr(args, "quiet", False)),
     }
 
 
@@ -80,20 +80,21 @@ def _print_trained(task: str, m: dict) -> None:
     print(f"base:    {show(m['base'])}\ntrained: {show(m['trained'])}")
 
 
-def _train_request(a) -> dict:
+def _train_request(args) -> dict:
     """train_run's keywords from the flags: a config file's fields, then the flags given."""
-    overrides = read_config(a.config) if a.config else {}
+    overrides = read_config(args.config) if args.config else {}
     # a flag given wins over the config, the config over the default
-    overrides.update({k: getattr(a, k) for k in OVERRIDE_FLAGS if getattr(a, k) is not None})
-    if a.no_bma:
+    overrides.update({k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None})
+    if args.no_bma:
         overrides["bma"] = False
-    method = a.method or overrides.pop("method", None) or "dpo"
+    method = args.method or overrides.pop("method", None) or "dpo"
     overrides.pop("method", None)
-    request = dict(task=a.task, method=method, mode=a.mode, overrides=overrides, train_text=a.train_text)
-    request |= {"lock_image": True} if a.lock_image else {}
-    request |= dict(checkpoint_every=a.checkpoint_every, report_to=list(a.report_to or ()), eval_every=a.eval_every)
-    request |= _data_args(a)
-    conflicts.refuse("train-cli", {"lock_text": a.lock_text, "train_text": a.train_text})  # as typed
+    request = dict(task=args.task, method=method, mode=args.mode, overrides=overrides, train_text=args.train_text)
+    request |= {"lock_image": True} if args.lock_image else {}
+    logging = dict(report_to=list(args.report_to or ()), eval_every=args.eval_every)
+    request |= dict(checkpoint_every=args.checkpoint_every, **logging)
+    request |= _data_args(args)
+    conflicts.refuse("train-cli", {"lock_text": args.lock_text, "train_text": args.train_text})  # as typed
     return request
 
 
@@ -103,37 +104,37 @@ _UNSET = object()
 def _flags_typed(argv) -> set[str]:
     """The dests of the train flags typed on the command line (a flag typed at its default counts)."""
     parser = build_parser()
-    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    train = next(x for x in parser._actions if isinstance(x, argparse._SubParsersAction)).choices["train"]
     for action in train._actions:
         if action.dest not in ("help", "task"):
             action.default = _UNSET
     return {k for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET and k != "func"}
 
 
-def cmd_train(a: argparse.Namespace) -> None:
-    request = _train_request(a)
-    if a.resume:  # the run's own request; a flag typed that differs from it is one line
-        config_fields = set(read_config(a.config)) if a.config else None
-        request = runs.resumed_request(request, a.out, _flags_typed(a.argv), config_fields, a.data_seed)
-    result = runs.train_run(out=a.out, resume=a.resume, overwrite=a.overwrite, **request)
+def cmd_train(args: argparse.Namespace) -> None:
+    request = _train_request(args)
+    if args.resume:  # the run's own request; a flag typed that differs from it is one line
+        config_fields = set(read_config(args.config)) if args.config else None
+        request = runs.resumed_request(request, args.out, _flags_typed(args.argv), config_fields, args.data_seed)
+    result = runs.train_run(out=args.out, resume=args.resume, overwrite=args.overwrite, **request)
     if not result:  # a rank other than 0
         return
     _print_trained(request["task"], result["metrics"])
     print("wrote " + ", ".join(result["written"]))
 
 
-def _eval_toy(a) -> dict:
-    given = [f for f in TRACK_ONLY_FLAGS if getattr(a, f.lstrip("-").replace("-", "_")) not in (None, False)]
-    given += ["--precision"] if a.precision != "auto" else []
-    if given or a.model not in (None, "toy") or a.dataset not in (None, "toy"):
+def _eval_toy(args) -> dict:
+    given = [f for f in TRACK_ONLY_FLAGS if getattr(args, f.lstrip("-").replace("-", "_")) not in (None, False)]
+    given += ["--precision"] if args.precision != "auto" else []
+    if given or args.model not in (None, "toy") or args.dataset not in (None, "toy"):
         raise ValueError(
             "eval toy measures the shipped toy CLIP itself on fresh renders: it takes no --model, --dataset, "
             + ", ".join(given or ["--projection"])
         )
-    if a.n is not None and a.n < MIN_TOY_N:
+    if args.n is not None and args.n < MIN_TOY_N:
         raise ValueError(f"eval toy measures rates over --n images: at least {MIN_TOY_N} (default 240)")
-    bundle = load_clip("toy", pretrained=a.pretrained, device=a.device)
-    result = phenomena.measure(bundle, n=a.n or 240, seed=a.seed or 0, split=a.split)
+    bundle = load_clip("toy", pretrained=args.pretrained, device=args.device)
+    result = phenomena.measure(bundle, n=args.n or 240, seed=args.seed or 0, split=args.split)
     return {**result, "targets": phenomena.check_targets(result)}
 
 
@@ -149,24 +150,24 @@ def _print_eval(result: dict) -> None:
             print(f"{k:>40}: {v}")
 
 
-def cmd_eval(a: argparse.Namespace) -> None:
-    if a.target == "toy":
-        result = _eval_toy(a)
+def cmd_eval(args: argparse.Namespace) -> None:
+    if args.target == "toy":
+        result = _eval_toy(args)
     else:
-        conflicts.refuse("eval", {"task": a.target, "n": a.n})
+        conflicts.refuse("eval", {"task": args.target, "n": args.n})
         result = runs.eval_run(
-            a.target,
-            projection=a.projection,
-            image_encoder=a.image_encoder,
-            photos=a.photos,
-            t=None if a.t is None else (a.t[0] if len(a.t) == 1 else a.t),
-            allow_other_data=a.allow_other_data,
-            allow_other_weights=a.allow_other_weights,
-            choose_t=a.choose_t,
-            split=a.split,
-            **_data_args(a),
+            args.target,
+            projection=args.projection,
+            image_encoder=args.image_encoder,
+            photos=args.photos,
+            t=None if args.t is None else (args.t[0] if len(args.t) == 1 else args.t),
+            allow_other_data=args.allow_other_data,
+            allow_other_weights=args.allow_other_weights,
+            choose_t=args.choose_t,
+            split=args.split,
+            **_data_args(args),
         )
-    _print_json(result) if a.json else _print_eval(result)
+    _print_json(result) if args.json else _print_eval(result)
 
 
 def _sliders(c: bench_registry.Context) -> dict:
@@ -178,14 +179,14 @@ def _sliders(c: bench_registry.Context) -> dict:
 bench_registry.register("sliders", bench_registry.Bench(_sliders, needs="own", reads=frozenset({"no_cache"})))
 
 
-def cmd_bench(a: argparse.Namespace) -> None:
-    spec = bench_registry.BENCHES[a.what]
-    given = [f for f, d in a.flag_defaults.items() if getattr(a, f) != d and f not in spec.reads]
+def cmd_bench(args: argparse.Namespace) -> None:
+    spec = bench_registry.BENCHES[args.what]
+    given = [f for f, d in args.flag_defaults.items() if getattr(args, f) != d and f not in spec.reads]
     if given:  # a flag it does not read would be ignored: refused
         names = ", ".join("--" + f.replace("_", "-") for f in given)
-        raise ValueError(f"bench {a.what} does not read {names}: it would be ignored")
-    result = bench_registry.run(a.what, {k: v for k, v in vars(a).items() if k not in ("func", "flag_defaults")})
-    _print_json(result) if a.json or spec.markdown is None else print(spec.markdown(result))
+        raise ValueError(f"bench {args.what} does not read {names}: it would be ignored")
+    result = bench_registry.run(args.what, {k: v for k, v in vars(args).items() if k not in ("func", "flag_defaults")})
+    _print_json(result) if args.json or spec.markdown is None else print(spec.markdown(result))
 
 
 #: What the tour prints of the toy CLIP's phenomena: label, metric.
@@ -200,12 +201,12 @@ TOUR_PHENOMENA = (
 )
 
 
-def cmd_tour(a: argparse.Namespace) -> None:
+def cmd_tour(args: argparse.Namespace) -> None:
     print("clipaln toy-world tour: the project's own small CLIP, pretrained on a drawn world.")
     if not toy_paths()[1].is_file():
         print("WARNING: toy weights are missing, the model below is randomly initialised.")
     print("Measuring the toy CLIP, then training W against typographic attacks (KTO) and to reverse gender (DPO) ...")
-    r = bench.tour(load_clip("toy", device=a.device), n=a.n, seed=a.seed, cache=FeatureCache(), progress=False)
+    r = bench.tour(load_clip("toy", device=args.device), n=args.n, seed=args.seed, cache=FeatureCache(), progress=False)
     p = r["phenomena"]
     for label, key in TOUR_PHENOMENA:
         print(f"  {label:<46} {_pct(p[key])}")
@@ -265,17 +266,18 @@ def _add_bench(sub) -> None:
     bn.set_defaults(func=cmd_bench, flag_defaults={f: bn.get_default(f) for f in BENCH_READ_FLAGS})  # the parser's own
 
 
-def cmd_export(a: argparse.Namespace) -> None:
-    conflicts.refuse("export", dict(projection=a.projection, image_encoder=a.image_encoder, t=a.t))
-    common = dict(out=a.out, device=a.device, allow_other_weights=a.allow_other_weights, overwrite=a.overwrite)
-    if a.image_encoder is not None:
-        result = runs.export_finetuned(a.image_encoder, **common)
+def cmd_export(args: argparse.Namespace) -> None:
+    conflicts.refuse("export", dict(projection=args.projection, image_encoder=args.image_encoder, t=args.t))
+    common = dict(out=args.out, device=args.device, overwrite=args.overwrite)
+    common |= dict(allow_other_weights=args.allow_other_weights)
+    if args.image_encoder is not None:
+        result = runs.export_finetuned(args.image_encoder, **common)
         print(f"wrote the fine-tuned {result['model']}: " + ", ".join(result["written"]))
     else:
-        result = runs.export_run(a.projection, t=a.t, **common)
+        result = runs.export_run(args.projection, t=args.t, **common)
         print(f"folded W_t (t = {result['t']}) into {result['model']}; wrote " + ", ".join(result["written"]))
     if result["layout"] == "folder":
-        print(f'load with open_clip.create_model_and_transforms("local-dir:{a.out}")')
+        print(f'load with open_clip.create_model_and_transforms("local-dir:{args.out}")')
     elif "image_mean" in result:
         print(f"load with image_mean={result['image_mean']}, image_std={result['image_std']} (the toy's normalisation)")
 

@@ -98,7 +98,7 @@ def kto(
     return torch.stack([1 - torch.sigmoid(beta * (r_w - z0)), 1 - torch.sigmoid(beta * (z0 - r_l))], dim=-1)
 
 
-def check_against(mine: Callable, reference: Callable = dpo, betas: tuple[float, ...] = (0.1, 1.0, 2.5)) -> str:
+def check_against(candidate: Callable, reference: Callable = dpo, betas: tuple[float, ...] = (0.1, 1.0, 2.5)) -> str:
     """Hold a per-sample loss L(h, beta) written from its equation (notebook 01, exercise 5) against
     one of these: values and gradients on margins from -200 (a pair lost badly) to 200, at each beta.
 
@@ -107,8 +107,8 @@ def check_against(mine: Callable, reference: Callable = dpo, betas: tuple[float,
     Returns a one-line summary."""
     h = torch.cat([torch.linspace(-20, 20, 401), torch.tensor([-200.0, -100.0, 100.0, 200.0])])
     for beta in betas:
-        h_mine, h_ref = h.clone().requires_grad_(), h.clone().requires_grad_()
-        got, want = mine(h_mine, beta), reference(h_ref, beta)
+        h_candidate, h_ref = h.clone().requires_grad_(), h.clone().requires_grad_()
+        got, want = candidate(h_candidate, beta), reference(h_ref, beta)
         if not isinstance(got, torch.Tensor):
             raise AssertionError(f"your loss returns {type(got).__name__}, not a tensor with one value per pair")
         if got.shape != want.shape:
@@ -125,7 +125,7 @@ def check_against(mine: Callable, reference: Callable = dpo, betas: tuple[float,
         if got.requires_grad:  # a loss detached from h has no gradient: it shows as the gradient check's 0
             got.sum().backward()
         want.sum().backward()
-        grad = h_mine.grad if h_mine.grad is not None else torch.zeros_like(h)
+        grad = h_candidate.grad if h_candidate.grad is not None else torch.zeros_like(h)
         for what, a, b in (("loss", got, want), ("gradient", grad, h_ref.grad)):
             bad = ~close(a, b)
             if bad.any():
@@ -307,13 +307,13 @@ def load_plugins() -> list[str]:
 
     before = set(LOSSES)
     for ep in entry_points(group=ENTRY_POINTS):
-        mine = set(LOSSES)
+        registered_before = set(LOSSES)
         try:
             obj = ep.load()
             if callable(obj):
                 obj()
         except BaseException as e:  # SystemExit and KeyboardInterrupt at import too: a plugin's, not ours
-            for name in set(LOSSES) - mine:
+            for name in set(LOSSES) - registered_before:
                 del LOSSES[name]
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             FAILED_PLUGINS[ep.name] = f"the loss plugin {ep.name!r} ({ep.value}) failed to load: {reason}"

@@ -40,7 +40,7 @@ def test_a_people_csv_listing_an_image_twice_is_refused(tmp_path):
 
 def test_swapped_images_of_one_size_and_time_change_the_fingerprint(tmp_path):
 
-    from clipaln.data.real import files_fingerprint
+    from clipaln.data.fingerprint import files_fingerprint
 
     for name, byte in (("a", 1), ("b", 2)):
         (tmp_path / "cls").mkdir(exist_ok=True)
@@ -120,7 +120,7 @@ def test_pairs_files_a_json_array_and_contradictions(tmp_path):
 
 
 def test_a_folder_linked_into_itself_is_fingerprinted_once(tmp_path):
-    from clipaln.data.real import files_fingerprint
+    from clipaln.data.fingerprint import files_fingerprint
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"x")

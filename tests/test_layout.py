@@ -91,6 +91,19 @@ def test_the_cli_parses_and_prints_in_short_functions():
     assert not long, long
 
 
+#: The most lines a module of the package may hold: past it, a module does two jobs (issue 39).
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_holds_more_than_one_job_by_its_length():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
 def test_every_public_function_is_fully_annotated():
     """Issue 30: the public API is typed (py.typed ships): every parameter and return of a public
     function or method of a public class carries an annotation."""

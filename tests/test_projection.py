@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from clipaln.policy import similarities
 from clipaln.projection import SharedProjection, SpectralScorer, naive_scores
+from clipaln.tracks.gender.analysis import retrieval_scorer
 
 
 def _random_w(d=16, seed=0):
@@ -186,11 +187,10 @@ def test_retrieval_ranks_in_float64_because_float32_reorders_near_identical_imag
     """On the gender track, ranking the gallery for each prompt: float32 reorders a top 10 at some t in
     [-3, 3] (near-identical pictograms tie to the 7th digit), so retrieval (gender.Sweep) scores in
     float64, and its rankings are float64's at every t."""
-    from clipaln.tracks import gender
 
     W, images, texts = _trained_on("gender", toy)
     fast, exact = SpectralScorer(W, images, texts), SpectralScorer(W, images, texts, retrieval=True)
     top = lambda s: s.topk(10, dim=0).indices
     assert any(not torch.equal(top(fast.scores(t)), top(exact.scores(t))) for t in T_RANGE)
-    used = gender._scorer(W, images, texts)
+    used = retrieval_scorer(W, images, texts)
     assert all(torch.equal(top(used.scores(t)), top(exact.scores(t))) for t in T_RANGE)

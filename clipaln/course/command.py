@@ -24,8 +24,8 @@ def _notebooks(path: str) -> Path:
     return root
 
 
-def cmd_build(a: argparse.Namespace) -> None:
-    out = Path(a.out).expanduser()
+def cmd_build(args: argparse.Namespace) -> None:
+    out = Path(args.out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: choose a new folder (nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -33,14 +33,14 @@ def cmd_build(a: argparse.Namespace) -> None:
     from .editions import build
 
     try:
-        edition = build(_notebooks(a.notebooks), staging)
+        edition = build(_notebooks(args.notebooks), staging)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary = edition.summary()
-    if a.json:
+    if args.json:
         print_json(summary)
         return
     print(
@@ -50,21 +50,21 @@ def cmd_build(a: argparse.Namespace) -> None:
     print(f"hand out {out}/student; grade with `clipaln course grade SUBMISSIONS --key {out}/instructor`")
 
 
-def cmd_grade(a: argparse.Namespace) -> None:
+def cmd_grade(args: argparse.Namespace) -> None:
     from .editions import build
     from .grading import grade, totals
 
-    submissions = Path(a.submissions).expanduser()
+    submissions = Path(args.submissions).expanduser()
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")
     with tempfile.TemporaryDirectory() as tmp:
-        if a.key is None:
-            build(_notebooks(a.notebooks), Path(tmp))
+        if args.key is None:
+            build(_notebooks(args.notebooks), Path(tmp))
             key = Path(tmp) / "instructor"
         else:
-            key = Path(a.key).expanduser()
+            key = Path(args.key).expanduser()
         report = grade(submissions, key / "autograder" if (key / "autograder").is_dir() else key)
-    if a.json:
+    if args.json:
         print_json(report)
         return
     for student, (points, maximum) in totals(report).items():

@@ -23,7 +23,8 @@ import torch
 
 from .. import losses
 from ..data.files import group_by_content, image_identity, read_csv_rows
-from ..data.real import IMAGE_EXTENSIONS, _open_image, paths_fingerprint
+from ..data.fingerprint import paths_fingerprint
+from ..data.real import IMAGE_EXTENSIONS, _open_image
 from ..features import FeatureCache, encode_dataset, encode_texts, model_fingerprint, resolve_precision
 from ..io import read_text
 from ..manifest import data_record, digest

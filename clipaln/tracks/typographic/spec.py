@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from ...data.fingerprint import files_fingerprint
 from ...data.fonts import UNSEEN_FONTS
 from ...data.real import (
     ImageFolderDataset,
     Subset,
     check_template,
-    files_fingerprint,
     torchvision_dataset,
 )
 from ...data.real import spec as dataset_spec

@@ -1,4 +1,4 @@
-"""clipaln.data.real: the data's identity at ImageNet scale. The default fingerprint reads paths, sizes
+"""clipaln.data.fingerprint: the data's identity at ImageNet scale. The default fingerprint reads paths, sizes
 and a sample of the bytes; --full-hash reads every byte; a copy of the data elsewhere is the same data."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clipaln.cli import main
-from clipaln.data import real
+from clipaln.data import fingerprint
 
 
 def _tree(root, n, size=300):
@@ -20,9 +20,9 @@ def _tree(root, n, size=300):
 
 def _bytes_read(monkeypatch) -> list[int]:
     read: list[int] = []
-    original = real._sha256
-    monkeypatch.setattr(real, "_sha256", lambda p: read.append(p.stat().st_size) or original(p))
-    monkeypatch.setattr(real, "_DIGESTS", {})
+    original = fingerprint._sha256
+    monkeypatch.setattr(fingerprint, "_sha256", lambda p: read.append(p.stat().st_size) or original(p))
+    monkeypatch.setattr(fingerprint, "_DIGESTS", {})
     return read
 
 
@@ -30,24 +30,24 @@ def test_the_default_fingerprint_reads_a_sample_and_full_hash_reads_every_byte(t
     _tree(tmp_path, 4000)
     total = sum(p.stat().st_size for p in tmp_path.rglob("*.jpg"))
     read = _bytes_read(monkeypatch)
-    sampled = real.files_fingerprint(tmp_path)
+    sampled = fingerprint.files_fingerprint(tmp_path)
     assert sampled.startswith("sampled:") and 0 < sum(read) <= 0.01 * total  # at most 1% of the bytes
     read.clear()
-    monkeypatch.setattr(real, "_DIGESTS", {})
-    monkeypatch.setenv(real.FULL_HASH_ENV, "1")  # what --full-hash sets
-    content = real.files_fingerprint(tmp_path)
+    monkeypatch.setattr(fingerprint, "_DIGESTS", {})
+    monkeypatch.setenv(fingerprint.FULL_HASH_ENV, "1")  # what --full-hash sets
+    content = fingerprint.files_fingerprint(tmp_path)
     assert content.startswith("content:") and sum(read) == total
     # what each sees: a same-size edit of a file outside the sample changes only the full hash
     unsampled = next(
-        p for p in sorted(tmp_path.rglob("*.jpg")) if not real._sampled(p.relative_to(tmp_path).as_posix())
+        p for p in sorted(tmp_path.rglob("*.jpg")) if not fingerprint._sampled(p.relative_to(tmp_path).as_posix())
     )
     unsampled.write_bytes(b"\xff" * unsampled.stat().st_size)
-    assert real.files_fingerprint(tmp_path) != content
-    monkeypatch.delenv(real.FULL_HASH_ENV)
-    assert real.files_fingerprint(tmp_path) == sampled
+    assert fingerprint.files_fingerprint(tmp_path) != content
+    monkeypatch.delenv(fingerprint.FULL_HASH_ENV)
+    assert fingerprint.files_fingerprint(tmp_path) == sampled
     # a file added, removed, renamed or resized changes both
     (tmp_path / "class_0" / "0.jpg").rename(tmp_path / "class_1" / "0.jpg")
-    assert real.files_fingerprint(tmp_path) != sampled
+    assert fingerprint.files_fingerprint(tmp_path) != sampled
 
 
 def test_a_copy_of_the_data_elsewhere_hits_the_cache_and_passes_evals_check(tmp_path, monkeypatch, capsys):
@@ -83,11 +83,11 @@ def test_eval_fingerprints_as_the_run_did(tmp_path, capsys, monkeypatch):
         (root / f"c{c}").mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (40 + i, 40), colour).save(root / f"c{c}" / f"{i}.jpg")
-    monkeypatch.delenv(real.FULL_HASH_ENV, raising=False)
+    monkeypatch.delenv(fingerprint.FULL_HASH_ENV, raising=False)
     common = ["--model", "ViT-B-32", "--no-cache", "--workers", "0", "--device", "cpu", "--quiet"]
     train = ["train", "typographic", *common, "--dataset", "folder", "--root", str(root), "--epochs", "1"]
     assert main([*train, "--full-hash", "--out", str(tmp_path / "run")]) == 0
-    monkeypatch.delenv(real.FULL_HASH_ENV, raising=False)  # a fresh process: the flag not typed
+    monkeypatch.delenv(fingerprint.FULL_HASH_ENV, raising=False)  # a fresh process: the flag not typed
     key = json.loads((tmp_path / "run" / "run.json").read_text())["data_key"]
     assert key["files"].startswith("content:") and "root" not in key
     capsys.readouterr()
