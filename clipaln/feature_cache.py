@@ -107,14 +107,18 @@ _SHARDS: contextvars.ContextVar[Shards | None] = contextvars.ContextVar("clipaln
 class FeatureCache:
     """Tensors computed once and stored as safetensors, keyed by model + data + preprocessing.
 
-    `get(bundle, data_key, compute)` returns the stored tensors when the key was seen before and
-    otherwise calls compute() -> dict[str, Tensor], writes the result atomically (temp file +
-    rename, so an interrupted run never leaves a half file) and returns it. Each entry carries a
-    checksum of its tensors: a damaged entry is recomputed, never trusted. While compute() runs,
-    encode_dataset writes what it encodes in shards of `shard_rows` rows beside the entry (`Shards`),
-    so a killed encode resumes where it stopped; they are removed once the entry is written. A cache
-    folder that cannot be written warns once and the run goes on without storing. `.hits` and
-    `.misses` count what happened.
+    ``get(bundle, data_key, compute)`` returns the stored tensors when the key was seen before and
+    otherwise calls compute() -> dict[str, Tensor], writes the result atomically (temp file + rename,
+    so an interrupted run never leaves a half file) and returns it. Each entry carries a checksum of
+    its tensors: a damaged entry is recomputed, never trusted. While compute() runs, encode_dataset
+    writes what it encodes in shards of ``shard_rows`` rows beside the entry, so a killed encode
+    resumes where it stopped. A folder that cannot be written warns once and the run goes on without
+    storing. ``.hits`` and ``.misses`` count what happened.
+
+    Args:
+        directory: the cache folder (None: $CLIPALN_CACHE, else ~/.cache/clipaln).
+        enabled: False computes every time and stores nothing.
+        shard_rows: rows per shard of an encode in progress.
     """
 
     def __init__(self, directory=None, enabled: bool = True, shard_rows: int = 8192):
@@ -137,8 +141,18 @@ class FeatureCache:
         compute: Callable[[], dict[str, torch.Tensor]],
         superset: dict | None = None,
     ) -> dict[str, torch.Tensor]:
-        """superset: the key of an entry that holds every tensor this one would (a training run's
-        features, for an eval that needs only the test split): read instead when it is stored."""
+        """The tensors of (model, data_key): read when stored, else computed and stored.
+
+        Args:
+            bundle: the model; its weights' fingerprint is part of the key.
+            data_key: what defines the data (a spec's key, with the track's own entries).
+            compute: () -> {name: tensor}, called on a miss.
+            superset: the key of an entry that holds every tensor this one would (a training run's
+                features, for an eval that needs only the test split): read instead when it is stored.
+
+        Returns:
+            dict[str, torch.Tensor]: the tensors, on the CPU.
+        """
         if not self.enabled:
             self.misses += 1
             return compute()

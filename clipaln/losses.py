@@ -25,21 +25,49 @@ def _take(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def preference_margin(logp: torch.Tensor, ref_logp: torch.Tensor, y_w: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
-    """h = [log pi(y_w|x) - log pi(y_l|x)] - [log pi_ref(y_w|x) - log pi_ref(y_l|x)], (N,).
+    """The preference margin h (Lemma 3.1 of Afzali et al. 2025):
+
+        h = [log pi(y_w|x) - log pi(y_l|x)] - [log pi_ref(y_w|x) - log pi_ref(y_l|x)].
 
     With the text encoder frozen the softmax normalisers cancel inside each bracket, so
-    h = tau [(s(y_w,x) - s(y_l,x)) - (s_ref(y_w,x) - s_ref(y_l,x))] (Lemma 3.1 of Afzali et al. 2025).
+    h = tau [(s(y_w,x) - s(y_l,x)) - (s_ref(y_w,x) - s_ref(y_l,x))].
+
+    Args:
+        logp: (N, K) policy log-probabilities.
+        ref_logp: (N, K) reference log-probabilities.
+        y_w: (N,) preferred action indices.
+        y_l: (N,) dispreferred action indices.
+
+    Returns:
+        torch.Tensor: (N,) margins.
     """
     return (_take(logp, y_w) - _take(logp, y_l)) - (_take(ref_logp, y_w) - _take(ref_logp, y_l))
 
 
 def dpo(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """DPO, L = -log sigmoid(beta * h) (Eq. 7 of Rafailov et al. 2023, arXiv 2305.18290), (N,)."""
+    """DPO, L = -log sigmoid(beta h) (Eq. 7 of Rafailov et al. 2023, arXiv 2305.18290).
+
+    Args:
+        h: (N,) preference margins (preference_margin).
+        beta: the inverse temperature; larger keeps the policy nearer pi_ref.
+
+    Returns:
+        torch.Tensor: (N,) per-pair losses.
+    """
     return -F.logsigmoid(beta * h)
 
 
 def ipo(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """IPO, L = (h - 1/(2 beta))^2 (Eq. 17 of Azar et al. 2023, arXiv 2310.12036), (N,)."""
+    """IPO, L = (h - 1/(2 beta))^2 (Eq. 17 of Azar et al. 2023, arXiv 2310.12036): a squared loss
+    whose optimum is the finite margin h* = 1/(2 beta).
+
+    Args:
+        h: (N,) preference margins.
+        beta: sets the target margin 1/(2 beta).
+
+    Returns:
+        torch.Tensor: (N,) per-pair losses.
+    """
     return (h - 1 / (2 * beta)) ** 2
 
 
@@ -49,8 +77,17 @@ LABEL_SMOOTHING = 0.1
 
 def cdpo(h: torch.Tensor, beta: float, eps: float = LABEL_SMOOTHING) -> torch.Tensor:
     """Conservative DPO, L = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h) (Mitchell 2023,
-    "A note on DPO with noisy preferences"; TRL's label_smoothing), (N,). Its optimum is a finite
-    margin, h* = log((1 - eps) / eps) / beta, instead of an ever larger one."""
+    "A note on DPO with noisy preferences"; TRL's label_smoothing). Its optimum is a finite margin,
+    h* = log((1 - eps) / eps) / beta, instead of an ever larger one.
+
+    Args:
+        h: (N,) preference margins.
+        beta: the inverse temperature.
+        eps: the share of pairs assumed mislabelled, in [0, 1/2).
+
+    Returns:
+        torch.Tensor: (N,) per-pair losses.
+    """
     return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
 
 
@@ -86,11 +123,24 @@ def kto(
     beta: float,
     z0: torch.Tensor | float,
 ) -> torch.Tensor:
-    """KTO, unpaired form (Ethayarajh et al. 2024, arXiv 2402.01306), per-sample (N, 2).
+    """KTO, unpaired form (Ethayarajh et al. 2024, arXiv 2402.01306), with r(y) = log pi(y|x) - log pi_ref(y|x):
 
-    r(y) = log pi(y|x) - log pi_ref(y|x);  column 0: 1 - sigmoid(beta (r(y_w) - z0)) (desirable),
-    column 1: 1 - sigmoid(beta (z0 - r(y_l))) (undesirable). z0 estimates KL(pi || pi_ref): it is
-    detached and clamped at 0 (as in the KTO paper), so it only sets the reference point.
+        desirable:    1 - sigmoid(beta (r(y_w) - z0))
+        undesirable:  1 - sigmoid(beta (z0 - r(y_l)))
+
+    z0 estimates KL(pi || pi_ref) (kl_batch_estimate); it is detached and clamped at 0, as in the KTO
+    paper, so it only sets the reference point.
+
+    Args:
+        logp: (N, K) policy log-probabilities.
+        ref_logp: (N, K) reference log-probabilities.
+        y_w: (N,) desirable action indices.
+        y_l: (N,) undesirable action indices.
+        beta: the inverse temperature.
+        z0: the reference point, a scalar.
+
+    Returns:
+        torch.Tensor: (N, 2) per-sample losses, column 0 desirable and column 1 undesirable.
     """
     z0 = torch.as_tensor(z0, dtype=logp.dtype, device=logp.device).detach().clamp(min=0)
     r_w = _take(logp, y_w) - _take(ref_logp, y_w)
@@ -143,7 +193,15 @@ def kl_batch_estimate(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tenso
 
 
 def kl_regularizer(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (docs/method.md section 2), scalar."""
+    """L_reg = mean_x KL(pi_ref(.|x) || pi(.|x)) on clean images (docs/method.md section 2).
+
+    Args:
+        logp: (M, K) policy log-probabilities on D_reg.
+        ref_logp: (M, K) reference log-probabilities on D_reg.
+
+    Returns:
+        torch.Tensor: a scalar.
+    """
     if logp.shape != ref_logp.shape:
         raise ValueError(
             f"policy and reference log-probabilities differ in shape: {tuple(logp.shape)} vs {tuple(ref_logp.shape)}"
@@ -152,7 +210,15 @@ def kl_regularizer(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def ce(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of pi(.|x') to the true label, the paper's "CE" baseline, (N,)."""
+    """Cross-entropy of pi(.|x') to the true label, the paper's "CE" baseline.
+
+    Args:
+        logp: (N, K) policy log-probabilities.
+        y: (N,) true action indices.
+
+    Returns:
+        torch.Tensor: (N,) per-sample losses.
+    """
     return -_take(logp, y)
 
 
@@ -258,11 +324,24 @@ def register(
     uses_z0: bool = False,
     options: tuple[str, ...] = (),
 ) -> Method:
-    """Add a loss to the registry, so that TrainConfig, the tracks and `clipaln train --method NAME`
-    train with it. loss(logp, ref_logp, y_w, y_l, beta, z0) -> (N,) per-sample losses; paper: its
-    beta and lam (default 1, 1); schedule: its lr, epochs, orth, batch_size, bma (default DPO's);
-    tasks: the tracks it is for ("typographic", "pairs", "gender"). Returns the entry. A name already
-    taken by a different loss is refused (registering the same entry again, as a re-import does, is not)."""
+    """Add a loss to the registry, so that TrainConfig, the tracks and ``clipaln train --method NAME``
+    train with it. A name already taken by a different loss is refused (registering the same entry
+    again, as a re-import does, is not).
+
+    Args:
+        name: one word, such as "simpo".
+        loss: (logp, ref_logp, y_w, y_l, beta, z0) -> (N,) per-sample losses.
+        of_margin: the same loss as a function of the margin, (h, beta) -> (N,), where it has one.
+        weight: its gradient weight -dL/dh, (h, beta) -> (N,): how hard a pair with margin h pushes.
+        paper: its beta and lam (default 1, 1).
+        schedule: its lr, epochs, orth, batch_size, bma (default DPO's).
+        tasks: the tracks it is for ("typographic", "pairs", "gender").
+        uses_z0: it reads KTO's reference point z0.
+        options: the TrainConfig fields it reads beyond beta (such as "label_smoothing").
+
+    Returns:
+        Method: the registry's entry.
+    """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a loss's name is one word such as 'simpo', got {name!r}")
     for what, given, allowed in (("paper", paper, PAPER_KEYS), ("schedule", schedule, SCHEDULE_KEYS)):

@@ -272,12 +272,18 @@ def _activation(model: torch.nn.Module) -> str:
 
 
 def load_clip(name: str = TOY, pretrained: str | None = None, device: str | torch.device | None = None) -> ClipBundle:
-    """Load a frozen CLIP (eval mode, no gradients) with its preprocess and tokenizer.
+    """Load a frozen CLIP (eval mode, no gradients) with its preprocess and tokenizer, as its weights
+    were trained (QuickGELU for OpenAI's weights, their own image preprocessing).
 
-    name: "toy" (the project's own CLIP, weights shipped in the package), any open_clip model name, or an
-    "hf-hub:ORG/REPO" id. pretrained: an open_clip tag ("openai"), a local checkpoint file, or
-    None (random weights for open_clip models; the shipped weights for "toy", where "random"
-    asks for a fresh initialisation).
+    Args:
+        name: "toy" (the project's own CLIP, weights shipped in the package), any open_clip model
+            name ("ViT-B-32"), or an "hf-hub:ORG/REPO" id.
+        pretrained: an open_clip tag ("openai"), a local checkpoint file, or None: random weights for
+            open_clip models, the shipped weights for "toy" (where "random" asks for a fresh init).
+        device: where the model runs; None picks a GPU where there is one.
+
+    Returns:
+        ClipBundle: model, preprocess, tokenizer and name; ``.embed_dim`` and ``.logit_scale`` (tau).
     """
     bundle = _load_toy(pretrained, device) if name == TOY else _load_open_clip(name, pretrained, device)
     bundle.pretrained = pretrained

@@ -92,7 +92,16 @@ def refuse_unknown_words(bundle: ClipBundle, texts: Sequence[str], what: str) ->
 def similarities(
     image_emb: torch.Tensor, text_emb: torch.Tensor, projection: SharedProjection | None = None
 ) -> torch.Tensor:
-    """Cosine similarities s(y_k, x): (N, d) images x (K, d) texts -> (N, K)."""
+    """Cosine similarities s(y_k, x) of every image with every text, under W when one is given.
+
+    Args:
+        image_emb: (N, d) image embeddings.
+        text_emb: (K, d) text embeddings.
+        projection: W or W_t (None: the original model).
+
+    Returns:
+        torch.Tensor: (N, K) cosines.
+    """
     _check_embeddings(image_emb, "image embeddings")
     _check_embeddings(text_emb, "text embeddings")
     if image_emb.ndim != 2 or text_emb.ndim != 2:
@@ -123,7 +132,17 @@ def logits(
 def logprobs(
     image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float, projection: SharedProjection | None = None
 ) -> torch.Tensor:
-    """log pi(y_k | x) = log_softmax_k(tau * s(y_k, x)), (N, K)."""
+    """The policy: log pi(y_k | x) = log_softmax_k(tau * s(y_k, x)).
+
+    Args:
+        image_emb: (N, d) image embeddings.
+        text_emb: (K, d) text embeddings of the action set.
+        logit_scale: tau itself (CLIP's exp(logit_scale)).
+        projection: W or W_t (None: the reference policy pi_ref).
+
+    Returns:
+        torch.Tensor: (N, K) log-probabilities.
+    """
     return logits(image_emb, text_emb, logit_scale, projection).log_softmax(dim=-1)
 
 
@@ -136,7 +155,18 @@ def predict(
 
 @dataclass
 class PreferenceData:
-    """Cached features for one preference task (all embeddings L2-normalised)."""
+    """Cached features of one preference task (every embedding L2-normalised).
+
+    Args:
+        pref_images: (N, d) images x' of D_pref.
+        y_w: (N,) index of each image's preferred action in ``texts``.
+        y_l: (N,) index of its dispreferred action.
+        texts: (K, d) the action set of D_pref.
+        reg_images: (M, d) clean images of D_reg, where the KL term keeps the policy near pi_ref.
+        logit_scale: tau.
+        reg_texts: (K', d) the action set of D_reg (None: ``texts``).
+        record: the data's identity (manifest.data_record); a W trained on it keeps it.
+    """
 
     pref_images: torch.Tensor  # (N, d) images x' of D_pref
     y_w: torch.Tensor  # (N,) preferred action index
@@ -192,12 +222,22 @@ class PreferenceData:
         reg_images: Sequence[Image.Image] | torch.Tensor | None = None,
         progress: bool = False,
     ) -> PreferenceData:
-        """A preference task from one caption pair per image: images (PIL images, or (N, d) embeddings
-        of this bundle's encoder), chosen[i] preferred to rejected[i] for image i, as in the preference
-        datasets TRL reads. The action set is every distinct caption; D_reg is reg_images (default:
-        the images themselves), whose policy the KL term keeps near the reference's.
+        """A preference task from one caption pair per image, as in the preference datasets TRL reads.
+        The action set is every distinct caption; D_reg is ``reg_images`` (default: the images
+        themselves), whose policy the KL term keeps near the reference's.
 
             data = PreferenceData.from_captions(bundle, imgs, chosen=["a red apple."], rejected=["a red ball."])
+
+        Args:
+            bundle: the model (from load_clip) that encodes the images and captions.
+            images: N PIL images, or (N, d) embeddings from this bundle's image encoder.
+            chosen: N captions, chosen[i] preferred for image i.
+            rejected: N captions, rejected[i] dispreferred for image i (never equal to chosen[i]).
+            reg_images: images (or embeddings) for D_reg; None: ``images``.
+            progress: show a progress bar while encoding.
+
+        Returns:
+            PreferenceData: with ``record`` naming the model and the data.
         """
         if isinstance(chosen, str) or isinstance(rejected, str):
             raise ValueError("chosen and rejected are lists of captions, one per image, not one string")

@@ -45,9 +45,15 @@ def exponents(t: float | Sequence[float] | torch.Tensor, dim: int | None = None)
 
 
 class SharedProjection(nn.Module):
-    """W (dim x dim), initialised to the identity; maps (..., dim) embeddings to re-normalised W e.
-    `scaled(t)` keeps W_t in float64 too (`.exact`) and projects with it: at large |t| the spread of
-    S^t is beyond float32's seven digits. `.weight` stays float32, the parameter a W trains."""
+    """W, the shared projection both towers' embeddings pass through: maps (..., dim) embeddings to
+    W e, re-normalised. ``scaled(t)`` gives W_t = U S^t V^T, also kept in float64 (``.exact``): at
+    large |t| the spread of S^t is beyond float32's seven digits. ``.weight`` stays float32, the
+    parameter a W trains.
+
+    Args:
+        dim: the embedding size d.
+        weight: (d, d) floating-point initial W; None starts at the identity (W_0, the original model).
+    """
 
     def __init__(self, dim: int, weight: torch.Tensor | None = None):
         super().__init__()
@@ -82,7 +88,14 @@ class SharedProjection(nn.Module):
         return torch.linalg.svd(self.weight.detach().double())
 
     def scaled(self, t: float | Sequence[float] | torch.Tensor) -> SharedProjection:
-        """W_t = U S^t V^T in float64; t is a scalar or a vector with one exponent per singular direction."""
+        """W_t = U S^t V^T, formed in float64.
+
+        Args:
+            t: a scalar, or a (d,) vector with one exponent per singular direction (descending order).
+
+        Returns:
+            SharedProjection: W_t, frozen, with ``.exact`` in float64 and this W's metadata.
+        """
         t = exponents(t, self.dim)
         u, s, vh = self.svd()
         w_t = u @ torch.diag(s.clamp_min(1e-12) ** t) @ vh
@@ -99,13 +112,29 @@ class SharedProjection(nn.Module):
 
     # --- files: safetensors only, metadata in the header ------------------------------------
     def save(self, path: str | Path, **metadata) -> Path:
-        """Write W to a safetensors file (atomically); `metadata` values are stored as strings."""
+        """Write W to a safetensors file, atomically.
+
+        Args:
+            path: the file to write.
+            **metadata: header entries, stored as strings beside the format, size and clipaln's version.
+
+        Returns:
+            Path: the file written.
+        """
         meta = {**self.metadata, **metadata, "format": FORMAT, "dim": self.dim, "clipaln_version": __version__}
         return save_tensors(path, {"weight": self.weight.float()}, meta)
 
     @classmethod
     def load(cls, path: str | Path, dim: int | None = None) -> SharedProjection:
-        """Read a projection written by save(); refuses other files with a clear error."""
+        """Read a projection written by ``save`` (never unpickling); other files are refused in one line.
+
+        Args:
+            path: a projection.safetensors file.
+            dim: the model's embedding size, checked against the file's (None: not checked).
+
+        Returns:
+            SharedProjection: W, with the file's header in ``.metadata``.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"projection file not found: {path}")
@@ -160,17 +189,21 @@ def within_target(stats: dict, max_gap: float = MAX_GAP, s_range: tuple[float, f
 
 
 class SpectralScorer:
-    """All image-class cosines under W_t for any t, from cached V^T x and V^T y.
+    """All image-class cosines under W_t for any t, from cached V^T x and V^T y:
 
-    scores(t)[n, k] = sum_i S_i^(2t) a_ni b_ki / (||S^t a_n|| ||S^t b_k||), a = V^T x, b = V^T y.
+        scores(t)[n, k] = sum_i S_i^(2t) a_ni b_ki / (||S^t a_n|| ||S^t b_k||),   a = V^T x,  b = V^T y.
 
-    The weights S^(2t) are scaled to a largest of 1. For classification (each image's best class),
-    where the smallest weight is still above FLOAT32_FLOOR, the (N, d) x (d, K) product runs in
-    float32: half the time, no weight underflows, and every image gets the class float64 gives it
-    over t in [-3, 3] (tests/test_projection.py). A wider spread (a large |t|, a wide spectrum) runs
-    in float64, as W_t is formed in eval; so does `retrieval=True`, where the scores rank images
-    against each other: near-identical gallery images tie to the 7th digit, and float32 reorders
-    them (the same test shows it on the gender track). Scores are float64 either way.
+    The weights S^(2t) are scaled to a largest of 1. For classification, where the smallest weight
+    is still above FLOAT32_FLOOR, the (N, d) x (d, K) product runs in float32: every image gets the
+    class float64 gives it over t in [-3, 3] (tests/test_projection.py). A wider spread runs in
+    float64, as W_t is formed in eval; so does ``retrieval=True``, where scores rank images against
+    each other and near-identical gallery images tie to the 7th digit. Scores are float64 either way.
+
+    Args:
+        projection: W (its SVD is taken once).
+        image_emb: (N, d) image embeddings.
+        text_emb: (K, d) text embeddings.
+        retrieval: rank images against each other (float64 always) rather than classify each image.
     """
 
     #: The smallest scaled weight S_i^(2t) / max_j S_j^(2t) that the float32 product is given.
@@ -192,7 +225,14 @@ class SpectralScorer:
         self.floor = 2.0 if retrieval else self.FLOAT32_FLOOR  # above every scaled weight: float64 always
 
     def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
-        """(N, K) cosines under W_t; t is a scalar or a vector of exponents, one per direction."""
+        """Cosines under W_t.
+
+        Args:
+            t: a scalar, or a (d,) vector of exponents, one per singular direction.
+
+        Returns:
+            torch.Tensor: (N, K) float64 cosines.
+        """
         t = exponents(t, len(self.log_s))
         e = 2 * t * self.log_s
         w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows

@@ -306,7 +306,18 @@ def preference_accuracy(
     y_l: torch.Tensor,
     projection: SharedProjection | None = None,
 ) -> float:
-    """Share of D_pref where the policy scores y_w above y_l."""
+    """The share of D_pref where the policy scores y_w above y_l.
+
+    Args:
+        images: (N, d) images x' of D_pref.
+        texts: (K, d) the action set.
+        y_w: (N,) preferred action indices.
+        y_l: (N,) dispreferred action indices.
+        projection: W or W_t (None: the original model).
+
+    Returns:
+        float: a fraction in [0, 1].
+    """
     s = similarities(images, texts, projection)
     return (s.gather(1, y_w[:, None]) > s.gather(1, y_l[:, None])).float().mean().item()
 
@@ -320,12 +331,23 @@ def fit_projection(
     device: str | torch.device | None = None,
     **checkpointing,
 ) -> tuple[SharedProjection, dict]:
-    """Train W on cached features; returns the projection (on the CPU) and the per-step history.
+    """Train W on cached features with the one loop (`loop`): L = L_pref(D_pref) + lambda KL(D_reg),
+    plus the orthogonality penalty, BMA-averaged as cfg says.
 
-    device: where W trains ("cuda", "mps", "cpu"; None: a GPU where there is one, as load_clip
-    picks): the features move there once, and on the CPU nothing moves. validate: metrics of a W on
-    validation data, logged every checkpointing["eval_every"] steps under "eval/"; checkpointing:
-    checkpoint, checkpoint_every, resume, report, eval_every, as in `loop`.
+    Args:
+        data: D_pref and D_reg as cached features.
+        cfg: the method and its settings (TrainConfig; None fields take the method's defaults).
+        projection: the W to start from (None: the identity, the original model).
+        progress: show a progress bar.
+        validate: W -> metrics on validation data, logged every checkpointing["eval_every"] steps
+            under "eval/".
+        device: where W trains ("cuda", "mps", "cpu"; None: a GPU where there is one, as load_clip
+            picks); the features move there once.
+        **checkpointing: checkpoint, checkpoint_every, resume, identity, report, eval_every (see `loop`).
+
+    Returns:
+        tuple[SharedProjection, dict]: the trained W (on the CPU, with the data's record) and the
+        per-step history (loss, lr, namespaced metrics such as "rewards/margins", elapsed_s).
     """
     device = torch.device(device) if device is not None else default_device()
     data = data.to(device)

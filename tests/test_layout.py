@@ -202,3 +202,61 @@ def test_contributing_names_tests_that_exist_and_examples_that_run():
         assert f"def {test}(" in (PACKAGE.parent / "tests" / file).read_text(), (file, test)
     for example in re.findall(r"tests/examples/(\w+\.py)", text):
         assert (PACKAGE.parent / "tests" / "examples" / example).is_file(), example
+
+
+#: The public API whose docstrings are contracts (torchtune's style): the top-level names, the
+#: preference losses and what the command line's commands call.
+CONTRACTS = (
+    *(f"clipaln.{n}" for n in ("load_clip", "SharedProjection", "SpectralScorer", "PreferenceData", "fit_projection")),
+    *(f"clipaln.{n}" for n in ("export", "FeatureCache", "similarities", "read_pairs", "preference_accuracy")),
+    "clipaln.register_loss",
+    *(f"clipaln.losses.{n}" for n in ("preference_margin", "dpo", "ipo", "cdpo", "kto", "kl_regularizer", "ce")),
+    *(f"clipaln.runs.{n}" for n in ("train_run", "eval_run", "export_run", "export_finetuned", "make_spec")),
+    "clipaln.runs.features",
+    "clipaln.policy.logprobs",
+    *(f"clipaln.SharedProjection.{n}" for n in ("scaled", "save", "load")),
+    "clipaln.SpectralScorer.scores",
+    "clipaln.PreferenceData.from_captions",
+    "clipaln.FeatureCache.get",
+)
+
+
+def _documented_args(doc: str) -> list[str] | None:
+    """The parameter names listed under a docstring's "Args:" (None when it has no such section)."""
+    lines = doc.splitlines()
+    if "Args:" not in [ln.strip() for ln in lines]:
+        return None
+    start = [ln.strip() for ln in lines].index("Args:") + 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    names = []
+    for ln in lines[start:]:
+        if not ln.strip():
+            break
+        if len(ln) - len(ln.lstrip()) == indent:
+            names.append(ln.strip().split(":")[0].lstrip("*"))
+    return names
+
+
+@pytest.mark.parametrize("name", CONTRACTS)
+def test_the_public_api_documents_every_argument_and_what_it_returns(name):
+    import importlib
+    import inspect
+
+    module, *attrs = name.split(".")
+    obj = importlib.import_module(module)
+    for attr in attrs:
+        obj = getattr(obj, attr) if hasattr(obj, attr) else importlib.import_module(f"{obj.__name__}.{attr}")
+    doc = inspect.getdoc(obj) or ""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    if inspect.isclass(obj) and obj.__init__ is object.__init__:
+        target = obj
+    params = [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
+    assert _documented_args(doc) == params, f"{name}: Args: {_documented_args(doc)}, signature: {params}"
+    if not inspect.isclass(obj):
+        assert "\nReturns:\n" in doc, f"{name} does not say what it returns"
+
+
+def test_the_args_reader_reads_names_and_misses_a_missing_section():
+    doc = "One line.\n\nArgs:\n    a: one.\n        more on a.\n    **rest: others.\n\nReturns:\n    int: x."
+    assert _documented_args(doc) == ["a", "rest"]
+    assert _documented_args("One line.") is None

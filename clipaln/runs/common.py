@@ -43,11 +43,26 @@ def make_spec(
     val_share: float | None = None,
     whole: bool = False,
 ) -> typographic.Spec | gender.Spec | pairs.Spec:
-    """The task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
+    """A task's data: the toy world for the toy model, else a dataset by name (or "folder") at root.
+    Flags that contradict each other are refused first (clipaln.conflicts), in one line.
 
-    n_train / n_test: images to train on and to evaluate on (gender: people, spread over the
-    toy world's (activity, gender) cells); None keeps the track's default. val_share (pairs): a share
-    of the images held out for validation; whole (pairs): every row held out, a file scored whole."""
+    Args:
+        task: a registered track.
+        model: "toy" or an open_clip name (the toy model reads the toy world by default).
+        dataset: a registry name ("food101", "imagenet100", ...), "folder", "people" or "toy".
+        root: the dataset's folder (pairs: the pairs file).
+        n_train: images to train on (gender: people, spread over the (activity, gender) cells);
+            None: the track's default.
+        n_test: images to evaluate on; None: the track's default.
+        seed: the data's seed (which images are drawn and how they split).
+        download: let torchvision download the dataset.
+        reg_images: pairs: a folder of images for D_reg.
+        val_share: pairs: a share of the images held out for validation.
+        whole: pairs: every row held out, a file scored whole.
+
+    Returns:
+        The track's Spec; its ``key`` is the data's identity.
+    """
     conflicts.refuse("data", dict(task=task, dataset=dataset, root=root, n_train=n_train, n_test=n_test,
                                   download=download, reg_images=reg_images, val_share=val_share))  # fmt: skip
     options = {k: v for k, v in (("reg_images", reg_images), ("val_share", val_share), ("whole", whole)) if v}
@@ -67,8 +82,22 @@ def features(
     precision: str = "auto",
     **data,
 ) -> tuple[typographic.Spec | gender.Spec | pairs.Spec, typographic.Features | gender.Features | pairs.Features]:
-    """(spec, features) of a task for a loaded model; `data` goes to make_spec (unless `spec` is given);
-    workers and precision to the streaming encoder."""
+    """A task's spec and features for a loaded model, encoded once and cached.
+
+    Args:
+        bundle: the model (load_clip).
+        task: a registered track.
+        cache: read and write the feature cache.
+        progress: show progress bars.
+        with_train: encode the training split too (False: only what evaluation needs).
+        spec: the data, if built already (else make_spec(task, model=bundle.name, **data)).
+        workers: DataLoader workers of the streaming encoder.
+        precision: "auto" (bf16 autocast on CUDA), "fp32", "bf16" or "fp16".
+        **data: make_spec's data flags.
+
+    Returns:
+        tuple: (spec, features) of the track's types.
+    """
     spec = spec or make_spec(task, model=bundle.name, **data)
     store = FeatureCache(enabled=cache)
     encoding = dict(progress=progress, workers=workers, precision=precision)

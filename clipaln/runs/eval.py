@@ -46,20 +46,37 @@ def eval_run(
     **data,
 ) -> dict:
     """Evaluate the base model, W_t of a projection file, or a fine-tuned image encoder, on a task's
-    test data (only what it scores) or, with `photos`, on a real typographic photo set. split "val":
-    the run's validation split instead (typographic: clean and attacked accuracy and OCR on the
-    validation images; gender: retrieval on the validation gallery), what settings are chosen on. choose_t
-    (typographic, with a projection): t chosen on the run's validation split
-    (typographic.choose_t), the test metrics at that t.
+    test data (only what it scores), or, with ``photos``, on a real typographic photo set.
 
-    typographic: the track's metrics at t (default 1); gender: the retrieval metrics of the skewed
-    prompts at t (default 1 with a projection, else 0). A file written by train_run carries its run's
-    manifest: eval refuses another model, weights or task, takes the data flags left out (None) from
-    the run, and refuses other data (whose test split could hold the run's training images) unless
-    allow_other_data (a photo set is never training data). A projection with no record of its training
-    data (a W fitted on hand-made PreferenceData) is refused unless allow_other_data. model / pretrained
-    left None come from the projection's manifest (else the toy). Several t (a list) load the model and
-    encode once and return {"rows": [one result per t], "source": ...}. The result's "source" says what was scored."""
+    A file written by train_run carries its run's manifest: eval refuses another model, weights or
+    task, takes the data flags left out (None) from the run, and refuses other data (whose test
+    split could hold the run's training images) unless allow_other_data (a photo set is never
+    training data). A projection with no record of its training data is refused unless
+    allow_other_data.
+
+    Args:
+        task: a registered track.
+        projection: a projection.safetensors from train_run (None: the base model).
+        image_encoder: a model.safetensors from ``--mode full``.
+        photos: typographic: a real photo set (annotation.json, or label=X_text=Y.jpg files).
+        t: the scale of W_t, or several (one row each, one model load and one encode); None: 1 with a
+            projection, else 0.
+        model: "toy" or an open_clip name; None: the projection's run's (else the toy).
+        pretrained: its weights; None: the projection's run's.
+        device: where the model runs.
+        cache: read and write the feature cache.
+        progress: show progress bars.
+        allow_other_data: score data other than the run's.
+        allow_other_weights: score with weights other than the run's.
+        choose_t: typographic: t chosen on the run's validation split (typographic.choose_t), the test
+            metrics at that t.
+        split: "test" (reported) or "val" (what settings are chosen on).
+        **data: the data flags (make_spec) and the encoder's (workers, precision).
+
+    Returns:
+        dict: the track's metrics at t with "t" and "source" (what was scored: files, model, weights,
+        data); with several t, {"rows": [one result per t], "source": ...}.
+    """
     if split not in ("test", "val"):
         raise ValueError(f"split is 'test' or 'val', got {split!r}")
     conflicts.refuse("eval", dict(task=task, projection=projection, image_encoder=image_encoder, t=t,

@@ -34,12 +34,27 @@ def export_run(
     model: str | None = None,
     pretrained: str | None = None,
 ) -> dict:
-    """Fold W_t of a projection (a file, or a SharedProjection in memory) into its model and write it
-    for plain open_clip: OUT.safetensors (and, for the toy or any registered config, OUT.json beside
-    it), or, when OUT has no suffix, a folder in open_clip's hub layout with a model card, which
-    "local-dir:OUT" loads. The model and weights come from the projection's record (a W fitted on
-    PreferenceData from clipaln carries one), or from model= and pretrained=; the weights are checked
-    against its fingerprint. Nothing existing is replaced unless overwrite."""
+    """Fold W_t into its model and write it for plain open_clip: W_t is multiplied into the last linear
+    map of each tower, so the model scores every (image, caption) pair as W_t does. The model and
+    weights come from the projection's record (or from model= and pretrained=), checked against its
+    fingerprint. Nothing existing is replaced unless overwrite.
+
+    Args:
+        projection: a projection.safetensors, or a SharedProjection in memory.
+        out: NAME.safetensors (with NAME.json beside it for the toy or any registered config), or,
+            without a suffix, a folder in open_clip's hub layout with a model card, which
+            "local-dir:OUT" loads.
+        t: the scale to fold in.
+        device: where the model loads (default: the CPU).
+        allow_other_weights: fold W into weights it was not trained on (said in a warning and the card).
+        overwrite: replace an existing export at OUT.
+        model: the model's name, for a W that records none.
+        pretrained: its weights, with model=.
+
+    Returns:
+        dict: {"written": [paths], "model", "t", "layout": "file" or "folder"}, and the toy's
+        image_mean / image_std where they are not open_clip's defaults.
+    """
     if isinstance(projection, SharedProjection):
         path, meta = Path("the projection in memory"), dict(projection.metadata)
     else:
@@ -114,10 +129,21 @@ def export_finetuned(
     allow_other_weights: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Write the model a full fine-tuning run trained (OUT/model.safetensors of `train --mode full`)
-    for plain open_clip, as export_run writes a W folded in: a folder with its config (QuickGELU where
-    its weights were trained with it), its weights under open_clip's names and a model card, or one
-    .safetensors file. Its base model is checked against the run's record first."""
+    """Write the model a full fine-tuning run trained (OUT/model.safetensors of ``train --mode full``)
+    for plain open_clip, as export_run writes a W folded in. Its base model is checked against the
+    run's record first.
+
+    Args:
+        model_file: the run's model.safetensors.
+        out: a folder in open_clip's hub layout (config with QuickGELU where its weights were trained
+            with it, weights under open_clip's names, a model card), or one NAME.safetensors file.
+        device: where the model loads (default: the CPU).
+        allow_other_weights: export although the base weights differ from the run's.
+        overwrite: replace an existing export at OUT.
+
+    Returns:
+        dict: {"written": [paths], "model", "layout": "file" or "folder"}.
+    """
     path = Path(model_file).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"fine-tuned model not found: {path}")

@@ -40,7 +40,8 @@ def resumed_request(
     for name, (typed_value, run_value) in compared.items():
         if typed_value != run_value:
             flag = name if name == "task" else "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} {typed_value} differs from the run's {run_value} ({out}.partial): refusing to resume")
+            differs = f"{flag} {typed_value} differs from the run's {run_value}"
+            raise ValueError(f"{differs} ({out}.partial): refusing to resume")
     typed = {"bma" if d == "no_bma" else d for d in typed}
     kept = {k: request[k] for k in request if k not in started or (k in FREE_ON_RESUME and k in typed)}
     given = config_fields is not None  # a config file's fields count as typed

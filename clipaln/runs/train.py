@@ -60,17 +60,39 @@ def train_run(
     progress: bool = True,
     **data,
 ) -> dict:
-    """Train on a task and write OUT/{projection or image_encoder}.safetensors, metrics.json,
-    history.jsonl and run.json (the manifest), all or nothing (see manifest.RunFolder).
+    """Train on a task and write OUT, all or nothing (manifest.RunFolder): projection.safetensors (or
+    model.safetensors for full fine-tuning: the whole model under open_clip's names), metrics.json,
+    history.jsonl (one line per step) and run.json (the manifest). OUT is checked before any work.
+    Under torchrun every rank trains and only rank 0 writes.
 
-    mode "w": the shared projection W on cached features; "full": fine-tune the image encoder
-    (typographic task). overrides: TrainConfig fields (None keeps the track's default). OUT is checked
-    before any work; an existing run is replaced only with overwrite; resume continues the unfinished
-    run in OUT.partial and refuses one of another model, weights, data or config. report_to:
-    "tensorboard" (events in OUT/tensorboard) and/or "wandb", each step under TRL's names. eval_every:
-    validation metrics of the current W every so many steps (track.validator), in the history and
-    under "eval/" in the reporters. Returns
-    {"metrics": ..., "written": [paths]} (an empty dict on ranks other than 0)."""
+    Args:
+        task: a registered track ("typographic", "gender", "pairs", or a plugin's).
+        method: a registered loss ("dpo", "ipo", "kto", "ce", ...).
+        out: the run's folder.
+        mode: "w" trains the shared projection W on cached features; "full" fine-tunes the image
+            encoder (typographic task).
+        overrides: TrainConfig fields; None keeps the track's default.
+        checkpoint_every: steps between checkpoints in OUT.partial (None: W 20, full 200; 0: never).
+        resume: continue the unfinished run in OUT.partial; one of another model, weights, data or
+            config is refused.
+        overwrite: replace a finished run in OUT (otherwise refused).
+        train_text: full mode: fine-tune the text encoder too.
+        lock_image: full mode: keep the image encoder frozen (open_clip's --lock-image).
+        report_to: "tensorboard" (OUT/tensorboard) and/or "wandb", each step under TRL's names.
+        eval_every: validation metrics of the current W every so many steps (the track's validator),
+            in the history and under "eval/" in the reporters; 0: off.
+        model: "toy" or an open_clip model name.
+        pretrained: an open_clip tag or a local checkpoint (load_clip).
+        device: where the model runs and W trains (None: a GPU where there is one).
+        cache: read and write the feature cache.
+        progress: show progress bars.
+        **data: the data flags (make_spec: dataset, root, n_train, n_test, seed, reg_images,
+            val_share, download) and the encoder's (workers, precision).
+
+    Returns:
+        dict: {"metrics": {"base", "trained", "config", ...}, "written": [paths]}; an empty dict on
+        ranks other than 0.
+    """
     track = _track(task)
     if mode not in ("w", "full"):
         raise ValueError(f"unknown mode {mode!r}; use w or full")

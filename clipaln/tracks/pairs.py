@@ -70,7 +70,16 @@ def train_config(method: str, **overrides) -> TrainConfig:
 
 
 def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
-    """(image path, chosen, rejected) rows of a .csv or .jsonl pairs file, checked."""
+    """The rows of a pairs file: a .csv with columns image, chosen, rejected, or .jsonl (or a .json
+    array) of such rows, checked: a missing image, an empty or equal caption, or opposite preferences
+    for one image (by its pixels) is one line naming the row.
+
+    Args:
+        path: the pairs file; image paths in it are relative to its folder.
+
+    Returns:
+        list[tuple[Path, str, str]]: (image path, chosen caption, rejected caption) per row.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
