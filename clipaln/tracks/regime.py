@@ -171,8 +171,8 @@ def features(
     d = c G + sqrt(1 - c^2) u, c = alignment, so its component along G is the same at every c; a
     neutral prompt is m_txt + activity * e_a + prompt_gender * lean_a * (share * d / c + (1 - share) G),
     with share = prompts_on_captions: 1 puts the prompt's whole lean in the captions' geometry (as a
-    real CLIP's text does), 0 puts it along G only (the probe of issue 27, where retrieval did not
-    follow). Its lean on the images at t = 0 is the same for every c and share."""
+    real CLIP's text does), 0 puts it along G only (a probe: retrieval does not follow it).
+    Its lean on the images at t = 0 is the same for every c and share."""
     if not 0 < alignment <= 1:
         raise ValueError(f"alignment is a cosine in (0, 1], got {alignment}")
     if not 0 <= prompts_on_captions <= 1:

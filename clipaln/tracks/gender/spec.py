@@ -25,9 +25,9 @@ from ..protocol import DataFlags
 #: The paper's setting for the gender task, beta = lambda = 1, for every method (the paper gives
 #: one setting for the task, not one per method), and BMA as for every preference method. lr,
 #: epochs and the orthogonality penalty keep W within its target (clipaln.projection.MAX_GAP,
-#: S_RANGE; docs/toy-world.md): last round's lr 0.01 x 30 epochs left DPO's smallest singular value
-#: at 0.36. KTO misses it narrowly (smallest singular value 0.47-0.48 over seeds 0-2); with orth = 100
-#: it meets it but no longer reverses any prompt.
+#: S_RANGE; docs/toy-world.md): lr 0.01 x 30 epochs would leave DPO's smallest singular value at
+#: 0.36. KTO misses the target narrowly (smallest singular value 0.47-0.48 over seeds 0-2); with
+#: orth = 100 it meets it but reverses no prompt.
 DEFAULTS = {
     "dpo": dict(beta=1.0, lam=1.0, lr=0.003, epochs=10, orth=10.0, batch_size=256, bma=True),
     "ipo": dict(beta=1.0, lam=1.0, lr=0.01, epochs=10, orth=1.0, batch_size=256, bma=True),
