@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from clipaln import losses, train
+from clipaln.config import SCHEDULER_TYPES
 from clipaln.policy import logprobs
 from clipaln.synthetic import typographic_features
 from clipaln.train import PreferenceData, TrainConfig, bma_weight, fit_projection, lr_at, preference_accuracy
@@ -207,7 +208,7 @@ def test_trls_names_mean_what_they_mean_in_trl():
     with pytest.raises(ValueError, match="set one of them"):
         TrainConfig(batch_size=64, per_device_train_batch_size=16)
     # the schedules after the warm-up, as transformers names them
-    rates = {k: [lr_at(s, 10, 1.0, 0.2, k) for s in range(10)] for k in train.SCHEDULER_TYPES}
+    rates = {k: [lr_at(s, 10, 1.0, 0.2, k) for s in range(10)] for k in SCHEDULER_TYPES}
     assert rates["cosine"][:2] == [0.5, 1.0] and rates["cosine"][-1] < 0.05
     assert rates["linear"][2] == 1.0 and rates["linear"][-1] == pytest.approx(1 / 8)
     assert rates["constant_with_warmup"] == [0.5] + [1.0] * 9 and rates["constant"] == [1.0] * 10

@@ -12,7 +12,8 @@ import fnmatch
 import math
 from collections.abc import Callable
 
-from ..losses import check_against, dpo
+from ..loss_check import check_against
+from ..losses import dpo
 
 #: Typical wrong answers, by exercise: (keys, what the wrong answer gives from the reference, the sentence).
 MISTAKES: dict[str, list[tuple[str, Callable[[float], float], str]]] = {

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..data.gender import reversal_task
 from ..features import encode_texts
 from ..models import ClipBundle
 from ..projection import SharedProjection, spectrum, within_target
@@ -84,13 +85,13 @@ def crossing_floor(alignment: float, s_min: float, s_max: float) -> float:
 
 
 #: Gender caption wordings the gender track does not train on, for measuring the alignment beyond
-#: its own captions (gender.GENDER_TEMPLATE is "this {gender} is {activity}.").
+#: its own captions (data.gender.GENDER_TEMPLATE is "this {gender} is {activity}.").
 OTHER_WORDINGS = ("a photo of a {gender} {activity}.", "a {gender} {activity}.", "an image of a {gender} {activity}.")
 
 
 def caption_direction(texts: torch.Tensor) -> torch.Tensor:
     """The unit direction from the mean genders[1] caption to the mean genders[0] caption, for
-    captions ordered as gender.reversal_task orders them (genders[0], genders[1] per activity)."""
+    captions ordered as data.gender.reversal_task orders them (genders[0], genders[1] per activity)."""
     c = F.normalize(texts.double(), dim=-1)
     return F.normalize(c[0::2].mean(0) - c[1::2].mean(0), dim=0)
 
@@ -216,7 +217,7 @@ def features(
             for i, a in enumerate(acts)
         ]
     )
-    task = gender.reversal_task(train_labels, ["man", "woman"], acts)
+    task = reversal_task(train_labels, ["man", "woman"], acts)
     unit = lambda z: F.normalize(z, dim=-1).float()
     return gender.Features(
         ["man", "woman"],
