@@ -84,8 +84,12 @@ class SharedProjection(nn.Module):
         return F.normalize(x @ w.to(x.dtype).T, dim=-1).to(emb.dtype)  # (..., dim): re-normalised W e
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """U, S, V^T of W, computed in float64."""
-        return torch.linalg.svd(self.weight.detach().double())
+        """U, S, V^T of W, computed in float64 (once per value of W: a step of training recomputes it)."""
+        w = self.weight.detach()
+        stamp = (w.data_ptr(), w._version, w.device)
+        if getattr(self, "_svd_of", None) != stamp:
+            self._svd, self._svd_of = torch.linalg.svd(w.double()), stamp
+        return self._svd
 
     def scaled(self, t: float | Sequence[float] | torch.Tensor) -> SharedProjection:
         """W_t = U S^t V^T, formed in float64.

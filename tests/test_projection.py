@@ -194,3 +194,14 @@ def test_retrieval_ranks_in_float64_because_float32_reorders_near_identical_imag
     assert any(not torch.equal(top(fast.scores(t)), top(exact.scores(t))) for t in T_RANGE)
     used = retrieval_scorer(W, images, texts)
     assert all(torch.equal(top(used.scores(t)), top(exact.scores(t))) for t in T_RANGE)
+
+
+def test_the_svd_is_taken_once_per_value_of_w():
+    W = SharedProjection(4, torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    first = W.svd()
+    assert W.svd() is first  # the sliders and the phase diagram ask again and again
+    with torch.no_grad():
+        W.weight.mul_(2)  # an optimiser step changes W in place
+    assert torch.allclose(W.svd()[1], 2 * first[1])
+    W.load_state_dict({"weight": torch.eye(4)})
+    assert torch.allclose(W.svd()[1], torch.ones(4, dtype=torch.float64))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -157,8 +158,7 @@ class Sweep:
             had_lead = self.lead[a][led] > self.k / 2  # an even split at t = 0 has no majority to flip
             rows[a] = {
                 "retrieval/top_k": counts,
-                "retrieval/max_skew": metrics.max_skew_at_k(g, self.k, self.feats.genders),
-                "retrieval/ndkl": metrics.ndkl(g, self.feats.genders),
+                **_ranking_metrics(tuple(g), tuple(self.feats.genders), self.k),
                 "retrieval/precision": metrics.precision_at_k([self.acts[i] for i in top], self.k, a),
                 "retrieval/balanced": all(low <= c <= high for c in counts.values()),
                 "retrieval/had_majority": had_lead,
@@ -174,6 +174,16 @@ class Sweep:
             "n_prompts": len(rows),
             "k": self.k,
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _ranking_metrics(genders_ranked: tuple[str, ...], genders: tuple[str, ...], k: int) -> dict[str, float]:
+    """MaxSkew@k and NDKL of a top k, by its genders in ranked order: a slider's scan meets the same
+    few rankings again and again (2^10 orders of two genders in a top 10)."""
+    return {
+        "retrieval/max_skew": metrics.max_skew_at_k(genders_ranked, k, genders),
+        "retrieval/ndkl": metrics.ndkl(genders_ranked, genders),
+    }
 
 
 def find_neutral_t(
