@@ -12,22 +12,9 @@ from pathlib import Path
 from . import losses
 from .io import read_text
 
-#: Each method's schedule, the one set of defaults that TrainConfig, the tracks and the CLI read
-#: (beta and lambda come from the paper, losses.method(m).paper). Tuned on the typographic track's
-#: validation split (docs/toy-world.md); a track tuned apart (gender) passes its own to for_method.
-SCHEDULES = {
-    "dpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    # IPO misses W's target at every setting tried (its smallest singular value stays at or below 0.14
-    # even with orth = 10,000): this is the nearest to it of the grid (docs/toy-world.md)
-    "ipo": dict(lr=0.003, epochs=30, orth=100.0, batch_size=256, bma=True),
-    "kto": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    # CE has no KL term: the orthogonality penalty alone keeps its W within the target
-    "ce": dict(lr=0.01, epochs=10, orth=10.0, batch_size=256, bma=False),
-    # the further preference losses take DPO's setting (`bench.tuning.tune(feats, "cdpo")` can tune one)
-    "cdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    "rfdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-    "mdpo": dict(lr=0.003, epochs=30, orth=1.0, batch_size=256, bma=True),
-}
+#: Each built-in method's schedule (lr, epochs, orth, batch_size, bma), as its registry entry holds it
+#: (losses.LOSSES[m].schedule: the one source); a track tuned apart (gender) passes its own to for_method.
+SCHEDULES = {name: dict(entry.schedule) for name, entry in losses.LOSSES.items() if entry.schedule}
 
 
 @dataclass
@@ -85,7 +72,7 @@ class TrainConfig:
             raise ValueError(
                 f"lr_scheduler_type must be one of {', '.join(SCHEDULER_TYPES)}, got {self.lr_scheduler_type!r}"
             )
-        schedule = {**SCHEDULES["dpo"], **(SCHEDULES.get(self.method) or entry.schedule or {})}  # DPO's fills gaps
+        schedule = {**losses.method("dpo").schedule, **(entry.schedule or {})}  # DPO's fills gaps
         for k, v in {**entry.paper, **schedule}.items():
             if k == "batch_size" and self.per_device_train_batch_size is not None:
                 continue  # TRL's per-rank batch sets the global one (global_batch)

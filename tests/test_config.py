@@ -90,3 +90,13 @@ def test_a_trl_config_reads_as_ours(tmp_path):
     (tmp_path / "both.json").write_text('{"lr": 0.1, "learning_rate": 0.2}')
     with pytest.raises(ValueError, match="sets both learning_rate .* and lr"):
         read_config(tmp_path / "both.json")
+
+
+def test_each_methods_schedule_is_read_from_its_registry_entry_alone():
+    from clipaln import losses
+    from clipaln.config import SCHEDULES, TrainConfig
+
+    for name, entry in losses.LOSSES.items():
+        cfg = TrainConfig(method=name)
+        assert {k: getattr(cfg, k) for k in entry.schedule} == entry.schedule, name
+        assert SCHEDULES[name] == entry.schedule  # the table is the registry's, not a second copy
