@@ -132,7 +132,9 @@ def _grade(course, subs: Path) -> dict:
 # solution as a perfect student's submission, the untouched student edition, and typical mistakes.
 
 
-@pytest.mark.parametrize("nb_id", [f"{i:02d}" for i in range(8)])
+@pytest.mark.parametrize(
+    "nb_id", [pytest.param(f"{i:02d}", marks=pytest.mark.xdist_group(f"grading {i:02d}")) for i in range(8)]
+)
 def test_every_worked_solution_runs_and_scores_full_marks(course, tmp_path, nb_id):
     _submit(course, tmp_path, "perfect", "instructor", nb_id)
     report = {ex: r for ex, r in _grade(course, tmp_path)["perfect"].items() if ex.startswith(f"{nb_id}.")}
