@@ -4,8 +4,6 @@ cells must run and every exercise must score full marks: the same check, once.""
 
 import json
 
-import pytest
-
 
 def pytest_ignore_collect(collection_path, config):
     if collection_path.parent.name == "solutions" and collection_path.suffix == ".ipynb":
@@ -13,11 +11,3 @@ def pytest_ignore_collect(collection_path, config):
         if any("clipaln" in cell.get("metadata", {}) for cell in cells):
             return True
     return None
-
-
-def pytest_collection_modifyitems(config, items):
-    """A notebook's cells run in one kernel, in order: under pytest-xdist (`--dist loadgroup`) each
-    notebook's cells go to one worker, while the tests spread over the workers one by one."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -63,12 +63,3 @@ def pairs_file(tmp_path_factory):
     rows = scenes(d / "s", n=12)
     (d / "s" / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d / "s" / "p.jsonl"
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`--dist loadgroup`) a test file runs in one worker, as with `--dist loadfile`
-    (its module and session fixtures are built once), but for the tests marked `xdist_group` already:
-    a notebook's cells (notebooks/conftest.py) and grading a class one worked solution at a time."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))

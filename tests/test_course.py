@@ -128,13 +128,11 @@ def _grade(course, subs: Path) -> dict:
     return json.loads(text)
 
 
-# Grading a class end to end, in three parts that run side by side under pytest-xdist: each worked
-# solution as a perfect student's submission, the untouched student edition, and typical mistakes.
+# Grading a class end to end, in three parts: each worked solution as a perfect student's submission,
+# the untouched student edition, and typical mistakes.
 
 
-@pytest.mark.parametrize(
-    "nb_id", [pytest.param(f"{i:02d}", marks=pytest.mark.xdist_group(f"grading {i:02d}")) for i in range(8)]
-)
+@pytest.mark.parametrize("nb_id", [f"{i:02d}" for i in range(8)])
 def test_every_worked_solution_runs_and_scores_full_marks(course, tmp_path, nb_id):
     _submit(course, tmp_path, "perfect", "instructor", nb_id)
     report = {ex: r for ex, r in _grade(course, tmp_path)["perfect"].items() if ex.startswith(f"{nb_id}.")}
