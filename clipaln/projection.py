@@ -85,10 +85,11 @@ class SharedProjection(nn.Module):
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """U, S, V^T of W, computed in float64 (once per value of W: a step of training recomputes it)."""
-        w = self.weight.detach()
-        stamp = (w.data_ptr(), w._version, w.device)
-        if getattr(self, "_svd_of", None) != stamp:
-            self._svd, self._svd_of = torch.linalg.svd(w.double()), stamp
+        w = self.weight
+        seen = getattr(self, "_svd_of", None)  # (the parameter itself, its version, where its data lives)
+        if seen is None or seen[0] is not w or seen[1:] != (w._version, w.data_ptr(), w.device):
+            self._svd = torch.linalg.svd(w.detach().double())
+            self._svd_of = (w, w._version, w.data_ptr(), w.device)  # a tuple: not registered as a parameter
         return self._svd
 
     def scaled(self, t: float | Sequence[float] | torch.Tensor) -> SharedProjection:
