@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from support import SMALL_VIT
 
 from clipaln.cli import main
 from clipaln.data import fingerprint
@@ -84,7 +85,7 @@ def test_eval_fingerprints_as_the_run_did(tmp_path, capsys, monkeypatch):
         for i in range(4):
             Image.new("RGB", (40 + i, 40), colour).save(root / f"c{c}" / f"{i}.jpg")
     monkeypatch.delenv(fingerprint.FULL_HASH_ENV, raising=False)
-    common = ["--model", "ViT-B-32", "--no-cache", "--workers", "0", "--device", "cpu", "--quiet"]
+    common = ["--model", SMALL_VIT, "--no-cache", "--workers", "0", "--device", "cpu", "--quiet"]
     train = ["train", "typographic", *common, "--dataset", "folder", "--root", str(root), "--epochs", "1"]
     assert main([*train, "--full-hash", "--out", str(tmp_path / "run")]) == 0
     monkeypatch.delenv(fingerprint.FULL_HASH_ENV, raising=False)  # a fresh process: the flag not typed

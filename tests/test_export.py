@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from support import hold_lock, train_pairs
+from support import SMALL_VIT, hold_lock, train_pairs
 
 from clipaln import runs
 from clipaln.cli import main
@@ -46,7 +46,7 @@ def _a_projection(bundle, path, model, seed=0):
     return w.save(path, model=model, pretrained="", task="typographic", weights=model_fingerprint(bundle))
 
 
-@pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
+@pytest.mark.parametrize("model", ["toy", SMALL_VIT])
 def test_the_export_loads_in_plain_open_clip_and_scores_like_w_t(tmp_path, model, capsys):
     bundle = _loaded(model)
     proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
@@ -77,7 +77,7 @@ def test_export_refuses_weights_that_changed(tmp_path):
         runs.export_run(path, out=tmp_path / "x.safetensors")
 
 
-@pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
+@pytest.mark.parametrize("model", ["toy", SMALL_VIT])
 def test_the_folder_export_loads_with_local_dir_and_scores_like_w_t(tmp_path, model, capsys):
     bundle = _loaded(model)
     proj = _a_projection(bundle, tmp_path / "projection.safetensors", model)
@@ -126,7 +126,7 @@ def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
 
 
 def test_python_export_of_a_track_w_folds_it_into_the_local_weights_it_trained_on(tmp_path):
-    """clipaln.export(W) after typographic.train on a local-file ViT-B-32: the export holds that
+    """clipaln.export(W) after typographic.train on a local-file open_clip ViT: the export holds that
     file's weights with W folded in (not random ones), and a W on other weights is said on the card."""
     from safetensors.torch import load_file, save_file
 
@@ -137,13 +137,13 @@ def test_python_export_of_a_track_w_folds_it_into_the_local_weights_it_trained_o
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = open_clip.create_model("ViT-B-32", pretrained=None)
+        source = open_clip.create_model(SMALL_VIT, pretrained=None)
         torch.manual_seed(5)
         with torch.no_grad():  # weights no random init of ours would give
             source.visual.proj.add_(0.01 * torch.randn_like(source.visual.proj))
         weights = tmp_path / "mine.safetensors"
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
-        bundle = load_clip("ViT-B-32", pretrained=str(weights), device="cpu")
+        bundle = load_clip(SMALL_VIT, pretrained=str(weights), device="cpu")
     root = tmp_path / "imgs"
     for c, colour in enumerate(["red", "green", "blue"]):
         (root / f"class{c}").mkdir(parents=True)
@@ -163,9 +163,9 @@ def test_python_export_of_a_track_w_folds_it_into_the_local_weights_it_trained_o
     other = tmp_path / "other.safetensors"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        save_file({k: v.contiguous() for k, v in open_clip.create_model("ViT-B-32").state_dict().items()}, str(other))
+        save_file({k: v.contiguous() for k, v in open_clip.create_model(SMALL_VIT).state_dict().items()}, str(other))
     with pytest.warns(UserWarning, match="trained on other weights"):
-        clipaln.export(proj, out=tmp_path / "folder", pretrained=str(other), model="ViT-B-32", allow_other_weights=True)
+        clipaln.export(proj, out=tmp_path / "folder", pretrained=str(other), model=SMALL_VIT, allow_other_weights=True)
     card = (tmp_path / "folder" / "README.md").read_text()
     assert "W was trained on other weights than these" in card and str(tmp_path) not in card
 

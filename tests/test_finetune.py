@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from support import SMALL_VIT
 
 COLOURS = ["red", "green", "blue", "orange"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
@@ -26,7 +27,7 @@ def _folder(root):
 
 
 def _args(model, tmp_path):
-    """6 steps (2 epochs); a checkpoint at step 4 (a ViT-B-32 checkpoint is 1.4 GB: W, moments, BMA)."""
+    """6 steps (2 epochs); a checkpoint at step 4 (ViT-B-32's is 1.4 GB: W, moments, BMA; the small ViT's 0.4 GB)."""
     common = ["--mode", "full", "--epochs", "2", "--no-cache", "--device", "cpu", "--quiet", "--workers", "1"]
     common += ["--checkpoint-every", "4"]
     if model == "toy":
@@ -44,7 +45,7 @@ def _args(model, tmp_path):
             *common,
         ]
     data = ["--dataset", "folder", "--root", str(_folder(tmp_path / "imgs")), "--n-train", "12", "--n-test", "4"]
-    return ["train", "typographic", "--model", "ViT-B-32", *data, "--batch-size", "4", "--lr", "1e-5", *common]
+    return ["train", "typographic", "--model", SMALL_VIT, *data, "--batch-size", "4", "--lr", "1e-5", *common]
 
 
 def _run(cmd, cwd, expect=0):
@@ -59,7 +60,7 @@ def _max_diff(a, b):
     return max((x[k].double() - y[k].double()).abs().max().item() for k in x)
 
 
-@pytest.mark.parametrize("model", ["toy", "ViT-B-32"])
+@pytest.mark.parametrize("model", ["toy", SMALL_VIT])
 def test_a_killed_full_finetuning_run_resumes_to_the_uninterrupted_model(tmp_path, model):
     args = _args(model, tmp_path)
     _run([sys.executable, "-m", "clipaln", *args, "--out", str(tmp_path / "whole")], tmp_path)
@@ -89,9 +90,9 @@ def test_a_killed_full_finetuning_run_resumes_to_the_uninterrupted_model(tmp_pat
 
 
 def test_two_gloo_ranks_fine_tune_as_one_process(tmp_path):
-    """ViT-B-32 (LayerNorm): DDP over two gloo ranks takes the steps one process takes. A tower with
+    """An open_clip ViT (LayerNorm): DDP over two gloo ranks takes the steps one process takes. A tower with
     BatchNorm (the toy's) normalises each rank's own batch on a CPU: SyncBatchNorm is CUDA's."""
-    args = _args("ViT-B-32", tmp_path)
+    args = _args(SMALL_VIT, tmp_path)
     _run([sys.executable, "-m", "clipaln", *args, "--out", str(tmp_path / "one")], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541"]
     _run([*torchrun, "-m", "clipaln", *args, "--out", str(tmp_path / "two")], tmp_path)
@@ -101,7 +102,7 @@ def test_two_gloo_ranks_fine_tune_as_one_process(tmp_path):
 
 
 def test_the_fine_tuned_export_loads_in_open_clip_without_clipaln(tmp_path):
-    args = _args("ViT-B-32", tmp_path)
+    args = _args(SMALL_VIT, tmp_path)
     run = tmp_path / "run"
     _run([sys.executable, "-m", "clipaln", *args, "--report-to", "tensorboard", "--out", str(run)], tmp_path)
     assert list((run / "tensorboard").iterdir())  # --report-to, as W runs have it
@@ -141,7 +142,7 @@ def test_the_fine_tuned_export_loads_in_open_clip_without_clipaln(tmp_path):
     from clipaln.runs.common import _load_encoder
 
     with pytest.warns(UserWarning):
-        base = load_clip("ViT-B-32", device="cpu")
+        base = load_clip(SMALL_VIT, device="cpu")
     tuned, _ = _load_encoder(base, run / "model.safetensors", None, False)
     theirs = torch.load(tmp_path / "plain.pt")
     with torch.no_grad():

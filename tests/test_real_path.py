@@ -1,7 +1,7 @@
 """The real path on the layouts researchers have: image folders of 5, 6 and 12 classes, EuroSAT as
 torchvision lays it out, ImageNet-100 by WordNet id, the real typographic photo sets, a real-people
-CSV, a fine-tuned encoder; on open_clip architectures at random init (ViT-B-32, and EVA02-B-16, a
-CustomTextCLIP), with readable prompts asserted."""
+CSV, a fine-tuned encoder; on open_clip architectures at random init (a small ViT built as ViT-B-32
+is, and EVA02-B-16, a CustomTextCLIP), with readable prompts asserted."""
 
 import json
 import warnings
@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from PIL import Image
+from support import SMALL_VIT
 
 from clipaln import runs
 from clipaln.bench import paper as bench_paper
@@ -61,38 +62,38 @@ def train_and_eval(model, tmp_path, **data):
 @pytest.mark.parametrize("k", [5, 6, 12])
 def test_image_folders_of_5_6_and_12_classes(tmp_path, k):
     root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(k)])
-    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="folder", root=str(root), n_train=k, n_test=k)
+    spec = runs.make_spec("typographic", model=SMALL_VIT, dataset="folder", root=str(root), n_train=k, n_test=k)
     assert typographic.prompts_for(spec)[0] == "a photo of a class 0."
-    train_and_eval("ViT-B-32", tmp_path, dataset="folder", root=str(root))
+    train_and_eval(SMALL_VIT, tmp_path, dataset="folder", root=str(root))
 
 
 def test_eurosat_as_torchvision_lays_it_out_reads_clips_names(tmp_path):
     class_folders(tmp_path / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
-    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="eurosat", root=str(tmp_path / "eurosat"))
+    spec = runs.make_spec("typographic", model=SMALL_VIT, dataset="eurosat", root=str(tmp_path / "eurosat"))
     prompts = typographic.prompts_for(spec)
     assert "a centered satellite photo of brushland or shrubland." in prompts
     assert not any("herbaceousvegetation" in p.lower() for p in prompts)
-    train_and_eval("ViT-B-32", tmp_path, dataset="eurosat", root=str(tmp_path / "eurosat"))
+    train_and_eval(SMALL_VIT, tmp_path, dataset="eurosat", root=str(tmp_path / "eurosat"))
 
 
 def test_imagenet100_by_wordnet_id_with_train_and_val(tmp_path):
     wnids = IMAGENET100_WNIDS[:5]
     for split in ("train", "val"):
         class_folders(tmp_path / "in100" / split, wnids)
-    spec = runs.make_spec("typographic", model="ViT-B-32", dataset="imagenet100", root=str(tmp_path / "in100"))
+    spec = runs.make_spec("typographic", model=SMALL_VIT, dataset="imagenet100", root=str(tmp_path / "in100"))
     prompts = typographic.prompts_for(spec)
     assert "a photo of a green mamba." in prompts and not any(" n0" in p for p in prompts)
     # D_pref / D_reg come from train/, the reported test split from val/
     assert all("/train/" in str(spec.train_set.base.samples[i][0]) for i in spec.train_set.indices)
     assert all("/val/" in str(spec.test_set.base.samples[i][0]) for i in spec.test_set.indices)
-    _, result = train_and_eval("ViT-B-32", tmp_path, dataset="imagenet100", root=str(tmp_path / "in100"))
+    _, result = train_and_eval(SMALL_VIT, tmp_path, dataset="imagenet100", root=str(tmp_path / "in100"))
     assert len(spec.ensemble) == 80  # open_clip's OpenAI ImageNet templates: zero-shot as the field measures it
     assert {"zeroshot/accuracy", "kl/clean"} <= set(result["metrics"]["trained"])
 
 
 def test_the_real_photo_sets_from_the_command_line(tmp_path, capsys):
     root = class_folders(tmp_path / "imgs", ["cat", "dog", "pizza", "tree", "car"])
-    out, _ = train_and_eval("ViT-B-32", tmp_path, dataset="folder", root=str(root))
+    out, _ = train_and_eval(SMALL_VIT, tmp_path, dataset="folder", root=str(root))
     paint = tmp_path / "paint"
     paint.mkdir()
     for name in ("label=cat_text=dog.jpg", "label=dog_text=cat (2).jpg", "label=tree_text=pizza.jpg"):
@@ -114,7 +115,7 @@ def test_the_real_photo_sets_from_the_command_line(tmp_path, capsys):
                 "eval",
                 "typographic",
                 "--model",
-                "ViT-B-32",
+                SMALL_VIT,
                 "--device",
                 "cpu",
                 "--photos",
@@ -143,13 +144,13 @@ def test_real_people_from_a_csv_train_and_eval_gender(tmp_path, capsys):
     csv = tmp_path / "people" / "people.csv"
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "gender"
-    args = ["--model", "ViT-B-32", "--device", "cpu", "--no-cache", "--workers", "0"]
+    args = ["--model", SMALL_VIT, "--device", "cpu", "--no-cache", "--workers", "0"]
     code = main(
         ["train", "gender", *args, "--dataset", "people", "--root", str(csv), "--epochs", "1", "--out", str(out)]
     )
     assert code == 0, capsys.readouterr().err
     capsys.readouterr()
-    no_model = [a for a in args if a not in ("--model", "ViT-B-32")]  # the run's manifest names it
+    no_model = [a for a in args if a not in ("--model", SMALL_VIT)]  # the run's manifest names it
     assert main(["eval", "gender", *no_model, "--projection", str(out / "projection.safetensors"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["prompts"]) == {"cooking", "repairing a car"} and result["k"] == 2  # half the 4-image gallery
@@ -273,7 +274,7 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
         class_folders(root / "imagenet100" / split, IMAGENET100_WNIDS[:5])
     class_folders(root / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
     oxford_pets(root / "oxford_pets")
-    args = ["bench", "paper", "--model", "ViT-B-32", "--data-root", str(root), "--n-train", "10", "--n-test", "6"]
+    args = ["bench", "paper", "--model", SMALL_VIT, "--data-root", str(root), "--n-train", "10", "--n-test", "6"]
     assert main([*args, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["pretrained"] == "random init" and result["trained_on"] == "imagenet100"
@@ -296,7 +297,7 @@ def test_bench_paper_runs_the_table_1_protocol_beside_the_authors_numbers(tmp_pa
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "| dpo | oxford_pets |" in table and "79.7" in table and "Not under the data root" in table
-    assert main(["bench", "paper", "--model", "ViT-B-32"]) == 2
+    assert main(["bench", "paper", "--model", SMALL_VIT]) == 2
     assert "--data-root" in capsys.readouterr().err
     # trained on another set than the authors': its method rows are not comparable, the base row is
     assert main([*args, "--train-on", "eurosat", "--json"]) == 0
@@ -321,7 +322,7 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
     for split in ("train", "val"):
         class_folders(root / "imagenet100" / split, IMAGENET100_WNIDS[:3])
     class_folders(root / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
-    args = ["bench", "paper", "--model", "ViT-B-32", "--data-root", str(root), "--n-train", "6", "--n-test", "6"]
+    args = ["bench", "paper", "--model", SMALL_VIT, "--data-root", str(root), "--n-train", "6", "--n-test", "6"]
     assert main([*args, "--seeds", "0,1,2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     protocol = result["protocol"]
@@ -361,5 +362,5 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
     monkeypatch.setattr(bench_paper.typographic, "evaluate", stops_at_the_seventh)
     stopped = tmp_path / "stopped.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        bench_paper.paper_table("ViT-B-32", None, root, n_train=6, n_test=6, on_row=bench_paper.row_writer(stopped))
+        bench_paper.paper_table(SMALL_VIT, None, root, n_train=6, n_test=6, on_row=bench_paper.row_writer(stopped))
     assert len(stopped.read_text().splitlines()) == 6
