@@ -65,7 +65,7 @@ def test_two_gloo_processes_give_the_one_process_w(tmp_path):
 def test_full_finetuning_improves_T_on_the_toy_model(toy):
     from clipaln.tracks import typographic
 
-    spec = typographic.toy_spec(n_train=480, n_test=240, seed=3)
+    spec = typographic.toy_spec(n_train=240, n_test=120, seed=3)  # attacked: 60.0% before, 95.8% after
     base = typographic.evaluate(typographic.build_features(toy, spec))
     cfg = typographic.train_config("dpo", lr=1e-3, epochs=3, batch_size=64)
     tuned, hist = typographic.finetune(toy, spec, cfg, progress=False)

@@ -43,7 +43,7 @@ def test_encoding_with_progress_bars_in_a_kernel_prints_no_worker_noise(tmp_path
         "from clipaln import load_clip\n"
         "from clipaln.features import FeatureCache\n"
         "from clipaln.tracks import typographic\n"
-        "spec = typographic.toy_spec(n_train=1200, n_test=300, seed=0)\n"
+        "spec = typographic.toy_spec(n_train=600, n_test=300, seed=0)\n"
         "feats = typographic.build_features(load_clip('toy'), spec, FeatureCache(), workers=1)\n"
         "print(len(feats.train.labels))"
     )
@@ -51,6 +51,6 @@ def test_encoding_with_progress_bars_in_a_kernel_prints_no_worker_noise(tmp_path
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     NotebookClient(nb, timeout=900, kernel_name="python3").execute()
     texts = outputs_text(nb)
-    assert any("1200" in text for _, _, text in texts)
+    assert any("600" in text for _, _, text in texts)
     noisy = [(i, kind, text[:300]) for i, kind, text in texts if kind == "stderr" or NOISE.search(text)]
     assert not noisy, noisy

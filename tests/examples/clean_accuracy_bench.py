@@ -6,5 +6,5 @@ from clipaln.tracks import typographic
 
 
 def clean_accuracy(c: Context) -> dict:
-    feats = typographic.build_features(c.bundle, c.spec, c.cache, progress=False)
+    feats = typographic.build_features(c.bundle, c.spec, c.cache, progress=False, with_train=False)  # test images only
     return {"accuracy/clean": typographic.evaluate(feats)["accuracy/clean"], "n_test": len(feats.test.labels)}
