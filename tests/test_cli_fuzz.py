@@ -156,13 +156,14 @@ def random_invocation(rng: random.Random, base, folders, runs, k: int) -> list[s
             "--json": [None, None],
         }
         chosen = rng.sample(sorted(flags), rng.randint(0, 5))
-        defaults = ["--n", "4"] if cmd[1] == "toy" and "--n" not in chosen else []
+        defaults = ["--n", "4"] if cmd[1] == "toy" else ["--n-test", "16" if cmd[1] == "gender" else "12"]  # the runs'
     args = list(cmd)
     for f in chosen:
         value = choose(rng, flags[f])
         args += [f] if value is None else [f, value]
-    if not set(chosen) & {"--n-train", "--n-test", "--epochs", "--n"}:
-        args += defaults
+    for flag, value in zip(defaults[::2], defaults[1::2]):  # a size not drawn is a small one, not the toy world's
+        if flag not in chosen:
+            args += [flag, value]
     return args
 
 
