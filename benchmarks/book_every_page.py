@@ -125,58 +125,67 @@ return Array.from(document.querySelectorAll('pre, table')).filter(function (e) {
 
 
 def sweep(base: str, paths: list[str], shots: Path | None) -> dict:
-    from axe_selenium_python import Axe
-
     browser = _browser()
     browser.set_script_timeout(300)  # axe on a notebook page with its figures inline takes a while
     out = {}
     try:
         for path in paths:
-            _network(browser, base)  # empty the log
-            browser.get(base + path)
-            _wait_for_whole_page(browser)
-            typeset = wait_for_mathjax(browser, required=False)
-            prose = browser.execute_script(PROSE_JS)
-            raw = sorted({m.group(0)[:40] for m in RAW_TEX.finditer(prose)})
-            axe = Axe(browser)
-            axe.inject()
-            started = time.time()
-            result = axe.run(options={"resultTypes": ["violations"]})
-            axe_s = time.time() - started
-            serious = [
-                {
-                    "id": v["id"],
-                    "impact": v["impact"],
-                    "nodes": len(v["nodes"]),
-                    "example": v["nodes"][0]["html"][:160] if v["nodes"] else "",
-                }  # fmt: skip
-                for v in result["violations"]
-                if v["impact"] in ("serious", "critical")
-            ]
-            images = browser.execute_script(
-                "return Array.from(document.querySelectorAll('img')).map(function (i) { return i.alt || ''; })"
-            )
-            text = browser.execute_script(FIGURE_TEXT_JS)
-            out[path] = {
-                "mathjax_finished": typeset,
-                "figure_text_min_px": round(min((t["px"] for t in text["shown"]), default=float("nan")), 1),
-                "figure_text_under_10px": [f"{t['px']:.1f} px: {t['alt']}" for t in text["shown"] if t["px"] < 10],
-                "figures_unmeasured": text["unmeasured"],
-                "raw_tex": raw,
-                "overflowing_boxes": browser.execute_script(OVERFLOW_JS),
-                "axe_serious": serious,
-                "axe_s": round(axe_s, 1),
-                "images": len(images),
-                "images_without_alt": sum(not a.strip() for a in images),
-                "default_alt": sum("No description has been provided" in a for a in images),
-                **_network(browser, base),
-            }
-            if shots:
-                name = path.removesuffix("index.html").strip("/").replace("/", "__") or "home"
-                browser.save_screenshot(str(shots / f"{name}.png"))
+            try:
+                out[path] = _check_page(browser, base, path, shots)
+            except Exception as e:
+                e.add_note(f"while checking {path}")
+                raise
     finally:
         browser.quit()
     return out
+
+
+def _check_page(browser, base: str, path: str, shots: Path | None) -> dict:
+    from axe_selenium_python import Axe
+
+    _network(browser, base)  # empty the log
+    browser.get(base + path)
+    _wait_for_whole_page(browser)
+    typeset = wait_for_mathjax(browser, required=False)
+    prose = browser.execute_script(PROSE_JS)
+    raw = sorted({m.group(0)[:40] for m in RAW_TEX.finditer(prose)})
+    axe = Axe(browser)
+    axe.inject()
+    started = time.time()
+    result = axe.run(options={"resultTypes": ["violations"]})
+    axe_s = time.time() - started
+    serious = [
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "nodes": len(v["nodes"]),
+            "example": v["nodes"][0]["html"][:160] if v["nodes"] else "",
+        }  # fmt: skip
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    images = browser.execute_script(
+        "return Array.from(document.querySelectorAll('img')).map(function (i) { return i.alt || ''; })"
+    )
+    text = browser.execute_script(FIGURE_TEXT_JS)
+    page = {
+        "mathjax_finished": typeset,
+        "figure_text_min_px": round(min((t["px"] for t in text["shown"]), default=float("nan")), 1),
+        "figure_text_under_10px": [f"{t['px']:.1f} px: {t['alt']}" for t in text["shown"] if t["px"] < 10],
+        "figures_unmeasured": text["unmeasured"],
+        "raw_tex": raw,
+        "overflowing_boxes": browser.execute_script(OVERFLOW_JS),
+        "axe_serious": serious,
+        "axe_s": round(axe_s, 1),
+        "images": len(images),
+        "images_without_alt": sum(not a.strip() for a in images),
+        "default_alt": sum("No description has been provided" in a for a in images),
+        **_network(browser, base),
+    }
+    if shots:
+        name = path.removesuffix("index.html").strip("/").replace("/", "__") or "home"
+        browser.save_screenshot(str(shots / f"{name}.png"))
+    return page
 
 
 def _wait_for_whole_page(browser, timeout: float = 60) -> None:

@@ -91,6 +91,9 @@ def _browser(window=None, performance_log: bool = False):
     if performance_log:  # every request the page makes, for failed and foreign requests
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    # selenium's client gives up on a command after 120 s; axe-core on the longest notebook page took
+    # 73 s on a quick day and over 120 s on a slow one: the scripts' own timeouts decide, not this one
+    browser.command_executor.client_config.timeout = 900
     if window:
         browser.set_window_size(*window)
     return browser
