@@ -238,16 +238,35 @@ class SpectralScorer:
         Returns:
             torch.Tensor: (N, K) float64 cosines.
         """
+        w, bw, in_float32 = self._weighted_texts(t)
+        if in_float32:
+            na = (self.a2_32 @ w.float()).clamp_min(1e-30).sqrt()  # (N,)
+            return (self.a32 @ bw.float().T).div_(na[:, None]).double()  # (N, K)
+        na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
+        return (self.a @ bw.T).div_(na[:, None])  # (N, K)
+
+    def classify(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """The class each image gets under W_t: ``scores(t).argmax(-1)`` without dividing by the
+        images' norms, which scale a row and so change no argmax over classes (the slider's update).
+
+        Args:
+            t: a scalar, or a (d,) vector of exponents, one per singular direction.
+
+        Returns:
+            torch.Tensor: (N,) long class indices.
+        """
+        _, bw, in_float32 = self._weighted_texts(t)
+        return (self.a32 @ bw.float().T if in_float32 else self.a @ bw.T).argmax(-1)
+
+    def _weighted_texts(self, t) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """S^(2t) scaled to a largest of 1 (d,), the texts weighted by it and normalised (K, d), and
+        whether the float32 product may be used."""
         t = exponents(t, len(self.log_s))
         e = 2 * t * self.log_s
         w = torch.exp(e - e.max())  # S^(2t) up to a constant factor, which no cosine sees: never overflows
         nb = (self.b2 @ w).clamp_min(1e-30).sqrt()  # (K,)
         bw = self.b * (w / nb[:, None])  # (K, d): scale the small side, never the (N, d) one
-        if w.min() >= self.floor:  # no weight underflows, and a sum of squares cancels nothing
-            na = (self.a2_32 @ w.float()).clamp_min(1e-30).sqrt()  # (N,)
-            return (self.a32 @ bw.float().T).div_(na[:, None]).double()  # (N, K)
-        na = (self.a2 @ w).clamp_min(1e-30).sqrt()  # (N,)
-        return (self.a @ bw.T).div_(na[:, None])  # (N, K)
+        return w, bw, bool(w.min() >= self.floor)  # no weight underflows, and a sum of squares cancels nothing
 
 
 def naive_scores(

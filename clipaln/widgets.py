@@ -275,7 +275,7 @@ class TradeoffWidget(_Widget):
         self._start(fig, animated, t0, t_range, 0.1, ".1f")
 
     def predictions(self, t: float) -> list[int]:
-        return self.scorer.scores(t).argmax(-1).tolist()
+        return self.scorer.classify(t).tolist()
 
     def _draw(self, t: float) -> None:
         self.marker.set_xdata([t, t])

@@ -180,6 +180,7 @@ def test_float32_and_float64_classify_alike_over_t_in_minus_3_to_3(toy):
         a, b = fast.scores(t), exact.scores(t)
         in_float32 += exact.floor > fast.floor and bool((a.float().double() == a).all())
         assert torch.equal(a.argmax(-1), b.argmax(-1)), t
+        assert torch.equal(fast.classify(t), b.argmax(-1)), t  # the slider's update, without the norms
     assert in_float32 >= 40, in_float32  # float32 is what this W's slider uses over most of the range
 
 

@@ -315,7 +315,7 @@ class Sweep:
         return self.scorer.scores(t)
 
     def at(self, t: float | Sequence[float] | torch.Tensor) -> dict:
-        pred = self.scorer.scores(t).argmax(-1)
+        pred = self.scorer.classify(t)
         hit = (pred == self.labels).float()
         return {
             "t": float(t) if torch.as_tensor(t).ndim == 0 else t,
