@@ -122,8 +122,8 @@ def _raise_in(exercise: str):
     return edit
 
 
-def _grade(course, subs: Path) -> dict:
-    code, text = _run(["course", "grade", str(subs), "--key", str(course[0] / "instructor"), "--json"])
+def _grade(course, subs: Path, *flags: str) -> dict:
+    code, text = _run(["course", "grade", str(subs), "--key", str(course[0] / "instructor"), "--json", *flags])
     assert code == 0
     return json.loads(text)
 
@@ -134,8 +134,9 @@ def _grade(course, subs: Path) -> dict:
 
 @pytest.mark.parametrize("nb_id", [f"{i:02d}" for i in range(8)])
 def test_every_worked_solution_runs_and_scores_full_marks(course, tmp_path, nb_id):
+    """Strictly: a cell of the worked solution that raises fails it (so nbval need not run them again)."""
     _submit(course, tmp_path, "perfect", "instructor", nb_id)
-    report = {ex: r for ex, r in _grade(course, tmp_path)["perfect"].items() if ex.startswith(f"{nb_id}.")}
+    report = {ex: r for ex, r in _grade(course, tmp_path, "--strict")["perfect"].items() if ex.startswith(f"{nb_id}.")}
     assert report, f"notebook {nb_id} has no graded exercise"
     not_full = {ex: r["message"] for ex, r in report.items() if r["points"] < r["max"]}
     assert not not_full, not_full
@@ -188,6 +189,13 @@ def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(cour
     assert broken["01.3"]["points"] == 0 and "`answer_3` is not defined" in broken["01.3"]["message"]
     assert all(broken[f"01.{k}"]["points"] == broken[f"01.{k}"]["max"] for k in (1, 2, 4, 5))  # the run went on
     assert all(r["points"] == 0 and "could not be graded" in r["message"] for ex, r in broken.items() if ex[:2] == "02")
+    # --strict: the notebook that raises half-way scores 0 on every exercise, and says why
+    (subs / "typical").rename(tmp_path / "typical")
+    (subs / "broken" / "02_exercises.ipynb").unlink()
+    strict = _grade(course, subs, "--strict")["broken"]
+    raised = {r["message"] for ex, r in strict.items() if ex[:2] == "01" and r["points"] == 0}
+    assert raised == {"a cell raised RuntimeError: half-way"} and len(strict) > 5, strict
+    assert all(r["points"] == 0 for ex, r in strict.items() if ex[:2] == "01"), strict
 
 
 def test_the_tutorials_quiz_cells_are_the_quiz_file():

@@ -63,7 +63,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
             key = Path(tmp) / "instructor"
         else:
             key = Path(args.key).expanduser()
-        report = grade(submissions, key / "autograder" if (key / "autograder").is_dir() else key)
+        report = grade(submissions, key / "autograder" if (key / "autograder").is_dir() else key, args.strict)
     if args.json:
         print_json(report)
         return
@@ -87,4 +87,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--key", default=None, help="the instructor edition (default: built now from --notebooks)")
     g.add_argument("--notebooks", default="notebooks", help="the series' notebooks folder (default: ./notebooks)")
     g.add_argument("--json", action="store_true", help='print {student: {exercise: {"points", "max", "message"}}}')
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="a cell that raises fails its whole notebook, with the error (to check that the instructor edition "
+        "runs through; by default a raising cell costs only the exercise it did not answer)",
+    )
     g.set_defaults(func=cmd_grade)

@@ -1,8 +1,10 @@
 """Grade a folder of submissions, `SUBMISSIONS/<student>/NN_exercises.ipynb`, with otter's local grading.
 
-Each notebook runs top to bottom in a fresh kernel (otter does not stop at a cell that raises); each
-exercise scores what its checks give. A notebook that is missing, or cannot be read, scores 0 on each of
-its exercises with one line saying why: a broken submission never stops the run.
+Each notebook runs top to bottom in a fresh kernel; otter does not stop at a cell that raises, so each
+exercise scores what its checks give. With `strict` (otter's debug mode) the first cell that raises
+fails the whole notebook: a check that an instructor edition runs through. A notebook that is missing,
+or cannot be read, scores 0 on each of its exercises with one line saying why: a broken submission
+never stops the run.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def _message(test_file) -> str:
     return "passed"
 
 
-def grade_notebook(submission: Path, zip_path: Path) -> dict[str, dict]:
-    """{exercise: {"points", "max", "message"}} for one submitted notebook."""
+def grade_notebook(submission: Path, zip_path: Path, strict: bool = False) -> dict[str, dict]:
+    """{exercise: {"points", "max", "message"}} for one submitted notebook; `strict`: a cell that
+    raises scores 0 on every exercise of the notebook, with the error."""
     expected = _tests_in(zip_path)
     if not submission.exists():
         return {_exercise(t): {"points": 0, "max": m, "message": "not submitted"} for t, m in expected.items()}
@@ -49,10 +52,13 @@ def grade_notebook(submission: Path, zip_path: Path) -> dict[str, dict]:
 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            results = grade_submission(str(submission), str(zip_path), quiet=True)
+            results = grade_submission(str(submission), str(zip_path), quiet=True, debug=strict)
         error = results.catastrophic_error
     except Exception as e:  # otter's own failure on a broken file: this notebook scores 0, the run goes on
         results, error = None, e
+    if error is not None and getattr(error, "ename", None):  # strict: nbclient's error in a cell
+        why = f"a cell raised {error.ename}: {error.evalue}"
+        return {_exercise(t): {"points": 0, "max": m, "message": why} for t, m in expected.items()}
     if error is not None:
         first = str(error).splitlines()[0] if str(error) else ""
         why = f"the notebook could not be graded: {type(error).__name__}: {first}"
@@ -64,8 +70,9 @@ def grade_notebook(submission: Path, zip_path: Path) -> dict[str, dict]:
     return out
 
 
-def grade(submissions: Path, autograders: Path) -> dict[str, dict[str, dict]]:
-    """{student: {exercise: {"points", "max", "message"}}} for every student folder under `submissions`."""
+def grade(submissions: Path, autograders: Path, strict: bool = False) -> dict[str, dict[str, dict]]:
+    """{student: {exercise: {"points", "max", "message"}}} for every student folder under `submissions`
+    (`strict`: see grade_notebook)."""
     zips = sorted(autograders.glob("[0-9][0-9].zip"))
     if not zips:
         raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: build them with `clipaln course build`")
@@ -73,7 +80,7 @@ def grade(submissions: Path, autograders: Path) -> dict[str, dict[str, dict]]:
     for student in sorted(p for p in submissions.iterdir() if p.is_dir()):
         report[student.name] = {}
         for z in zips:
-            report[student.name].update(grade_notebook(student / f"{z.stem}_exercises.ipynb", z))
+            report[student.name].update(grade_notebook(student / f"{z.stem}_exercises.ipynb", z, strict))
     return report
 
 
