@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 
 from . import losses
 from .models import ClipBundle
@@ -95,6 +94,8 @@ def encode_text_with_prefix(
     model: torch.nn.Module, tokens: torch.Tensor, marker_id: int, prefix: torch.Tensor
 ) -> torch.Tensor:
     """open_clip CLIP.encode_text with the marker token's embedding replaced by `prefix` (width,)."""
+    from open_clip.transformer import text_global_pool
+
     x = model.token_embedding(tokens)  # (K, L, width)
     x = torch.where((tokens == marker_id)[..., None], prefix.to(x.dtype), x)
     x = x + model.positional_embedding[: tokens.shape[1]].to(x.dtype)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -46,6 +45,8 @@ def zero_shot_texts(bundle: ClipBundle, class_names: Sequence[str], templates: S
     normalised, averaged and normalised again."""
     if not templates or not class_names:
         raise ValueError("a prompt ensemble needs at least one template and one class name")
+    import open_clip  # here, not at the top: a command line that fails on its flags never loads it
+
     weights = open_clip.build_zero_shot_classifier(
         bundle.model, bundle.tokenizer, list(class_names), list(templates), device=bundle.device
     )

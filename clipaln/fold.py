@@ -14,7 +14,6 @@ import os
 import shutil
 from pathlib import Path
 
-import open_clip
 import torch
 from safetensors import safe_open
 
@@ -184,6 +183,8 @@ def export_folder(
 def open_clip_config(name: str, toy_config: dict | None = None, quick_gelu: bool = False) -> dict | None:
     """The open_clip model config of `name` (the toy's from its own file), with QuickGELU where the
     model was built with it for its weights (OpenAI's), so that plain open_clip builds it alike."""
+    import open_clip
+
     if toy_config is not None:
         return toy_config["model_cfg"]
     config = open_clip.get_model_config(name)

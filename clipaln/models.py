@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import open_clip
-import torch
+import torch  # open_clip (and torchvision with it, 6 s) is imported where it is used: see clipaln.cli
 
 from .toyworld.model import FINETUNE_LR as TOY_FINETUNE_LR
 from .toyworld.model import load_toy
@@ -110,6 +109,8 @@ class MissingPackage(RuntimeError):
 
 
 def _create(name: str, pretrained: str | None, build: dict | None = None):
+    import open_clip
+
     try:
         with torch.random.fork_rng(devices=[]):  # random init is seeded: the same model in every process
             torch.manual_seed(0)
@@ -133,6 +134,8 @@ def _create(name: str, pretrained: str | None, build: dict | None = None):
 def tag_config(name: str, tag: str) -> dict:
     """open_clip's pretrained config for `tag` of `name` (activation, preprocessing, where the weights
     live), or {} for an unknown pair."""
+    import open_clip
+
     return dict(open_clip.get_pretrained_cfg(name, tag) or {})
 
 
@@ -149,6 +152,8 @@ def known_weights(name: str, path: str | Path) -> tuple[str, dict] | None:
     be told without a network: an open_clip_config.json beside it (a hub snapshot, an export), a path
     that names the tag's hub repository (the hub's cache layout), or, for OpenAI's .pt files, the
     sha256 that the tag's download URL carries. None when it cannot be told."""
+    import open_clip
+
     path = Path(path)
     sidecar = path.parent / "open_clip_config.json"
     if sidecar.is_file():
@@ -188,6 +193,8 @@ _PREPROCESS |= {"resize_mode": "image_resize_mode"}
 def _as_trained(name: str, pretrained: str | None, local: bool, hub_id: bool) -> tuple[dict, str]:
     """How open_clip must build `name` for these weights to run as they were trained: the keyword
     arguments (QuickGELU, preprocessing) and the activation's name. A known mismatch is one ValueError."""
+    import open_clip
+
     if hub_id or pretrained is None:
         return {}, ""
     cfg = tag_config(name, pretrained) if not local else None
@@ -213,6 +220,8 @@ def _as_trained(name: str, pretrained: str | None, local: bool, hub_id: bool) ->
 
 
 def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
+    import open_clip
+
     hub_id = name.startswith(("hf-hub:", "local-dir:"))
     if name.startswith("local-dir:"):
         folder = Path(name.removeprefix("local-dir:")).expanduser()
@@ -265,6 +274,8 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
 
 def _activation(model: torch.nn.Module) -> str:
     """'quick_gelu' or 'gelu': what the model's transformer blocks run ('' for other towers)."""
+    import open_clip
+
     for module in model.modules():
         if isinstance(module, open_clip.transformer.QuickGELU):
             return "quick_gelu"

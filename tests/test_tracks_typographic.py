@@ -220,7 +220,7 @@ def test_a_prompt_ensemble_scores_clean_images_beside_the_kl(toy):
     names = ["star", "ball", "car"]
     one = zero_shot_texts(toy, names, ["a photo of a {}."])
     assert torch.allclose(one, encode_texts(toy, [f"a photo of a {c}." for c in names]), atol=1e-5)
-    assert len(typographic.ENSEMBLES["imagenet100"]) == 80
+    assert len(typographic.ensemble("imagenet100")) == 80
     spec = dataclasses.replace(typographic.toy_spec(n_train=24, n_test=24), ensemble=("a photo of a {}.", "a {}."))
     feats = typographic.build_features(toy, spec, progress=False, workers=0)
     m = typographic.evaluate(feats)

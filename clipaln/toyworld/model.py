@@ -12,15 +12,17 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import open_clip
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..io import save_tensors, write_text
 from .tokenizer import WordTokenizer
+
+if TYPE_CHECKING:
+    import open_clip
 
 #: The learning rate full fine-tuning of the toy's small image tower starts from (a ViT-B-32
 #: uses the paper's 2e-5): the model's own recommendation, so nothing downstream asks "is it toy?".
@@ -55,6 +57,8 @@ def toy_config(path: Path | None = None) -> dict[str, Any]:
 
 def build_toy(config: dict[str, Any] | None = None) -> tuple[open_clip.model.CLIP, Callable, WordTokenizer]:
     """A randomly initialised toy CLIP (open_clip's CLIP class), its preprocess and tokenizer."""
+    import open_clip
+
     config = config or toy_config()
     model = open_clip.model.CLIP(**config["model_cfg"])
     tokenizer = WordTokenizer(config["vocab"], config["model_cfg"]["text_cfg"]["context_length"])

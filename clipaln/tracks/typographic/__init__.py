@@ -37,13 +37,12 @@ from .experiment import (
     zero_shot,
 )
 from .finetune import adversarial_finetune, finetune, robust_accuracy
-from .spec import ENSEMBLES, Features, Spec, Split, attacked_datasets, make_spec, prompts_for, real_spec, toy_spec
+from .spec import Features, Spec, Split, attacked_datasets, ensemble, make_spec, prompts_for, real_spec, toy_spec
 
 __all__ = [
     "CHOOSE_TS",
     "DEFAULTS",
     "DIAL_TS",
-    "ENSEMBLES",
     "MAX_CLEAN_DROP",
     "MIN_CLEAN_ON_DIAL",
     "SHORT_NAMES",
@@ -53,6 +52,7 @@ __all__ = [
     "Sweep",
     "adversarial_finetune",
     "attacked_datasets",
+    "ensemble",
     "build_features",
     "choose_t",
     "dial",

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from ...data.fingerprint import files_fingerprint
 from ...data.fonts import UNSEEN_FONTS
@@ -158,9 +157,14 @@ def _split_folders(root: Path) -> tuple[Path, Path] | None:
     return (root / "train", test) if (root / "train").is_dir() and test is not None else None
 
 
-#: The prompt ensembles open_clip ships, by dataset: its 80 OpenAI ImageNet templates, for the
-#: ImageNet classes (ImageNet-100 is named with open_clip's ImageNet class names).
-ENSEMBLES = {"imagenet100": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)}
+def ensemble(dataset: str) -> tuple[str, ...]:
+    """The prompt ensemble open_clip ships for a dataset: its 80 OpenAI ImageNet templates for the
+    ImageNet classes (ImageNet-100 is named with open_clip's ImageNet class names); () for any other."""
+    if dataset != "imagenet100":
+        return ()
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 
 
 def _sources(dataset: str, root: str, download: bool):
@@ -238,7 +242,7 @@ def real_spec(
         n_reading=max(len(names), min(n_test, 500)),
         reading_size=image_size,
         seed=seed,
-        ensemble=ENSEMBLES.get(dataset, ()),
+        ensemble=ensemble(dataset),
         key={
             "world": dataset,
             "files": files_fingerprint(root),  # where root lies is not part of it: a copy elsewhere is the same data
