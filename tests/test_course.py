@@ -178,7 +178,7 @@ def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(cour
     # a notebook that raises half-way, and one that is not a notebook at all
     _submit(course, subs, "broken", "instructor", "01", _raise_in("01.3"))
     (subs / "broken" / "02_exercises.ipynb").write_text("{ not json")
-    report = _grade(course, subs)
+    report = _grade(course, subs, "--jobs", "2")  # two notebooks at a time, each in its own process
     typical = report["typical"]
     assert typical["01.5"]["points"] == 0 and "ignores beta" in typical["01.5"]["message"]
     assert typical["01.2"]["points"] < typical["01.2"]["max"] and "1/(2 beta)" in typical["01.2"]["message"]

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..flags import count
 from ..io import print_json
 from ..parsing import COMMANDS
 
@@ -63,7 +64,8 @@ def cmd_grade(args: argparse.Namespace) -> None:
             key = Path(tmp) / "instructor"
         else:
             key = Path(args.key).expanduser()
-        report = grade(submissions, key / "autograder" if (key / "autograder").is_dir() else key, args.strict)
+        autograders = key / "autograder" if (key / "autograder").is_dir() else key
+        report = grade(submissions, autograders, args.strict, args.jobs)
     if args.json:
         print_json(report)
         return
@@ -92,5 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a cell that raises fails its whole notebook, with the error (to check that the instructor edition "
         "runs through; by default a raising cell costs only the exercise it did not answer)",
+    )
+    g.add_argument(
+        "--jobs",
+        type=count(1),
+        default=1,
+        help="grade this many notebooks at a time, each in its own process and kernel (default 1; a class of "
+        "100 is 800 notebooks: about one job per core)",
     )
     g.set_defaults(func=cmd_grade)
