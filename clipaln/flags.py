@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from . import losses
 from .config import SCHEDULER_TYPES
 from .features import PRECISIONS
+from .parsing import count
 from .reporting import REPORTERS
 
 #: train's flags that set a TrainConfig field, by their dest.
@@ -74,16 +75,6 @@ def number(low: float | None = None, strict: bool = False) -> Callable[[str], fl
             raise argparse.ArgumentTypeError(f"must be a finite number, got {x}")
         if low is not None and (v <= low if strict else v < low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {x}")
-        return v
-
-    return parse
-
-
-def count(minimum: int) -> Callable[[str], int]:
-    def parse(x: str) -> int:
-        v = int(x)
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {x}")
         return v
 
     return parse

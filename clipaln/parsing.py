@@ -5,6 +5,7 @@ torch) and clipaln.commands (the handlers), so that neither imports the other's 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import NoReturn
 
 DESCRIPTION = "Preference optimisation for CLIP-like models."
@@ -22,3 +23,15 @@ COMMANDS = {
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (one line for another)."""
+
+    def parse(x: str) -> int:
+        v = int(x)
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {x}")
+        return v
+
+    return parse

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ..io import print_json
-from ..parsing import COMMANDS
+from ..parsing import COMMANDS, count
 
 # editions and grading (nbformat, nbclient) are imported when a course command runs, not with the parser
 
@@ -75,12 +75,6 @@ def cmd_grade(args: argparse.Namespace) -> None:
                 print(f"  {ex}: {r['points']:g} of {r['max']}: {r['message']}")
 
 
-def _jobs(x: str) -> int:
-    if not x.isdigit() or int(x) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {x}")
-    return int(x)
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("course", help=COMMANDS["course"])
     cs = c.add_subparsers(dest="course_command", required=True, parser_class=type(c))
@@ -102,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--jobs",
-        type=_jobs,
+        type=count(1),
         default=1,
         help="grade this many notebooks at a time, each in its own process and kernel (default 1; a class of "
         "100 is 800 notebooks: about one job per core)",
