@@ -178,8 +178,16 @@ def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(cour
     # a notebook that raises half-way, and one that is not a notebook at all
     _submit(course, subs, "broken", "instructor", "01", _raise_in("01.3"))
     (subs / "broken" / "02_exercises.ipynb").write_text("{ not json")
+    # a student who replaces every check by one that passes, then hands in the untouched edition
+    patch = (
+        "from clipaln.course import checks\n"
+        "for n in dir(checks):\n    if callable(getattr(checks, n)): setattr(checks, n, lambda *a, **k: None)"
+    )
+    _submit(course, subs, "cheat", "student", "00", lambda nb: nb.cells.insert(2, nbformat.v4.new_code_cell(patch)))
     report = _grade(course, subs, "--jobs", "2")  # two notebooks at a time, each in its own process
+    assert all(r["points"] == 0 for ex, r in report["cheat"].items() if ex[:2] == "00"), report["cheat"]
     typical = report["typical"]
+    assert [ex for ex in typical if ex[:2] == "01"] == ["01.1", "01.2", "01.3", "01.4", "01.5", "01.quiz"]
     assert typical["01.5"]["points"] == 0 and "ignores beta" in typical["01.5"]["message"]
     assert typical["01.2"]["points"] < typical["01.2"]["max"] and "1/(2 beta)" in typical["01.2"]["message"]
     assert typical["03.2"]["points"] < typical["03.2"]["max"] and "fourth power" in typical["03.2"]["message"]
@@ -191,6 +199,7 @@ def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(cour
     assert all(r["points"] == 0 and "could not be graded" in r["message"] for ex, r in broken.items() if ex[:2] == "02")
     # --strict: the notebook that raises half-way scores 0 on every exercise, and says why
     (subs / "typical").rename(tmp_path / "typical")
+    (subs / "cheat").rename(tmp_path / "cheat")
     (subs / "broken" / "02_exercises.ipynb").unlink()
     strict = _grade(course, subs, "--strict")["broken"]
     raised = {r["message"] for ex, r in strict.items() if ex[:2] == "01" and r["points"] == 0}
@@ -248,3 +257,37 @@ def test_every_notebook_opens_in_colab_from_a_badge_that_names_its_path():
         setup = next(c for c in cells if c.cell_type == "code")
         assert "colab-setup" in setup.metadata.get("tags", []), rel  # the first code cell installs the package
         assert repo in setup.source and path.parent.relative_to(NOTEBOOKS.parent).as_posix() in setup.source, rel
+
+
+def test_no_worked_answer_of_any_kind_reaches_the_student_edition(course):
+    out, _ = course
+    for path in sorted((out / "student").glob("*_exercises.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        answers = [c for c in cells if c.cell_type == "markdown" and c.source.lstrip().startswith("**Answer")]
+        leaked = [c.source[:60] for c in answers]
+        assert not leaked, (path.name, leaked)  # 05's answers are "**Answer (toy fallback).**" and the like
+
+
+def test_a_submissions_folder_without_student_folders_or_a_wrong_key_is_one_line(course, tmp_path, capsys):
+    out, _ = course
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "ada_00_exercises.ipynb").write_text("{}")
+    assert main(["course", "grade", str(tmp_path / "flat"), "--key", str(out / "instructor")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no student folders" in err and "<student>/NN_exercises.ipynb" in err
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    assert main(["course", "grade", str(tmp_path / "subs"), "--key", str(out)]) == 2  # the course, not its instructor
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--key {out / 'instructor'}" in err
+
+
+def test_a_notebook_not_handed_in_is_one_line_that_names_a_misnamed_copy(course, tmp_path):
+    out, _ = course
+    (tmp_path / "ada").mkdir()
+    (tmp_path / "ada" / "01_exercises (1).ipynb").write_text("{}")
+    code, text = _run(["course", "grade", str(tmp_path), "--key", str(out / "instructor")])
+    assert code == 0
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("ada: 0 of ") and len(lines) == 1 + 8, lines  # one line per notebook
+    assert "  01: 0 of " in text and "(01_exercises (1).ipynb is there: name it 01_exercises.ipynb)" in text
+    assert "  00: 0 of " in text and text.count("is there") == 1

@@ -47,7 +47,10 @@ def cmd_build(args: argparse.Namespace) -> None:
         f"wrote {out}/student and {out}/instructor: {summary['exercises']} autograded exercises, "
         f"{sum(summary['quiz_questions'].values())} quiz questions"
     )
-    print(f"hand out {out}/student; grade with `clipaln course grade SUBMISSIONS --key {out}/instructor`")
+    print(
+        f"hand out {out}/student with {out}/benchmarks beside it; "
+        f"grade with `clipaln course grade SUBMISSIONS --key {out}/instructor`"
+    )
 
 
 def cmd_grade(args: argparse.Namespace) -> None:
@@ -70,8 +73,15 @@ def cmd_grade(args: argparse.Namespace) -> None:
         return
     for student, (points, maximum) in totals(report).items():
         print(f"{student}: {points:g} of {maximum} points ({100 * points / maximum:.0f}%)")
+        missing = set()  # a notebook not handed in is one line, not one per exercise
         for ex, r in report[student].items():
-            if r["points"] < r["max"]:
+            nb_id = ex.partition(".")[0]
+            if r["message"].startswith("not submitted"):
+                if nb_id not in missing:
+                    missing.add(nb_id)
+                    worth = sum(e["max"] for k, e in report[student].items() if k.startswith(f"{nb_id}."))
+                    print(f"  {nb_id}: 0 of {worth}: {r['message']}")
+            elif r["points"] < r["max"]:
                 print(f"  {ex}: {r['points']:g} of {r['max']}: {r['message']}")
 
 

@@ -152,7 +152,16 @@ def _test_file(test_name: str, cases: list[tuple[str, int, bool, str]]) -> str:
     out = [
         "from otter.test_files import test_case",
         "",
-        "from clipaln.course import checks",
+        "import importlib.util",
+        "from pathlib import Path",
+        "",
+        "import clipaln.course",
+        "",
+        "# a fresh copy of the checks, which no code in the submitted notebook can have replaced",
+        '_where = Path(clipaln.course.__spec__.origin).with_name("checks.py")',
+        '_spec = importlib.util.spec_from_file_location("clipaln.course.checks", _where)',
+        "checks = importlib.util.module_from_spec(_spec)",
+        "_spec.loader.exec_module(checks)",
         "",
         "OK_FORMAT = False",
         f"name = {test_name!r}",
@@ -186,7 +195,7 @@ def exercise_notebook(
     body = src.cells[1:]
     for cell in body:
         meta = cell.metadata.get("clipaln")
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("**Answer.**") and not solved:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("**Answer") and not solved:
             continue
         if cell.cell_type == "code" and meta:
             ex, name = meta["exercise"], meta["answer"]

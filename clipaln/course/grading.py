@@ -33,7 +33,21 @@ def _tests_in(zip_path: Path) -> dict[str, int]:
                 for line in z.read(name).decode().splitlines():
                     if line.startswith("points = "):
                         out[Path(name).stem] = int(line.split("=")[1])
-    return out
+    return dict(sorted(out.items(), key=lambda kv: _in_order(kv[0])))
+
+
+def _in_order(test_name: str) -> tuple:
+    """Exercises in the notebook's order (`q01_2` before `q01_10`), the quiz last."""
+    rest = _exercise(test_name).partition(".")[2]
+    return (0, int(rest), "") if rest.isdigit() else (1, 0, rest)
+
+
+def _not_submitted(submission: Path) -> str:
+    """ "not submitted", naming a notebook in the student's folder that looks like a misnamed copy."""
+    nb_id = submission.name[:2]
+    folder = submission.parent
+    near = sorted(p.name for p in folder.glob(f"*{nb_id}*exercises*.ipynb")) if folder.is_dir() else []
+    return f"not submitted ({near[0]} is there: name it {submission.name})" if near else "not submitted"
 
 
 def _message(test_file) -> str:
@@ -50,7 +64,8 @@ def grade_notebook(submission: Path, zip_path: Path, strict: bool = False) -> di
     raises scores 0 on every exercise of the notebook, with the error."""
     expected = _tests_in(zip_path)
     if not submission.exists():
-        return {_exercise(t): {"points": 0, "max": m, "message": "not submitted"} for t, m in expected.items()}
+        why = _not_submitted(submission)
+        return {_exercise(t): {"points": 0, "max": m, "message": why} for t, m in expected.items()}
     from otter.api import grade_submission
 
     try:
@@ -86,8 +101,17 @@ def grade(submissions: Path, autograders: Path, strict: bool = False, jobs: int 
     (otter changes directory as it grades) and kernel; the report is the same whatever `jobs` is."""
     zips = sorted(autograders.glob("[0-9][0-9].zip"))
     if not zips:
-        raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: build them with `clipaln course build`")
-    students = sorted(p for p in submissions.iterdir() if p.is_dir())
+        inside = autograders / "instructor" / "autograder"
+        hint = f"pass --key {autograders / 'instructor'}" if inside.is_dir() else "build them: clipaln course build"
+        raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: {hint}")
+    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not students:
+        loose = len(list(submissions.glob("*.ipynb")))
+        raise FileNotFoundError(
+            f"no student folders in {submissions}"
+            + (f" ({loose} notebooks lie in it directly)" if loose else "")
+            + ": put each student's notebooks in SUBMISSIONS/<student>/NN_exercises.ipynb"
+        )
     pairs = [(student, z) for student in students for z in zips]
     notebooks = [student / f"{z.stem}_exercises.ipynb" for student, z in pairs]
     if jobs > 1:
