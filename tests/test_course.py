@@ -84,9 +84,24 @@ def test_every_tutorial_asks_a_prediction_whose_answer_the_student_edition_hides
             assert committed[j].outputs, f"{path.name}: the committed answer cell has no output"
             while "predict-output" in tags[j]:
                 assert handed_out[j].outputs == [], f"{path.name}: the answer's output is shown before the cell runs"
+                assert "alt" not in handed_out[j].metadata.get("clipaln", {}), f"{path.name}: its alt text answers it"
                 j += 1
             assert "predict-answer" in tags[j]
             assert handed_out[j].source.startswith("<details>"), f"{path.name}: the answering text is not folded"
+        prose = "\n".join(c.source for c in handed_out if c.cell_type == "markdown")
+        assert "solutions/" not in prose and "run by CI" not in prose, f"{path.name} points at the worked solutions"
+
+
+def test_each_slide_deck_asks_its_prediction_on_one_slide_and_answers_it_on_the_next():
+    from clipaln.course.slides import tag
+
+    for path in sorted(NOTEBOOKS.glob("0*_*.ipynb")):
+        cells = tag(nbformat.read(path, as_version=4)).cells
+        kinds = [(c.metadata.get("tags", []), c.metadata["slideshow"]["slide_type"]) for c in cells]
+        asked = [i for i, (tags, _) in enumerate(kinds) if "predict-question" in tags]
+        for i in asked:
+            if "predict-output" in kinds[i + 1][0]:
+                assert kinds[i + 1][1] in ("slide", "subslide"), f"{path.name}: the answer shares the question's slide"
 
 
 def _submit(course, folder: Path, student: str, edition: str, nb_id: str, edit=None):
@@ -151,7 +166,7 @@ def test_the_untouched_student_edition_scores_at_most_a_fifth(course, tmp_path):
     assert share <= 0.20
 
 
-def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(course, tmp_path):
+def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(course, tmp_path, capfd):
     subs = tmp_path / "submissions"
     # typical wrong answers: beta dropped in 01.5, IPO's target taken as 1/beta, the span of S^-4 without its power
     _submit(
@@ -185,6 +200,8 @@ def test_typical_mistakes_are_named_and_a_broken_notebook_costs_only_itself(cour
     )
     _submit(course, subs, "cheat", "student", "00", lambda nb: nb.cells.insert(2, nbformat.v4.new_code_cell(patch)))
     report = _grade(course, subs, "--jobs", "2")  # two notebooks at a time, each in its own process
+    err = capfd.readouterr().err  # the kernels' and otter's own noise stays out of a class's report
+    assert "Kernel is running over TCP" not in err and "DeprecationWarning" not in err, err[-500:]
     assert all(r["points"] == 0 for ex, r in report["cheat"].items() if ex[:2] == "00"), report["cheat"]
     typical = report["typical"]
     assert [ex for ex in typical if ex[:2] == "01"] == ["01.1", "01.2", "01.3", "01.4", "01.5", "01.quiz"]
@@ -291,3 +308,6 @@ def test_a_notebook_not_handed_in_is_one_line_that_names_a_misnamed_copy(course,
     assert lines[0].startswith("ada: 0 of ") and len(lines) == 1 + 8, lines  # one line per notebook
     assert "  01: 0 of " in text and "(01_exercises (1).ipynb is there: name it 01_exercises.ipynb)" in text
     assert "  00: 0 of " in text and text.count("is there") == 1
+    report = _grade(course, tmp_path, "--only", "00,01")  # the notebooks set so far
+    assert sorted({ex[:2] for ex in report["ada"]}) == ["00", "01"]
+    assert main(["course", "grade", str(tmp_path), "--key", str(out / "instructor"), "--only", "01,09"]) == 2

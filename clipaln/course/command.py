@@ -67,7 +67,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
         else:
             key = Path(args.key).expanduser()
         autograders = key / "autograder" if (key / "autograder").is_dir() else key
-        report = grade(submissions, autograders, args.strict, args.jobs)
+        report = grade(submissions, autograders, args.strict, args.jobs, args.only)
     if args.json:
         print_json(report)
         return
@@ -110,5 +110,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="grade this many notebooks at a time, each in its own process and kernel (default 1; a class of "
         "100 is 800 notebooks: about one job per core)",
+    )
+    g.add_argument(
+        "--only",
+        type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+        default=None,
+        metavar="NN,NN",
+        help="grade only these notebooks, e.g. --only 00,01 for the two set so far (default: all)",
     )
     g.set_defaults(func=cmd_grade)

@@ -121,11 +121,20 @@ def student_tutorial(nb: nbformat.NotebookNode, nb_id: str, questions: list[dict
         if cell.cell_type == "code" and PREDICT_OUTPUT in tags:
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("widgets", None)
+            cell.metadata.get("clipaln", {}).pop("alt", None)  # the figure's description is its answer
         if cell.cell_type == "markdown" and PREDICT_ANSWER in tags:
             cell.source = f"<details><summary>{REVEAL}</summary>\n\n{cell.source}\n\n</details>"
         if cell.cell_type == "markdown" and cell.source.startswith(QUIZ_START):
             cell.source = quiz_markdown(nb_id, questions, with_answers=False)
         if cell.cell_type == "markdown":
+            cell.source = re.sub(
+                r"Worked solutions, with the numbers each answer rests on: "
+                r"\[`?notebooks/solutions/\d\d_solutions\.ipynb`?\]\(solutions/\d\d_solutions\.ipynb\)"
+                r" \(run by CI, so they stay correct\)\.",
+                f"Work the exercises in [`{nb_id}_exercises.ipynb`]({nb_id}_exercises.ipynb), where a check under "
+                "each one says what is wrong.",
+                cell.source,
+            )
             cell.source = re.sub(
                 r"\[`?notebooks/solutions/\d\d_solutions\.ipynb`?\]\(solutions/\d\d_solutions\.ipynb\)",
                 f"[`{nb_id}_exercises.ipynb`]({nb_id}_exercises.ipynb)",

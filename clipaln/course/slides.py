@@ -65,9 +65,10 @@ def tag(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy with `slideshow` metadata on every cell, and the outline on the slide after the title."""
     nb = _split_at_headings(nb)
     nb.cells[0].source = COLAB_BADGE.sub("", nb.cells[0].source)  # the badge image would load from Google
-    skipping = False
+    skipping, asked = False, False
     for i, cell in enumerate(nb.cells):
         title = _section(cell)
+        tags = cell.metadata.get("tags", [])
         if title:
             skipping = title.startswith(("Exercises", "References"))
         kind = "-"
@@ -75,7 +76,10 @@ def tag(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             kind = "slide"
         elif cell.cell_type == "markdown" and cell.source.startswith("### "):
             kind = "subslide"
-        if skipping or "colab-setup" in cell.metadata.get("tags", []):
+        if asked and "predict-output" in tags and kind == "-":
+            kind = "subslide"  # the class predicts on one slide, the answer comes on the next
+        asked = "predict-question" in tags
+        if skipping or "colab-setup" in tags:
             kind = "skip"
         cell.metadata["slideshow"] = {"slide_type": kind}
     parts = outline(nb)
