@@ -66,6 +66,9 @@ def test_no_solution_code_and_no_hidden_test_reaches_the_student_edition(course)
     for name, source in solutions:
         assert source.strip() not in code, f"a solution of {name} is in the student edition"
     assert not (student / "solutions").exists()
+    for path in student.glob("*_exercises.ipynb"):  # on Colab too, the checks find tests/ beside the notebook
+        setup = next(c for c in nbformat.read(path, as_version=4).cells if "colab-setup" in c.metadata.get("tags", []))
+        assert "os.chdir" not in setup.source and "git" in setup.source, path.name
     assert not any("hidden=True" in t.read_text() for t in (student / "tests").glob("*.py"))
     assert any("hidden=True" in t.read_text() for t in (out / "instructor" / "tests").glob("*.py"))
 
