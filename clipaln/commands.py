@@ -94,7 +94,7 @@ def _train_request(args) -> dict:
     logging = dict(report_to=list(args.report_to or ()), eval_every=args.eval_every)
     request |= dict(checkpoint_every=args.checkpoint_every, **logging)
     request |= _data_args(args)
-    conflicts.refuse("train-cli", {"lock_text": args.lock_text, "train_text": args.train_text})  # as typed
+    conflicts.refuse("train-cli", {"lock_text": args.lock_text, "train_text": args.train_text, "mode": args.mode})
     return request
 
 

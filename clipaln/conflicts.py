@@ -63,6 +63,12 @@ CONFLICTS: tuple[Conflict, ...] = (
     ),
     Conflict(
         "train-cli",
+        lambda r: _given(r, "lock_text") and r.get("mode") != "full",
+        "--lock-text goes with --mode full (W training never changes the encoders)",
+        ("train", "typographic", "--lock-text", "--out", "{out}"),
+    ),
+    Conflict(
+        "train-cli",
         lambda r: _given(r, "lock_text") and _given(r, "train_text"),
         "--lock-text keeps the text tower frozen and --train-text trains it: give one",
         ("train", "typographic", "--mode", "full", "--train-text", "--lock-text", "--out", "{out}"),

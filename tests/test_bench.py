@@ -147,3 +147,11 @@ def test_a_benchmark_in_one_file_and_one_line_runs_from_the_command_line(capsys,
             registry.register("paper", registry.Bench(clean_accuracy))
     finally:
         del registry.BENCHES["clean"]
+
+
+def test_encode_reports_no_worker_memory_without_workers():
+    from clipaln.bench import encode_once
+
+    result = encode_once("toy", 8, 0, "cpu")
+    assert result["workers"] == 0 and result["peak_worker_rss_mb"] is None  # not another child's memory
+    assert result["images"] == 16 and result["peak_rss_mb"] > 0

@@ -158,18 +158,25 @@ def test_real_people_from_a_csv_train_and_eval_gender(tmp_path, capsys):
 
 def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "full"
+    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(5)])
     code = main(
         [
             "train",
             "typographic",
+            "--model",
+            SMALL_VIT,  # eval below names no model, weights or data: the encoder's manifest does
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
             "--mode",
             "full",
             "--epochs",
             "1",
             "--n-train",
-            "24",
+            "5",
             "--n-test",
-            "12",
+            "5",
             "--no-cache",
             "--workers",
             "0",

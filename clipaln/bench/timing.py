@@ -233,7 +233,7 @@ def encode_once(
         "images_per_s": round(stats["images"] / stats["total_s"], 1),
         "wait_fraction": round(stats["wait_s"] / stats["total_s"], 3),
         "peak_rss_mb": round(mb(resource.RUSAGE_SELF), 1),
-        "peak_worker_rss_mb": round(mb(resource.RUSAGE_CHILDREN), 1),
+        "peak_worker_rss_mb": round(mb(resource.RUSAGE_CHILDREN), 1) if workers else None,  # no workers: none
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.startswith("cuda") else None,
         "precision": resolve_precision(precision, torch.device(device)),
     }

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import safe_open
+
 from .. import conflicts, manifest, models
 from ..data.files import image_identity
 from ..data.fingerprint import files_fingerprint, hashing_in_full, paths_fingerprint
@@ -89,7 +91,12 @@ def eval_run(
         if f is not None and Path(f).expanduser().is_file():
             manifest.verify(Path(f).expanduser())  # the bytes its run wrote, before anything reads them
     if model is None:  # the run's model and weights, as its manifest names them
-        meta = SharedProjection.load(Path(projection).expanduser()).metadata if projection is not None else {}
+        meta = {}
+        if projection is not None:
+            meta = SharedProjection.load(Path(projection).expanduser()).metadata
+        elif image_encoder is not None and Path(image_encoder).expanduser().is_file():
+            with safe_open(str(Path(image_encoder).expanduser()), "pt") as f:
+                meta = f.metadata() or {}
         model = meta.get("model") or "toy"
         pretrained = pretrained if pretrained is not None else (meta.get("pretrained") or None)
     pretrained = _resolved(pretrained)
