@@ -94,7 +94,8 @@ CONFLICTS: tuple[Conflict, ...] = (
     Conflict(
         "data",
         lambda r: bool(r.get("val_share")) and r.get("task") != "pairs",
-        "--val-share is for the pairs task: typographic and gender hold out their own validation data",
+        "--val-share is for the pairs task: typographic and gender hold out their own validation data "
+        "(typographic on a real dataset: the images --n-train and --n-test leave over)",
         ("train", "gender", "--val-share", "0.2", "--out", "{out}"),
     ),
     Conflict(

@@ -371,3 +371,13 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
     with pytest.raises(KeyboardInterrupt):
         bench_paper.paper_table(SMALL_VIT, None, root, n_train=6, n_test=6, on_row=bench_paper.row_writer(stopped))
     assert len(stopped.read_text().splitlines()) == 6
+
+
+def test_a_real_dataset_without_validation_images_says_to_pass_a_smaller_n_train_or_n_test(tmp_path, capsys):
+    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(4)], n=2)  # 8 images: all train or test
+    args = ["train", "typographic", "--model", SMALL_VIT, "--dataset", "folder", "--root", str(root)]
+    args += ["--n-train", "8", "--epochs", "1", "--no-cache", "--workers", "0", "--eval-every", "1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass a smaller --n-train or --n-test" in err, err
+    assert not (tmp_path / "run").exists()

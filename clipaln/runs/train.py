@@ -151,7 +151,8 @@ def train_run(
             if mode == "w":
                 validate = getattr(track, "validator", lambda feats: None)(feats) if eval_every else None
                 if eval_every and validate is None:
-                    raise ValueError(f"--eval-every scores W on validation data, and this {task} data has none")
+                    none = typographic.NO_VALIDATION if task == "typographic" else f"this {task} data has none"
+                    raise ValueError(f"--eval-every scores W on validation data, and {none}")
                 # W trains where the model runs
                 proj, hist = track.train(feats, cfg, progress=progress, validate=validate, device=bundle.device,
                                          **checkpointing)  # fmt: skip

@@ -37,13 +37,25 @@ from .experiment import (
     zero_shot,
 )
 from .finetune import adversarial_finetune, finetune, robust_accuracy
-from .spec import Features, Spec, Split, attacked_datasets, ensemble, make_spec, prompts_for, real_spec, toy_spec
+from .spec import (
+    NO_VALIDATION,
+    Features,
+    Spec,
+    Split,
+    attacked_datasets,
+    ensemble,
+    make_spec,
+    prompts_for,
+    real_spec,
+    toy_spec,
+)
 
 __all__ = [
     "CHOOSE_TS",
     "DEFAULTS",
     "DIAL_TS",
     "MAX_CLEAN_DROP",
+    "NO_VALIDATION",
     "MIN_CLEAN_ON_DIAL",
     "SHORT_NAMES",
     "Features",

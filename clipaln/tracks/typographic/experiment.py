@@ -29,7 +29,7 @@ from ...models import ClipBundle
 from ...policy import logprobs, refuse_unknown_words, similarities
 from ...projection import SharedProjection, SpectralScorer, exponents, spectrum
 from ...train import SCHEDULES, TrainConfig, fit_projection
-from .spec import Features, Spec, Split, attacked_datasets, prompts_for
+from .spec import NO_VALIDATION, Features, Spec, Split, attacked_datasets, prompts_for
 
 #: Per-method settings for a W on cached features. beta and lambda are the paper's (from the loss
 #: registry) and every preference method averages its iterates with BMA, as the authors do. The
@@ -261,7 +261,7 @@ def choose_t(
     model's (ties: the t nearest 1). Returns {"t", "chosen_on", "val": its validation metrics,
     "test": evaluate() of W_t on the test split}."""
     if feats.val is None:
-        raise ValueError("choosing t needs a validation split: build the features with one (n_val > 0, with_train)")
+        raise ValueError(f"choosing t needs a validation split, and {NO_VALIDATION}")
     if projection is None:
         raise ValueError("choosing t needs a projection W")
     base = evaluate_split(feats, feats.val)["accuracy/clean"]

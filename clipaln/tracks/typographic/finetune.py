@@ -19,7 +19,7 @@ from ...finetune import finetune_encoders
 from ...models import ClipBundle
 from ...train import TrainConfig
 from .experiment import build_features, evaluate_split
-from .spec import Features, Spec, Split, attacked_datasets
+from .spec import NO_VALIDATION, Features, Spec, Split, attacked_datasets
 
 
 def finetune(
@@ -71,7 +71,7 @@ def _model_validator(
     """A model -> evaluate_split of its own features of the validation split (encoded anew each time;
     the class texts too where the text encoder trains)."""
     if spec.val_set is None or feats.val is None:
-        raise ValueError("--eval-every scores the model on validation data, and this data has none")
+        raise ValueError(f"--eval-every scores the model on validation data, and {NO_VALIDATION}")
     val = attacked_datasets(spec)["val"]
 
     def validate(tuned: ClipBundle) -> dict[str, float]:

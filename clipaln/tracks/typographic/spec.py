@@ -99,6 +99,14 @@ class Spec:
     ensemble: tuple[str, ...] = ()
 
 
+#: Why a typographic spec has no validation split, and what to do (the toy's is n_val; a real dataset's
+#: is the training images that n_train leaves over).
+NO_VALIDATION = (
+    "this data has no validation split: a real dataset's validation images are the images --n-train (and, "
+    "in a dataset of one split, --n-test) leave over, so pass a smaller --n-train or --n-test (the toy: n_val > 0)"
+)
+
+
 def toy_spec(n_train: int = 7200, n_test: int = 600, seed: int = 0, n_val: int = 600) -> Spec:
     """The toy world's objects: n_train for D_pref / D_reg, n_val to choose hyper-parameters on,
     n_test for evaluation (three disjoint sets of fresh renders)."""
