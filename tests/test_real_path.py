@@ -330,6 +330,7 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
         class_folders(root / "imagenet100" / split, IMAGENET100_WNIDS[:3])
     class_folders(root / "eurosat" / "eurosat" / "2750", list(EUROSAT_NAMES))
     args = ["bench", "paper", "--model", SMALL_VIT, "--data-root", str(root), "--n-train", "6", "--n-test", "6"]
+    args += ["--workers", "0"]  # what the shared-memory error advises, read here too
     assert main([*args, "--seeds", "0,1,2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     protocol = result["protocol"]

@@ -195,6 +195,7 @@ def paper_table(
     progress: bool = True,
     seeds: Sequence[int] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Table 1: W trained on `train_on` with each method, O and T on every dataset found, ours and
     the authors' in percent, and the difference. Missing datasets are listed, not guessed. seed: the
@@ -202,7 +203,8 @@ def paper_table(
     n_test: at most so many test images per dataset (the result gives each dataset's own count).
     The result's "protocol" states sizes, seeds, schedules and preprocessing, ours and the authors'.
     on_row: called with each finished cell ({"dataset", "method", ...the cell}) as soon as it is scored,
-    so that what a long bench finished is kept if it stops (the CLI's --rows FILE)."""
+    so that what a long bench finished is kept if it stops (the CLI's --rows FILE). workers: the
+    DataLoader workers that encode (None: the default; 0 where a container's /dev/shm is small)."""
     found = layouts(data_root)
     if train_on not in found:
         raise FileNotFoundError(f"--data-root {data_root} has no {train_on}/ folder to train on")
@@ -223,7 +225,7 @@ def paper_table(
             raise ValueError(f"bench paper cannot read {name} at {folder}: {e}") from None
     bundle = load_clip(model, pretrained=pretrained, device=device)
     spec = dataclasses.replace(specs[train_on], ensemble=())  # Table 1 is O and T: no 80-template ensemble
-    feats = typographic.build_features(bundle, spec, cache, progress=progress)
+    feats = typographic.build_features(bundle, spec, cache, progress=progress, workers=workers)
     trained, configs = {}, {}
     for m in methods:
         for s in seeds:
@@ -235,7 +237,9 @@ def paper_table(
         if name == train_on:
             scored = feats
         else:
-            scored = typographic.build_features(bundle, specs[name], cache, progress=progress, with_train=False)
+            scored = typographic.build_features(
+                bundle, specs[name], cache, progress=progress, with_train=False, workers=workers
+            )
         sizes[name] = len(scored.test.labels)
         classes = len(specs[name].class_names)
         for m in (None, *methods):

@@ -85,7 +85,7 @@ def _paper(c: Context) -> dict:
     on_row = None if f.get("rows") is None else row_writer(f["rows"])  # checked before any work
     return paper_table(f["model"], f.get("pretrained"), f["data_root"], f.get("train_on", "imagenet100"),
                        seed=f.get("seed", 0), device=f.get("device"), cache=c.cache, progress=not f.get("json"),
-                       seeds=c.seeds, on_row=on_row, **sizes)  # fmt: skip
+                       seeds=c.seeds, on_row=on_row, workers=f.get("workers"), **sizes)  # fmt: skip
 
 
 BENCHES: dict[str, Bench] = {
@@ -116,7 +116,19 @@ BENCHES: dict[str, Bench] = {
         _paper,
         needs="own",
         reads=frozenset(
-            {"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds", "no_cache", "rows"}
+            {
+                "model",
+                "pretrained",
+                "data_root",
+                "train_on",
+                "n_train",
+                "n_test",
+                "seed",
+                "seeds",
+                "no_cache",
+                "rows",
+                "workers",
+            }
         ),  # fmt: skip
         seeds=None,
         markdown=paper_markdown,
