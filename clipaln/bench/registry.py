@@ -115,21 +115,8 @@ BENCHES: dict[str, Bench] = {
     "paper": Bench(
         _paper,
         needs="own",
-        reads=frozenset(
-            {
-                "model",
-                "pretrained",
-                "data_root",
-                "train_on",
-                "n_train",
-                "n_test",
-                "seed",
-                "seeds",
-                "no_cache",
-                "rows",
-                "workers",
-            }
-        ),  # fmt: skip
+        reads=frozenset({"model", "pretrained", "data_root", "train_on", "n_train", "n_test", "seed", "seeds"})
+        | {"no_cache", "rows", "workers"},
         seeds=None,
         markdown=paper_markdown,
     ),
