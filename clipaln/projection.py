@@ -213,6 +213,8 @@ class SpectralScorer:
 
     #: The smallest scaled weight S_i^(2t) / max_j S_j^(2t) that the float32 product is given.
     FLOAT32_FLOOR = 1e-6
+    #: Images per block of classify's float32 product: a block's (BLOCK, K) scores stay in cache for their argmax.
+    BLOCK = 1024
 
     def __init__(
         self, projection: SharedProjection, image_emb: torch.Tensor, text_emb: torch.Tensor, retrieval: bool = False
@@ -227,6 +229,7 @@ class SpectralScorer:
         self.b = text_emb.double() @ v  # (K, d)
         self.a2, self.b2 = self.a.square(), self.b.square()
         self.a32, self.a2_32 = self.a.float(), self.a2.float()
+        self._block = torch.empty(min(self.BLOCK, len(self.a)), len(self.b), device=self.a.device)  # reused
         self.floor = 2.0 if retrieval else self.FLOAT32_FLOOR  # above every scaled weight: float64 always
 
     def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -256,7 +259,15 @@ class SpectralScorer:
             torch.Tensor: (N,) long class indices.
         """
         _, bw, in_float32 = self._weighted_texts(t)
-        return (self.a32 @ bw.float().T if in_float32 else self.a @ bw.T).argmax(-1)
+        if not in_float32:
+            return (self.a @ bw.T).argmax(-1)
+        texts = bw.float().T  # (d, K)
+        labels = torch.empty(len(self.a32), dtype=torch.long, device=self.a32.device)
+        best = torch.empty(len(self.a32), device=self.a32.device)
+        for rows, row_labels, row_best in zip(*(x.split(self.BLOCK) for x in (self.a32, labels, best))):
+            block = self._block[: len(rows)]
+            torch.max(torch.mm(rows, texts, out=block), -1, out=(row_best, row_labels))  # first max, as argmax
+        return labels
 
     def _weighted_texts(self, t) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """S^(2t) scaled to a largest of 1 (d,), the texts weighted by it and normalised (K, d), and

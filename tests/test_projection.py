@@ -184,6 +184,19 @@ def test_float32_and_float64_classify_alike_over_t_in_minus_3_to_3(toy):
     assert in_float32 >= 40, in_float32  # float32 is what this W's slider uses over most of the range
 
 
+def test_classify_in_blocks_gives_each_image_the_argmax_of_its_scores():
+    """classify takes the float32 product BLOCK images at a time (a ragged last block here); every image,
+    in every block, gets the class its scores give it, at every t."""
+    g = torch.Generator().manual_seed(1)
+    n = 2 * SpectralScorer.BLOCK + 37
+    images = F.normalize(torch.randn(n, 16, generator=g), dim=-1)
+    texts = F.normalize(torch.randn(9, 16, generator=g), dim=-1)
+    W = SharedProjection(16, torch.eye(16) + 0.1 * torch.randn(16, 16, generator=g))
+    scorer = SpectralScorer(W, images, texts)
+    for t in (-3.0, -0.4, 0.0, 1.0, 2.6):
+        assert torch.equal(scorer.classify(t), scorer.scores(t).argmax(-1)), t
+
+
 def test_retrieval_ranks_in_float64_because_float32_reorders_near_identical_images(toy):
     """On the gender track, ranking the gallery for each prompt: float32 reorders a top 10 at some t in
     [-3, 3] (near-identical pictograms tie to the 7th digit), so retrieval (gender.Sweep) scores in
