@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from support import cli, one_line_error
 
 from clipaln import bench
 from clipaln.cli import main
@@ -155,3 +156,13 @@ def test_encode_reports_no_worker_memory_without_workers():
     result = encode_once("toy", 8, 0, "cpu")
     assert result["workers"] == 0 and result["peak_worker_rss_mb"] is None  # not another child's memory
     assert result["images"] == 16 and result["peak_rss_mb"] > 0
+
+
+def test_a_size_only_one_track_takes_names_the_track_and_the_bench_that_shares_it(capsys):
+    """bench dial trains both tracks on one --n-train: 100 images is fine for typographic, not 100 people
+    over gender's 16 cells; the one line says the bench shares the flag (bench gender alone: the track's words)."""
+    code, _, err = cli(["bench", "dial", "--n-train", "100", "--seeds", "0"], capsys)
+    one_line_error(code, err, "bench dial trains both tracks", "multiple of 16")
+    code, _, err = cli(["bench", "gender", "--n-train", "100", "--seeds", "0"], capsys)
+    one_line_error(code, err, "gender --n-train", "multiple of 16")
+    assert "both tracks" not in err

@@ -34,6 +34,7 @@ class Context:
     the toy CLIP, the typographic and gender specs at the flags' sizes, and the feature cache."""
 
     flags: dict[str, Any]
+    name: str = "this benchmark"
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -57,7 +58,12 @@ class Context:
 
     @functools.cached_property
     def people(self) -> gender.Spec:
-        return gender.make_spec(self._toy_world())
+        try:
+            return gender.make_spec(self._toy_world())
+        except ValueError as e:
+            if "spec" not in self.__dict__:  # a gender benchmark alone: the track's own words are clear
+                raise
+            raise ValueError(f"{self.name} trains both tracks on the same --n-train and --n-test, and {e}") from None
 
 
 @dataclass(frozen=True)
@@ -166,4 +172,4 @@ def run(name: str, flags: dict[str, Any]) -> dict:
         raise ValueError("--model is for bench encode and paper; the other benchmarks run in the toy world")
     if flags.get("seeds") is None:
         flags = {**flags, "seeds": bench.seeds if bench.seeds is not None else (flags.get("seed", 0),)}
-    return bench.run(Context(flags))
+    return bench.run(Context(flags, f"bench {name}"))
