@@ -185,8 +185,11 @@ def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsy
         ]
     )
     assert code == 0
-    trained = json.loads((out / "metrics.json").read_text())["trained"]
-    capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    trained = metrics["trained"]
+    # a fine-tuned encoder has no W: no spectrum of one (W = I's 0, 1, 1) is printed or stored as a result
+    assert "|W^T W - I|" not in capsys.readouterr().out
+    assert not [k for part in ("base", "trained") for k in metrics[part] if k.startswith("w/")]
     code = main(
         [
             "eval",
@@ -202,6 +205,7 @@ def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsy
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["accuracy/clean"] == pytest.approx(trained["accuracy/clean"])
     assert result["kl/clean"] == pytest.approx(trained["kl/clean"], abs=1e-5)
+    assert not [k for k in result if k.startswith("w/")]
 
 
 def test_a_custom_text_clip_trains_and_evaluates(tmp_path):

@@ -222,3 +222,9 @@ def duplicates_line(duplicates: dict[str, list[str]]) -> str:
 def _t_value(t) -> float:
     """One t of an eval, as a float (one line for what is not a finite number)."""
     return float(exponents(t))
+
+
+def without_w(metrics: dict) -> dict:
+    """`metrics` less W's spectrum (w/...): a fine-tuned encoder has no W, and W = I's 0, 1, 1 would read
+    as a measurement."""
+    return {k: v for k, v in metrics.items() if not k.startswith("w/")}

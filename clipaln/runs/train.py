@@ -26,6 +26,7 @@ from .common import (
     features,
     make_spec,
     run_manifest,
+    without_w,
 )
 from .request import REQUEST, as_recorded
 
@@ -170,9 +171,10 @@ def train_run(
             written = proj.save(work / "projection.safetensors", **header)
         else:  # the whole model under open_clip's names: open_clip loads it as it is
             written = save_tensors(work / "model.safetensors", saved_state(tuned.model), header)
+        spectrum_of_w = (lambda m: m) if mode == "w" else without_w
         metrics = {
-            "base": track.evaluate(feats),
-            "trained": trained,
+            "base": spectrum_of_w(track.evaluate(feats)),
+            "trained": spectrum_of_w(trained),
             "config": {**cfg.__dict__, "model": model, "pretrained": pretrained or "", "task": task, "mode": mode},
             "seconds": round(time.perf_counter() - started, 1),  # this invocation
             "train_seconds": hist["elapsed_s"][-1] if hist.get("elapsed_s") else None,  # every step, resumes too
