@@ -10,8 +10,10 @@ Nothing past this module branches on which world a model comes from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import pickle
 import socket
@@ -94,6 +96,23 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
         return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def _hub_cache_only():
+    """The hub's local cache alone, at once: huggingface_hub read HF_HUB_OFFLINE when it was imported, so
+    setting the variable now would come too late and each file would be retried for about 50 s. open_clip's
+    log of the failed download is kept out: the caller says what happened, in one line."""
+    from huggingface_hub import constants
+
+    failed_download = lambda record: not record.getMessage().startswith("Failed to download")
+    offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    logging.getLogger().addFilter(failed_download)  # open_clip logs on the root logger
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+        logging.getLogger().removeFilter(failed_download)
 
 
 def _offline_message(name: str, pretrained: str) -> str:
@@ -254,8 +273,8 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     needs_hub = name.startswith("hf-hub:") or (pretrained is not None and not local)
     if needs_hub and not _hub_reachable():
         try:  # the weights may already be in the local hub cache
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model, preprocess, tokenizer = _create(name, pretrained, build)
+            with _hub_cache_only():
+                model, preprocess, tokenizer = _create(name, pretrained, build)
         except MissingPackage:
             raise
         except Exception:

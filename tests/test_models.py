@@ -1,9 +1,10 @@
 """load_clip: the toy model offline, real open_clip architectures at random init, fast hub errors."""
 
 import json
+import logging
 import os
 import re
-import time
+import socket
 import warnings
 
 import pytest
@@ -27,10 +28,13 @@ def test_toy_loads_frozen_and_encodes(toy):
     assert toy.logit_scale == pytest.approx(100, abs=0.1)  # CLIP's tau, stored in fp16
 
 
-def test_toy_loads_fast():
-    t0 = time.perf_counter()
-    load_clip("toy", device="cpu")
-    assert time.perf_counter() - t0 < 5.0
+def test_the_toy_loads_with_no_network_lookup(monkeypatch):
+    """A laptop with no network is the toy's first user: loading it resolves no host name (its load time
+    is a benchmark's business, not a test's)."""
+    looked_up = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: looked_up.append(host))
+    assert load_clip("toy", device="cpu").name == "toy"
+    assert looked_up == []
 
 
 def test_vit_b_32_random_init_encodes_images_and_captions():
@@ -44,14 +48,32 @@ def test_vit_b_32_random_init_encodes_images_and_captions():
     assert torch.isfinite(x).all() and torch.isfinite(t).all()
 
 
-def test_hub_tag_without_network_fails_fast_naming_the_alternatives(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError) as err:
-        load_clip("ViT-B-32", pretrained="openai")
-    assert time.perf_counter() - t0 < 2.0 + 3.0  # model construction is not network time
+def test_an_unreachable_hub_is_one_line_at_once_with_no_request_and_no_log_of_open_clips(monkeypatch, caplog):
+    """The hub unreachable and HF_HUB_OFFLINE unset when huggingface_hub was imported (as on a laptop
+    offline): the tag's weights are looked up in the local hub cache only, so no host name is resolved
+    (huggingface_hub would retry each file for about 50 s), open_clip logs no failed download, and the
+    error is one line that names the alternatives."""
+    from huggingface_hub import constants
+
+    from clipaln import models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=1.5: False)
+    looked_up = []
+
+    def no_network(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError) as err:
+        load_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    assert looked_up == []
+    assert not [r.getMessage() for r in caplog.records if "Failed to download" in r.getMessage()]
     msg = str(err.value)
     assert "toy" in msg and "local" in msg and "\n" not in msg
+    assert constants.HF_HUB_OFFLINE is False  # as it was
 
 
 def test_unknown_model_and_tag_and_missing_file():
