@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from safetensors import SafetensorError
 
-from . import bench, conflicts, distributed, losses, runs, tracks
+from . import bench, conflicts, distributed, losses, manifest, runs, tracks
 from .bench import registry as bench_registry
 from .course import command as course_command
 from .data.fingerprint import FULL_HASH_ENV
@@ -321,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_registry.load_plugins()  # ... and bench its installed benchmarks
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (train --resume compares it)
+    manifest.typed = args.argv  # run.json's command
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
@@ -334,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("clipaln: interrupted", file=sys.stderr)
         return 130
     finally:
+        manifest.typed = None
         distributed.cleanup()
         if on_main:
             signal.signal(signal.SIGTERM, previous)

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -32,6 +33,23 @@ from .io import write_json
 MANIFEST = "run.json"
 #: The manifest entries a resumed or evaluated run must share with the one that wrote the file.
 IDENTITY = ("model", "pretrained", "weights", "task", "data")
+
+
+#: What was typed after `clipaln`, while the command line runs it (clipaln.commands.main); None when the
+#: library is called from Python.
+typed: list[str] | None = None
+
+
+def launch_command() -> str:
+    """A shell line that makes this run again: `clipaln ARGS`, as torchrun launched it under torchrun, or,
+    for a run made from Python, that program's own command line."""
+    if typed is None:
+        return shlex.join(["python", *sys.argv])
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if world == 1:
+        return shlex.join(["clipaln", *typed])
+    nodes = ["--nnodes", str(world // local)] if world > local else []
+    return shlex.join(["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "clipaln", *typed])
 
 
 def digest(obj: Any) -> str:
@@ -50,7 +68,7 @@ def build(*, bundle_name: str, pretrained: str | None, weights: str, task: str, 
         "data_key": data_key,
         **fields,
         "versions": {"clipaln": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
-        "command": " ".join(sys.argv),
+        "command": launch_command(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

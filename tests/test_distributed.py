@@ -1,7 +1,9 @@
 """torchrun with two gloo processes follows one process with the same global batch; full
 fine-tuning improves T like W-only training does."""
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -60,6 +62,11 @@ def test_two_gloo_processes_give_the_one_process_w(tmp_path):
     assert (w1 - torch.eye(w1.shape[0])).abs().max() > 1e-3  # it trained
     assert torch.allclose(w1, w2, atol=1e-4), (w1 - w2).abs().max()
     assert not (two / "checkpoint.safetensors.tmp").exists()
+    # run.json's command launches the run again, as it was launched
+    typed = shlex.join([*ARGS, "--out", str(two)])
+    assert json.loads((two / "run.json").read_text())["command"] == f"torchrun --nproc_per_node 2 -m clipaln {typed}"
+    typed = shlex.join([*ARGS, "--out", str(one)])
+    assert json.loads((one / "run.json").read_text())["command"] == f"clipaln {typed}"
 
 
 def test_full_finetuning_improves_T_on_the_toy_model(toy):

@@ -2,6 +2,7 @@
 what lies beside it is the user's."""
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -231,6 +232,10 @@ def test_every_output_carries_its_manifest(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert {"model", "weights", "task", "data", "data_key", "config", "t", "versions", "command", "seed"} <= set(run)
     assert run["versions"]["torch"] == torch.__version__
+    assert run["command"] == shlex.join(["clipaln", "train", "typographic", *TINY, "--no-cache", "--out", str(out)])
     header = json.loads(SharedProjection.load(out / "projection.safetensors").metadata["manifest"])
     assert header["weights"] == run["weights"] and header["data"] == run["data"]
     shutil.rmtree(out)
+    # made from Python, a run names the program that made it, never the last command line's words
+    runs.train_run("typographic", out=out, n_train=8, n_test=6, overrides={"epochs": 1}, cache=False, progress=False)
+    assert json.loads((out / "run.json").read_text())["command"] == shlex.join(["python", *sys.argv])
