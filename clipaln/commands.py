@@ -16,6 +16,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from safetensors import SafetensorError
 
@@ -315,6 +316,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (a batch system's stop) cleans up as Ctrl-C does
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning in one line: `clipaln: warning: ...` for ours, `warning (torch): ...` for a library's."""
+    parts = Path(filename).parts
+    source = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
+    ours = Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    return f"clipaln: warning: {_one_line(message)}\n" if ours else f"warning ({source}): {_one_line(message)}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     losses.load_plugins()  # before the parser, so that --method knows installed losses (a broken one costs itself)
     tracks.load_plugins()  # ... and train / eval their installed tracks
@@ -324,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest.typed = args.argv  # run.json's command
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -335,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("clipaln: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = formatwarning
         manifest.typed = None
         distributed.cleanup()
         if on_main:

@@ -105,14 +105,24 @@ def _hub_cache_only():
     log of the failed download is kept out: the caller says what happened, in one line."""
     from huggingface_hub import constants
 
-    failed_download = lambda record: not record.getMessage().startswith("Failed to download")
     offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
-    logging.getLogger().addFilter(failed_download)  # open_clip logs on the root logger
+    try:
+        with _off_the_root_log("Failed to download"):
+            yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+
+
+@contextlib.contextmanager
+def _off_the_root_log(*starts: str):
+    """open_clip logs on the root logger: its records that begin with `starts`, which we say ourselves in
+    one line, are kept off it."""
+    drop = lambda record: not record.getMessage().startswith(starts)
+    logging.getLogger().addFilter(drop)
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = offline
-        logging.getLogger().removeFilter(failed_download)
+        logging.getLogger().removeFilter(drop)
 
 
 def _offline_message(name: str, pretrained: str) -> str:
@@ -280,7 +290,8 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
         except Exception:
             raise RuntimeError(_offline_message(name, pretrained or name)) from None
     else:
-        model, preprocess, tokenizer = _create(name, pretrained, build)
+        with _off_the_root_log("No pretrained weights loaded"):  # the warning below says it, and what it means
+            model, preprocess, tokenizer = _create(name, pretrained, build)
     if pretrained is None and not hub_id:
         warnings.warn(
             f"{name} has RANDOM weights (pretrained=None, seeded): fine for tests and timing, meaningless for results.",

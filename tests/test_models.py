@@ -5,12 +5,14 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
 from PIL import Image
-from support import TINY, cli, one_line_error
+from support import SMALL_VIT, TINY, cli, one_line_error
 
 from clipaln import load_clip
 from clipaln.cli import main
@@ -273,3 +275,22 @@ def test_a_misspelt_or_foreign_toy_checkpoint_is_an_error(tmp_path, capsys):
         code, _, err = cli(["train", "typographic", "--pretrained", path, *TINY, "--out", tmp_path / "x"], capsys)
         one_line_error(code, err, word)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_warning_on_the_command_line_is_one_line(tmp_path):
+    """Random weights from the command line: one warning line (no file:line and source line after it, no
+    open_clip log saying it again), then the error; a library's warning names the library."""
+    p = subprocess.run(
+        [sys.executable, "-m", "clipaln", "eval", "typographic", "--model", SMALL_VIT, "--n-test", "4"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith(f"clipaln: warning: {SMALL_VIT} has RANDOM weights"), p.stderr
+    assert len(lines) == 2 and lines[1].startswith("clipaln: error: a real model needs --dataset"), p.stderr
+    from clipaln.commands import _warning_line
+
+    line = _warning_line(UserWarning("a\n  b"), UserWarning, "/venv/lib/site-packages/torch/nn/x.py", 3)
+    assert line == "warning (torch): a b\n"
