@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 from collections.abc import Callable
 
 from ..loss_check import check_against
@@ -53,6 +54,12 @@ def shape_of(reference: dict) -> dict[str, str]:
 
 def _answer(env: dict, name: str):
     if name not in env:
+        raised = getattr(sys, "last_value", None)  # IPython keeps the last error a cell raised
+        if raised is not None:
+            raise AssertionError(
+                f"`{name}` is not defined, and a cell raised {type(raised).__name__}: {' '.join(str(raised).split())} "
+                "(the notebook's last error): fix it and run your exercise cell again"
+            )
         raise AssertionError(f"`{name}` is not defined: run your exercise cell, which ends by setting it")
     value = env[name]
     if value is Ellipsis:
