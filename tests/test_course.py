@@ -3,8 +3,11 @@
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -37,6 +40,18 @@ def test_build_reports_at_least_30_autograded_exercises_and_5_quiz_questions_per
     assert summary["exercises"] >= 30
     assert sorted(summary["quiz_questions"]) == [f"{i:02d}" for i in range(8)]
     assert min(summary["quiz_questions"].values()) >= 5
+
+
+def test_build_from_the_command_line_writes_nothing_on_stderr(tmp_path):
+    """otter's import made traitlets warn on every build: a lecturer's terminal shows the report alone."""
+    p = subprocess.run(
+        [sys.executable, "-m", "clipaln", "course", "build", str(tmp_path / "class"), "--notebooks", str(NOTEBOOKS)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert "hand out" in p.stdout
 
 
 def test_build_refuses_a_folder_that_holds_files(tmp_path, capsys):
@@ -93,6 +108,8 @@ def test_every_tutorial_asks_a_prediction_whose_answer_the_student_edition_hides
             assert handed_out[j].source.startswith("<details>"), f"{path.name}: the answering text is not folded"
         prose = "\n".join(c.source for c in handed_out if c.cell_type == "markdown")
         assert "solutions/" not in prose and "run by CI" not in prose, f"{path.name} points at the worked solutions"
+        # the Colab badge opened the published tutorial, whose quiz shows its answers
+        assert "colab.research.google.com/github" not in prose and "Upload notebook" in prose, path.name
 
 
 def test_each_slide_deck_asks_its_prediction_on_one_slide_and_answers_it_on_the_next():

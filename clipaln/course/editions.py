@@ -18,6 +18,7 @@ import copy
 import json
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def student_tutorial(nb: nbformat.NotebookNode, nb_id: str, questions: list[dict
         if cell.cell_type == "markdown" and cell.source.startswith(QUIZ_START):
             cell.source = quiz_markdown(nb_id, questions, with_answers=False)
         if cell.cell_type == "markdown":
+            cell.source = re.sub(  # the badge opens the published tutorial, whose quiz shows its answers
+                r"\[!\[Open in Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)",
+                "*On Colab: upload this notebook (File > Upload notebook); its first cell installs clipaln.*",
+                cell.source,
+            )
             cell.source = re.sub(
                 r"Worked solutions, with the numbers each answer rests on: "
                 r"\[`?notebooks/solutions/\d\d_solutions\.ipynb`?\]\(solutions/\d\d_solutions\.ipynb\)"
@@ -267,9 +273,11 @@ def _public(test_source: str) -> str:
 
 
 def _autograder(tests_dir: Path, zip_path: Path) -> None:
-    from otter.generate import main as generate
+    with warnings.catch_warnings():  # traitlets' DeprecationWarning as otter's classes are made: otter's, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from otter.generate import main as generate
 
-    generate(tests_dir=str(tests_dir), output_path=str(zip_path), no_requirements=True, no_environment=True)
+        generate(tests_dir=str(tests_dir), output_path=str(zip_path), no_requirements=True, no_environment=True)
 
 
 def build(notebooks: Path, out: Path) -> Edition:
