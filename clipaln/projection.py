@@ -225,11 +225,10 @@ class SpectralScorer:
         _, s, vh = projection.svd()
         self.log_s = s.clamp_min(1e-12).log()  # (d,), float64 like W_t in eval: the three paths agree at any t
         v = vh.T
-        self.a = image_emb.double() @ v  # (N, d)
-        self.b = text_emb.double() @ v  # (K, d)
+        self.a = image_emb.detach().double() @ v  # (N, d)
+        self.b = text_emb.detach().double() @ v  # (K, d)
         self.a2, self.b2 = self.a.square(), self.b.square()
         self.a32, self.a2_32 = self.a.float(), self.a2.float()
-        self._block = torch.empty(min(self.BLOCK, len(self.a)), len(self.b), device=self.a.device)  # reused
         self.floor = 2.0 if retrieval else self.FLOAT32_FLOOR  # above every scaled weight: float64 always
 
     def scores(self, t: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -262,11 +261,12 @@ class SpectralScorer:
         if not in_float32:
             return (self.a @ bw.T).argmax(-1)
         texts = bw.float().T  # (d, K)
-        labels = torch.empty(len(self.a32), dtype=torch.long, device=self.a32.device)
-        best = torch.empty(len(self.a32), device=self.a32.device)
+        n, like = len(self.a32), dict(dtype=self.a32.dtype, device=self.a32.device)
+        labels, best = torch.empty(n, dtype=torch.long, device=self.a32.device), torch.empty(n, **like)
+        block = torch.empty(min(self.BLOCK, n), texts.shape[1], **like)  # this call's own: threads may share a scorer
         for rows, row_labels, row_best in zip(*(x.split(self.BLOCK) for x in (self.a32, labels, best))):
-            block = self._block[: len(rows)]
-            torch.max(torch.mm(rows, texts, out=block), -1, out=(row_best, row_labels))  # first max, as argmax
+            scores = torch.mm(rows, texts, out=block[: len(rows)])
+            torch.max(scores, -1, out=(row_best, row_labels))  # the first of equal maxima, as argmax
         return labels
 
     def _weighted_texts(self, t) -> tuple[torch.Tensor, torch.Tensor, bool]:

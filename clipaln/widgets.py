@@ -2,9 +2,9 @@
 
 A slider move must feel instant (under 30 ms in the kernel), so nothing is redrawn from scratch:
 the figure's unchanging parts (curves, axes, legend) are drawn once and kept as a bitmap; each
-update re-scores with a SpectralScorer (one weighted matrix product), restores that bitmap, draws
-only the artists that change (matplotlib's blitting, on the Agg canvas) and sends the frame as a
-PNG to an `ipywidgets.Image`. Gallery thumbnails are made once. Slider events that arrive while
+update re-scores with a SpectralScorer (one weighted matrix product, in blocks of 1,024 images),
+restores that bitmap, draws only the artists that change (matplotlib's blitting, on the Agg canvas)
+and sends the frame as a PNG to an `ipywidgets.Image`. Gallery thumbnails are made once. Slider events that arrive while
 a frame is being made are coalesced: only the newest value is drawn. `.update(t)` is what the
 slider calls, so it can be timed and tested without a browser; `.snapshot()` is the current frame
 for readers without widgets.

@@ -1,5 +1,7 @@
 """W_t = U S^t V^T: t = 0 is the base model, t = 1 is W, t < 0 reverses; files are safe."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,6 +197,15 @@ def test_classify_in_blocks_gives_each_image_the_argmax_of_its_scores():
     scorer = SpectralScorer(W, images, texts)
     for t in (-3.0, -0.4, 0.0, 1.0, 2.6):
         assert torch.equal(scorer.classify(t), scorer.scores(t).argmax(-1)), t
+    for n in (0, 5):  # no image, and fewer than a block
+        few = SpectralScorer(W, images[:n], texts)
+        assert torch.equal(few.classify(0.5), few.scores(0.5).argmax(-1))
+    # two threads sharing a scorer (each call writes its own blocks)
+    ts = [(-1.0 + 0.1 * i) for i in range(40)]
+    want = {t: scorer.scores(t).argmax(-1) for t in ts}
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(scorer.classify, ts))
+    assert all(torch.equal(g, want[t]) for g, t in zip(got, ts))
 
 
 def test_retrieval_ranks_in_float64_because_float32_reorders_near_identical_images(toy):
