@@ -103,7 +103,7 @@ def _hub_cache_only():
     """The hub's local cache alone, at once: huggingface_hub read HF_HUB_OFFLINE when it was imported, so
     setting the variable now would come too late and each file would be retried for about 50 s. open_clip's
     log of the failed download is kept out: the caller says what happened, in one line."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants, utils
 
     offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
     try:
@@ -111,13 +111,14 @@ def _hub_cache_only():
             yield
     finally:
         constants.HF_HUB_OFFLINE = offline
+        getattr(utils, "reset_sessions", lambda: None)()  # huggingface_hub < 1.0 made its sessions offline for good
 
 
 @contextlib.contextmanager
 def _off_the_root_log(*starts: str):
     """open_clip logs on the root logger: its records that begin with `starts`, which we say ourselves in
     one line, are kept off it."""
-    drop = lambda record: not record.getMessage().startswith(starts)
+    drop = lambda record: not (starts and record.getMessage().startswith(starts))
     logging.getLogger().addFilter(drop)
     try:
         yield
@@ -281,18 +282,21 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
             stacklevel=3,
         )
     needs_hub = name.startswith("hf-hub:") or (pretrained is not None and not local)
+    random_weights = pretrained is None and not hub_id  # clipaln's warning below says it, and what it means
     if needs_hub and not _hub_reachable():
         try:  # the weights may already be in the local hub cache
             with _hub_cache_only():
                 model, preprocess, tokenizer = _create(name, pretrained, build)
         except MissingPackage:
             raise
-        except Exception:
-            raise RuntimeError(_offline_message(name, pretrained or name)) from None
+        except Exception as e:
+            cause = " ".join(str(e).split())
+            also = "" if "Failed to download" in cause else f" (a cached copy failed to load: {cause[:300]})"
+            raise RuntimeError(_offline_message(name, pretrained or name) + also) from None
     else:
-        with _off_the_root_log("No pretrained weights loaded"):  # the warning below says it, and what it means
+        with _off_the_root_log(*(["No pretrained weights loaded"] if random_weights else [])):
             model, preprocess, tokenizer = _create(name, pretrained, build)
-    if pretrained is None and not hub_id:
+    if random_weights:
         warnings.warn(
             f"{name} has RANDOM weights (pretrained=None, seeded): fine for tests and timing, meaningless for results.",
             stacklevel=3,
