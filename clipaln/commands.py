@@ -317,11 +317,15 @@ def _interrupt(signum, frame):
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
-    """A warning in one line: `clipaln: warning: ...` for ours, `warning (torch): ...` for a library's."""
-    parts = Path(filename).parts
-    source = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
-    ours = Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
-    return f"clipaln: warning: {_one_line(message)}\n" if ours else f"warning ({source}): {_one_line(message)}\n"
+    """A warning in one line: `clipaln: warning: ...` for ours, `warning (torch, FutureWarning): ...` for a
+    library's (named by its folder under site-packages, else its file)."""
+    text = " ".join(str(message).split())
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return f"clipaln: warning: {text}\n"
+    parts = Path(filename).with_suffix("").parts
+    packages = [i for i, p in enumerate(parts[:-1]) if p in ("site-packages", "dist-packages")]
+    source = parts[packages[-1] + 1] if packages else Path(filename).stem
+    return f"warning ({source}, {category.__name__}): {text}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_registry.load_plugins()  # ... and bench its installed benchmarks
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed (train --resume compares it)
-    manifest.typed = args.argv  # run.json's command
+    typed = manifest.TYPED.set(args.argv)  # run.json's command
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line
@@ -345,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("clipaln: interrupted", file=sys.stderr)
         return 130
     finally:
-        warnings.formatwarning = formatwarning
-        manifest.typed = None
+        if warnings.formatwarning is _warning_line:  # not another thread's main, which will restore it
+            warnings.formatwarning = formatwarning
+        manifest.TYPED.reset(typed)
         distributed.cleanup()
         if on_main:
             signal.signal(signal.SIGTERM, previous)

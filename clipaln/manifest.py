@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +36,23 @@ MANIFEST = "run.json"
 IDENTITY = ("model", "pretrained", "weights", "task", "data")
 
 
-#: What was typed after `clipaln`, while the command line runs it (clipaln.commands.main); None when the
-#: library is called from Python.
-typed: list[str] | None = None
+#: What was typed after `clipaln`, while the command line runs it (clipaln.commands.main; each thread its
+#: own); None when the library is called from Python.
+TYPED: ContextVar[list[str] | None] = ContextVar("clipaln_typed", default=None)
 
 
-def launch_command() -> str:
-    """A shell line that makes this run again: `clipaln ARGS`, as torchrun launched it under torchrun, or,
-    for a run made from Python, that program's own command line."""
+def launch_command() -> str | None:
+    """A shell line that makes this run again: `clipaln ARGS`, under torchrun as torchrun launched it
+    (several nodes: with a HOST:PORT to fill in), or each process's `clipaln ARGS` under another launcher.
+    None for a run made from Python: run.json's `called_from` names the program instead."""
+    typed = TYPED.get()
     if typed is None:
-        return shlex.join(["python", *sys.argv])
-    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if world == 1:
+        return None
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), os.environ.get("LOCAL_WORLD_SIZE")
+    if world == 1 or local is None:  # one process, or a launcher other than torchrun (srun, mpirun)
         return shlex.join(["clipaln", *typed])
-    nodes = ["--nnodes", str(world // local)] if world > local else []
-    return shlex.join(["torchrun", *nodes, "--nproc_per_node", str(local), "-m", "clipaln", *typed])
+    nodes = [] if world == int(local) else ["--nnodes", str(world // int(local)), "--rdzv_endpoint", "HOST:PORT"]
+    return shlex.join(["torchrun", *nodes, "--nproc_per_node", local, "-m", "clipaln", *typed])
 
 
 def digest(obj: Any) -> str:
@@ -69,6 +72,7 @@ def build(*, bundle_name: str, pretrained: str | None, weights: str, task: str, 
         **fields,
         "versions": {"clipaln": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
         "command": launch_command(),
+        **({} if TYPED.get() is not None else {"called_from": shlex.join([sys.executable, *sys.argv])}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

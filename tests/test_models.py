@@ -292,5 +292,8 @@ def test_a_warning_on_the_command_line_is_one_line(tmp_path):
     assert len(lines) == 2 and lines[1].startswith("clipaln: error: a real model needs --dataset"), p.stderr
     from clipaln.commands import _warning_line
 
-    line = _warning_line(UserWarning("a\n  b"), UserWarning, "/venv/lib/site-packages/torch/nn/x.py", 3)
-    assert line == "warning (torch): a b\n"
+    line = _warning_line(FutureWarning("a\n  b"), FutureWarning, "/venv/lib/site-packages/torch/nn/x.py", 3)
+    assert line == "warning (torch, FutureWarning): a b\n"
+    assert _warning_line(UserWarning("c"), UserWarning, "/usr/lib/python3/dist-packages/six.py", 1).startswith(
+        "warning (six, UserWarning)"
+    )

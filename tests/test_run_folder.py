@@ -236,6 +236,8 @@ def test_every_output_carries_its_manifest(tmp_path, capsys):
     header = json.loads(SharedProjection.load(out / "projection.safetensors").metadata["manifest"])
     assert header["weights"] == run["weights"] and header["data"] == run["data"]
     shutil.rmtree(out)
-    # made from Python, a run names the program that made it, never the last command line's words
+    # made from Python, a run has no command (none would make it again) and names the program that called it,
+    # never the last command line's words
     runs.train_run("typographic", out=out, n_train=8, n_test=6, overrides={"epochs": 1}, cache=False, progress=False)
-    assert json.loads((out / "run.json").read_text())["command"] == shlex.join(["python", *sys.argv])
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] is None and run["called_from"] == shlex.join([sys.executable, *sys.argv])
