@@ -26,7 +26,6 @@ from .common import (
     _track,
     features,
     make_spec,
-    without_w,
 )
 
 
@@ -146,7 +145,7 @@ def eval_run(
     if image_encoder is not None:  # KL against the frozen model, on the same test images
         _, ref = features(base, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=False, spec=spec, **encoding)
-        return {"t": None, **without_w(typographic.evaluate(feats, reference=ref)), "source": source}
+        return {"t": None, **typographic.evaluate(feats, reference=ref), "source": source}
     if choose_t:  # t on the validation split (encoded with the training split, as the run was), test at that t
         _, feats = features(bundle, task, cache=cache, progress=progress, with_train=True, spec=spec, **encoding)
         chosen = typographic.choose_t(feats, proj)

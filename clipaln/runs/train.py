@@ -171,10 +171,9 @@ def train_run(
             written = proj.save(work / "projection.safetensors", **header)
         else:  # the whole model under open_clip's names: open_clip loads it as it is
             written = save_tensors(work / "model.safetensors", saved_state(tuned.model), header)
-        spectrum_of_w = (lambda m: m) if mode == "w" else without_w
         metrics = {
-            "base": spectrum_of_w(track.evaluate(feats)),
-            "trained": spectrum_of_w(trained),
+            "base": track.evaluate(feats) if mode == "w" else without_w(track.evaluate(feats)),  # full: no W at all
+            "trained": trained,
             "config": {**cfg.__dict__, "model": model, "pretrained": pretrained or "", "task": task, "mode": mode},
             "seconds": round(time.perf_counter() - started, 1),  # this invocation
             "train_seconds": hist["elapsed_s"][-1] if hist.get("elapsed_s") else None,  # every step, resumes too

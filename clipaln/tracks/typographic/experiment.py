@@ -174,7 +174,8 @@ def evaluate(
 ) -> dict:
     """The track's metrics (fractions; see the module docstring) of the base model, of W, or of
     learned prompts (`texts`). kl/clean compares with the frozen model: `feats` themselves, or
-    `reference` (the base model's features) when `feats` come from a fine-tuned encoder."""
+    `reference` (the base model's features) when `feats` come from a fine-tuned encoder, which has no
+    W: then no spectrum (w/...) either, unless a `projection` is given."""
     texts = feats.texts if texts is None else texts
     sim = lambda x: similarities(x, texts, projection)
     tau = feats.logit_scale
@@ -189,7 +190,7 @@ def evaluate(
         "accuracy/ocr": accuracy(sim(feats.test.attacked), feats.test.written),
         "accuracy/text_only": accuracy(sim(feats.reading), feats.reading_labels),
         "kl/clean": kl,
-        **spectrum(projection),
+        **(spectrum(projection) if reference is None or projection is not None else {}),
         **zero_shot(feats, projection),
     }
 
