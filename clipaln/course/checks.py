@@ -54,13 +54,11 @@ def shape_of(reference: dict) -> dict[str, str]:
 
 def _answer(env: dict, name: str):
     if name not in env:
+        why = f"`{name}` is not defined: run your exercise cell, which ends by setting it"
         raised = getattr(sys, "last_value", None)  # IPython keeps the last error a cell raised
-        if raised is not None:
-            raise AssertionError(
-                f"`{name}` is not defined, and a cell raised {type(raised).__name__}: {' '.join(str(raised).split())} "
-                "(the notebook's last error): fix it and run your exercise cell again"
-            )
-        raise AssertionError(f"`{name}` is not defined: run your exercise cell, which ends by setting it")
+        if raised is not None:  # not necessarily this exercise's cell's, and perhaps fixed since
+            why += f" (the last error this kernel saw: {type(raised).__name__}: {' '.join(str(raised).split())})"
+        raise AssertionError(why)
     value = env[name]
     if value is Ellipsis:
         raise AssertionError(f"`{name}` is still `...`: replace it with your answer")

@@ -274,7 +274,7 @@ def _public(test_source: str) -> str:
 
 def _autograder(tests_dir: Path, zip_path: Path) -> None:
     with warnings.catch_warnings():  # traitlets' DeprecationWarning as otter's classes are made: otter's, not ours
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
         from otter.generate import main as generate
 
         generate(tests_dir=str(tests_dir), output_path=str(zip_path), no_requirements=True, no_environment=True)
