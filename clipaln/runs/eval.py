@@ -100,6 +100,10 @@ def eval_run(
         model = meta.get("model") or "toy"
         pretrained = pretrained if pretrained is not None else (meta.get("pretrained") or None)
     pretrained = _resolved(pretrained)
+    spec = None
+    if projection is None and image_encoder is None and photos is None:  # the base model, on the data given:
+        data["seed"] = 0 if data.get("seed") is None else data["seed"]  # a bad data flag is one line before
+        spec = make_spec(task, model=model, **data)  # the model loads
     bundle = models.load_clip(model, pretrained=pretrained, device=device)
     proj, recorded = None, {}
     if projection is not None:  # checked before any image is encoded
@@ -133,8 +137,9 @@ def eval_run(
     data["seed"] = 0 if data.get("seed") is None else data["seed"]
     whole = _separate_pairs_file(recorded, data, split) if task == "pairs" and not allow_other_data else False
     full = json.loads(recorded.get("data_key") or "{}").get("files", "").startswith("content:")
-    with hashing_in_full(full or None):  # the run's files were fingerprinted by content: so are these
-        spec = make_spec(task, model=model, whole=whole, **data)
+    if spec is None:
+        with hashing_in_full(full or None):  # the run's files were fingerprinted by content: so are these
+            spec = make_spec(task, model=model, whole=whole, **data)
     if "data" in recorded and recorded["data"] != manifest.digest(spec.key) and not (allow_other_data or whole):
         raise ValueError(
             f"{projection or image_encoder} was trained on other data (or the files under its root changed since): "
