@@ -258,6 +258,8 @@ class RunFolder:
         if out.is_dir() and any(out.iterdir()):
             if not (out / MANIFEST).is_file():  # never delete what is not a run, even with --overwrite
                 raise ValueError(f"--out {out} is a folder that is not empty and holds no run: choose another --out")
+            if not self.overwrite and self.resume:
+                raise ValueError(f"nothing to resume: --out {out} is a finished run (it is kept as it is)")
             if not self.overwrite:
                 raise ValueError(
                     f"--out {out} is a finished run: pass --overwrite to replace it, or choose another --out"

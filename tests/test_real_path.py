@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 from PIL import Image
-from support import SMALL_VIT
+from support import SMALL_VIT, cli, one_line_error
 
 from clipaln import runs
 from clipaln.bench import paper as bench_paper
@@ -386,3 +386,14 @@ def test_a_real_dataset_without_validation_images_says_to_pass_a_smaller_n_train
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pass a smaller --n-train or --n-test" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_torchvision_dataset_that_is_not_there_says_where_and_how_to_fetch_it(tmp_path, capsys):
+    """Before any model is built: a missing root, and a root without the dataset in torchvision's layout
+    (whose own error named neither), each in one line that gives the command line's --download."""
+    (tmp_path / "data").mkdir()
+    base = ["train", "typographic", "--model", SMALL_VIT, "--dataset", "food101", "--out", tmp_path / "run"]
+    code, _, err = cli([*base, "--root", tmp_path / "none"], capsys)
+    one_line_error(code, err, "does not exist", "--download")
+    code, _, err = cli([*base, "--root", tmp_path / "data"], capsys)
+    one_line_error(code, err, "food101 is not under", str(tmp_path / "data"), "--download")

@@ -169,6 +169,9 @@ def test_a_finished_run_is_replaced_only_with_overwrite(tmp_path, capsys):
     first = (out / "run.json").read_text()
     one_line_error(*cli(args, capsys)[::2], "finished run", "--overwrite")
     assert (out / "run.json").read_text() == first
+    code, _, err = cli([*args, "--resume"], capsys)  # never advised to overwrite what it asked to resume
+    one_line_error(code, err, "nothing to resume", "finished run")
+    assert "--overwrite" not in err and (out / "run.json").read_text() == first
     assert cli([*args, "--overwrite", "--seed", "1"], capsys)[0] == 0
     assert json.loads((out / "run.json").read_text())["seed"] == 1 and not list(tmp_path.glob("run.*"))
 

@@ -112,12 +112,21 @@ def torchvision_dataset(
         raise ValueError(f"{name} is read from a folder: use ImageFolderDataset(root)")
     root = Path(root)
     if not download and not root.exists():
-        raise FileNotFoundError(f"dataset folder does not exist: {root} (pass download=True to fetch {name})")
+        raise FileNotFoundError(
+            f"dataset folder does not exist: {root} (to fetch {name}: --download, or download=True from Python)"
+        )
     kw = split_kw if split_kw is not None else (s.train_kw if split == "train" else s.split_kw)
     try:
         ds = getattr(tvd, s.torchvision)(str(root), download=download, **(kw or {}))
     except ModuleNotFoundError as e:
         raise RuntimeError(f"{name} needs the package {e.name!r}: {EXTRA_HINT}") from None
+    except RuntimeError as e:
+        if "not found" not in str(e).lower():
+            raise
+        raise FileNotFoundError(  # torchvision's own words name neither the dataset nor where it looked
+            f"{name} is not under {root} in torchvision's layout (to fetch it: --download, or download=True "
+            "from Python)"
+        ) from None
     classes = getattr(ds, "classes", None) or getattr(ds, "categories", None)
     if classes is None:
         raise ValueError(f"{name}: torchvision dataset has no class list")
