@@ -1,6 +1,7 @@
 """data/ holds what the README promises, and the README's data/ commands run as written."""
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -48,3 +49,19 @@ def test_the_readme_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("sub", ["pairs", "people"])
 def test_data_readme_describes_each_folder(sub):
     assert f"## `{sub}/`" in (DATA / "README.md").read_text()
+
+
+def test_the_data_readmes_numbers_are_its_commands(tmp_path, monkeypatch):
+    """data/README.md quotes what its pairs command gives (held-out share before -> after, the KL): run as
+    written, the run's metrics.json says the same."""
+    text = (DATA / "README.md").read_text()
+    command = re.search(r"^clipaln train pairs .*$", text, re.M).group(0)
+    before, after, kl = re.search(r"([\d.]+)% -> ([\d.]+)% held out, KL ([\d.]+)", text).groups()
+    args = command.split()[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "run")
+    monkeypatch.chdir(ROOT)
+    assert main([*args, "--no-cache", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert f"{100 * metrics['base']['preference/accuracy']:.1f}" == before
+    assert f"{100 * metrics['trained']['preference/accuracy']:.1f}" == after
+    assert f"{metrics['trained']['kl/reg']:.3f}" == kl
