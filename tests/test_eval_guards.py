@@ -145,3 +145,11 @@ def test_eval_refuses_a_projection_of_other_weights(tmp_path, capsys):
 def test_flags_that_would_be_ignored_are_refused(tmp_path, capsys, args, word):
     code, _, err = cli([a.replace("{out}", str(tmp_path / "o")) for a in args], capsys)
     one_line_error(code, err, word)
+
+
+def test_eval_toy_names_only_the_flags_that_were_typed(capsys):
+    code, _, err = cli(["eval", "toy", "--t", "1"], capsys)
+    one_line_error(code, err, "takes no --t")
+    assert "--model" not in err and "--dataset" not in err
+    code, _, err = cli(["eval", "toy", "--model", "ViT-B-32"], capsys)
+    one_line_error(code, err, "takes no --model")
