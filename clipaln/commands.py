@@ -142,8 +142,10 @@ def _print_eval(result: dict) -> None:
     if "rows" in result:  # several t: one row per t, the metrics as columns
         keys = [k for k, v in result["rows"][0].items() if type(v) in (int, float) and k != "t"]
         print("t".rjust(6) + "".join(k.rjust(max(12, len(k) + 2)) for k in keys))
-        for row in result["rows"]:
-            print(f"{row['t']:6.2f}" + "".join(f"{row[k]:{max(12, len(k) + 2)}.4f}" for k in keys))
+        width = lambda k: max(12, len(k) + 2)
+        cell = lambda k, v: f"{v:{width(k)}d}" if type(v) is int else f"{round(v, 4) + 0.0:{width(k)}.4f}"
+        for row in result["rows"]:  # an integer as one (k 10, not 10.0000); no -0.0000 (a KL of -1e-9)
+            print(f"{row['t']:6.2f}" + "".join(cell(k, row[k]) for k in keys))
         print(f"source: {result['source']}")
     else:
         for k, v in result.items():

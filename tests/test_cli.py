@@ -266,3 +266,11 @@ def test_os_errors_are_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(runs, "train_run", offline)
     code, _, err = cli(["train", "typographic", "--out", tmp_path / "o"], capsys)
     one_line_error(code, err, "name resolution")
+
+
+def test_eval_rows_print_no_negative_zero_and_integers_as_integers(capsys):
+    from clipaln.commands import _print_eval
+
+    _print_eval({"rows": [{"t": 0.0, "kl/clean": -1e-9, "k": 10}], "source": {}})
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split() == ["0.00", "0.0000", "10"]
