@@ -332,3 +332,13 @@ def test_a_notebook_not_handed_in_is_one_line_that_names_a_misnamed_copy(course,
     report = _grade(course, tmp_path, "--only", "00,01")  # the notebooks set so far
     assert sorted({ex[:2] for ex in report["ada"]}) == ["00", "01"]
     assert main(["course", "grade", str(tmp_path), "--key", str(out / "instructor"), "--only", "01,09"]) == 2
+
+
+def test_a_quiz_left_at_its_stub_says_so():
+    from clipaln.course.checks import check_quiz
+
+    with pytest.raises(AssertionError) as err:
+        check_quiz({"quiz": {1: "b", 2: ...}}, "quiz", {"1": 3, "2": 4})
+    assert str(err.value) == "quiz question 2 is still `...`: answer one of the letters a, b, c, d"
+    with pytest.raises(AssertionError, match="not 'z'"):
+        check_quiz({"quiz": {1: "z", 2: "a"}}, "quiz", {"1": 3, "2": 4})

@@ -137,6 +137,8 @@ def check_quiz(env: dict, name: str, options: dict[str, int]) -> None:
     for q, n in options.items():
         letter = answer.get(int(q), answer.get(q))
         allowed = "abcdefgh"[:n]
+        if letter is Ellipsis:
+            raise AssertionError(f"quiz question {q} is still `...`: answer one of the letters {', '.join(allowed)}")
         if not (isinstance(letter, str) and len(letter) == 1 and letter.lower() in allowed):
             raise AssertionError(f"quiz question {q}: answer one of the letters {', '.join(allowed)}, not {letter!r}")
 
