@@ -69,15 +69,18 @@ def seed_list(x: str) -> tuple[int, ...]:
 def number(low: float | None = None, strict: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite float, optionally > low (strict) or >= low."""
 
-    def parse(x: str) -> float:
-        v = float(x)
+    def finite_number(x: str) -> float:
+        try:
+            v = float(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {x!r}") from None
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {x}")
         if low is not None and (v <= low if strict else v < low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {x}")
         return v
 
-    return parse
+    return finite_number
 
 
 #: The model and data flags every track command shares: (flag, argparse keywords); --model and --seed,
@@ -92,7 +95,7 @@ MODEL_FLAGS = (
         ),
     ),
     ("--root", dict(default=None, help="dataset folder")),
-    ("--pairs", dict(dest="root", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")),
+    ("--pairs", dict(dest="root", metavar="FILE", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")),
     ("--reg-images", dict(default=None, help="pairs: a folder of images for D_reg (default: the pairs')")),
     ("--download", dict(action="store_true", help="let torchvision download the dataset")),
     (

@@ -28,10 +28,13 @@ class Parser(argparse.ArgumentParser):
 def count(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `minimum` (one line for another)."""
 
-    def parse(x: str) -> int:
-        v = int(x)
+    def whole_number(x: str) -> int:
+        try:
+            v = int(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {x!r}") from None
         if v < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {x}")
         return v
 
-    return parse
+    return whole_number

@@ -83,6 +83,10 @@ class SharedProjection(nn.Module):
         x = emb.to(w.dtype) if w.dtype == torch.float64 else emb
         return F.normalize(x @ w.to(x.dtype).T, dim=-1).to(emb.dtype)  # (..., dim): re-normalised W e
 
+    def extra_repr(self) -> str:
+        s = self.svd()[1]
+        return f"dim={self.dim}, singular values {float(s.min()):.3g} to {float(s.max()):.3g}"
+
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """U, S, V^T of W, computed in float64 (once per value of W: a step of training recomputes it)."""
         w = self.weight

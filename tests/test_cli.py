@@ -35,6 +35,21 @@ def test_bad_arguments_exit_2_with_one_line():
         assert len(p.stderr.strip().splitlines()) == 1 and "error" in p.stderr, p.stderr
 
 
+def test_a_value_that_is_not_a_number_says_so_and_names_no_internal_function(capsys):
+    """argparse names the type's function in "invalid ... value": it read "invalid parse value: 'x'"."""
+    for flag, what in (("--epochs", "must be a whole number, got 'x'"), ("--lr", "must be a number, got 'x'")):
+        with pytest.raises(SystemExit):
+            main(["train", "typographic", flag, "x", "--out", "x"])
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"argument {flag}: {what}") and "parse" not in err, err
+
+
+def test_the_pairs_flag_names_a_file_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--pairs FILE" in capsys.readouterr().out
+
+
 def test_a_bad_flag_is_answered_before_open_clip_loads():
     """A command line that fails on its flags answers without loading open_clip and torchvision (about
     6 of the 9 s such an error took on 2 cores): the modules import them where a model is built."""

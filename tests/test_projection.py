@@ -32,6 +32,12 @@ def test_identity_init_and_renormalised_output():
     assert torch.allclose(y.norm(dim=-1), torch.ones(5), atol=1e-6)
 
 
+def test_a_projection_prints_its_size_and_spectrum():
+    w = SharedProjection(3, torch.diag(torch.tensor([0.5, 1.0, 1.5])))
+    assert repr(w) == "SharedProjection(dim=3, singular values 0.5 to 1.5)"
+    assert repr(w.scaled(2)) == "SharedProjection(dim=3, singular values 0.25 to 2.25)"
+
+
 def test_scaled_zero_reproduces_base_scores():
     p = _random_w(32)
     img, txt = _emb(50, 32, 1), _emb(10, 32, 2)
