@@ -95,7 +95,10 @@ MODEL_FLAGS = (
         ),
     ),
     ("--root", dict(default=None, help="dataset folder")),
-    ("--pairs", dict(dest="root", metavar="FILE", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected")),
+    (
+        "--pairs",
+        dict(dest="root", metavar="FILE", help="train/eval pairs: a .csv or .jsonl of image, chosen, rejected"),
+    ),
     ("--reg-images", dict(default=None, help="pairs: a folder of images for D_reg (default: the pairs')")),
     ("--download", dict(action="store_true", help="let torchvision download the dataset")),
     (

@@ -249,7 +249,12 @@ def _as_trained(name: str, pretrained: str | None, local: bool, hub_id: bool) ->
     return kwargs, "quick_gelu" if trained_quick else "gelu"
 
 
-def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
+def check_model(name: str = TOY, pretrained: str | None = None) -> tuple[str, str | None]:
+    """The model name and pretrained tag or file as load_clip reads them, checked without loading
+    anything (one line for an unknown name or tag, or a missing file), so that a command can refuse
+    them before slower work. Returns (name, pretrained) with folders and ~ expanded."""
+    if name == TOY:
+        return name, pretrained
     import open_clip
 
     hub_id = name.startswith(("hf-hub:", "local-dir:"))
@@ -274,6 +279,15 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
             raise ValueError(
                 f"unknown pretrained tag {pretrained!r} for {name}; known tags: {', '.join(tags) or 'none'}"
             )
+    return name, pretrained
+
+
+def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
+    import open_clip
+
+    name, pretrained = check_model(name, pretrained)
+    hub_id = name.startswith(("hf-hub:", "local-dir:"))
+    local = pretrained is not None and Path(pretrained).is_file()
     build, activation = _as_trained(name, pretrained, local, hub_id)
     if local and not activation and "quickgelu" not in name.lower() and f"{name}-quickgelu" in open_clip.list_models():
         warnings.warn(

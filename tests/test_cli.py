@@ -249,6 +249,29 @@ def test_data_flag_errors_come_before_the_model_loads(tmp_path, monkeypatch, cap
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["train", "typographic", "--out", "run"], ["eval", "typographic"]])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (["--model", "ViT-Nope"], "unknown model 'ViT-Nope'"),
+        (["--model", "ViT-B-32", "--pretrained", "nope"], "unknown pretrained tag 'nope' for ViT-B-32"),
+        (["--model", "ViT-B-32", "--pretrained", "gone/model.pt"], "checkpoint file not found: gone/model.pt"),
+    ],
+)
+def test_a_bad_model_name_is_the_line_a_bad_data_flag_beside_it_does_not_hide(
+    tmp_path, monkeypatch, capsys, command, model, message
+):
+    """The model is what the user typed first and the cheapest to check: it read '--dataset needs --root'."""
+    import clipaln.models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(clipaln.models, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main([*command, *model, "--dataset", "food101"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_first_eval_after_training_reads_the_training_run_s_features(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CLIPALN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"

@@ -100,6 +100,7 @@ def eval_run(
         model = meta.get("model") or "toy"
         pretrained = pretrained if pretrained is not None else (meta.get("pretrained") or None)
     pretrained = _resolved(pretrained)
+    models.check_model(model, pretrained)  # one line for a bad name, tag or file, before the data flags
     spec = None
     if projection is None and image_encoder is None and photos is None:  # the base model, on the data given:
         data["seed"] = 0 if data.get("seed") is None else data["seed"]  # a bad data flag is one line before

@@ -122,7 +122,8 @@ def train_run(
                          model=model, pretrained=pretrained, **data, **encoding)  # fmt: skip
             asked.pop("workers", None)  # how to read the data, not what: free to change on resume
             write_json(folder.work / REQUEST, as_recorded(asked))
-        spec = make_spec(task, model=model, **data)  # a bad data flag is one line before the model loads
+        models.check_model(model, pretrained)  # a bad name, tag or file, then a bad data flag: one line
+        spec = make_spec(task, model=model, **data)  # before the model loads
         if getattr(spec, "duplicates", None) and dist.is_main():
             print(duplicates_line(spec.duplicates), file=sys.stderr)
         bundle = models.load_clip(model, pretrained=pretrained, device=device)
