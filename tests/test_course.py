@@ -88,6 +88,20 @@ def test_no_solution_code_and_no_hidden_test_reaches_the_student_edition(course)
     assert any("hidden=True" in t.read_text() for t in (out / "instructor" / "tests").glob("*.py"))
 
 
+def test_an_exercises_notebook_installs_otter_before_it_imports_it(course, monkeypatch):
+    """Colab's Run all stopped at `import otter`, the cell before the one that installs the package."""
+    out, _ = course
+    for path in sorted((out / "student").glob("*_exercises.ipynb")):
+        code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        setup = next(i for i, c in enumerate(code) if "colab-setup" in c.metadata.get("tags", []))
+        checks = next(i for i, c in enumerate(code) if "import otter" in c.source)
+        assert setup < checks, path.name
+        assert '"[notebooks,course]"' in code[setup].source, path.name
+    monkeypatch.setitem(sys.modules, "otter", None)  # a laptop with the notebooks extra alone
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[notebooks,course\]'"):
+        exec(code[checks].source, {})
+
+
 def test_every_tutorial_asks_a_prediction_whose_answer_the_student_edition_hides(course):
     out, _ = course
     for path in sorted(NOTEBOOKS.glob("0*_*.ipynb")):
@@ -145,14 +159,14 @@ def _after_answer(exercise: str, code: str):
     return edit
 
 
-def _raise_in(exercise: str):
-    """The exercise's own cell raises half-way, before it sets its answer."""
+def _raise_in(exercise: str, code: str = "raise RuntimeError('half-way')"):
+    """The exercise's own cell raises half-way (or runs `code`), before it sets its answer."""
 
     def edit(nb):
         i = next(
             k for k, c in enumerate(nb.cells) if c.source.startswith(f'grader.check("q{exercise.replace(".", "_")}")')
         )
-        nb.cells[i - 1].source = "raise RuntimeError('half-way')\n" + nb.cells[i - 1].source
+        nb.cells[i - 1].source = code + "\n" + nb.cells[i - 1].source
 
     return edit
 
@@ -342,3 +356,60 @@ def test_a_quiz_left_at_its_stub_says_so():
     assert str(err.value) == "quiz question 2 is still `...`: answer one of the letters a, b, c, d"
     with pytest.raises(AssertionError, match="not 'z'"):
         check_quiz({"quiz": {1: "z", 2: "a"}}, "quiz", {"1": 3, "2": 4})
+
+
+def test_a_copy_filed_with_a_slip_is_named_and_a_zips_litter_is_no_student(course, tmp_path):
+    """A learning platform's download: another case, a subfolder, the singular, macOS's __MACOSX, a
+    notebook beside the student folders. Each read 0 "not submitted" with no hint, and __MACOSX was graded."""
+    out, _ = course
+    for path in ("carol/00_Exercises.ipynb", "dave/week1/00_exercises.ipynb", "gina/00_exercise.ipynb"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}")
+    (tmp_path / "__MACOSX" / "carol").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "carol" / "._00_exercises.ipynb").write_text("")
+    (tmp_path / "eve_00_exercises.ipynb").write_text("{}")
+    with pytest.warns(UserWarning, match=r"1 notebook\(s\) in .* outside a student folder .*eve_00_exercises.ipynb"):
+        report = _grade(course, tmp_path, "--only", "00")
+    assert sorted(report) == ["carol", "dave", "gina"]
+    for student, copy in (
+        ("carol", "00_Exercises.ipynb"),
+        ("dave", "week1/00_exercises.ipynb"),
+        ("gina", "00_exercise.ipynb"),
+    ):
+        assert report[student]["00.1"]["message"] == f"not submitted ({copy} is there: name it 00_exercises.ipynb)"
+
+
+def test_a_free_text_answer_names_its_words_and_a_quiz_letter_reads_as_typed():
+    from clipaln.course.checks import CHOICES, check_form, check_quiz, check_quiz_answer, check_values
+
+    answers = json.loads((NOTEBOOKS / "solutions" / "answers.json").read_text())
+    free_text = {k: v for ref in answers.values() if isinstance(ref, dict) for k, v in ref.items() if type(v) is str}
+    free_text.pop("function", None)
+    assert free_text and all(v in CHOICES[k] for k, v in free_text.items()), free_text
+    shape = {"mostly": "str", "T": "number"}
+    with pytest.raises(AssertionError, match=r"should be one of 'words', 'styles', not 'the words'"):
+        check_form({"a": {"mostly": "the words", "T": 0.5}}, "a", shape)
+    check_values({"a": {"mostly": " Words", "T": 0.5}}, "a", "02.4", {"mostly": "words", "T": 0.5})
+    with pytest.raises(AssertionError, match="should be a number, not bool True"):
+        check_form({"a": {"mostly": "words", "T": True}}, "a", shape)
+    for typed in ("D ", "(d)", "d."):
+        check_quiz({"quiz": {1: "a", 2: typed}}, "quiz", {"1": 3, "2": 4})
+        check_quiz_answer({"quiz": {1: "a", 2: typed}}, "quiz", "2", "d")
+
+
+def test_the_stub_of_a_free_text_answer_lists_its_words(course):
+    out, _ = course
+    nb = nbformat.read(out / "student" / "02_exercises.ipynb", as_version=4)
+    assert any("'mostly': ...,  # one of 'words', 'styles'" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_a_runaway_cell_costs_its_exercise_and_the_notebook_runs_on(course, tmp_path):
+    """A loop that never ends held the whole class's grading (no time limit), and Ctrl-C lost every mark."""
+    _submit(course, tmp_path, "sleeper", "instructor", "00", _raise_in("00.3", "import time; time.sleep(10**6)"))
+    key = str(course[0] / "instructor")
+    argv = ["course", "grade", str(tmp_path), "--key", key, "--only", "00", "--timeout", "20", "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "-m", "clipaln", *argv], capture_output=True, text=True, timeout=600, env=env)
+    report = json.loads(p.stdout)["sleeper"]
+    assert report["00.3"]["points"] == 0 and "ran past the grader's time limit" in report["00.3"]["message"]
+    assert all(r["points"] == r["max"] for ex, r in report.items() if ex != "00.3"), report

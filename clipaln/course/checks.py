@@ -24,6 +24,15 @@ MISTAKES: dict[str, list[tuple[str, Callable[[float], float], str]]] = {
         ("span_*", lambda ref: ref**0.5, "the span of S^-4 is (S_max / S_min) to the fourth power, not the square"),
     ],
 }
+#: The words a free-text answer chooses among, by key: the stub lists them and the public check holds
+#: the answer to them, so that a right reading never fails on its wording.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "copes_best": ("dpo", "ipo", "kto"),
+    "degrades_least": ("dpo", "ipo", "kto"),
+    "mostly": ("words", "styles"),
+    "suffers": ("objects", "activities"),
+    "smaller_kl": ("dpo", "ce"),
+}
 #: Keys compared with their own tolerance (absolute), where the default (2 points of a fraction, 5% else) is wrong.
 TOLERANCE = {
     "crossing_*": 0.05,
@@ -56,7 +65,9 @@ def _answer(env: dict, name: str):
     if name not in env:
         why = f"`{name}` is not defined: run your exercise cell, which ends by setting it"
         raised = getattr(sys, "last_value", None)  # IPython keeps the last error a cell raised
-        if raised is not None:  # not necessarily this exercise's cell's, and perhaps fixed since
+        if isinstance(raised, KeyboardInterrupt):  # the grader's time limit, or the student's own stop
+            why += " (a cell was interrupted: it ran past the grader's time limit, or was stopped by hand)"
+        elif raised is not None:  # not necessarily this exercise's cell's, and perhaps fixed since
             why += f" (the last error this kernel saw: {type(raised).__name__}: {' '.join(str(raised).split())})"
         raise AssertionError(why)
     value = env[name]
@@ -79,10 +90,13 @@ def check_form(env: dict, name: str, shape: dict[str, str]) -> None:
             raise AssertionError(f"`{name}[{key!r}]` is still `...`: replace it with the value your code printed")
         if hasattr(value, "item") and not isinstance(value, list):  # a 0-d tensor or numpy scalar
             value = value.item()
-        if _kind(value) != kind and not (kind == "number" and _kind(value) == "bool"):
+        if _kind(value) != kind:  # True is not the number 1.0 an answer wants
             raise AssertionError(f"`{name}[{key!r}]` should be a {kind}, not {type(value).__name__} {value!r}")
         if kind == "number" and not math.isfinite(value):
             raise AssertionError(f"`{name}[{key!r}]` is {value}: a finite number is wanted")
+        if kind == "str" and key in CHOICES and value.strip().lower() not in CHOICES[key]:
+            words = ", ".join(repr(c) for c in CHOICES[key])
+            raise AssertionError(f"`{name}[{key!r}]` should be one of {words}, not {value!r}")
 
 
 def _tolerance(key: str, ref: float) -> float:
@@ -129,6 +143,11 @@ def check_loss(env: dict, name: str) -> None:
     check_against(fn, dpo)
 
 
+def _letter(value):
+    """A quiz answer as a lowercase letter where it reads as one ("D ", "(d)", "d." -> "d")."""
+    return value.strip().strip("().").strip().lower() if isinstance(value, str) else value
+
+
 def check_quiz(env: dict, name: str, options: dict[str, int]) -> None:
     """A quiz's public check: one letter per question, among that question's options."""
     answer = _answer(env, name)
@@ -139,7 +158,7 @@ def check_quiz(env: dict, name: str, options: dict[str, int]) -> None:
         allowed = "abcdefgh"[:n]
         if letter is Ellipsis:
             raise AssertionError(f"quiz question {q} is still `...`: answer one of the letters {', '.join(allowed)}")
-        if not (isinstance(letter, str) and len(letter) == 1 and letter.lower() in allowed):
+        if not (isinstance(letter, str) and len(_letter(letter)) == 1 and _letter(letter) in allowed):
             raise AssertionError(f"quiz question {q}: answer one of the letters {', '.join(allowed)}, not {letter!r}")
 
 
@@ -147,5 +166,5 @@ def check_quiz_answer(env: dict, name: str, question: str, right: str) -> None:
     """A quiz's hidden check, one per question."""
     answer = _answer(env, name)
     letter = answer.get(int(question), answer.get(question)) if isinstance(answer, dict) else None
-    if not isinstance(letter, str) or letter.lower() != right:
+    if not isinstance(letter, str) or _letter(letter) != right:
         raise AssertionError(f"quiz question {question}: {letter!r} is not the answer; the tutorial explains it")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..io import print_json
 from ..parsing import COMMANDS, count
+from .grading import CELL_TIMEOUT
 
 # editions and grading (nbformat, nbclient) are imported when a course command runs, not with the parser
 
@@ -67,7 +68,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
         else:
             key = Path(args.key).expanduser()
         autograders = key / "autograder" if (key / "autograder").is_dir() else key
-        report = grade(submissions, autograders, args.strict, args.jobs, args.only)
+        report = grade(submissions, autograders, args.strict, args.jobs, args.only, args.timeout or None)
     if args.json:
         print_json(report)
         return
@@ -110,6 +111,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="grade this many notebooks at a time, each in its own process and kernel (default 1; a class of "
         "100 is 800 notebooks: about one job per core)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=count(0),
+        default=CELL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"interrupt a cell that runs longer: it costs its exercise, the notebook runs on (default "
+        f"{CELL_TIMEOUT}; 0: no limit)",
     )
     g.add_argument(
         "--only",

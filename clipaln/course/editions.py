@@ -25,11 +25,19 @@ from pathlib import Path
 import nbformat
 
 from . import slides
-from .checks import shape_of
+from .checks import CHOICES, shape_of
 
 PREDICT_OUTPUT, PREDICT_ANSWER = "predict-output", "predict-answer"
 REVEAL = "Reveal the answer (predict first, then run the cell above)"
 QUIZ_START = "<!-- quiz -->"
+#: The exercises notebook's checks; otter comes with the course extra, which the Colab cell installs.
+OTTER_CELL = """try:
+    import otter
+except ModuleNotFoundError:
+    why = "the checks need otter-grader: pip install -e '.[notebooks,course]' (or pip install otter-grader)"
+    raise ModuleNotFoundError(why) from None
+
+grader = otter.Notebook("{nb_id}_exercises.ipynb", tests_dir="tests")"""
 
 
 @dataclass
@@ -157,7 +165,8 @@ def _stub(meta: dict, reference) -> str:
             f"def {fn}(h, beta):\n    ...  # your loss: one value per margin in h\n\n"
             f"{name} = {fn}  # the check calls your function"
         )
-    keys = "\n".join(f"    {k!r}: ...," for k in reference)
+    one_of = lambda k: f"  # one of {', '.join(map(repr, CHOICES[k]))}" if k in CHOICES else ""
+    keys = "\n".join(f"    {k!r}: ...,{one_of(k)}" for k in reference)
     intro = f"# Your code for exercise {meta['exercise']}. It ends by setting the answer the check reads:"
     return f"{intro}\n{name} = {{\n{keys}\n}}"
 
@@ -202,16 +211,19 @@ def exercise_notebook(
             "lecturer's grader runs the same checks and hidden ones that compare your numbers with the worked "
             "solution's. The quiz is last."
         ),
-        nbformat.v4.new_code_cell(
-            f'import otter\n\ngrader = otter.Notebook("{nb_id}_exercises.ipynb", tests_dir="tests")'
-        ),
     ]
+    checks = nbformat.v4.new_code_cell(OTTER_CELL.format(nb_id=nb_id))
     tests, graded = {}, []
     body = src.cells[1:]
+    if not any("colab-setup" in c.metadata.get("tags", []) for c in body):
+        cells.append(checks)
     for cell in body:
         meta = cell.metadata.get("clipaln")
         if "colab-setup" in cell.metadata.get("tags", []):  # stay beside tests/: the checks read it from here
-            cell.source = "\n".join(ln for ln in cell.source.splitlines() if "os.chdir(" not in ln)
+            lines = (ln.replace('"[notebooks]"', '"[notebooks,course]"') for ln in cell.source.splitlines())
+            cell.source = "\n".join(ln for ln in lines if "os.chdir(" not in ln)
+            cells += [cell, checks]  # the install first: on Colab otter arrives with it
+            continue
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("**Answer") and not solved:
             continue
         if cell.cell_type == "code" and meta:

@@ -10,6 +10,7 @@ never stops the run.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import multiprocessing
 import os
@@ -47,8 +48,17 @@ def _not_submitted(submission: Path) -> str:
     """ "not submitted", naming a notebook in the student's folder that looks like a misnamed copy."""
     nb_id = submission.name[:2]
     folder = submission.parent
-    near = sorted(p.name for p in folder.glob(f"*{nb_id}*exercises*.ipynb")) if folder.is_dir() else []
+    near = sorted(
+        p.relative_to(folder).as_posix()
+        for p in (folder.rglob("*.ipynb") if folder.is_dir() else [])
+        if fnmatch.fnmatch(p.name.lower(), f"*{nb_id}*exercise*.ipynb") and not _hidden(p.relative_to(folder))
+    )
     return f"not submitted ({near[0]} is there: name it {submission.name})" if near else "not submitted"
+
+
+def _hidden(path: Path) -> bool:
+    """A folder or file no student made: `.ipynb_checkpoints`, macOS's `__MACOSX` and `._` copies in a zip."""
+    return any(part.startswith((".", "__MACOSX")) for part in path.parts)
 
 
 def _message(test_file) -> str:
@@ -75,9 +85,45 @@ def _kernel_quiet():
         os.close(saved)
 
 
-def grade_notebook(submission: Path, zip_path: Path, strict: bool = False) -> dict[str, dict]:
+#: The default time limit of one cell, in seconds: notebook 07's slowest worked cell takes about 5
+#: minutes on 2 busy cores.
+CELL_TIMEOUT = 900
+
+
+@contextlib.contextmanager
+def _cells_stop_after(seconds: int | None):
+    """otter builds nbconvert's ExecutePreprocessor with its own config and no time limit: while this
+    is open it builds one whose cells are interrupted after `seconds`, the cell answering TimeoutError
+    (so a runaway loop costs its exercise, and the notebook runs on)."""
+    import nbconvert.preprocessors as pre
+    from traitlets import Bool, Dict, Integer
+
+    if not seconds:
+        yield
+        return
+    why = f"the cell ran past {seconds} s (course grade --timeout)"
+    bounded = type(
+        "ExecutePreprocessor",  # the config otter writes is addressed to this name
+        (pre.ExecutePreprocessor,),
+        {
+            "timeout": Integer(seconds, allow_none=True).tag(config=True),
+            "interrupt_on_timeout": Bool(True).tag(config=True),
+            "error_on_timeout": Dict({"ename": "TimeoutError", "evalue": why, "traceback": [why]}).tag(config=True),
+        },
+    )
+    real, pre.ExecutePreprocessor = pre.ExecutePreprocessor, bounded
+    try:
+        yield
+    finally:
+        pre.ExecutePreprocessor = real
+
+
+def grade_notebook(
+    submission: Path, zip_path: Path, strict: bool = False, timeout: int | None = CELL_TIMEOUT
+) -> dict[str, dict]:
     """{exercise: {"points", "max", "message"}} for one submitted notebook; `strict`: a cell that
-    raises scores 0 on every exercise of the notebook, with the error."""
+    raises scores 0 on every exercise of the notebook, with the error; `timeout`: seconds one cell
+    may run before it is interrupted and answers TimeoutError (None or 0: no limit)."""
     expected = _tests_in(zip_path)
     if not submission.exists():
         why = _not_submitted(submission)
@@ -88,7 +134,8 @@ def grade_notebook(submission: Path, zip_path: Path, strict: bool = False) -> di
 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), _kernel_quiet():
-            results = grade_submission(str(submission), str(zip_path), quiet=True, debug=strict)
+            with _cells_stop_after(timeout):
+                results = grade_submission(str(submission), str(zip_path), quiet=True, debug=strict)
         error = results.catastrophic_error
     except Exception as e:  # otter's own failure on a broken file: this notebook scores 0, the run goes on
         results, error = None, e
@@ -114,7 +161,12 @@ def _share_cores(threads: int) -> None:
 
 
 def grade(
-    submissions: Path, autograders: Path, strict: bool = False, jobs: int = 1, only: list[str] | None = None
+    submissions: Path,
+    autograders: Path,
+    strict: bool = False,
+    jobs: int = 1,
+    only: list[str] | None = None,
+    timeout: int | None = CELL_TIMEOUT,
 ) -> dict[str, dict[str, dict]]:
     """{student: {exercise: {"points", "max", "message"}}} for every student folder under `submissions`
     (`strict`: see grade_notebook), over the notebooks `only` names (all by default: ["00", "01"] for
@@ -132,12 +184,18 @@ def grade(
         inside = autograders / "instructor" / "autograder"
         hint = f"pass --key {autograders / 'instructor'}" if inside.is_dir() else "build them: clipaln course build"
         raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: {hint}")
-    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not _hidden(Path(p.name)))
+    loose = sorted(p.name for p in submissions.glob("*.ipynb"))
+    if students and loose:
+        warnings.warn(
+            f"{len(loose)} notebook(s) in {submissions} lie outside a student folder and are not graded "
+            f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}): move each to SUBMISSIONS/<student>/",
+            stacklevel=2,
+        )
     if not students:
-        loose = len(list(submissions.glob("*.ipynb")))
         raise FileNotFoundError(
             f"no student folders in {submissions}"
-            + (f" ({loose} notebooks lie in it directly)" if loose else "")
+            + (f" ({len(loose)} notebooks lie in it directly)" if loose else "")
             + ": put each student's notebooks in SUBMISSIONS/<student>/NN_exercises.ipynb"
         )
     pairs = [(student, z) for student in students for z in zips]
@@ -146,9 +204,10 @@ def grade(
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_cores, initargs=(threads,)) as pool:
-            results = list(pool.map(grade_notebook, notebooks, [z for _, z in pairs], [strict] * len(pairs)))
+            zips_of = [z for _, z in pairs]
+            results = list(pool.map(grade_notebook, notebooks, zips_of, [strict] * len(pairs), [timeout] * len(pairs)))
     else:
-        results = [grade_notebook(nb, z, strict) for nb, (_, z) in zip(notebooks, pairs)]
+        results = [grade_notebook(nb, z, strict, timeout) for nb, (_, z) in zip(notebooks, pairs)]
     report = {student.name: {} for student in students}
     for (student, _), result in zip(pairs, results):
         report[student.name].update(result)
