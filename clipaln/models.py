@@ -147,8 +147,17 @@ def _create(name: str, pretrained: str | None, build: dict | None = None):
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **(build or {}))
     except ModuleNotFoundError as e:  # e.g. SigLIP's tokenizer needs transformers
         raise MissingPackage(f"{name} needs the package {e.name!r}: pip install {e.name}") from None
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError) as e:  # torch.load on non-weights
-        if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, AssertionError, KeyError) as e:
+        local = pretrained is not None and Path(pretrained).is_file()
+        if not isinstance(e, (RuntimeError, AssertionError, KeyError)) or "PytorchStreamReader" in str(e):
+            pass  # torch.load on what is not weights: below
+        elif local:  # weights of another architecture: a state dict's keys or shapes, or open_clip's assert
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise ValueError(
+                f"{pretrained} does not fit {name}: {reason[:200]} "
+                "(--model names the architecture the file was saved from)"
+            ) from None
+        else:
             raise
         raise ValueError(
             f"{pretrained} is not a checkpoint open_clip can read ({type(e).__name__}; an HTML error page saved "
@@ -289,12 +298,6 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     hub_id = name.startswith(("hf-hub:", "local-dir:"))
     local = pretrained is not None and Path(pretrained).is_file()
     build, activation = _as_trained(name, pretrained, local, hub_id)
-    if local and not activation and "quickgelu" not in name.lower() and f"{name}-quickgelu" in open_clip.list_models():
-        warnings.warn(
-            f"loading {pretrained} into {name} with GELU: if these are OpenAI's weights, use --model {name}-quickgelu "
-            "(OpenAI trained with QuickGELU; the plain config runs GELU and silently loses accuracy)",
-            stacklevel=3,
-        )
     needs_hub = name.startswith("hf-hub:") or (pretrained is not None and not local)
     random_weights = pretrained is None and not hub_id  # clipaln's warning below says it, and what it means
     if needs_hub and not _hub_reachable():
@@ -310,6 +313,12 @@ def _load_open_clip(name: str, pretrained: str | None, device) -> ClipBundle:
     else:
         with _off_the_root_log(*(["No pretrained weights loaded"] if random_weights else [])):
             model, preprocess, tokenizer = _create(name, pretrained, build)
+    if local and not activation and "quickgelu" not in name.lower() and f"{name}-quickgelu" in open_clip.list_models():
+        warnings.warn(  # once the file is known to fit: a file of another model is one error, not this
+            f"loading {pretrained} into {name} with GELU: if these are OpenAI's weights, use --model {name}-quickgelu "
+            "(OpenAI trained with QuickGELU; the plain config runs GELU and silently loses accuracy)",
+            stacklevel=3,
+        )
     if random_weights:
         warnings.warn(
             f"{name} has RANDOM weights (pretrained=None, seeded): fine for tests and timing, meaningless for results.",

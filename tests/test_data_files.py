@@ -201,3 +201,17 @@ def test_a_dataset_is_one_entry_in_the_registry_and_trains_from_the_command_line
     assert main(["train", "typographic", "--dataset", "shelf", "--root", str(root), "--n-train", "16",
                  "--n-test", "8", "--epochs", "1", "--quiet", "--no-cache", "--out", str(out)]) == 0  # fmt: skip
     assert json.loads((out / "run.json").read_text())["dataset"] == "shelf"
+
+
+def test_a_size_typed_beyond_what_a_folder_gives_is_one_line_and_the_defaults_still_cap(tmp_path):
+    """--n-train 900 on 24 images trained on 12 and wrote n_train 900 into run.json, silently."""
+    from clipaln.tracks.protocol import DataFlags
+
+    root = make_folder(tmp_path / "imgs", 3, 8)  # 24 images, one set: 12 can train, 12 can test
+    flags = dict(model="ViT-S-32-alt", dataset="folder", root=root)
+    with pytest.raises(ValueError, match=r"^--n-train 900: folder at .* gives at most 12 \(24 images in all\)"):
+        typographic.make_spec(DataFlags(**flags, n_train=900))
+    with pytest.raises(ValueError, match=r"^--n-test 13: .* gives at most 12 "):
+        typographic.make_spec(DataFlags(**flags, n_train=12, n_test=13))
+    spec = typographic.make_spec(DataFlags(**flags))  # the track's defaults (2,000 / 1,000) are caps
+    assert (spec.key["n_train"], spec.key["n_test"]) == (12, 12)

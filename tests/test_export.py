@@ -279,3 +279,10 @@ def test_a_w_fitted_in_python_exports_from_memory(tmp_path, toy):
     with pytest.raises(ValueError, match="carries no record of its model: pass model="):
         clipaln.export(bare, out=tmp_path / "x")
     assert clipaln.export(bare, out=tmp_path / "y", model="toy")["model"] == "toy"
+
+
+def test_exporting_what_fit_projection_returns_is_one_line_that_says_to_unpack_it(tmp_path):
+    fitted = (SharedProjection(4), [])  # fit_projection's (W, history)
+    with pytest.raises(ValueError, match=r"not a tuple \(fit_projection returns \(W, history\): W, _ = "):
+        runs.export_run(fitted, out=tmp_path / "aligned")
+    assert not list(tmp_path.iterdir())

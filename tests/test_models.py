@@ -257,9 +257,26 @@ def test_a_file_that_is_not_weights_is_one_line(tmp_path, content):
     """An HTML error page saved as .bin, or a truncated download: a ValueError naming the file, not a pickle error."""
     path = tmp_path / "open_clip_pytorch_model.bin"
     path.write_bytes(content)
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="is not a checkpoint open_clip can read") as err:
-        load_clip("RN50", pretrained=str(path))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="is not a checkpoint open_clip can read") as err:
+            load_clip("RN50", pretrained=str(path))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not [w for w in seen if "quickgelu" in str(w.message)]  # no advice about a file that did not load
+
+
+@pytest.mark.parametrize("into", ["RN50", "ViT-B-32"])
+def test_a_checkpoint_of_another_architecture_is_one_line_that_says_so(tmp_path, into):
+    """It was open_clip's 36-line traceback ('text pos_embed width changed!'), after advice to use -quickgelu."""
+    import open_clip
+
+    path = tmp_path / "vits.pt"
+    torch.save(open_clip.create_model("ViT-S-32-alt", pretrained=None).state_dict(), path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=f"vits.pt does not fit {into}: .*--model names the architecture") as err:
+            load_clip(into, pretrained=str(path))
+    assert "\n" not in str(err.value) and not [w for w in seen if "quickgelu" in str(w.message)]
 
 
 def test_a_misspelt_or_foreign_toy_checkpoint_is_an_error(tmp_path, capsys):

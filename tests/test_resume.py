@@ -150,3 +150,17 @@ def test_a_resume_is_checked_as_the_run_it_continues_not_as_the_flags_typed(tmp_
     assert main(["train", "pairs", "--out", str(tmp_path / "run"), "--resume", "--eval-every", "1", "--quiet"]) == 0
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert any("eval/preference/accuracy" in h for h in history)
+
+
+def test_a_resume_refusal_names_the_flag_typed(tmp_path, capsys):
+    """--pairs sets the run's root: the refusal read '--root B differs from the run's A' to a user who typed --pairs."""
+    from clipaln.manifest import PARTIAL_MARK
+
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    (partial / PARTIAL_MARK).write_text("")
+    first, other = tmp_path / "a.csv", tmp_path / "b.csv"
+    started = {"task": "pairs", "method": "dpo", "mode": "w", "overrides": {}, "root": str(first)}
+    (partial / "checkpoint.request.json").write_text(json.dumps(started))
+    code, _, err = cli(["train", "pairs", "--pairs", str(other), "--out", str(tmp_path / "run"), "--resume"], capsys)
+    one_line_error(code, err, f"--pairs {other} differs from the run's {first}", "refusing to resume")

@@ -57,6 +57,15 @@ def export_run(
     """
     if isinstance(projection, SharedProjection):
         path, meta = Path("the projection in memory"), dict(projection.metadata)
+    elif not isinstance(projection, (str, Path)):
+        hint = (
+            " (fit_projection returns (W, history): W, _ = fit_projection(...))"
+            if isinstance(projection, tuple)
+            else ""
+        )
+        raise ValueError(
+            f"export takes a SharedProjection or a projection file, not a {type(projection).__name__}{hint}"
+        )
     else:
         path = Path(projection).expanduser()
         if path.is_file():

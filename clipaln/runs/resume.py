@@ -40,6 +40,7 @@ def resumed_request(
     for name, (typed_value, run_value) in compared.items():
         if typed_value != run_value:
             flag = name if name == "task" else "--" + name.replace("_", "-")
+            flag = "--pairs" if flag == "--root" and started.get("task") == "pairs" else flag  # --pairs sets root
             differs = f"{flag} {typed_value} differs from the run's {run_value}"
             raise ValueError(f"{differs} ({out}.partial): refusing to resume")
     typed = {"bma" if d == "no_bma" else d for d in typed}

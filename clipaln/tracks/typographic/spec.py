@@ -41,7 +41,14 @@ def make_spec(data: DataFlags) -> Spec:
     if data.root is None:
         raise ValueError("--dataset needs --root PATH")
     root = str(Path(data.root).expanduser().resolve())  # the same folder gives the same key from anywhere
-    return real_spec(data.dataset, root, seed=data.seed, download=data.download, **keep)
+    spec = real_spec(data.dataset, root, seed=data.seed, download=data.download, **keep)
+    for name, asked in keep.items():  # a size typed is a size used, or one line (the defaults are caps)
+        if spec.key[name] < asked:
+            raise ValueError(
+                f"--{name.replace('_', '-')} {asked}: {data.dataset} at {root} gives at most {spec.key[name]} "
+                f"({spec.key['n']} images in all): ask for {spec.key[name]} or fewer"
+            )
+    return spec
 
 
 @dataclass
