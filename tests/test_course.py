@@ -403,13 +403,47 @@ def test_the_stub_of_a_free_text_answer_lists_its_words(course):
     assert any("'mostly': ...,  # one of 'words', 'styles'" in c.source for c in nb.cells if c.cell_type == "code")
 
 
-def test_a_runaway_cell_costs_its_exercise_and_the_notebook_runs_on(course, tmp_path):
-    """A loop that never ends held the whole class's grading (no time limit), and Ctrl-C lost every mark."""
+def _kernel_named(name: str):
+    def edit(nb):
+        nb.metadata["kernelspec"] = {"name": name, "display_name": "Our course", "language": "python"}
+
+    return edit
+
+
+def test_a_runaway_cell_costs_its_exercise_and_a_notebook_of_another_kernel_is_graded_in_ours(course, tmp_path):
+    """A loop that never ends held the whole class's grading (no time limit); a notebook saved under a
+    course kernel's name scored 0 with NoSuchKernel."""
     _submit(course, tmp_path, "sleeper", "instructor", "00", _raise_in("00.3", "import time; time.sleep(10**6)"))
+    _submit(course, tmp_path, "vscode", "instructor", "00", _kernel_named("clipaln-course"))
     key = str(course[0] / "instructor")
     argv = ["course", "grade", str(tmp_path), "--key", key, "--only", "00", "--timeout", "20", "--json"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     p = subprocess.run([sys.executable, "-m", "clipaln", *argv], capture_output=True, text=True, timeout=600, env=env)
-    report = json.loads(p.stdout)["sleeper"]
-    assert report["00.3"]["points"] == 0 and "ran past the grader's time limit" in report["00.3"]["message"]
-    assert all(r["points"] == r["max"] for ex, r in report.items() if ex != "00.3"), report
+    report = json.loads(p.stdout)
+    sleeper = report["sleeper"]
+    assert sleeper["00.3"]["points"] == 0 and "ran past the grader's time limit" in sleeper["00.3"]["message"]
+    assert all(r["points"] == r["max"] for ex, r in sleeper.items() if ex != "00.3"), sleeper
+    assert all(r["points"] == r["max"] for r in report["vscode"].values()), report["vscode"]
+
+
+def test_marks_go_to_a_gradebook_csv_that_never_replaces_a_file(course, tmp_path, capsys):
+    import csv
+
+    out, _ = course
+    subs = tmp_path / "subs"
+    (subs / "ada").mkdir(parents=True)
+    (subs / "ada" / "00_Exercises.ipynb").write_text("{}")
+    (subs / "bo").mkdir()
+    book = tmp_path / "marks.csv"
+    argv = ["course", "grade", str(subs), "--key", str(out / "instructor"), "--only", "00,01", "--csv", str(book)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(book.open()))
+    assert [r["student"] for r in rows] == ["ada", "bo"]
+    exercises = [k for k in rows[0] if k[:3] in ("00.", "01.")]
+    assert exercises[0] == "00.1" and exercises[-1] == "01.quiz" and len(exercises) >= 10
+    assert all(r["points"] == "0" and int(r["max"]) > 0 and r["00.1"] == "0" for r in rows)
+    assert "00.1: not submitted (00_Exercises.ipynb is there: name it 00_exercises.ipynb)" in rows[0]["feedback"]
+    capsys.readouterr()
+    assert main(argv) == 2  # refused before grading: the file is there
+    err = capsys.readouterr().err
+    assert "--csv" in err and "exists" in err and err.count("\n") == 1

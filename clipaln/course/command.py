@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..io import print_json
+from ..io import print_json, write_text
 from ..parsing import COMMANDS, count
 from .grading import CELL_TIMEOUT
 
@@ -56,11 +56,14 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> None:
     from .editions import build
-    from .grading import grade, totals
+    from .grading import grade, gradebook, totals
 
     submissions = Path(args.submissions).expanduser()
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")
+    csv_path = None if args.csv is None else Path(args.csv).expanduser()
+    if csv_path is not None and csv_path.exists():  # checked before an hour of grading, not after
+        raise FileExistsError(f"--csv {csv_path} exists: choose another path (a gradebook never replaces a file)")
     with tempfile.TemporaryDirectory() as tmp:
         if args.key is None:
             build(_notebooks(args.notebooks), Path(tmp))
@@ -69,6 +72,8 @@ def cmd_grade(args: argparse.Namespace) -> None:
             key = Path(args.key).expanduser()
         autograders = key / "autograder" if (key / "autograder").is_dir() else key
         report = grade(submissions, autograders, args.strict, args.jobs, args.only, args.timeout or None)
+    if csv_path is not None:
+        write_text(csv_path, gradebook(report))
     if args.json:
         print_json(report)
         return
@@ -111,6 +116,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="grade this many notebooks at a time, each in its own process and kernel (default 1; a class of "
         "100 is 800 notebooks: about one job per core)",
+    )
+    g.add_argument(
+        "--csv",
+        default=None,
+        metavar="PATH",
+        help="also write the marks as CSV for a gradebook: a row per student, a column per exercise, the "
+        "feedback (a new file)",
     )
     g.add_argument(
         "--timeout",

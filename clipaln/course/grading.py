@@ -14,6 +14,7 @@ import fnmatch
 import io
 import multiprocessing
 import os
+import tempfile
 import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -118,6 +119,28 @@ def _cells_stop_after(seconds: int | None):
         pre.ExecutePreprocessor = real
 
 
+@contextlib.contextmanager
+def _in_the_graders_python(submission: Path):
+    """The submission, or a copy of it that names the kernel `python3` (this Python's): a notebook saved
+    under another kernel's name (a course kernel, a VS Code venv) scored 0 with NoSuchKernel."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(submission, as_version=4)
+    except Exception:  # not a notebook: otter says so, and it costs this notebook only
+        yield submission
+        return
+    spec = nb.metadata.get("kernelspec", {})
+    if spec.get("name", "python3") == "python3":
+        yield submission
+        return
+    nb.metadata["kernelspec"] = {**spec, "name": "python3", "display_name": "Python 3", "language": "python"}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / submission.name
+        nbformat.write(nb, copy)
+        yield copy
+
+
 def grade_notebook(
     submission: Path, zip_path: Path, strict: bool = False, timeout: int | None = CELL_TIMEOUT
 ) -> dict[str, dict]:
@@ -134,8 +157,8 @@ def grade_notebook(
 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), _kernel_quiet():
-            with _cells_stop_after(timeout):
-                results = grade_submission(str(submission), str(zip_path), quiet=True, debug=strict)
+            with _cells_stop_after(timeout), _in_the_graders_python(submission) as graded:
+                results = grade_submission(str(graded), str(zip_path), quiet=True, debug=strict)
         error = results.catastrophic_error
     except Exception as e:  # otter's own failure on a broken file: this notebook scores 0, the run goes on
         results, error = None, e
@@ -216,3 +239,20 @@ def grade(
 
 def totals(report: dict[str, dict[str, dict]]) -> dict[str, tuple[float, int]]:
     return {s: (sum(e["points"] for e in ex.values()), sum(e["max"] for e in ex.values())) for s, ex in report.items()}
+
+
+def gradebook(report: dict[str, dict[str, dict]]) -> str:
+    """The report as CSV for a learning platform's gradebook: one row per student (student, points,
+    max, each exercise's points in the notebooks' order, and a feedback column naming what lost points)."""
+    import csv
+
+    exercises = list(dict.fromkeys(ex for marks in report.values() for ex in marks))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["student", "points", "max", *exercises, "feedback"])
+    for student, (points, maximum) in totals(report).items():
+        marks = report[student]
+        lost = "; ".join(f"{ex}: {m['message']}" for ex, m in marks.items() if m["points"] < m["max"])
+        row = [f"{marks[ex]['points']:g}" if ex in marks else "" for ex in exercises]
+        writer.writerow([student, f"{points:g}", maximum, *row, lost])
+    return out.getvalue()
