@@ -211,7 +211,7 @@ def test_a_fine_tuned_encoder_is_evaluated_from_the_command_line(tmp_path, capsy
 def test_a_custom_text_clip_trains_and_evaluates(tmp_path):
     bundle = load_clip("EVA02-B-16", device="cpu")
     assert type(bundle.model).__name__ == "CustomTextCLIP" and bundle.embed_dim == 512
-    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(5)], n=2)
+    root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(5)], n=3)  # 15 images: 6 train, 6 test
     train_and_eval("EVA02-B-16", tmp_path, dataset="folder", root=str(root))
 
 
@@ -381,7 +381,7 @@ def test_bench_paper_states_its_protocol_and_averages_seeds(tmp_path, capsys, mo
 def test_a_real_dataset_without_validation_images_says_to_pass_a_smaller_n_train_or_n_test(tmp_path, capsys):
     root = class_folders(tmp_path / "imgs", [f"class_{c}" for c in range(4)], n=2)  # 8 images: all train or test
     args = ["train", "typographic", "--model", SMALL_VIT, "--dataset", "folder", "--root", str(root)]
-    args += ["--n-train", "8", "--epochs", "1", "--no-cache", "--workers", "0", "--eval-every", "1"]
+    args += ["--n-train", "4", "--epochs", "1", "--no-cache", "--workers", "0", "--eval-every", "1"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pass a smaller --n-train or --n-test" in err, err
