@@ -354,5 +354,6 @@ def load_clip(name: str = TOY, pretrained: str | None = None, device: str | torc
         ClipBundle: model, preprocess, tokenizer and name; ``.embed_dim`` and ``.logit_scale`` (tau).
     """
     bundle = _load_toy(pretrained, device) if name == TOY else _load_open_clip(name, pretrained, device)
-    bundle.pretrained = pretrained
+    local = pretrained is not None and Path(pretrained).expanduser().is_file()  # recorded absolute: a W
+    bundle.pretrained = str(Path(pretrained).expanduser().resolve()) if local else pretrained  # exports anywhere
     return bundle

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,3 +324,14 @@ def test_a_warning_on_the_command_line_is_one_line(tmp_path, capsys):
     assert _warning_line(UserWarning("c"), UserWarning, "/usr/lib/python3/dist-packages/six.py", 1).startswith(
         "warning (six, UserWarning)"
     )
+
+
+def test_a_checkpoint_given_by_a_relative_path_is_recorded_absolute(monkeypatch):
+    """A W fitted in Python recorded 'vits.pt' as typed, so export failed from any other folder."""
+    import clipaln.toyworld
+
+    weights = Path(clipaln.toyworld.__file__).parent / "weights"
+    monkeypatch.chdir(weights)
+    bundle = load_clip("toy", pretrained="toy_clip.safetensors")
+    assert bundle.pretrained == str((weights / "toy_clip.safetensors").resolve())
+    assert load_clip("toy").pretrained is None
