@@ -125,9 +125,19 @@ HUB_WEIGHTS, HUB_CONFIG, HUB_CARD = "open_clip_model.safetensors", "open_clip_co
 STAGE_MARK = ".clipaln-export"  # in an export's staging folder while it is written
 
 
+def _export_of_ours(path: Path) -> bool:
+    """Whether what is at `path` is something export wrote (and --overwrite may replace)."""
+    if path.is_dir():
+        return _is_export(path / HUB_WEIGHTS)
+    return _is_export(path) if path.suffix == ".safetensors" else _is_model_config(path)
+
+
 def _refuse_existing(paths, overwrite: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
+        theirs = [p for p in existing if not _export_of_ours(p)]
+        if theirs:  # the user's own file or folder: --overwrite would refuse it too
+            raise FileExistsError(f"{theirs[0]} exists and is not a clipaln export: choose another --out")
         raise FileExistsError(f"{existing[0]} exists: pass --overwrite to replace it, or choose another --out")
 
 

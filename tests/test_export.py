@@ -109,12 +109,15 @@ def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
             before = out.read_bytes()
         assert main(args) == 2  # an existing one is refused, in one line
         err = capsys.readouterr().err
-        assert "exists: pass --overwrite" in err and err.count("\n") == 1
-        assert out.read_bytes() == before
+        # --overwrite is offered for an export only: the W itself is the user's (--overwrite refused it too)
+        ours = out.name == "aligned.safetensors"
+        assert ("exists: pass --overwrite" if ours else "exists and is not a clipaln export: choose another") in err
+        assert err.count("\n") == 1 and out.read_bytes() == before
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu"]) == 2
+    assert "is not a clipaln export: choose another --out" in capsys.readouterr().err
     # not an export: --overwrite does not make it one (issue #28)
     assert main(["export", "--projection", str(proj), "--out", str(folder), "--device", "cpu", "--overwrite"]) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
