@@ -145,6 +145,8 @@ class SharedProjection(nn.Module):
             SharedProjection: W, with the file's header in ``.metadata``.
         """
         path = Path(path)
+        if path.is_dir() and (path / "projection.safetensors").is_file():  # a run folder: its W
+            raise FileNotFoundError(f"{path} is a folder: its W is {path / 'projection.safetensors'}")
         if not path.is_file():
             raise FileNotFoundError(f"projection file not found: {path}")
         try:

@@ -107,6 +107,12 @@ def test_save_load_round_trip_with_metadata(tmp_path):
         SharedProjection.load(path, dim=12)
 
 
+def test_a_run_folder_given_as_the_projection_names_the_file_in_it(tmp_path):
+    SharedProjection(4).save(tmp_path / "projection.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"is a folder: its W is .*projection\.safetensors$"):
+        SharedProjection.load(tmp_path)
+
+
 def test_load_refuses_pickles_and_garbage(tmp_path):
     pickled = tmp_path / "w.pt"
     torch.save({"weight": torch.eye(4)}, pickled)
