@@ -153,3 +153,24 @@ def test_eval_toy_names_only_the_flags_that_were_typed(capsys):
     assert "--model" not in err and "--dataset" not in err
     code, _, err = cli(["eval", "toy", "--model", "ViT-B-32"], capsys)
     one_line_error(code, err, "takes no --model")
+
+
+def test_a_w_fitted_in_python_on_captions_is_scored_by_eval_pairs(tmp_path, pairs_file, capsys):
+    """from_captions records the task 'captions': eval pairs refused it as another run's, even with
+    --allow-other-data, the flag its data guard names."""
+    from clipaln import PreferenceData, TrainConfig, fit_projection
+
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    images = [Image.open(pairs_file.parent / r["image"]).convert("RGB") for r in rows]
+    data = PreferenceData.from_captions(
+        load_clip("toy"), images, chosen=[r["chosen"] for r in rows], rejected=[r["rejected"] for r in rows]
+    )
+    w, _ = fit_projection(data, TrainConfig(method="dpo", epochs=1))
+    w.save(tmp_path / "w.safetensors")
+    args = ["eval", "pairs", "--projection", str(tmp_path / "w.safetensors"), "--pairs", str(pairs_file)]
+    code, _, err = cli([*args, "--workers", "0"], capsys)  # the images it was fitted on: the data guard
+    one_line_error(code, err, "--allow-other-data")
+    assert "belongs to another run" not in err
+    code, out, err = cli([*args, "--workers", "0", "--allow-other-data", "--json"], capsys)
+    assert code == 0, err
+    assert 0 <= json.loads(out)["preference/accuracy"] <= 1

@@ -110,7 +110,10 @@ def eval_run(
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
         recorded = proj.metadata
-        _check_projection(projection, recorded, _identity(bundle, pretrained, allow_other_weights, task=task))
+        # PreferenceData.from_captions records the task "captions": the pairs track's data, built in Python
+        fitted_in_python = task == "pairs" and recorded.get("task") == "captions"
+        tasks = {} if fitted_in_python else {"task": task}
+        _check_projection(projection, recorded, _identity(bundle, pretrained, allow_other_weights, **tasks))
         if "data" not in recorded and photos is None and not allow_other_data:
             raise ValueError(
                 f"{projection} carries no record of the data it was trained on, so this test split could hold "
