@@ -83,6 +83,19 @@ def test_pairs_are_split_by_image_and_fields_must_be_strings(tmp_path):
         pairs.read_pairs(tmp_path / "s" / "bad.jsonl")
 
 
+def test_trls_vision_rows_read_their_one_image(tmp_path):
+    """TRL's vision preference rows carry `images`, a list: they were refused as lacking `image`."""
+    rows = scenes(tmp_path / "s", n=4)
+    trl = [{"images": [r["image"]], "prompt": "", "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    ours = tmp_path / "s" / "ours.jsonl"
+    ours.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = _write(tmp_path / "s", trl)
+    assert pairs.read_pairs(path) == pairs.read_pairs(ours)
+    _write(tmp_path / "s", [{**trl[0], "images": [rows[0]["image"], rows[1]["image"]]}, trl[1]])
+    with pytest.raises(ValueError, match=r"row 1: images holds 2 images; a pair has one"):
+        pairs.read_pairs(path)
+
+
 def _write(folder, rows):
     path = folder / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

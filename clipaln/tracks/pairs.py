@@ -103,8 +103,15 @@ def read_pairs(path: str | Path) -> list[tuple[Path, str, str]]:
         raise ValueError(f"{path}: a pairs file is .csv or .jsonl")
     out = []
     for i, r in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+        if isinstance(r, dict) and "image" not in r and isinstance(r.get("images"), list):  # TRL's vision rows
+            if len(r["images"]) != 1:
+                raise ValueError(f"{path}, row {i}: images holds {len(r['images'])} images; a pair has one")
+            r = {**r, "image": r["images"][0]}
         if not isinstance(r, dict) or any(not isinstance(r.get(k), str) or not r[k].strip() for k in FIELDS):
-            raise ValueError(f"{path}, row {i}: needs {', '.join(FIELDS)} (non-empty strings)")
+            raise ValueError(
+                f"{path}, row {i}: needs {', '.join(FIELDS)} (non-empty strings; TRL's images, a list of one, "
+                "reads as image)"
+            )
         image = Path(r["image"]).expanduser()
         image = (image if image.is_absolute() else path.parent / image).resolve()  # one image, one name
         if not image.is_file():
