@@ -447,3 +447,24 @@ def test_marks_go_to_a_gradebook_csv_that_never_replaces_a_file(course, tmp_path
     assert main(argv) == 2  # refused before grading: the file is there
     err = capsys.readouterr().err
     assert "--csv" in err and "exists" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_during_grading_keeps_the_marks_already_given(course, tmp_path, monkeypatch, capsys):
+    import clipaln.course.grading as grading
+
+    out, _ = course
+    for student in ("ada", "bo"):
+        (tmp_path / student).mkdir()
+    marks = {"00.1": {"points": 3.0, "max": 3, "message": "passed"}}
+
+    def grade_then_stop(submission, *args):
+        if submission.parent.name == "bo":
+            raise KeyboardInterrupt
+        return marks
+
+    monkeypatch.setattr(grading, "grade_notebook", grade_then_stop)
+    argv = ["course", "grade", str(tmp_path), "--key", str(out / "instructor"), "--only", "00", "--json"]
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"ada": marks}
+    assert "holds the 1 of 2 notebooks graded" in captured.err and "clipaln: interrupted" in captured.err

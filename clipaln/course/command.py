@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from ..io import print_json, write_text
 from ..parsing import COMMANDS, count
-from .grading import CELL_TIMEOUT
+from .grading import CELL_TIMEOUT, totals
 
 # editions and grading (nbformat, nbclient) are imported when a course command runs, not with the parser
 
@@ -56,7 +57,7 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> None:
     from .editions import build
-    from .grading import grade, gradebook, totals
+    from .grading import GradingInterrupted, grade, gradebook
 
     submissions = Path(args.submissions).expanduser()
     if not submissions.is_dir():
@@ -71,10 +72,21 @@ def cmd_grade(args: argparse.Namespace) -> None:
         else:
             key = Path(args.key).expanduser()
         autograders = key / "autograder" if (key / "autograder").is_dir() else key
-        report = grade(submissions, autograders, args.strict, args.jobs, args.only, args.timeout or None)
+        try:
+            report = grade(submissions, autograders, args.strict, args.jobs, args.only, args.timeout or None)
+        except GradingInterrupted as stop:  # the marks given so far, then the interrupt as always
+            _print_report(stop.report, args.json)
+            print(
+                f"clipaln: the report above holds the {stop.graded} of {stop.total} notebooks graded", file=sys.stderr
+            )
+            raise
     if csv_path is not None:
         write_text(csv_path, gradebook(report))
-    if args.json:
+    _print_report(report, args.json)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
         print_json(report)
         return
     for student, (points, maximum) in totals(report).items():

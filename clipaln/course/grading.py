@@ -223,15 +223,36 @@ def grade(
         )
     pairs = [(student, z) for student in students for z in zips]
     notebooks = [student / f"{z.stem}_exercises.ipynb" for student, z in pairs]
-    if jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_cores, initargs=(threads,)) as pool:
-            zips_of = [z for _, z in pairs]
-            results = list(pool.map(grade_notebook, notebooks, zips_of, [strict] * len(pairs), [timeout] * len(pairs)))
-    else:
-        results = [grade_notebook(nb, z, strict, timeout) for nb, (_, z) in zip(notebooks, pairs)]
-    report = {student.name: {} for student in students}
+    results: list[dict] = []
+    try:
+        if jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_cores, initargs=(threads,)) as pool:
+                zips_of = [z for _, z in pairs]
+                for result in pool.map(
+                    grade_notebook, notebooks, zips_of, [strict] * len(pairs), [timeout] * len(pairs)
+                ):
+                    results.append(result)
+        else:
+            for nb, (_, z) in zip(notebooks, pairs):
+                results.append(grade_notebook(nb, z, strict, timeout))
+    except KeyboardInterrupt:  # Ctrl-C: what was graded is kept, not lost with the rest
+        graded = _report(students, pairs[: len(results)], results)
+        raise GradingInterrupted(graded, len(results), len(pairs)) from None
+    return _report(students, pairs, results)
+
+
+class GradingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during grading, with the report of the `graded` notebooks (of `total`) graded before it."""
+
+    def __init__(self, report: dict[str, dict[str, dict]], graded: int, total: int):
+        super().__init__()
+        self.report, self.graded, self.total = report, graded, total
+
+
+def _report(students: list[Path], pairs: list, results: list[dict]) -> dict[str, dict[str, dict]]:
+    report = {student.name: {} for student in students if any(s == student for s, _ in pairs)}
     for (student, _), result in zip(pairs, results):
         report[student.name].update(result)
     return report
