@@ -75,6 +75,18 @@ def test_what_the_reversal_does_on_the_toy_world(reversal):
     assert s["t_star_metrics"]["retrieval/precision"] >= 0.9  # activities survive the scaling
     assert set(s["t_star_per_prompt"]) == set(s["skewed_prompts"])
     assert within_target(spectrum(proj))  # the default W stays near orthogonal (docs/toy-world.md)
+    assert not s["t_star_flat"] and f"t*={s['t_star']:.2f}" in gender.format_result(s)
+
+
+def test_a_w_that_moves_no_prompt_prints_no_t_star(reversal):
+    """A W that changes nothing had t* = 0.50 printed as if chosen: the middle of a flat scan."""
+    from clipaln.projection import SharedProjection
+
+    feats, proj = reversal
+    s = gender.evaluate(feats, SharedProjection(proj.dim))  # W = I: W_t = I at every t
+    assert s["t_star_flat"] and all(v is None for v in s["t_star_per_prompt"].values())
+    text = gender.format_result(s)
+    assert "t*=n/a" in text and "t*=0." not in text and "W moves nothing" in text.splitlines()[-1]
 
 
 def test_t_one_reverses_every_prompt_as_the_paper_reports(reversal):

@@ -274,6 +274,7 @@ def evaluate(feats: Features, projection: SharedProjection | None = None, k: int
         "t_star_chosen_on": "validation gallery" if feats.val_gallery is not None else "test gallery",
         "t_star_metrics": sweep.at(t_star, skewed),
         "t_star_per_prompt": per_prompt,
+        "t_star_flat": all(v is None for v in per_prompt.values()),  # no t in [0, 1] moves any prompt
         "curve": [{m: c[m] for m in keep} for c in curve],
         "distinct_counts": distinct,
         "understanding": fig3,
@@ -285,7 +286,8 @@ def format_result(result: dict) -> str:
     """evaluate()'s result for people: men / women in the top k per prompt at t = 0, 1 and t*."""
     cols = [("t=0", result["t0"])]
     if "t1" in result:
-        cols += [("t=1", result["t1"]), (f"t*={result['t_star']:.2f}", result["t_star_metrics"])]
+        flat = result.get("t_star_flat", False)  # t* would be the middle of a flat scan: a number that means nothing
+        cols += [("t=1", result["t1"]), ("t*=n/a" if flat else f"t*={result['t_star']:.2f}", result["t_star_metrics"])]
     genders = list(next(iter(result["t0"]["prompts"].values()))["retrieval/top_k"])
     lines = [f"{'prompt (' + ' / '.join(genders) + ' in the top k)':<40}" + "".join(f"{c:>10}" for c, _ in cols)]
     for a in result["skewed_prompts"]:
@@ -301,6 +303,9 @@ def format_result(result: dict) -> str:
             f"{name:<40}"
             + "".join(f"{r[key]:>10.2f}" if isinstance(r[key], float) else f"{r[key]:>10}" for _, r in cols)
         )
+    if result.get("t_star_flat"):
+        where = result["t_star_chosen_on"]
+        lines.append(f"t*: no t in [0, 1] changes any prompt's NDKL on the {where} (W moves nothing)")
     return "\n".join(lines)
 
 
