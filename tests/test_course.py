@@ -368,9 +368,13 @@ def test_a_copy_filed_with_a_slip_is_named_and_a_zips_litter_is_no_student(cours
     (tmp_path / "__MACOSX" / "carol").mkdir(parents=True)
     (tmp_path / "__MACOSX" / "carol" / "._00_exercises.ipynb").write_text("")
     (tmp_path / "eve_00_exercises.ipynb").write_text("{}")
-    with pytest.warns(UserWarning, match=r"1 notebook\(s\) in .* outside a student folder .*eve_00_exercises.ipynb"):
+    (tmp_path / "Gina").mkdir()
+    with pytest.warns(UserWarning) as seen:
         report = _grade(course, tmp_path, "--only", "00")
-    assert sorted(report) == ["carol", "dave", "gina"]
+    said = [str(w.message) for w in seen]
+    assert any(re.search(r"1 notebook\(s\) in .* outside a student folder .*eve_00_exercises.ipynb", m) for m in said)
+    assert any(m.startswith("student folders 'Gina' and 'gina' differ only in case") for m in said), said
+    assert sorted(report) == ["Gina", "carol", "dave", "gina"]
     for student, copy in (
         ("carol", "00_Exercises.ipynb"),
         ("dave", "week1/00_exercises.ipynb"),

@@ -208,6 +208,15 @@ def grade(
         hint = f"pass --key {autograders / 'instructor'}" if inside.is_dir() else "build them: clipaln course build"
         raise FileNotFoundError(f"no autograder zips (NN.zip) in {autograders}: {hint}")
     students = sorted(p for p in submissions.iterdir() if p.is_dir() and not _hidden(Path(p.name)))
+    by_case: dict[str, list[str]] = {}
+    for student in students:
+        by_case.setdefault(student.name.lower(), []).append(student.name)
+    for names in (n for n in by_case.values() if len(n) > 1):
+        warnings.warn(
+            f"student folders {' and '.join(map(repr, names))} differ only in case: graded apart, they are one "
+            "student on a case-insensitive disk or in a gradebook; merge or rename one",
+            stacklevel=2,
+        )
     loose = sorted(p.name for p in submissions.glob("*.ipynb"))
     if students and loose:
         warnings.warn(
