@@ -203,15 +203,36 @@ def test_a_dataset_is_one_entry_in_the_registry_and_trains_from_the_command_line
     assert json.loads((out / "run.json").read_text())["dataset"] == "shelf"
 
 
-def test_a_size_typed_beyond_what_a_folder_gives_is_one_line_and_the_defaults_still_cap(tmp_path):
+def test_a_size_typed_beyond_what_a_folder_gives_is_one_line_and_the_defaults_still_cap(tmp_path, capsys):
     """--n-train 900 on 24 images trained on 12 and wrote n_train 900 into run.json, silently."""
+    from clipaln.cli import main
     from clipaln.tracks.protocol import DataFlags
 
     root = make_folder(tmp_path / "imgs", 3, 8)  # 24 images, one set: 12 can train, 12 can test
     flags = dict(model="ViT-S-32-alt", dataset="folder", root=root)
-    with pytest.raises(ValueError, match=r"^--n-train 900: folder at .* gives at most 12 \(24 images in all\)"):
-        typographic.make_spec(DataFlags(**flags, n_train=900))
-    with pytest.raises(ValueError, match=r"^--n-test 13: .* gives at most 12 "):
-        typographic.make_spec(DataFlags(**flags, n_train=12, n_test=13))
+    one_set = r"folder has 24 images, split between --n-train \(at most half\) and --n-test \(the rest\)"
+    capped = typographic.make_spec(DataFlags(**flags, n_train=900))  # what eval rebuilds from a run's record
+    assert (capped.key["n_train"], capped.key["n_test"]) == (12, 12)
+    with pytest.raises(ValueError, match=rf"^--n-train 900: {one_set}: ask for 12 or fewer$"):
+        typographic.refuse_capped_sizes(capped, 900, None)
+    typographic.refuse_capped_sizes(capped, 12, 12)
     spec = typographic.make_spec(DataFlags(**flags))  # the track's defaults (2,000 / 1,000) are caps
     assert (spec.key["n_train"], spec.key["n_test"]) == (12, 12)
+    split = make_folder(tmp_path / "split" / "train", 3, 8).parent
+    make_folder(split / "val", 3, 2)
+    two = typographic.make_spec(DataFlags(**{**flags, "root": split}, n_test=20))
+    with pytest.raises(ValueError, match=r"^--n-test 20: folder has 6 usable images in its test split: ask for 6 or"):
+        typographic.refuse_capped_sizes(two, None, 20)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "typographic",
+            *sum(([f"--{k}", str(v)] for k, v in flags.items()), []),
+            "--n-train",
+            "900",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2 and "--n-train 900: folder has 24 images" in capsys.readouterr().err and not out.exists()

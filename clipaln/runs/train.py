@@ -124,6 +124,8 @@ def train_run(
             write_json(folder.work / REQUEST, as_recorded(asked))
         models.check_model(model, pretrained)  # a bad name, tag or file, then a bad data flag: one line
         spec = make_spec(task, model=model, **data)  # before the model loads
+        if task == "typographic" and not resume:  # a size typed for a new run is a size used
+            typographic.refuse_capped_sizes(spec, data.get("n_train"), data.get("n_test"))
         if getattr(spec, "duplicates", None) and dist.is_main():
             print(duplicates_line(spec.duplicates), file=sys.stderr)
         bundle = models.load_clip(model, pretrained=pretrained, device=device)

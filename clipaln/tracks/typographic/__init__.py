@@ -47,6 +47,7 @@ from .spec import (
     make_spec,
     prompts_for,
     real_spec,
+    refuse_capped_sizes,
     toy_spec,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "per_direction_reading",
     "prompts_for",
     "real_spec",
+    "refuse_capped_sizes",
     "robust_accuracy",
     "toy_spec",
     "train",

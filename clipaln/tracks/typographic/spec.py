@@ -41,14 +41,24 @@ def make_spec(data: DataFlags) -> Spec:
     if data.root is None:
         raise ValueError("--dataset needs --root PATH")
     root = str(Path(data.root).expanduser().resolve())  # the same folder gives the same key from anywhere
-    spec = real_spec(data.dataset, root, seed=data.seed, download=data.download, **keep)
-    for name, asked in keep.items():  # a size typed is a size used, or one line (the defaults are caps)
-        if spec.key[name] < asked:
-            raise ValueError(
-                f"--{name.replace('_', '-')} {asked}: {data.dataset} at {root} gives at most {spec.key[name]} "
-                f"({spec.key['n']} images in all): ask for {spec.key[name]} or fewer"
-            )
-    return spec
+    return real_spec(data.dataset, root, seed=data.seed, download=data.download, **keep)
+
+
+def refuse_capped_sizes(spec: Spec, n_train: int | None, n_test: int | None) -> None:
+    """One line where a size typed for a new run is more than the dataset gives (real_spec caps the
+    track's defaults, and would cap these silently). Not for eval or --resume: a run recorded before
+    this check holds the size it was asked for, and its data key the size it used."""
+    one_set = getattr(spec.test_set, "base", None) is getattr(spec.train_set, "base", spec)  # data.real.Subset
+    for name, asked in (("n_train", n_train), ("n_test", n_test)):
+        if asked is None or spec.key.get(name, asked) >= asked:
+            continue
+        where = spec.key["world"]
+        if one_set:
+            has = f"has {spec.key['n']} images, split between --n-train (at most half) and --n-test (the rest)"
+        else:
+            split = "training" if name == "n_train" else "test"
+            has = f"has {spec.key[name]} usable images in its {split} split"
+        raise ValueError(f"--{name.replace('_', '-')} {asked}: {where} {has}: ask for {spec.key[name]} or fewer")
 
 
 @dataclass
