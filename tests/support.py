@@ -75,3 +75,14 @@ def train_pairs(pairs_file, out, *more):
             *more,
         ]
     )
+
+
+def grade_slowly_for_bo(submission, zip_path, strict=False, timeout=None):
+    """A stand-in for clipaln.course.grading.grade_notebook in a grading worker process (importable
+    there): a student named bo takes two minutes, anyone else one exercise's full marks at once."""
+    import time
+    from pathlib import Path
+
+    if Path(submission).parent.name == "bo":
+        time.sleep(120)
+    return {f"{Path(zip_path).stem}.1": {"points": 3.0, "max": 3, "message": "passed"}}

@@ -453,6 +453,36 @@ def test_marks_go_to_a_gradebook_csv_that_never_replaces_a_file(course, tmp_path
     assert "--csv" in err and "exists" in err and err.count("\n") == 1
 
 
+def test_ctrl_c_with_jobs_stops_the_notebooks_in_flight_and_keeps_the_marks_given(
+    course, tmp_path, monkeypatch, capsys
+):
+    """Under --jobs the pool waited for every notebook in flight (minutes each) before it said anything."""
+    import signal
+    import threading
+    import time
+
+    from support import grade_slowly_for_bo
+
+    import clipaln.course.grading as grading
+
+    out, _ = course
+    for student in ("ada", "bo"):
+        (tmp_path / student).mkdir()
+    monkeypatch.setattr(grading, "grade_notebook", grade_slowly_for_bo)
+    timer = threading.Timer(8, os.kill, (os.getpid(), signal.SIGINT))  # ada graded, bo two minutes from done
+    argv = ["course", "grade", str(tmp_path), "--key", str(out / "instructor"), "--only", "00", "--jobs", "2"]
+    started = time.monotonic()
+    timer.start()
+    try:
+        code = main([*argv, "--json"])
+    finally:
+        timer.cancel()
+    assert code == 130 and time.monotonic() - started < 60  # bo's worker was stopped, not waited for
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"ada": {"00.1": {"points": 3.0, "max": 3, "message": "passed"}}}
+    assert "holds the 1 of 2 notebooks graded" in captured.err
+
+
 def test_ctrl_c_during_grading_keeps_the_marks_already_given(course, tmp_path, monkeypatch, capsys):
     import clipaln.course.grading as grading
 

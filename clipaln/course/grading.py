@@ -17,7 +17,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 
@@ -232,24 +232,34 @@ def grade(
         )
     pairs = [(student, z) for student in students for z in zips]
     notebooks = [student / f"{z.stem}_exercises.ipynb" for student, z in pairs]
-    results: list[dict] = []
+    graded: list[tuple[Path, dict]] = []  # (student, marks of one notebook), as they come
     try:
         if jobs > 1:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_cores, initargs=(threads,)) as pool:
-                zips_of = [z for _, z in pairs]
-                for result in pool.map(
-                    grade_notebook, notebooks, zips_of, [strict] * len(pairs), [timeout] * len(pairs)
-                ):
-                    results.append(result)
+            pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_cores, initargs=(threads,))
+            try:
+                futures = {
+                    pool.submit(grade_notebook, nb, z, strict, timeout): student
+                    for nb, (student, z) in zip(notebooks, pairs)
+                }
+                pending = set(futures)
+                while pending:  # a second at a time: a signal another thread took is seen here within it
+                    done, pending = wait(pending, timeout=1, return_when=FIRST_COMPLETED)
+                    graded += [(futures[future], future.result()) for future in done]
+            except BaseException:  # Ctrl-C, SIGTERM: stop the notebooks in flight, not after they finish
+                in_flight = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in in_flight:
+                    process.terminate()
+                raise
+            pool.shutdown()
         else:
-            for nb, (_, z) in zip(notebooks, pairs):
-                results.append(grade_notebook(nb, z, strict, timeout))
-    except KeyboardInterrupt:  # Ctrl-C: what was graded is kept, not lost with the rest
-        graded = _report(students, pairs[: len(results)], results)
-        raise GradingInterrupted(graded, len(results), len(pairs)) from None
-    return _report(students, pairs, results)
+            for nb, (student, z) in zip(notebooks, pairs):
+                graded.append((student, grade_notebook(nb, z, strict, timeout)))
+    except KeyboardInterrupt:  # what was graded is kept, not lost with the rest
+        raise GradingInterrupted(_report(students, graded), len(graded), len(pairs)) from None
+    return _report(students, graded)
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -260,10 +270,11 @@ class GradingInterrupted(KeyboardInterrupt):
         self.report, self.graded, self.total = report, graded, total
 
 
-def _report(students: list[Path], pairs: list, results: list[dict]) -> dict[str, dict[str, dict]]:
-    report = {student.name: {} for student in students if any(s == student for s, _ in pairs)}
-    for (student, _), result in zip(pairs, results):
-        report[student.name].update(result)
+def _report(students: list[Path], graded: list[tuple[Path, dict]]) -> dict[str, dict[str, dict]]:
+    """{student: {exercise: marks}}, students in order, each student's exercises in the notebooks' order."""
+    report = {student.name: {} for student in students if any(s == student for s, _ in graded)}
+    for student, marks in sorted(graded, key=lambda g: next(iter(g[1]), "")):  # a notebook's exercises share NN.
+        report[student.name].update(marks)
     return report
 
 
