@@ -97,6 +97,7 @@ def test_an_exercises_notebook_installs_otter_before_it_imports_it(course, monke
         checks = next(i for i, c in enumerate(code) if "import otter" in c.source)
         assert setup < checks, path.name
         assert '"[notebooks,course]"' in code[setup].source, path.name
+        assert sum("import otter" in c.source for c in code) == 1, path.name
     monkeypatch.setitem(sys.modules, "otter", None)  # a laptop with the notebooks extra alone
     with pytest.raises(ModuleNotFoundError, match=r"pip install -e '\.\[notebooks,course\]'"):
         exec(code[checks].source, {})
@@ -368,6 +369,7 @@ def test_a_copy_filed_with_a_slip_is_named_and_a_zips_litter_is_no_student(cours
     (tmp_path / "__MACOSX" / "carol").mkdir(parents=True)
     (tmp_path / "__MACOSX" / "carol" / "._00_exercises.ipynb").write_text("")
     (tmp_path / "eve_00_exercises.ipynb").write_text("{}")
+    (tmp_path / "._eve_00_exercises.ipynb").write_text("")  # macOS's AppleDouble copy: not counted
     (tmp_path / "Gina").mkdir()
     with pytest.warns(UserWarning) as seen:
         report = _grade(course, tmp_path, "--only", "00")
@@ -375,12 +377,12 @@ def test_a_copy_filed_with_a_slip_is_named_and_a_zips_litter_is_no_student(cours
     assert any(re.search(r"1 notebook\(s\) in .* outside a student folder .*eve_00_exercises.ipynb", m) for m in said)
     assert any(m.startswith("student folders 'Gina' and 'gina' differ only in case") for m in said), said
     assert sorted(report) == ["Gina", "carol", "dave", "gina"]
-    for student, copy in (
-        ("carol", "00_Exercises.ipynb"),
-        ("dave", "week1/00_exercises.ipynb"),
-        ("gina", "00_exercise.ipynb"),
+    for student, copy, fix in (
+        ("carol", "00_Exercises.ipynb", "name it"),
+        ("dave", "week1/00_exercises.ipynb", "move it to"),
+        ("gina", "00_exercise.ipynb", "name it"),
     ):
-        assert report[student]["00.1"]["message"] == f"not submitted ({copy} is there: name it 00_exercises.ipynb)"
+        assert report[student]["00.1"]["message"] == f"not submitted ({copy} is there: {fix} 00_exercises.ipynb)"
 
 
 def test_a_free_text_answer_names_its_words_and_a_quiz_letter_reads_as_typed():
@@ -451,6 +453,9 @@ def test_marks_go_to_a_gradebook_csv_that_never_replaces_a_file(course, tmp_path
     assert main(argv) == 2  # refused before grading: the file is there
     err = capsys.readouterr().err
     assert "--csv" in err and "exists" in err and err.count("\n") == 1
+    (tmp_path / "a_file").write_text("")
+    unwritable = [*argv[:-1], str(tmp_path / "a_file" / "marks.csv")]  # refused before grading, not after
+    assert main(unwritable) == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_ctrl_c_with_jobs_stops_the_notebooks_in_flight_and_keeps_the_marks_given(

@@ -63,8 +63,12 @@ def cmd_grade(args: argparse.Namespace) -> None:
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions} (SUBMISSIONS/<student>/NN_exercises.ipynb)")
     csv_path = None if args.csv is None else Path(args.csv).expanduser()
-    if csv_path is not None and csv_path.exists():  # checked before an hour of grading, not after
-        raise FileExistsError(f"--csv {csv_path} exists: choose another path (a gradebook never replaces a file)")
+    if csv_path is not None:  # checked before an hour of grading, not after
+        if csv_path.exists():
+            raise FileExistsError(f"--csv {csv_path} exists: choose another path (a gradebook never replaces a file)")
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        csv_path.touch(exist_ok=False)  # can be written (an OSError is one line now, not after grading)
+        csv_path.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         if args.key is None:
             build(_notebooks(args.notebooks), Path(tmp))
@@ -80,9 +84,9 @@ def cmd_grade(args: argparse.Namespace) -> None:
                 f"clipaln: the report above holds the {stop.graded} of {stop.total} notebooks graded", file=sys.stderr
             )
             raise
+    _print_report(report, args.json)  # first: a gradebook that fails to write loses no marks
     if csv_path is not None:
         write_text(csv_path, gradebook(report))
-    _print_report(report, args.json)
 
 
 def _print_report(report: dict, as_json: bool) -> None:

@@ -54,7 +54,10 @@ def _not_submitted(submission: Path) -> str:
         for p in (folder.rglob("*.ipynb") if folder.is_dir() else [])
         if fnmatch.fnmatch(p.name.lower(), f"*{nb_id}*exercise*.ipynb") and not _hidden(p.relative_to(folder))
     )
-    return f"not submitted ({near[0]} is there: name it {submission.name})" if near else "not submitted"
+    if not near:
+        return "not submitted"
+    fix = "move it to" if Path(near[0]).name == submission.name else "name it"
+    return f"not submitted ({near[0]} is there: {fix} {submission.name})"
 
 
 def _hidden(path: Path) -> bool:
@@ -217,7 +220,7 @@ def grade(
             "student on a case-insensitive disk or in a gradebook; merge or rename one",
             stacklevel=2,
         )
-    loose = sorted(p.name for p in submissions.glob("*.ipynb"))
+    loose = sorted(p.name for p in submissions.glob("*.ipynb") if not _hidden(Path(p.name)))
     if students and loose:
         warnings.warn(
             f"{len(loose)} notebook(s) in {submissions} lie outside a student folder and are not graded "
