@@ -129,7 +129,9 @@ def _export_of_ours(path: Path) -> bool:
     """Whether what is at `path` is something export wrote (and --overwrite may replace)."""
     if path.is_dir():
         return _is_export(path / HUB_WEIGHTS)
-    return _is_export(path) if path.suffix == ".safetensors" else _is_model_config(path)
+    if path.suffix == ".safetensors":
+        return _is_export(path)
+    return _is_model_config(path) and _is_export(path.with_suffix(".safetensors"))  # a config beside its export
 
 
 def _refuse_existing(paths, overwrite: bool) -> None:

@@ -148,10 +148,10 @@ def _create(name: str, pretrained: str | None, build: dict | None = None):
     except ModuleNotFoundError as e:  # e.g. SigLIP's tokenizer needs transformers
         raise MissingPackage(f"{name} needs the package {e.name!r}: pip install {e.name}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, AssertionError, KeyError) as e:
-        local = pretrained is not None and Path(pretrained).is_file()
+        local = pretrained is not None and Path(pretrained).is_file() and not name.startswith(("hf-hub:", "local-dir:"))
         if not isinstance(e, (RuntimeError, AssertionError, KeyError)) or "PytorchStreamReader" in str(e):
             pass  # torch.load on what is not weights: below
-        elif local:  # weights of another architecture: a state dict's keys or shapes, or open_clip's assert
+        elif local and "memory" not in str(e):  # another architecture's weights: keys, shapes or open_clip's assert
             reason = " ".join(str(e).split()) or type(e).__name__
             raise ValueError(
                 f"{pretrained} does not fit {name}: {reason[:200]} "
@@ -262,7 +262,9 @@ def check_model(name: str = TOY, pretrained: str | None = None) -> tuple[str, st
     """The model name and pretrained tag or file as load_clip reads them, checked without loading
     anything (one line for an unknown name or tag, or a missing file), so that a command can refuse
     them before slower work. Returns (name, pretrained) with folders and ~ expanded."""
-    if name == TOY:
+    if name == TOY:  # the shipped weights, "random", or a toy checkpoint file
+        if pretrained not in (None, "random") and not Path(pretrained).expanduser().is_file():
+            raise FileNotFoundError(f"toy checkpoint file not found: {pretrained}")
         return name, pretrained
     import open_clip
 

@@ -84,6 +84,8 @@ class SharedProjection(nn.Module):
         return F.normalize(x @ w.to(x.dtype).T, dim=-1).to(emb.dtype)  # (..., dim): re-normalised W e
 
     def extra_repr(self) -> str:
+        if self.weight.is_meta or not torch.isfinite(self.weight).all():  # a diverged W prints, too
+            return f"dim={self.dim}, not finite" if not self.weight.is_meta else f"dim={self.dim}, on the meta device"
         s = self.svd()[1]
         return f"dim={self.dim}, singular values {float(s.min()):.3g} to {float(s.max()):.3g}"
 

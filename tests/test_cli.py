@@ -256,6 +256,7 @@ def test_data_flag_errors_come_before_the_model_loads(tmp_path, monkeypatch, cap
         (["--model", "ViT-Nope"], "unknown model 'ViT-Nope'"),
         (["--model", "ViT-B-32", "--pretrained", "nope"], "unknown pretrained tag 'nope' for ViT-B-32"),
         (["--model", "ViT-B-32", "--pretrained", "gone/model.pt"], "checkpoint file not found: gone/model.pt"),
+        (["--pretrained", "gone.safetensors"], "toy checkpoint file not found: gone.safetensors"),
     ],
 )
 def test_a_bad_model_name_is_the_line_a_bad_data_flag_beside_it_does_not_hide(

@@ -113,6 +113,10 @@ def test_export_never_replaces_what_is_there_unless_asked(tmp_path, capsys):
         ours = out.name == "aligned.safetensors"
         assert ("exists: pass --overwrite" if ours else "exists and is not a clipaln export: choose another") in err
         assert err.count("\n") == 1 and out.read_bytes() == before
+    config = tmp_path / "theirs.json"  # an open_clip config of the user's, with no export beside it
+    config.write_text(json.dumps({"embed_dim": 4, "vision_cfg": {}, "text_cfg": {}}))
+    args = ["export", "--projection", str(proj), "--out", str(tmp_path / "theirs.safetensors"), "--device", "cpu"]
+    assert main(args) == 2 and "theirs.json exists and is not a clipaln export" in capsys.readouterr().err
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")

@@ -36,6 +36,7 @@ def test_a_projection_prints_its_size_and_spectrum():
     w = SharedProjection(3, torch.diag(torch.tensor([0.5, 1.0, 1.5])))
     assert repr(w) == "SharedProjection(dim=3, singular values 0.5 to 1.5)"
     assert repr(w.scaled(2)) == "SharedProjection(dim=3, singular values 0.25 to 2.25)"
+    assert repr(SharedProjection(3, torch.full((3, 3), float("nan")))) == "SharedProjection(dim=3, not finite)"
 
 
 def test_scaled_zero_reproduces_base_scores():
