@@ -44,7 +44,7 @@ def _args(model, tmp_path):
             "8",
             *common,
         ]
-    data = ["--dataset", "folder", "--root", str(_folder(tmp_path / "imgs")), "--n-train", "12", "--n-test", "4"]
+    data = ["--dataset", "folder", "--root", str(_folder(tmp_path / "imgs")), "--n-train", "10", "--n-test", "4"]
     return ["train", "typographic", "--model", SMALL_VIT, *data, "--batch-size", "4", "--lr", "1e-5", *common]
 
 
