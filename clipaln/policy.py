@@ -263,7 +263,7 @@ class PreferenceData:
         pref = embed(images)
         # what a W fitted on these records, so that clipaln.export(W) knows its model
         key = {"captions": digest([chosen, rejected]), "n": len(chosen)}
-        record = data_record(bundle.name, model_fingerprint(bundle), "captions", key, bundle.pretrained)
+        record = data_record(bundle.name, model_fingerprint(bundle), "pairs", key, bundle.pretrained)  # the track
         return cls(
             pref,
             [index[c] for c in chosen],

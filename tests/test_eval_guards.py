@@ -174,3 +174,8 @@ def test_a_w_fitted_in_python_on_captions_is_scored_by_eval_pairs(tmp_path, pair
     code, out, err = cli([*args, "--workers", "0", "--allow-other-data", "--json"], capsys)
     assert code == 0, err
     assert 0 <= json.loads(out)["preference/accuracy"] <= 1
+    assert w.metadata["task"] == "pairs"
+    w.metadata["task"] = "captions"  # what from_captions recorded before 2026-12-07
+    w.save(tmp_path / "w.safetensors")
+    code, _, err = cli([*args, "--workers", "0", "--allow-other-data", "--json"], capsys)
+    assert code == 0, err

@@ -110,7 +110,7 @@ def eval_run(
     if projection is not None:  # checked before any image is encoded
         proj = SharedProjection.load(Path(projection).expanduser(), dim=bundle.embed_dim)
         recorded = proj.metadata
-        # PreferenceData.from_captions records the task "captions": the pairs track's data, built in Python
+        # PreferenceData.from_captions records the task "pairs"; a W it made before 2026-12-07 says "captions"
         fitted_in_python = task == "pairs" and recorded.get("task") == "captions"
         tasks = {} if fitted_in_python else {"task": task}
         _check_projection(projection, recorded, _identity(bundle, pretrained, allow_other_weights, **tasks))
