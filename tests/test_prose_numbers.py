@@ -216,3 +216,52 @@ def test_a_quote_that_drifted_from_its_source_is_caught():
     assert printed("73.3%", _quoted(Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/pgd"))))
     assert not printed("74.3%", _quoted(Quote(ADVERSARIAL, ("rows", "adversarial DPO", "accuracy/pgd"))))
     assert not printed("0.841", _quoted(Quote("docs/toy-world.md")))
+
+
+#: A duration: seconds or milliseconds (a timing a run prints), whole or decimal ("the top 10s" is not one).
+DURATION = re.compile(r"(?<![\w.\-/])(\d+(?:\.\d+)?)(?: | ?(?=ms))(s|ms)\b")
+
+
+def prose_durations(nb: dict) -> list[str]:
+    """Every duration the prose states, after the header (whose run times tests/test_study_times.py
+    reads from benchmarks/results/cold_times.json), as "N s" or "N ms"."""
+    found = []
+    for cell in nb["cells"][1:]:
+        if cell["cell_type"] == "markdown":
+            text = "".join(cell["source"])
+            for pattern in SKIP:
+                text = pattern.sub(" ", text)
+            found += [f"{n} {unit}" for n, unit in DURATION.findall(text)]
+    return found
+
+
+def printed_durations(nb: dict) -> set[str]:
+    return {f"{n} {unit}" for n, unit in DURATION.findall(outputs_text(nb))}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_duration_in_the_prose_is_one_the_notebook_prints(path):
+    """Whole seconds escape the number check above (whole numbers are too often counts): "took 24 s"
+    under an output that prints 28 s is a sentence that no longer matches its output."""
+    nb = json.loads(path.read_text())
+    missing = sorted(set(prose_durations(nb)) - printed_durations(nb))
+    assert not missing, f"{path.name}: durations the prose states and no output prints: {missing}"
+
+
+def test_the_duration_check_catches_a_timing_that_drifted():
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["# Title\n\n*Time on a 2-core CPU:* 41 s from an empty cache."]},
+            {
+                "cell_type": "markdown",
+                "source": ["Twenty steps took 24 s, against 0.3 s for $W$ (`in 9 s`); the top 10s balance."],
+            },
+            {
+                "cell_type": "code",
+                "source": [""],
+                "outputs": [{"output_type": "stream", "text": ["20 steps in 28 s\n0.3 s\n"]}],
+            },
+        ]
+    }
+    assert prose_durations(nb) == ["24 s", "0.3 s"]
+    assert set(prose_durations(nb)) - printed_durations(nb) == {"24 s"}
