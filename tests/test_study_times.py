@@ -32,3 +32,34 @@ def test_the_book_s_home_page_gives_the_recorded_and_estimated_times():
     for nb, (_, seconds, reading, exercises) in rows.items():
         assert int(seconds) == round(next(v["cold_s"] for k, v in cold.items() if k.startswith(nb + "_"))), nb
         assert (int(reading), int(exercises)) == (table[nb]["reading_min"], table[nb]["exercises_min"]), nb
+
+
+def test_each_header_states_the_recorded_cold_and_warm_run_times():
+    cold = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())["notebooks"]
+    for name, row in cold.items():
+        header = "".join(json.loads((ROOT / "notebooks" / name).read_text())["cells"][0]["source"])
+        cold_s, warm_s = round(row["cold_s"]), round(row["warm_s"])
+        want = f"*Time on a 2-core CPU:* {cold_s} s from an empty feature cache, {warm_s} s with it filled"
+        assert want in header, (name, want)
+
+
+def test_the_readme_and_the_teaching_guide_give_the_recorded_run_times():
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())
+    cold = {name.split("_")[0]: row for name, row in recorded["notebooks"].items()}
+    readme = (ROOT / "README.md").read_text()
+    rows = dict((m[0], m[1:]) for m in re.findall(r"^\| (0\d\w?)(?: \(optional\))? \| (\d+) \| (\d+) \|", readme, re.M))
+    assert {nb: (round(r["cold_s"]), round(r["warm_s"])) for nb, r in cold.items()} == {
+        nb: (int(c), int(w)) for nb, (c, w) in rows.items()
+    }
+    series = re.search(
+        r"^\| the series \| (\d+) \([\d.]+ min; (\d+) s from one shared cache\) \| (\d+) \|", readme, re.M
+    )
+    assert series, "README: the series row"
+    assert [int(x) for x in series.groups()] == [
+        round(sum(r["cold_s"] for r in cold.values())),
+        round(recorded["series_cold_s"]),
+        round(sum(r["warm_s"] for r in cold.values())),
+    ]
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    minutes = dict(re.findall(r"^\| (0\d\w?) [^|]+\|[^|]+\| ([\d.]+ / [\d.]+)", guide, re.M))
+    assert minutes == {nb: f"{r['cold_s'] / 60:.1f} / {r['warm_s'] / 60:.1f}" for nb, r in cold.items()}
