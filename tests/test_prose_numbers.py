@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
-NUMBER = re.compile(r"(?<![\w.\-/])[−\-+]?\d+(?:\.\d+)?(?:e[−\-+]?\d+)?%?(?![\w.]\d)")
+#: A number, not the numerator of a fraction such as 8/255 (a radius, not a printed 8).
+NUMBER = re.compile(r"(?<![\w.\-/])[−\-+]?\d+(?:\.\d+)?(?:e[−\-+]?\d+)?%?(?![\w.]\d)(?!/\d)")
 #: Not numbers a notebook states about its run: maths, code, arXiv identifiers, section numbers.
 SKIP = [
     re.compile(r"\$\$.*?\$\$", re.S),
@@ -190,6 +191,10 @@ def test_the_check_catches_a_number_no_output_prints():
     }
     outputs = output_numbers(nb)
     assert [t for t in prose_numbers(nb) if not printed(t, outputs)] == ["0.42"]
+    # a radius printed as 8/255 is no 8.0% (notebook 07's summary kept 8.0% after its output moved to 12.0%)
+    nb["cells"][0]["source"] = ["The trained model keeps 8.0% at 16/255."]
+    nb["cells"][1]["outputs"][0]["text"] = ["8/255 72.0%, 16/255 12.0%\n"]
+    assert [t for t in prose_numbers(nb) if not printed(t, output_numbers(nb))] == ["8.0%"]
 
 
 def _quoted(quote: Quote) -> list[float]:
@@ -219,6 +224,7 @@ def test_a_quote_that_drifted_from_its_source_is_caught():
 
 
 #: A duration: seconds or milliseconds (a timing a run prints), whole or decimal ("the top 10s" is not one).
+#: Minutes and hours are study times and recorded benchmarks (tests/test_study_times.py), not read here.
 DURATION = re.compile(r"(?<![\w.\-/])(\d+(?:\.\d+)?)(?: | ?(?=ms))(s|ms)\b")
 
 

@@ -63,3 +63,22 @@ def test_the_readme_and_the_teaching_guide_give_the_recorded_run_times():
     guide = (ROOT / "docs" / "teaching.md").read_text()
     minutes = dict(re.findall(r"^\| (0\d\w?) [^|]+\|[^|]+\| ([\d.]+ / [\d.]+)", guide, re.M))
     assert minutes == {nb: f"{r['cold_s'] / 60:.1f} / {r['warm_s'] / 60:.1f}" for nb, r in cold.items()}
+
+
+def test_the_readme_s_sentence_on_the_recorded_day_reads_the_recorded_times():
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())
+    cold = {name.split("_")[0]: row["cold_s"] for name, row in recorded["notebooks"].items()}
+    readme = (ROOT / "README.md").read_text()
+    minutes = re.search(r"^\| the series \| \d+ \(([\d.]+) min;", readme, re.M)
+    assert minutes and minutes[1] == f"{sum(cold.values()) / 60:.1f}"
+    sentence = re.search(r"On the recorded day, every notebook ran in at most (\d+) s cold \(([^)]*)\)", readme)
+    assert sentence and int(sentence[1]) == round(max(cold.values()))
+    named = re.findall(r"(0\d\w?) at (\d+) s", sentence[2])
+    assert named and all(int(s) == round(cold[nb]) for nb, s in named), named
+    series = re.search(
+        r"the series in ([\d.]+) minutes with each notebook from its own empty cache, ([\d.]+) minutes", readme
+    )
+    assert series and series.groups() == (
+        f"{sum(cold.values()) / 60:.1f}",
+        f"{recorded['series_cold_s'] / 60:.1f}",
+    )
