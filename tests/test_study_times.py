@@ -1,6 +1,7 @@
 """The times a student is told: each tutorial's header gives the study time of the rule in
-benchmarks/study_times.py, and the book's home page gives the same study times and the recorded
-cold run times (benchmarks/results/cold_times.json)."""
+benchmarks/study_times.py, and the book's home page gives the same study times; the headers, the
+README, the teaching guide and the home page give the recorded run times
+(benchmarks/results/cold_times.json)."""
 
 import importlib.util
 import json
@@ -11,6 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("study_times", ROOT / "benchmarks" / "study_times.py")
 study_times = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(study_times)
+
+
+def _recorded() -> dict:
+    """benchmarks/results/cold_times.json: written by `benchmarks/cold_times.py --out ... --docs`, which
+    also writes the times into every place these tests read."""
+    return json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())
 
 
 def test_each_header_states_the_rule_s_study_time():
@@ -24,7 +31,7 @@ def test_each_header_states_the_rule_s_study_time():
 
 
 def test_the_book_s_home_page_gives_the_recorded_and_estimated_times():
-    cold = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())["notebooks"]
+    cold = _recorded()["notebooks"]
     home = (ROOT / "book" / "index.md").read_text()
     rows = {m[0]: m for m in re.findall(r"^\| (0\d\w?) \|.*\| (\d+) \| (\d+) / (\d+) \|$", home, re.M)}
     table = study_times.table()
@@ -35,7 +42,7 @@ def test_the_book_s_home_page_gives_the_recorded_and_estimated_times():
 
 
 def test_each_header_states_the_recorded_cold_and_warm_run_times():
-    cold = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())["notebooks"]
+    cold = _recorded()["notebooks"]
     for name, row in cold.items():
         header = "".join(json.loads((ROOT / "notebooks" / name).read_text())["cells"][0]["source"])
         cold_s, warm_s = round(row["cold_s"]), round(row["warm_s"])
@@ -44,7 +51,7 @@ def test_each_header_states_the_recorded_cold_and_warm_run_times():
 
 
 def test_the_readme_and_the_teaching_guide_give_the_recorded_run_times():
-    recorded = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())
+    recorded = _recorded()
     cold = {name.split("_")[0]: row for name, row in recorded["notebooks"].items()}
     readme = (ROOT / "README.md").read_text()
     rows = dict((m[0], m[1:]) for m in re.findall(r"^\| (0\d\w?)(?: \(optional\))? \| (\d+) \| (\d+) \|", readme, re.M))
@@ -66,7 +73,7 @@ def test_the_readme_and_the_teaching_guide_give_the_recorded_run_times():
 
 
 def test_the_readme_s_sentence_on_the_recorded_day_reads_the_recorded_times():
-    recorded = json.loads((ROOT / "benchmarks" / "results" / "cold_times.json").read_text())
+    recorded = _recorded()
     cold = {name.split("_")[0]: row["cold_s"] for name, row in recorded["notebooks"].items()}
     readme = (ROOT / "README.md").read_text()
     minutes = re.search(r"^\| the series \| \d+ \(([\d.]+) min;", readme, re.M)
