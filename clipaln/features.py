@@ -205,6 +205,8 @@ def encode_dataset(
     device = bundle.device
     dtype = autocast_dtype(precision, device)
     workers = default_workers() if workers is None else workers
+    if n <= batch_size:  # one batch: a worker would overlap nothing with the model and only add its start (~0.3 s)
+        workers = 0
     if workers:
         # An earlier loader's iterator that only the garbage collector frees would be copied into the
         # new workers when they fork, and its __del__ would run there, printing "Exception ignored ...

@@ -68,7 +68,7 @@ def test_an_unreadable_image_in_a_worker_is_one_line_naming_the_file(tmp_path, t
     ds = ImageFolderDataset(tmp_path)
     (tmp_path / "dog" / "2.png").write_bytes(b"not a png")  # broken after the listing, as a disk error would
     with pytest.raises(ValueError) as err:
-        encode_dataset(toy, ds, (0,), (1,), workers=1, progress=False)
+        encode_dataset(toy, ds, (0,), (1,), workers=1, batch_size=2, progress=False)  # 3 batches: the worker runs
     message = str(err.value)
     assert "2.png" in message and "\n" not in message and "DataLoader worker" not in message
 

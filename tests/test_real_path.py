@@ -226,6 +226,27 @@ def test_streaming_encoding_matches_encoding_a_list_and_uses_workers(tmp_path):
         assert labels.tolist() == [ds[i][2] for i in range(len(ds))]
 
 
+def test_a_single_batch_is_encoded_without_a_worker(monkeypatch):
+    """A DataLoader worker overlaps loading with the model; with one batch it overlaps nothing and its
+    start (a fork, about 0.3 s) was all it added: the test suite's 800 small encodes paid it each."""
+    import torch.utils.data
+
+    started = []
+
+    class Recording(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            started.append(kwargs["num_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
+    bundle = load_clip("toy")
+    ds = typographic.attacked_datasets(typographic.toy_spec(n_train=24, n_test=12, n_val=0))["test"]
+    one = encode_dataset(bundle, ds, (0,), (2,), workers=1, batch_size=12, progress=False)
+    two = encode_dataset(bundle, ds, (0,), (2,), workers=1, batch_size=6, progress=False)
+    assert started == [0, 1]
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
 def test_the_photo_sets_as_their_releases_unpack(tmp_path):
     """RTA-100 (ours/data), PAINT (typographic_real_data_from_PAINT/typographic_attacks) and
     Defense-Prefix's packaging of Materzynska et al. (annotations.json, classes.json, images/), each
