@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--cold-only", action="store_true", help="skip the warm and the series runs (a third of the time)")
     ap.add_argument("--docs", action="store_true", help="write the times into the headers, README, guide and book")
     a = ap.parse_args()
+    if a.docs and (a.cold_only or a.notebooks):  # refused before the minutes of running, not after
+        raise SystemExit("--docs needs every notebook, cold and warm: run without --cold-only and NOTEBOOK")
     paths = [Path(p) for p in a.notebooks] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = {
@@ -159,8 +161,6 @@ def main() -> None:
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     if a.docs:
-        if a.cold_only or a.notebooks:
-            raise SystemExit("--docs needs every notebook, cold and warm: run without --cold-only and NOTEBOOK")
         write_docs(out)
 
 

@@ -166,9 +166,9 @@ def encode_dataset(
     stats: dict | None = None,
 ) -> list[torch.Tensor]:
     """Stream a dataset of tuples through the image encoder, batch by batch: images are loaded and
-    preprocessed by DataLoader workers (pinned memory on CUDA) and only the embeddings are kept, so
-    memory does not grow with the number of images. Returns one (N, d) normalised embedding tensor
-    per image column, then one (N,) tensor per int column.
+    preprocessed by DataLoader workers (none for a single batch; pinned memory on CUDA) and only the
+    embeddings are kept, so memory does not grow with the number of images. Returns one (N, d)
+    normalised embedding tensor per image column, then one (N,) tensor per int column.
 
     Under torchrun each rank encodes its shard and the rows are gathered. `stats`, when given,
     receives "wait_s" (time the model waited for data), "total_s" and "images"."""
